@@ -1,0 +1,66 @@
+//! Every bound synod enforces, with the reason for its value.
+//!
+//! Defaults that etcd users know (request size, txn ops, quota) have etcd's values so that a
+//! workload that runs on etcd runs on synod. Relations between limits are checked at compile
+//! time at the bottom of this file.
+
+/// Largest request a client may send, after decoding: etcd's `--max-request-bytes` default
+/// (1.5 MiB). Larger requests get "etcdserver: request is too large".
+pub const REQUEST_BYTES_DEFAULT: u64 = 1536 * 1024;
+
+/// Extra room the gRPC layer allows on top of the request limit for framing, so that a
+/// slightly oversized request reaches synod and gets etcd's error instead of a transport
+/// error (etcd's `grpcOverheadBytes`).
+pub const GRPC_OVERHEAD_BYTES: u64 = 512 * 1024;
+
+/// Largest request size an operator may configure: the gRPC decoder works on u32 lengths and
+/// a single log entry has to fit comfortably in memory on every member.
+pub const REQUEST_BYTES_MAX: u64 = 512 * 1024 * 1024;
+
+/// Operations allowed in each of a Txn's compare, success and failure lists (etcd's
+/// `--max-txn-ops` default).
+pub const TXN_OPS_MAX: usize = 128;
+
+/// Size of the MVCC state file at which writes are refused with NOSPACE: etcd's
+/// `--quota-backend-bytes` default (2 GiB).
+pub const QUOTA_BACKEND_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
+
+/// A quota above this draws a startup warning, as in etcd ("8 GiB is a suggested maximum").
+pub const QUOTA_BACKEND_BYTES_WARN: u64 = 8 * 1024 * 1024 * 1024;
+
+/// The quota cost charged per put on top of its key and value (etcd's `kvOverhead`), so that
+/// a stream of empty puts still runs into the quota.
+pub const QUOTA_KV_OVERHEAD_BYTES: u64 = 256;
+
+/// Proposals waiting for the log writer. Past this, a write gets "etcdserver: too many
+/// requests" at once instead of queueing without bound.
+pub const PROPOSALS_PENDING_MAX: usize = 4096;
+
+/// Entries the log writer folds into one durable commit (one fsync). Bounds the memory and
+/// latency of a single batch while still amortising the fsync under load.
+pub const LOG_BATCH_ENTRIES_MAX: usize = 1024;
+
+/// Bytes the log writer folds into one durable commit.
+pub const LOG_BATCH_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+/// How often applied state is made durable (one fsync of the state file). Between
+/// checkpoints the state is rebuilt from the log after a crash, so this bounds replay work,
+/// never durability: the log is always fsynced before a client hears success.
+pub const STATE_CHECKPOINT_INTERVAL_MS: u64 = 100;
+
+/// Log entries kept behind the durable applied index after a purge, so that a lagging
+/// follower can catch up from the log instead of a snapshot (etcd's
+/// `SnapshotCatchUpEntries`).
+pub const LOG_CATCHUP_ENTRIES: u64 = 5000;
+
+/// etcd's `--snapshot-count` default in 3.5: applied entries between log purges.
+pub const SNAPSHOT_COUNT_DEFAULT: u64 = 100_000;
+
+/// How long a client request may wait for the consensus layer before it fails with
+/// "etcdserver: request timed out".
+pub const REQUEST_TIMEOUT_MS: u64 = 7_000;
+
+const _: () = assert!(REQUEST_BYTES_DEFAULT <= REQUEST_BYTES_MAX);
+const _: () = assert!(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES <= u32::MAX as u64);
+const _: () = assert!(LOG_BATCH_ENTRIES_MAX <= PROPOSALS_PENDING_MAX);
+const _: () = assert!(QUOTA_BACKEND_BYTES_DEFAULT <= QUOTA_BACKEND_BYTES_WARN);

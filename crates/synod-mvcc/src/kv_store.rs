@@ -1,0 +1,475 @@
+//! [`KvStore`]: the state machine. It applies replicated commands and serves reads.
+//!
+//! The write path mirrors etcd's `storeTxnWrite`: a request starts at the current revision
+//! `begin`, every change it makes is written at `begin + 1` with an increasing sub-revision,
+//! and the store revision moves to `begin + 1` only if something changed. Reads inside a
+//! write see its earlier changes. Revisions are assigned here and nowhere else.
+
+use std::collections::BTreeSet;
+
+use synod_api::EtcdError;
+use synod_api::etcdserverpb::alarm_request::AlarmAction;
+use synod_api::etcdserverpb::{
+    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse, request_op, response_op,
+};
+use synod_api::mvccpb::KeyValue;
+use synod_api::synodpb::{Command, command};
+
+use crate::backend::{BackendError, RevisionRead, RevisionWrite, StoredKv};
+use crate::range::{self, RangePlan};
+use crate::tree_index::{KeyRange, TreeIndex};
+use crate::txn::{self, View, branch, path_len};
+use crate::{Rev, check};
+
+/// The response to an applied command.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
+    Alarm(AlarmResponse),
+}
+
+/// The outcome of applying one command: a response, or the etcd error the client gets.
+/// Either way the outcome is the same on every member.
+pub type Applied = Result<Response, EtcdError>;
+
+/// The scalar state persisted next to the records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// The store revision: 1 for an empty store.
+    pub current_revision: i64,
+    /// The revision of the last compaction; -1 if there was none (etcd's `compactMainRev`).
+    pub compact_revision: i64,
+    /// Raised alarms as (member id, `AlarmType` number).
+    pub alarms: Vec<(u64, i32)>,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta { current_revision: 1, compact_revision: -1, alarms: Vec::new() }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct KvStore {
+    index: TreeIndex,
+    current: i64,
+    compacted: i64,
+    alarms: BTreeSet<(u64, i32)>,
+}
+
+impl KvStore {
+    /// An empty store at revision 1.
+    pub fn new() -> KvStore {
+        KvStore::from_meta(Meta::default())
+    }
+
+    fn from_meta(meta: Meta) -> KvStore {
+        KvStore {
+            index: TreeIndex::default(),
+            current: meta.current_revision,
+            compacted: meta.compact_revision,
+            alarms: meta.alarms.into_iter().collect(),
+        }
+    }
+
+    /// Rebuilds the store from persisted meta and every stored record in revision order.
+    pub fn restore<E>(
+        meta: Meta,
+        records: impl IntoIterator<Item = Result<(Rev, StoredKv), E>>,
+    ) -> Result<KvStore, E> {
+        let mut store = KvStore::from_meta(meta);
+        let mut last = Rev::default();
+        for record in records {
+            let (rev, stored) = record?;
+            assert!(rev > last, "records out of order: {rev} after {last}");
+            assert!(
+                rev.main <= store.current,
+                "record at {rev} is newer than the store revision {}",
+                store.current
+            );
+            last = rev;
+            let kv = &stored.kv;
+            store.index.restore(&kv.key, rev, kv.create_revision, kv.version, stored.tombstone);
+        }
+        Ok(store)
+    }
+
+    pub fn meta(&self) -> Meta {
+        Meta {
+            current_revision: self.current,
+            compact_revision: self.compacted,
+            alarms: self.alarms.iter().copied().collect(),
+        }
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.current
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.compacted
+    }
+
+    /// Number of keys that currently exist.
+    pub fn key_count(&self) -> usize {
+        self.index.live_keys()
+    }
+
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        self.alarms.iter().map(|&(member_id, alarm)| AlarmMember { member_id, alarm }).collect()
+    }
+
+    fn alarm_raised(&self, alarm: AlarmType) -> bool {
+        self.alarms.iter().any(|&(_, a)| a == alarm as i32)
+    }
+
+    /// Whether writes that add data are refused (etcd's NOSPACE maintenance mode).
+    pub fn out_of_space(&self) -> bool {
+        self.alarm_raised(AlarmType::Nospace)
+    }
+
+    /// Leases arrive with the lease service; until then no lease exists, so a put naming one
+    /// gets etcd's "requested lease not found".
+    fn lease_exists(&self, _lease: i64) -> bool {
+        false
+    }
+
+    /// Plans a Range at the newest revision. Call under the same lock that guards applies,
+    /// then execute the plan against a backend snapshot taken under that lock.
+    pub fn plan_range(&self, request: &RangeRequest) -> Result<RangePlan, EtcdError> {
+        check::range(request)?;
+        range::plan(&self.index, request, self.current, self.compacted)
+    }
+
+    /// A Txn that only reads, served without consensus like etcd does.
+    pub fn read_txn(
+        &self,
+        backend: &impl RevisionRead,
+        request: &TxnRequest,
+    ) -> Result<Result<TxnResponse, EtcdError>, BackendError> {
+        debug_assert!(txn::is_read_only(request));
+        if let Err(e) = check::txn(request, usize::MAX) {
+            return Ok(Err(e));
+        }
+        let view = self.view(backend);
+        let path = view.path(request)?;
+        if let Err(e) = view.check(request, &path, false, &|_| false)? {
+            return Ok(Err(e));
+        }
+        let mut response = self.read_txn_ops(backend, request, &path)?;
+        response.header = Some(ResponseHeader { revision: self.current, ..Default::default() });
+        Ok(Ok(response))
+    }
+
+    fn read_txn_ops(
+        &self,
+        backend: &impl RevisionRead,
+        request: &TxnRequest,
+        path: &[bool],
+    ) -> Result<TxnResponse, BackendError> {
+        let mut responses = Vec::new();
+        let mut rest = &path[1..];
+        for op in branch(request, path[0]) {
+            let response = match &op.request {
+                Some(request_op::Request::RequestRange(r)) => {
+                    let plan = range::plan(&self.index, r, self.current, self.compacted)
+                        .expect("range revisions were checked before the txn ran");
+                    response_op::Response::ResponseRange(plan.execute(backend)?)
+                }
+                Some(request_op::Request::RequestTxn(nested)) => {
+                    let response = self.read_txn_ops(backend, nested, rest)?;
+                    rest = &rest[path_len(nested, rest)..];
+                    response_op::Response::ResponseTxn(response)
+                }
+                _ => unreachable!("a read-only txn holds only ranges and txns"),
+            };
+            responses.push(ResponseOp { response: Some(response) });
+        }
+        Ok(TxnResponse { header: Some(ResponseHeader::default()), succeeded: path[0], responses })
+    }
+
+    fn view<'a, B: RevisionRead>(&'a self, backend: &'a B) -> View<'a, B> {
+        View { index: &self.index, backend, revision: self.current, compacted: self.compacted }
+    }
+
+    /// Applies one replicated command. An `Err` is a backend failure and leaves this store
+    /// unusable: the caller must stop and rebuild from disk.
+    pub fn apply(
+        &mut self,
+        backend: &mut impl RevisionWrite,
+        command: &Command,
+    ) -> Result<Applied, BackendError> {
+        match &command.op {
+            Some(command::Op::Put(r)) => self.apply_put(backend, r),
+            Some(command::Op::DeleteRange(r)) => self.apply_delete_range(backend, r),
+            Some(command::Op::Txn(r)) => self.apply_txn(backend, r),
+            Some(command::Op::Compaction(r)) => self.apply_compaction(backend, r),
+            Some(command::Op::Alarm(r)) => Ok(self.apply_alarm(r)),
+            // A command from a newer synod that this one does not know: refuse it the same
+            // way on every member rather than guess.
+            None => Ok(Err(EtcdError::NotCapable)),
+        }
+    }
+
+    fn apply_put(
+        &mut self,
+        backend: &mut impl RevisionWrite,
+        request: &PutRequest,
+    ) -> Result<Applied, BackendError> {
+        if let Err(e) = check::put(request) {
+            return Ok(Err(e));
+        }
+        if self.out_of_space() {
+            return Ok(Err(EtcdError::NoSpace));
+        }
+        if request.lease != 0 && !self.lease_exists(request.lease) {
+            return Ok(Err(EtcdError::LeaseNotFound));
+        }
+        let mut write = self.write(backend);
+        let response = write.put(request)?;
+        let response = response.map(Response::Put);
+        self.current = write.end();
+        Ok(response)
+    }
+
+    fn apply_delete_range(
+        &mut self,
+        backend: &mut impl RevisionWrite,
+        request: &DeleteRangeRequest,
+    ) -> Result<Applied, BackendError> {
+        if let Err(e) = check::delete_range(request) {
+            return Ok(Err(e));
+        }
+        let mut write = self.write(backend);
+        let response = write.delete_range(request)?;
+        self.current = write.end();
+        Ok(Ok(Response::DeleteRange(response)))
+    }
+
+    fn apply_txn(
+        &mut self,
+        backend: &mut impl RevisionWrite,
+        request: &TxnRequest,
+    ) -> Result<Applied, BackendError> {
+        // The op count limit is the server's to enforce (it is configurable); the structure
+        // checks run again here so that a malformed entry fails the same way everywhere.
+        if let Err(e) = check::txn(request, usize::MAX) {
+            return Ok(Err(e));
+        }
+        if self.out_of_space() && txn::has_top_level_put(request) {
+            return Ok(Err(EtcdError::NoSpace));
+        }
+        let writes = !txn::is_read_only(request);
+        let view = self.view(&*backend);
+        let path = view.path(request)?;
+        if let Err(e) = view.check(request, &path, writes, &|lease| self.lease_exists(lease))? {
+            return Ok(Err(e));
+        }
+        let mut write = self.write(backend);
+        let mut response = write.txn(request, &path)?;
+        let revision = write.read_revision();
+        self.current = write.end();
+        response.header = Some(ResponseHeader { revision, ..Default::default() });
+        Ok(Ok(Response::Txn(response)))
+    }
+
+    fn apply_compaction(
+        &mut self,
+        backend: &mut impl RevisionWrite,
+        request: &CompactionRequest,
+    ) -> Result<Applied, BackendError> {
+        let at = request.revision;
+        if at <= self.compacted {
+            return Ok(Err(EtcdError::Compacted));
+        }
+        if at > self.current {
+            return Ok(Err(EtcdError::FutureRev));
+        }
+        self.compacted = at;
+        for rev in self.index.compact(at) {
+            backend.delete(rev)?;
+        }
+        let header = Some(ResponseHeader { revision: self.current, ..Default::default() });
+        Ok(Ok(Response::Compaction(CompactionResponse { header })))
+    }
+
+    fn apply_alarm(&mut self, request: &AlarmRequest) -> Applied {
+        let entry = (request.member_id, request.alarm);
+        let changed = match AlarmAction::try_from(request.action) {
+            Ok(AlarmAction::Activate) if request.alarm != AlarmType::None as i32 => self.alarms.insert(entry),
+            Ok(AlarmAction::Deactivate) => self.alarms.remove(&entry),
+            Ok(AlarmAction::Get) => {
+                return Ok(Response::Alarm(AlarmResponse { header: None, alarms: self.alarms() }));
+            }
+            _ => false,
+        };
+        let alarms = if changed {
+            vec![AlarmMember { member_id: request.member_id, alarm: request.alarm }]
+        } else {
+            Vec::new()
+        };
+        Ok(Response::Alarm(AlarmResponse { header: None, alarms }))
+    }
+
+    fn write<'a, B: RevisionWrite>(&'a mut self, backend: &'a mut B) -> WriteTxn<'a, B> {
+        WriteTxn {
+            index: &mut self.index,
+            backend,
+            begin: self.current,
+            compacted: self.compacted,
+            changes: 0,
+        }
+    }
+
+    /// Checks that the backend holds exactly the records the index refers to; `records` is
+    /// how many the backend holds. For tests and integrity checks.
+    pub fn check_backend<B: RevisionRead>(&self, backend: &B, records: usize) -> Result<(), BackendError> {
+        let revs = self.index.all_revisions();
+        for &rev in &revs {
+            if backend.get(rev)?.is_none() {
+                return Err(BackendError::Missing(rev));
+            }
+        }
+        if revs.len() != records {
+            return Err(BackendError::Corrupt {
+                rev: Rev::default(),
+                detail: format!("the index refers to {} records but the backend holds {records}", revs.len()),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One write request in progress: etcd's `storeTxnWrite`.
+struct WriteTxn<'a, B> {
+    index: &'a mut TreeIndex,
+    backend: &'a mut B,
+    begin: i64,
+    compacted: i64,
+    changes: i64,
+}
+
+impl<B: RevisionWrite> WriteTxn<'_, B> {
+    /// The revision reads inside this write see: its own changes included.
+    fn read_revision(&self) -> i64 {
+        if self.changes > 0 { self.begin + 1 } else { self.begin }
+    }
+
+    /// Ends the write and returns the new store revision.
+    fn end(self) -> i64 {
+        self.read_revision()
+    }
+
+    fn next_rev(&mut self) -> Rev {
+        let rev = Rev::new(self.begin + 1, self.changes);
+        self.changes += 1;
+        rev
+    }
+
+    fn latest(&self, key: &[u8]) -> Result<Option<KeyValue>, BackendError> {
+        let at = self.read_revision();
+        let kvs = range::kvs_at(self.index, &*self.backend, &KeyRange::Single(key), at)?;
+        Ok(kvs.into_iter().next())
+    }
+
+    fn range(&self, request: &RangeRequest) -> Result<RangeResponse, BackendError> {
+        let plan = range::plan(self.index, request, self.read_revision(), self.compacted)
+            .expect("range revisions were checked before the txn ran");
+        plan.execute(&*self.backend)
+    }
+
+    fn put(&mut self, request: &PutRequest) -> Result<Result<PutResponse, EtcdError>, BackendError> {
+        let previous = if request.ignore_value || request.ignore_lease || request.prev_kv {
+            self.latest(&request.key)?
+        } else {
+            None
+        };
+        if (request.ignore_value || request.ignore_lease) && previous.is_none() {
+            return Ok(Err(EtcdError::KeyNotFound));
+        }
+        let value = match (&previous, request.ignore_value) {
+            (Some(p), true) => p.value.clone(),
+            _ => request.value.clone(),
+        };
+        let lease = match (&previous, request.ignore_lease) {
+            (Some(p), true) => p.lease,
+            _ => request.lease,
+        };
+        let revision = self.put_kv(&request.key, value, lease)?;
+        Ok(Ok(PutResponse {
+            header: Some(ResponseHeader { revision, ..Default::default() }),
+            prev_kv: if request.prev_kv { previous } else { None },
+        }))
+    }
+
+    fn put_kv(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<i64, BackendError> {
+        let rev = self.next_rev();
+        let (create_revision, version) = match self.index.get(key, rev.main) {
+            Some(visible) => (visible.created.main, visible.version + 1),
+            None => (rev.main, 1),
+        };
+        let kv =
+            KeyValue { key: key.to_vec(), create_revision, mod_revision: rev.main, version, value, lease };
+        self.backend.put(rev, &StoredKv { kv, tombstone: false })?;
+        self.index.put(key, rev);
+        Ok(rev.main)
+    }
+
+    fn delete_range(&mut self, request: &DeleteRangeRequest) -> Result<DeleteRangeResponse, BackendError> {
+        let range = KeyRange::new(&request.key, &request.range_end);
+        let at = self.read_revision();
+        let prev_kvs =
+            if request.prev_kv { range::kvs_at(self.index, &*self.backend, &range, at)? } else { Vec::new() };
+        let keys = self.index.keys(&range, at);
+        for key in &keys {
+            let rev = self.next_rev();
+            let kv = KeyValue { key: key.clone(), ..Default::default() };
+            self.backend.put(rev, &StoredKv { kv, tombstone: true })?;
+            self.index.tombstone(key, rev);
+        }
+        let revision = self.read_revision();
+        Ok(DeleteRangeResponse {
+            header: Some(ResponseHeader { revision, ..Default::default() }),
+            deleted: keys.len() as i64,
+            prev_kvs,
+        })
+    }
+
+    /// Runs the ops on `path`, whose checks have passed, so nothing here can fail for the
+    /// client.
+    fn txn(&mut self, request: &TxnRequest, path: &[bool]) -> Result<TxnResponse, BackendError> {
+        let mut responses = Vec::new();
+        let mut rest = &path[1..];
+        for op in branch(request, path[0]) {
+            responses.push(self.txn_op(op, &mut rest)?);
+        }
+        Ok(TxnResponse { header: Some(ResponseHeader::default()), succeeded: path[0], responses })
+    }
+
+    fn txn_op(&mut self, op: &RequestOp, rest: &mut &[bool]) -> Result<ResponseOp, BackendError> {
+        let response = match &op.request {
+            Some(request_op::Request::RequestRange(r)) => {
+                response_op::Response::ResponseRange(self.range(r)?)
+            }
+            Some(request_op::Request::RequestPut(r)) => {
+                let response = self.put(r)?.expect("put preconditions were checked before the txn ran");
+                response_op::Response::ResponsePut(response)
+            }
+            Some(request_op::Request::RequestDeleteRange(r)) => {
+                response_op::Response::ResponseDeleteRange(self.delete_range(r)?)
+            }
+            Some(request_op::Request::RequestTxn(nested)) => {
+                let response = self.txn(nested, rest)?;
+                *rest = &rest[path_len(nested, rest)..];
+                response_op::Response::ResponseTxn(response)
+            }
+            None => unreachable!("empty ops are rejected by the txn checks"),
+        };
+        Ok(ResponseOp { response: Some(response) })
+    }
+}

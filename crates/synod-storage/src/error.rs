@@ -1,0 +1,45 @@
+//! [`StorageError`]: what can go wrong with the files.
+
+use std::path::PathBuf;
+
+use synod_mvcc::BackendError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is already in use by another process (is another synod running on this data dir?)")]
+    InUse { path: PathBuf },
+    #[error("storage engine: {0}")]
+    Engine(#[from] redb::Error),
+    #[error("corrupt data in {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl StorageError {
+    pub(crate) fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> StorageError {
+        StorageError::Corrupt { what: what.into(), detail: detail.into() }
+    }
+
+    /// Whether this error means the files hold something they should not: the member must
+    /// not serve from them.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Corrupt { .. }
+                | StorageError::Engine(redb::Error::Corrupted(_))
+                | StorageError::Backend(BackendError::Corrupt { .. } | BackendError::Missing(_))
+        )
+    }
+}
+
+/// Converts any of redb's specific error types into a [`StorageError`].
+pub(crate) fn engine(error: impl Into<redb::Error>) -> StorageError {
+    StorageError::Engine(error.into())
+}

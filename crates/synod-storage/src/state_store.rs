@@ -1,0 +1,464 @@
+//! [`StateStore`]: the MVCC state machine of a consensus group, kept in `state.redb`.
+//!
+//! Applying a batch of log entries is one redb write transaction with
+//! `Durability::None`: visible to readers at once, durable only at the next
+//! [`StateStore::checkpoint`], which commits with `Durability::Immediate` (and quick repair,
+//! so a restart after a crash does not rescan the file). The applied index is written in
+//! the same transactions as the records, so after a crash records and applied index roll
+//! back together and the log replays from there.
+//!
+//! Concurrency: the in-memory key index sits behind a lock that applies hold for writing.
+//! A reader plans its Range and opens its redb snapshot under that lock, then reads the
+//! records without it; since an apply commits before it releases the lock, the snapshot
+//! always holds every record the plan refers to, even if a compaction runs meanwhile.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+};
+use synod_api::EtcdError;
+use synod_api::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse, TxnRequest, TxnResponse};
+use synod_api::mvccpb::KeyValue;
+use synod_api::synodpb::Command;
+use synod_base::{GroupId, LogIndex};
+use synod_mvcc::{Applied, BackendError, KvStore, Meta, Rev, RevisionRead, RevisionWrite, StoredKv};
+
+use crate::error::engine;
+use crate::log_store::open_database;
+use crate::{StorageError, record};
+
+type KvKey = (u64, u64);
+type KvTable<'txn> = Table<'txn, KvKey, &'static [u8]>;
+
+const APPLIED_INDEX: &str = "applied_index";
+const REVISION: &str = "revision";
+const COMPACT_REVISION: &str = "compact_revision";
+const ALARMS: &str = "alarms";
+
+/// Sizes of the state file, for Status and the space quota.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateStats {
+    /// Bytes the file occupies on disk (etcd's `dbSize`).
+    pub size_bytes: u64,
+    /// Bytes in pages holding live data (etcd's `dbSizeInUse`).
+    pub in_use_bytes: u64,
+}
+
+pub struct StateStore {
+    group: GroupId,
+    path: PathBuf,
+    kv_table: String,
+    meta_table: String,
+    db: RwLock<Database>,
+    kv: RwLock<KvStore>,
+    applied: AtomicU64,
+    size_bytes: AtomicU64,
+    in_use_bytes: AtomicU64,
+    /// Set when an apply failed part-way: the in-memory index no longer matches the file,
+    /// so nothing more may be read or applied until the member restarts.
+    broken: AtomicBool,
+}
+
+impl StateStore {
+    /// Opens (or creates) the state file and rebuilds the key index from its records.
+    pub fn open(path: &Path, group: GroupId) -> Result<StateStore, StorageError> {
+        let db = open_database(path)?;
+        let kv_table = format!("kv/{}", group.0);
+        let meta_table = format!("meta/{}", group.0);
+        let txn = db.begin_write().map_err(engine)?;
+        {
+            // Create the tables up front so that readers never meet a missing table.
+            txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&kv_table)).map_err(engine)?;
+            txn.open_table(TableDefinition::<&str, &[u8]>::new(&meta_table)).map_err(engine)?;
+        }
+        txn.commit().map_err(engine)?;
+
+        let txn = db.begin_read().map_err(engine)?;
+        let meta_def = TableDefinition::<&str, &[u8]>::new(&meta_table);
+        let meta = txn.open_table(meta_def).map_err(engine)?;
+        let read = |key: &str| -> Result<Option<Vec<u8>>, StorageError> {
+            match meta.get(key).map_err(engine)? {
+                None => Ok(None),
+                Some(v) => record::open(v.value())
+                    .map(|p| Some(p.to_vec()))
+                    .map_err(|d| StorageError::corrupt(format!("state meta {key}"), d)),
+            }
+        };
+        let applied = read(APPLIED_INDEX)?.map(|v| decode_u64(APPLIED_INDEX, &v)).transpose()?.unwrap_or(0);
+        let mut state_meta = Meta::default();
+        if let Some(v) = read(REVISION)? {
+            state_meta.current_revision = decode_u64(REVISION, &v)? as i64;
+        }
+        if let Some(v) = read(COMPACT_REVISION)? {
+            state_meta.compact_revision = decode_u64(COMPACT_REVISION, &v)? as i64;
+        }
+        if let Some(v) = read(ALARMS)? {
+            state_meta.alarms = decode_alarms(&v)?;
+        }
+        let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&kv_table)).map_err(engine)?;
+        let records = table.range::<KvKey>(..).map_err(engine)?.map(|item| {
+            let (key, value) = item.map_err(engine)?;
+            let (main, sub) = key.value();
+            let rev = Rev::new(main as i64, sub as i64);
+            Ok::<_, StorageError>((rev, decode_kv(rev, value.value())?))
+        });
+        let kv = KvStore::restore(state_meta, records)?;
+        drop(table);
+        drop(meta);
+        drop(txn);
+
+        let store = StateStore {
+            group,
+            path: path.to_path_buf(),
+            kv_table,
+            meta_table,
+            db: RwLock::new(db),
+            kv: RwLock::new(kv),
+            applied: AtomicU64::new(applied),
+            size_bytes: AtomicU64::new(0),
+            in_use_bytes: AtomicU64::new(0),
+            broken: AtomicBool::new(false),
+        };
+        store.refresh_stats()?;
+        tracing::info!(
+            group = group.0,
+            applied_index = applied,
+            revision = store.kv_read()?.current_revision(),
+            keys = store.kv_read()?.key_count(),
+            "opened state"
+        );
+        Ok(store)
+    }
+
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The index of the last applied log entry (durable or not).
+    pub fn applied_index(&self) -> LogIndex {
+        LogIndex(self.applied.load(Ordering::Acquire))
+    }
+
+    pub fn current_revision(&self) -> Result<i64, StorageError> {
+        Ok(self.kv_read()?.current_revision())
+    }
+
+    pub fn compact_revision(&self) -> Result<i64, StorageError> {
+        Ok(self.kv_read()?.compact_revision())
+    }
+
+    pub fn alarms(&self) -> Result<Vec<AlarmMember>, StorageError> {
+        Ok(self.kv_read()?.alarms())
+    }
+
+    pub fn stats(&self) -> StateStats {
+        StateStats {
+            size_bytes: self.size_bytes.load(Ordering::Relaxed),
+            in_use_bytes: self.in_use_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn check_usable(&self) -> Result<(), StorageError> {
+        if self.broken.load(Ordering::Acquire) {
+            return Err(StorageError::corrupt(
+                "state",
+                "an earlier apply failed part-way; restart the member to rebuild its state",
+            ));
+        }
+        Ok(())
+    }
+
+    fn kv_read(&self) -> Result<RwLockReadGuard<'_, KvStore>, StorageError> {
+        self.check_usable()?;
+        Ok(self.kv.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    fn kv_write(&self) -> Result<RwLockWriteGuard<'_, KvStore>, StorageError> {
+        self.check_usable()?;
+        Ok(self.kv.write().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    fn db_read(&self) -> RwLockReadGuard<'_, Database> {
+        self.db.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies a batch of committed log entries in order (`None` for entries that carry no
+    /// command) and returns each command's outcome. Not durable until the next checkpoint.
+    ///
+    /// An error leaves the store unusable: the caller must stop the member.
+    pub fn apply(
+        &self,
+        entries: &[(LogIndex, Option<&Command>)],
+    ) -> Result<Vec<Option<Applied>>, StorageError> {
+        let Some(&(last, _)) = entries.last() else {
+            return Ok(Vec::new());
+        };
+        let mut kv = self.kv_write()?;
+        let applied = self.applied_index();
+        assert!(entries[0].0 > applied, "apply of entry {} at applied index {}", entries[0].0, applied);
+        let result = self.apply_locked(&mut kv, entries, last);
+        if result.is_err() {
+            self.broken.store(true, Ordering::Release);
+        } else {
+            self.applied.store(last.0, Ordering::Release);
+        }
+        result
+    }
+
+    fn apply_locked(
+        &self,
+        kv: &mut KvStore,
+        entries: &[(LogIndex, Option<&Command>)],
+        last: LogIndex,
+    ) -> Result<Vec<Option<Applied>>, StorageError> {
+        let db = self.db_read();
+        let mut txn = db.begin_write().map_err(engine)?;
+        txn.set_durability(Durability::None).map_err(engine)?;
+        let mut outcomes = Vec::with_capacity(entries.len());
+        {
+            let mut table =
+                txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+            let mut writer = TableWriter { table: &mut table };
+            for (_, command) in entries {
+                let outcome = match command {
+                    Some(command) => Some(kv.apply(&mut writer, command)?),
+                    None => None,
+                };
+                outcomes.push(outcome);
+            }
+        }
+        self.write_meta(&txn, kv, last)?;
+        txn.commit().map_err(engine)?;
+        Ok(outcomes)
+    }
+
+    fn write_meta(
+        &self,
+        txn: &redb::WriteTransaction,
+        kv: &KvStore,
+        applied: LogIndex,
+    ) -> Result<(), StorageError> {
+        let mut meta =
+            txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
+        let m = kv.meta();
+        let mut put = |key: &str, value: &[u8]| {
+            meta.insert(key, record::seal(value).as_slice()).map(drop).map_err(engine)
+        };
+        put(APPLIED_INDEX, &applied.0.to_le_bytes())?;
+        put(REVISION, &(m.current_revision as u64).to_le_bytes())?;
+        put(COMPACT_REVISION, &(m.compact_revision as u64).to_le_bytes())?;
+        put(ALARMS, &encode_alarms(&m.alarms))?;
+        Ok(())
+    }
+
+    /// Makes everything applied so far durable (two fsyncs) and returns the applied index
+    /// that is now on disk. The log may be purged up to this index, never beyond.
+    pub fn checkpoint(&self) -> Result<LogIndex, StorageError> {
+        self.check_usable()?;
+        let durable = {
+            let db = self.db_read();
+            let mut txn = db.begin_write().map_err(engine)?;
+            txn.set_quick_repair(true);
+            let durable = {
+                let meta =
+                    txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
+                match meta.get(APPLIED_INDEX).map_err(engine)? {
+                    Some(v) => decode_u64(
+                        APPLIED_INDEX,
+                        record::open(v.value())
+                            .map_err(|d| StorageError::corrupt("state meta applied_index", d))?,
+                    )?,
+                    None => 0,
+                }
+            };
+            txn.commit().map_err(engine)?;
+            durable
+        };
+        self.refresh_stats()?;
+        Ok(LogIndex(durable))
+    }
+
+    fn refresh_stats(&self) -> Result<(), StorageError> {
+        let size = std::fs::metadata(&self.path)
+            .map_err(|source| StorageError::Io { path: self.path.clone(), source })?
+            .len();
+        self.size_bytes.store(size, Ordering::Relaxed);
+        let db = self.db_read();
+        let txn = db.begin_write().map_err(engine)?;
+        let stats = txn.stats().map_err(engine)?;
+        txn.abort().map_err(engine)?;
+        self.in_use_bytes.store(stats.allocated_pages() * stats.page_size() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A Range at the newest applied revision.
+    pub fn range(&self, request: &RangeRequest) -> Result<Result<RangeResponse, EtcdError>, StorageError> {
+        let (plan, txn) = {
+            let kv = self.kv_read()?;
+            let plan = match kv.plan_range(request) {
+                Ok(plan) => plan,
+                Err(e) => return Ok(Err(e)),
+            };
+            let txn = self.db_read().begin_read().map_err(engine)?;
+            (plan, txn)
+        };
+        let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+        Ok(Ok(plan.execute(&TableReader { table: &table })?))
+    }
+
+    /// A Txn without writes, served from the newest applied state.
+    pub fn read_txn(&self, request: &TxnRequest) -> Result<Result<TxnResponse, EtcdError>, StorageError> {
+        let kv = self.kv_read()?;
+        let txn = self.db_read().begin_read().map_err(engine)?;
+        let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+        Ok(kv.read_txn(&TableReader { table: &table }, request)?)
+    }
+
+    /// Rewrites the file to release the space that deleted and compacted records left
+    /// behind (etcd's defragment). Blocks applies and reads while it runs.
+    pub fn defragment(&self, timeout: Duration) -> Result<(), StorageError> {
+        let kv = self.kv_write()?;
+        {
+            let mut db = self.db.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let deadline = Instant::now() + timeout;
+            loop {
+                match db.compact() {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    // Reads that planned before we took the lock may still hold snapshots;
+                    // they finish without the lock, so wait for them.
+                    Err(redb::CompactionError::TransactionInProgress) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => return Err(engine(e)),
+                }
+            }
+        }
+        drop(kv);
+        self.refresh_stats()
+    }
+
+    /// Checks that the file holds exactly the records the key index refers to.
+    pub fn verify(&self) -> Result<(), StorageError> {
+        let kv = self.kv_read()?;
+        let txn = self.db_read().begin_read().map_err(engine)?;
+        let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+        let records = table.len().map_err(engine)? as usize;
+        kv.check_backend(&TableReader { table: &table }, records)?;
+        Ok(())
+    }
+}
+
+fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64, StorageError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| {
+        StorageError::corrupt(format!("state meta {what}"), format!("{} bytes, expected 8", bytes.len()))
+    })?;
+    Ok(u64::from_le_bytes(array))
+}
+
+fn encode_alarms(alarms: &[(u64, i32)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(alarms.len() * 12);
+    for (member, alarm) in alarms {
+        out.extend_from_slice(&member.to_le_bytes());
+        out.extend_from_slice(&alarm.to_le_bytes());
+    }
+    out
+}
+
+fn decode_alarms(bytes: &[u8]) -> Result<Vec<(u64, i32)>, StorageError> {
+    if !bytes.len().is_multiple_of(12) {
+        return Err(StorageError::corrupt(
+            "state meta alarms",
+            format!("{} bytes is not a multiple of 12", bytes.len()),
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(12)
+        .map(|c| {
+            let member = u64::from_le_bytes(c[..8].try_into().expect("chunk of 12"));
+            let alarm = i32::from_le_bytes(c[8..].try_into().expect("chunk of 12"));
+            (member, alarm)
+        })
+        .collect())
+}
+
+const TOMBSTONE: u8 = 1;
+
+fn encode_kv(stored: &StoredKv) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(1 + stored.kv.encoded_len());
+    payload.push(if stored.tombstone { TOMBSTONE } else { 0 });
+    stored.kv.encode(&mut payload).expect("a Vec grows as needed");
+    record::seal(&payload)
+}
+
+fn decode_kv(rev: Rev, frame: &[u8]) -> Result<StoredKv, BackendError> {
+    let corrupt = |detail: String| BackendError::Corrupt { rev, detail };
+    let payload = record::open(frame).map_err(corrupt)?;
+    let (&flags, body) = payload.split_first().ok_or_else(|| corrupt("empty record".into()))?;
+    if flags & !TOMBSTONE != 0 {
+        return Err(corrupt(format!("unknown record flags {flags:#04x}")));
+    }
+    let kv = KeyValue::decode(body).map_err(|e| corrupt(format!("undecodable key-value: {e}")))?;
+    if kv.key.is_empty() {
+        return Err(corrupt("record without a key".into()));
+    }
+    Ok(StoredKv { kv, tombstone: flags & TOMBSTONE != 0 })
+}
+
+fn table_key(rev: Rev) -> KvKey {
+    assert!(rev.main > 0 && rev.sub >= 0, "record revision {rev} out of range");
+    (rev.main as u64, rev.sub as u64)
+}
+
+/// The state machine's view of the records table inside an apply transaction.
+struct TableWriter<'a, 'txn> {
+    table: &'a mut KvTable<'txn>,
+}
+
+impl RevisionRead for TableWriter<'_, '_> {
+    fn get(&self, rev: Rev) -> Result<Option<StoredKv>, BackendError> {
+        match self.table.get(table_key(rev)).map_err(backend_io)? {
+            Some(value) => Ok(Some(decode_kv(rev, value.value())?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl RevisionWrite for TableWriter<'_, '_> {
+    fn put(&mut self, rev: Rev, stored: &StoredKv) -> Result<(), BackendError> {
+        self.table.insert(table_key(rev), encode_kv(stored).as_slice()).map_err(backend_io)?;
+        Ok(())
+    }
+
+    fn delete(&mut self, rev: Rev) -> Result<(), BackendError> {
+        self.table.remove(table_key(rev)).map_err(backend_io)?;
+        Ok(())
+    }
+}
+
+/// The records table in a read snapshot.
+struct TableReader<'a> {
+    table: &'a redb::ReadOnlyTable<KvKey, &'static [u8]>,
+}
+
+impl RevisionRead for TableReader<'_> {
+    fn get(&self, rev: Rev) -> Result<Option<StoredKv>, BackendError> {
+        match self.table.get(table_key(rev)).map_err(backend_io)? {
+            Some(value) => Ok(Some(decode_kv(rev, value.value())?)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn backend_io(error: impl Into<redb::Error>) -> BackendError {
+    BackendError::Io(Box::new(error.into()))
+}
