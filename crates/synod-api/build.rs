@@ -35,6 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .register_descriptors(&encoded)?
             // etcd's gateway prints proto field names (`create_revision`, `peerURLs`).
             .preserve_proto_field_names()
+            // etcd's gateway accepts and ignores fields it does not know.
+            .ignore_unknown_fields()
             .out_dir(&out_dir)
             .build(&[".mvccpb", ".authpb", ".etcdserverpb", ".synodpb"])?;
     }

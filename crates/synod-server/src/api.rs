@@ -1,0 +1,457 @@
+//! The etcd v3 gRPC services synod serves: KV, Maintenance and Cluster.
+//!
+//! Each handler does what etcd's `v3rpc` layer does before and after consensus: the quota
+//! check, the request checks (from `synod_mvcc::check`, etcd's order), the size limit, then
+//! a proposal or a local read, and finally the response header (cluster and member id, raft
+//! term, revision). The same handlers serve the JSON gateway.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use synod_api::EtcdError;
+use synod_api::etcdserverpb::alarm_request::AlarmAction;
+use synod_api::etcdserverpb::{
+    AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse, DefragmentRequest,
+    DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse, DowngradeRequest, DowngradeResponse,
+    HashKvRequest, HashKvResponse, HashRequest, HashResponse, Member, MemberAddRequest, MemberAddResponse,
+    MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
+    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, SnapshotRequest, SnapshotResponse,
+    StatusRequest, StatusResponse, TxnRequest, TxnResponse, cluster_server, kv_server, maintenance_server,
+    request_op,
+};
+use synod_api::synodpb::{Command, command};
+use synod_base::limits;
+use synod_mvcc::{Response, check, txn_is_read_only};
+use synod_storage::StateStore;
+use tonic::{Request, Status};
+
+use crate::config::{Config, Url};
+use crate::errors;
+use crate::metrics::Metrics;
+use crate::node::Node;
+
+/// The etcd version synod reports and behaves as.
+pub const ETCD_VERSION: &str = "3.5.0";
+
+/// The request metadata key that makes etcd refuse a request when there is no leader.
+const REQUIRE_LEADER: &str = "hasleader";
+
+#[derive(Clone)]
+pub struct Api {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: Arc<Node>,
+    state: Arc<StateStore>,
+    metrics: Arc<Metrics>,
+    max_request_bytes: u64,
+    quota_backend_bytes: Option<u64>,
+    client_urls: Vec<String>,
+}
+
+type Reply<T> = Result<tonic::Response<T>, Status>;
+
+/// Blocking storage work on a runtime worker: tells tokio to move other tasks away first.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(work)
+}
+
+impl Api {
+    pub fn new(config: &Config, node: Arc<Node>, state: Arc<StateStore>, metrics: Arc<Metrics>) -> Api {
+        if let Some(quota) = config.quota_backend_bytes {
+            metrics.quota_backend_bytes.set(quota as i64);
+        }
+        Api {
+            inner: Arc::new(Inner {
+                node,
+                state,
+                metrics,
+                max_request_bytes: config.max_request_bytes,
+                quota_backend_bytes: config.quota_backend_bytes,
+                client_urls: config.advertise_client_urls.iter().map(Url::to_string).collect(),
+            }),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    pub fn state(&self) -> &StateStore {
+        &self.inner.state
+    }
+
+    /// A response header: this member, the raft term, and `revision` (the current store
+    /// revision when 0, as etcd's `header.fill` does).
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        let identity = self.inner.node.identity();
+        let revision =
+            if revision == 0 { self.inner.state.current_revision().unwrap_or(0) } else { revision };
+        ResponseHeader {
+            cluster_id: identity.cluster_id,
+            member_id: identity.member_id,
+            revision,
+            raft_term: self.inner.node.term(),
+        }
+    }
+
+    fn fill(&self, header: &mut Option<ResponseHeader>) {
+        let revision = header.as_ref().map_or(0, |h| h.revision);
+        *header = Some(self.header(revision));
+    }
+
+    /// Proposes a command after etcd's size check and returns its applied outcome.
+    async fn propose(&self, command: Command) -> Result<Response, Status> {
+        let encoded = command.encode_to_vec();
+        if encoded.len() as u64 > self.inner.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge.into());
+        }
+        let outcome = self.inner.node.propose(command, encoded).await.map_err(errors::node)?;
+        outcome.map_err(Status::from)
+    }
+
+    /// etcd's quota check, made before anything else for writes that add data: if the
+    /// state file would outgrow the quota, raise the NOSPACE alarm and refuse.
+    async fn check_quota(&self, cost: u64) -> Result<(), Status> {
+        let Some(quota) = self.inner.quota_backend_bytes else {
+            return Ok(());
+        };
+        if cost == 0 || self.inner.state.stats().size_bytes + cost < quota {
+            return Ok(());
+        }
+        let alarm = AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: self.inner.node.identity().member_id,
+            alarm: AlarmType::Nospace as i32,
+        };
+        if let Err(e) = self.propose(Command { op: Some(command::Op::Alarm(alarm)) }).await {
+            tracing::warn!(error = %e, "could not raise the NOSPACE alarm");
+        }
+        Err(EtcdError::NoSpace.into())
+    }
+
+    async fn linearizable(&self, serializable: bool) -> Result<(), Status> {
+        if serializable {
+            return Ok(());
+        }
+        self.inner.node.read_barrier().await.map_err(errors::node)
+    }
+
+    fn record<T>(&self, service: &'static str, method: &'static str, reply: Reply<T>) -> Reply<T> {
+        let code = reply.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.inner.metrics.rpc_done(service, method, code);
+        reply
+    }
+
+    fn members(&self) -> Vec<Member> {
+        let identity = self.inner.node.identity();
+        vec![Member {
+            id: identity.member_id,
+            name: identity.name.clone(),
+            peer_ur_ls: identity.peer_urls.clone(),
+            client_ur_ls: self.inner.client_urls.clone(),
+            is_learner: false,
+        }]
+    }
+
+    pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, Status> {
+        check::range(&request)?;
+        self.linearizable(request.serializable).await?;
+        let mut response = blocking(|| self.inner.state.range(&request)).map_err(errors::storage)??;
+        self.fill(&mut response.header);
+        Ok(response)
+    }
+
+    pub async fn put(&self, request: PutRequest) -> Result<PutResponse, Status> {
+        self.check_quota(put_cost(&request)).await?;
+        check::put(&request)?;
+        match self.propose(Command { op: Some(command::Op::Put(request)) }).await? {
+            Response::Put(mut response) => {
+                self.fill(&mut response.header);
+                Ok(response)
+            }
+            _ => Err(errors::unexpected("put")),
+        }
+    }
+
+    pub async fn delete_range(&self, request: DeleteRangeRequest) -> Result<DeleteRangeResponse, Status> {
+        check::delete_range(&request)?;
+        match self.propose(Command { op: Some(command::Op::DeleteRange(request)) }).await? {
+            Response::DeleteRange(mut response) => {
+                self.fill(&mut response.header);
+                Ok(response)
+            }
+            _ => Err(errors::unexpected("delete range")),
+        }
+    }
+
+    pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, Status> {
+        self.check_quota(txn_cost(&request)).await?;
+        check::txn(&request, limits::TXN_OPS_MAX)?;
+        let mut response = if txn_is_read_only(&request) {
+            let serializable = request.success.iter().chain(&request.failure).all(
+                |op| matches!(&op.request, Some(request_op::Request::RequestRange(r)) if r.serializable),
+            );
+            self.linearizable(serializable).await?;
+            blocking(|| self.inner.state.read_txn(&request)).map_err(errors::storage)??
+        } else {
+            match self.propose(Command { op: Some(command::Op::Txn(request)) }).await? {
+                Response::Txn(response) => response,
+                _ => return Err(errors::unexpected("txn")),
+            }
+        };
+        self.fill(&mut response.header);
+        Ok(response)
+    }
+
+    pub async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse, Status> {
+        let physical = request.physical;
+        let mut response = match self.propose(Command { op: Some(command::Op::Compaction(request)) }).await? {
+            Response::Compaction(response) => response,
+            _ => return Err(errors::unexpected("compaction")),
+        };
+        // Compaction removes the records as it applies; `physical` also asks for that to be
+        // durable before the reply, as etcd forces a backend commit.
+        if physical {
+            let node = self.inner.node.clone();
+            blocking(move || node.checkpoint()).map_err(errors::node)?;
+        }
+        // etcd reports the revision at reply time.
+        response.header = None;
+        self.fill(&mut response.header);
+        Ok(response)
+    }
+
+    pub async fn status(&self, _request: StatusRequest) -> Result<StatusResponse, Status> {
+        let status = self.inner.node.status();
+        let stats = self.inner.state.stats();
+        let alarms = self.inner.state.alarms().map_err(errors::storage)?;
+        Ok(StatusResponse {
+            header: Some(self.header(0)),
+            version: ETCD_VERSION.to_string(),
+            db_size: stats.size_bytes as i64,
+            leader: status.leader,
+            raft_index: status.commit_index.0,
+            raft_term: status.term,
+            raft_applied_index: status.applied_index.0,
+            // etcd prints each raised alarm in protobuf text form.
+            errors: alarms
+                .iter()
+                .map(|a| {
+                    let name = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name());
+                    format!("memberID:{} alarm:{} ", a.member_id, name)
+                })
+                .collect(),
+            db_size_in_use: stats.in_use_bytes as i64,
+            is_learner: false,
+            storage_version: String::new(),
+            db_size_quota: self.inner.quota_backend_bytes.map_or(0, |q| q as i64),
+            downgrade_info: None,
+        })
+    }
+
+    pub async fn alarm(&self, request: AlarmRequest) -> Result<AlarmResponse, Status> {
+        let mut response = match AlarmAction::try_from(request.action) {
+            Ok(AlarmAction::Get) => {
+                self.linearizable(false).await?;
+                let alarms = self.inner.state.alarms().map_err(errors::storage)?;
+                let wanted = request.alarm;
+                AlarmResponse {
+                    header: None,
+                    alarms: alarms
+                        .into_iter()
+                        .filter(|a| wanted == AlarmType::None as i32 || a.alarm == wanted)
+                        .collect(),
+                }
+            }
+            _ => match self.propose(Command { op: Some(command::Op::Alarm(request)) }).await? {
+                Response::Alarm(response) => response,
+                _ => return Err(errors::unexpected("alarm")),
+            },
+        };
+        self.fill(&mut response.header);
+        Ok(response)
+    }
+
+    pub async fn defragment(&self, _request: DefragmentRequest) -> Result<DefragmentResponse, Status> {
+        let state = self.inner.state.clone();
+        tracing::info!("starting defragment");
+        blocking(move || state.defragment(Duration::from_secs(30))).map_err(errors::storage)?;
+        let stats = self.inner.state.stats();
+        self.inner.metrics.db_size_bytes.set(stats.size_bytes as i64);
+        tracing::info!(size_bytes = stats.size_bytes, "finished defragment");
+        // etcd returns this response without a header, and clients test for that.
+        Ok(DefragmentResponse { header: None })
+    }
+
+    pub async fn member_list(&self, _request: MemberListRequest) -> Result<MemberListResponse, Status> {
+        Ok(MemberListResponse { header: Some(self.header(0)), members: self.members() })
+    }
+}
+
+/// etcd's quota cost of a put: what it adds to the file, roughly.
+fn put_cost(request: &PutRequest) -> u64 {
+    limits::QUOTA_KV_OVERHEAD_BYTES + request.key.len() as u64 + request.value.len() as u64
+}
+
+/// etcd's quota cost of a txn: the larger of its branches' top-level puts.
+fn txn_cost(request: &TxnRequest) -> u64 {
+    let branch = |ops: &[synod_api::etcdserverpb::RequestOp]| -> u64 {
+        ops.iter()
+            .filter_map(|op| match &op.request {
+                Some(request_op::Request::RequestPut(p)) => Some(put_cost(p)),
+                _ => None,
+            })
+            .sum()
+    };
+    branch(&request.success).max(branch(&request.failure))
+}
+
+fn not_yet(what: &str) -> Status {
+    Status::unimplemented(format!("synod does not serve {what} yet"))
+}
+
+fn require_leader<T>(api: &Api, request: &Request<T>) -> Result<(), Status> {
+    // A single-member group always has a leader: itself. The check stays here so that the
+    // metadata is honoured the day the member can be without one.
+    if request.metadata().get(REQUIRE_LEADER).is_some() && api.inner.node.status().leader == 0 {
+        return Err(EtcdError::NoLeader.into());
+    }
+    Ok(())
+}
+
+const KV: &str = "etcdserverpb.KV";
+const MAINTENANCE: &str = "etcdserverpb.Maintenance";
+const CLUSTER: &str = "etcdserverpb.Cluster";
+
+#[tonic::async_trait]
+impl kv_server::Kv for Api {
+    async fn range(&self, request: Request<RangeRequest>) -> Reply<RangeResponse> {
+        let reply = async {
+            require_leader(self, &request)?;
+            Ok(tonic::Response::new(Api::range(self, request.into_inner()).await?))
+        };
+        self.record(KV, "Range", reply.await)
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Reply<PutResponse> {
+        let reply = async {
+            require_leader(self, &request)?;
+            Ok(tonic::Response::new(Api::put(self, request.into_inner()).await?))
+        };
+        self.record(KV, "Put", reply.await)
+    }
+
+    async fn delete_range(&self, request: Request<DeleteRangeRequest>) -> Reply<DeleteRangeResponse> {
+        let reply = async {
+            require_leader(self, &request)?;
+            Ok(tonic::Response::new(Api::delete_range(self, request.into_inner()).await?))
+        };
+        self.record(KV, "DeleteRange", reply.await)
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Reply<TxnResponse> {
+        let reply = async {
+            require_leader(self, &request)?;
+            Ok(tonic::Response::new(Api::txn(self, request.into_inner()).await?))
+        };
+        self.record(KV, "Txn", reply.await)
+    }
+
+    async fn compact(&self, request: Request<CompactionRequest>) -> Reply<CompactionResponse> {
+        let reply = async {
+            require_leader(self, &request)?;
+            Ok(tonic::Response::new(Api::compact(self, request.into_inner()).await?))
+        };
+        self.record(KV, "Compact", reply.await)
+    }
+}
+
+#[tonic::async_trait]
+impl maintenance_server::Maintenance for Api {
+    async fn alarm(&self, request: Request<AlarmRequest>) -> Reply<AlarmResponse> {
+        let reply = Api::alarm(self, request.into_inner()).await.map(tonic::Response::new);
+        self.record(MAINTENANCE, "Alarm", reply)
+    }
+
+    async fn status(&self, request: Request<StatusRequest>) -> Reply<StatusResponse> {
+        let reply = Api::status(self, request.into_inner()).await.map(tonic::Response::new);
+        self.record(MAINTENANCE, "Status", reply)
+    }
+
+    async fn defragment(&self, request: Request<DefragmentRequest>) -> Reply<DefragmentResponse> {
+        let reply = Api::defragment(self, request.into_inner()).await.map(tonic::Response::new);
+        self.record(MAINTENANCE, "Defragment", reply)
+    }
+
+    async fn hash(&self, _request: Request<HashRequest>) -> Reply<HashResponse> {
+        Err(not_yet("Hash"))
+    }
+
+    async fn hash_kv(&self, _request: Request<HashKvRequest>) -> Reply<HashKvResponse> {
+        Err(not_yet("HashKV"))
+    }
+
+    type SnapshotStream = futures::stream::Empty<Result<SnapshotResponse, Status>>;
+
+    async fn snapshot(&self, _request: Request<SnapshotRequest>) -> Reply<Self::SnapshotStream> {
+        Err(not_yet("Snapshot"))
+    }
+
+    async fn move_leader(&self, _request: Request<MoveLeaderRequest>) -> Reply<MoveLeaderResponse> {
+        Err(not_yet("MoveLeader"))
+    }
+
+    async fn downgrade(&self, _request: Request<DowngradeRequest>) -> Reply<DowngradeResponse> {
+        Err(not_yet("Downgrade"))
+    }
+}
+
+#[tonic::async_trait]
+impl cluster_server::Cluster for Api {
+    async fn member_add(&self, _request: Request<MemberAddRequest>) -> Reply<MemberAddResponse> {
+        Err(not_yet("MemberAdd (multi-member clusters arrive with replication)"))
+    }
+
+    async fn member_remove(&self, _request: Request<MemberRemoveRequest>) -> Reply<MemberRemoveResponse> {
+        Err(not_yet("MemberRemove (multi-member clusters arrive with replication)"))
+    }
+
+    async fn member_update(&self, _request: Request<MemberUpdateRequest>) -> Reply<MemberUpdateResponse> {
+        Err(not_yet("MemberUpdate (multi-member clusters arrive with replication)"))
+    }
+
+    async fn member_list(&self, request: Request<MemberListRequest>) -> Reply<MemberListResponse> {
+        let reply = Api::member_list(self, request.into_inner()).await.map(tonic::Response::new);
+        self.record(CLUSTER, "MemberList", reply)
+    }
+
+    async fn member_promote(&self, _request: Request<MemberPromoteRequest>) -> Reply<MemberPromoteResponse> {
+        Err(not_yet("MemberPromote (multi-member clusters arrive with replication)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_api::etcdserverpb::RequestOp;
+
+    /// Quota costs follow etcd: key + value + 256 per put; a txn costs its larger branch;
+    /// deletes and reads cost nothing.
+    #[test]
+    fn quota_costs() {
+        let put = PutRequest { key: b"key".to_vec(), value: vec![0; 100], ..Default::default() };
+        assert_eq!(put_cost(&put), 359);
+        let op = |p: &PutRequest| RequestOp { request: Some(request_op::Request::RequestPut(p.clone())) };
+        let txn = TxnRequest { compare: vec![], success: vec![op(&put), op(&put)], failure: vec![op(&put)] };
+        assert_eq!(txn_cost(&txn), 718);
+        assert_eq!(txn_cost(&TxnRequest::default()), 0);
+    }
+}

@@ -1,0 +1,424 @@
+//! The command line: etcd's server flags, with etcd's names, defaults and checks.
+//!
+//! Flags that people and tools pass to etcd work the same way here. A flag synod does not
+//! know is an error that names it (clap exits with status 2); so is a malformed URL, and so
+//! is a flag whose feature synod does not have yet: nothing is silently ignored.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser};
+use synod_base::limits;
+
+/// A URL from a `--*-urls` or `--initial-cluster` flag: `http://host:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Url {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Url {
+    /// Parses an etcd-style URL. Only `http` is served until TLS arrives; `https` and unix
+    /// sockets are refused with a message that says so.
+    pub fn parse(text: &str) -> Result<Url, String> {
+        let uri: http::Uri = text.parse().map_err(|e| format!("malformed URL {text:?}: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "{text:?}: https URLs are not supported yet (TLS arrives with the security work)"
+                ));
+            }
+            Some(other) => return Err(format!("URL {text:?} has scheme {other:?}; expected http")),
+            None => return Err(format!("URL {text:?} has no scheme; expected http://host:port")),
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!("URL {text:?} must not have a path or query"));
+        }
+        let authority = uri.authority().ok_or_else(|| format!("URL {text:?} has no host"))?;
+        let port = authority
+            .port_u16()
+            .ok_or_else(|| format!("URL {text:?} has no port; expected http://host:port"))?;
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+        if host.is_empty() {
+            return Err(format!("URL {text:?} has no host"));
+        }
+        Ok(Url { host, port })
+    }
+
+    /// The address to bind: `localhost` means the IPv4 loopback, as it does for etcd.
+    pub fn bind_addr(&self) -> String {
+        match self.host.as_str() {
+            "localhost" => format!("127.0.0.1:{}", self.port),
+            host if host.contains(':') => format!("[{host}]:{}", self.port),
+            host => format!("{host}:{}", self.port),
+        }
+    }
+}
+
+impl std::fmt::Display for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "http://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "http://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn url(text: &str) -> Result<Url, String> {
+    Url::parse(text.trim())
+}
+
+/// Parses a size in bytes; etcd takes plain integers.
+fn bytes(text: &str) -> Result<i64, String> {
+    text.parse::<i64>().map_err(|_| format!("{text:?} is not a number of bytes"))
+}
+
+fn not_yet(
+    flag: &str,
+    what: &str,
+) -> impl Fn(&str) -> Result<String, String> + Clone + Send + Sync + 'static {
+    let message = format!("{flag} is not supported yet: {what}");
+    move |_: &str| Err(message.clone())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AutoCompactionMode {
+    Periodic,
+    Revision,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Panic,
+    Fatal,
+}
+
+/// synod: a strongly consistent key-value and coordination store that speaks etcd's v3 API.
+///
+/// With no flags it serves clients on http://localhost:2379 and peers on
+/// http://localhost:2380 and keeps its data in ./default.synod, as etcd does.
+#[derive(Debug, Parser)]
+#[command(name = "synod", version, max_term_width = 100)]
+pub struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub name: String,
+
+    /// Path to the data directory [default: <name>.synod].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// URLs to listen on for client traffic (gRPC and the JSON API share each port).
+    #[arg(long, default_value = "http://localhost:2379", value_parser = url, value_delimiter = ',', value_name = "URLS")]
+    pub listen_client_urls: Vec<Url>,
+
+    /// This member's client URLs to advertise to the cluster and to clients.
+    #[arg(long, default_value = "http://localhost:2379", value_parser = url, value_delimiter = ',', value_name = "URLS")]
+    pub advertise_client_urls: Vec<Url>,
+
+    /// URLs to listen on for peer traffic.
+    #[arg(long, default_value = "http://localhost:2380", value_parser = url, value_delimiter = ',', value_name = "URLS")]
+    pub listen_peer_urls: Vec<Url>,
+
+    /// This member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, default_value = "http://localhost:2380", value_parser = url, value_delimiter = ',', value_name = "URLS")]
+    pub initial_advertise_peer_urls: Vec<Url>,
+
+    /// Initial cluster configuration for bootstrapping, as name=peerURL pairs separated by
+    /// commas [default: <name>=<initial-advertise-peer-urls>].
+    #[arg(long, value_name = "NAME=URL,...")]
+    pub initial_cluster: Option<String>,
+
+    /// Whether this member starts a new cluster or joins an existing one.
+    #[arg(long, value_enum, default_value = "new", value_name = "STATE")]
+    pub initial_cluster_state: ClusterState,
+
+    /// Token that keeps clusters bootstrapped from the same flags apart (it feeds the ids).
+    #[arg(long, default_value = "etcd-cluster", value_name = "TOKEN")]
+    pub initial_cluster_token: String,
+
+    /// Path to the client server TLS certificate file.
+    #[arg(long, value_name = "FILE", value_parser = not_yet("--cert-file", "TLS arrives with the security work"))]
+    pub cert_file: Option<String>,
+
+    /// Path to the client server TLS key file.
+    #[arg(long, value_name = "FILE", value_parser = not_yet("--key-file", "TLS arrives with the security work"))]
+    pub key_file: Option<String>,
+
+    /// Path to the client server TLS trusted CA certificate file.
+    #[arg(long, value_name = "FILE", value_parser = not_yet("--trusted-ca-file", "TLS arrives with the security work"))]
+    pub trusted_ca_file: Option<String>,
+
+    /// Require client certificates signed by the trusted CA.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set,
+          value_parser = not_yet("--client-cert-auth", "TLS arrives with the security work"))]
+    pub client_cert_auth: Option<String>,
+
+    /// Path to the peer server TLS certificate file.
+    #[arg(long, value_name = "FILE", value_parser = not_yet("--peer-cert-file", "TLS arrives with the security work"))]
+    pub peer_cert_file: Option<String>,
+
+    /// Path to the peer server TLS key file.
+    #[arg(long, value_name = "FILE", value_parser = not_yet("--peer-key-file", "TLS arrives with the security work"))]
+    pub peer_key_file: Option<String>,
+
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, value_name = "FILE",
+          value_parser = not_yet("--peer-trusted-ca-file", "TLS arrives with the security work"))]
+    pub peer_trusted_ca_file: Option<String>,
+
+    /// Require peer certificates signed by the peer trusted CA.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set,
+          value_parser = not_yet("--peer-client-cert-auth", "TLS arrives with the security work"))]
+    pub peer_client_cert_auth: Option<String>,
+
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, default_value_t = limits::REQUEST_BYTES_DEFAULT, value_name = "BYTES")]
+    pub max_request_bytes: u64,
+
+    /// Raise the NOSPACE alarm (and refuse writes) when the state file exceeds this many
+    /// bytes. 0 means the default of 2 GiB; a negative value disables the quota.
+    #[arg(long, default_value = "0", value_parser = bytes, allow_negative_numbers = true, value_name = "BYTES")]
+    pub quota_backend_bytes: i64,
+
+    /// Interpret --auto-compaction-retention as an hour-based period or as a revision count.
+    #[arg(long, value_enum, default_value = "periodic", value_name = "MODE")]
+    pub auto_compaction_mode: AutoCompactionMode,
+
+    /// Auto compaction retention for the mvcc key value store; 0 means off.
+    #[arg(long, default_value = "0", value_name = "RETENTION")]
+    pub auto_compaction_retention: String,
+
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    pub heartbeat_interval: u64,
+
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub election_timeout: u64,
+
+    /// Number of committed entries after which the log is purged behind the durable state.
+    #[arg(long, default_value_t = limits::SNAPSHOT_COUNT_DEFAULT, value_name = "COUNT")]
+    pub snapshot_count: u64,
+
+    /// Log level: debug, info, warn, error, panic or fatal.
+    #[arg(long, value_enum, default_value = "info", value_name = "LEVEL")]
+    pub log_level: LogLevel,
+}
+
+/// A member of the initial cluster: its name and peer URLs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitialMember {
+    pub name: String,
+    pub peer_urls: Vec<Url>,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client_urls: Vec<Url>,
+    pub advertise_client_urls: Vec<Url>,
+    pub listen_peer_urls: Vec<Url>,
+    pub initial_advertise_peer_urls: Vec<Url>,
+    pub initial_cluster: Vec<InitialMember>,
+    pub initial_cluster_state: ClusterState,
+    pub initial_cluster_token: String,
+    pub max_request_bytes: u64,
+    /// `None` when the quota is disabled.
+    pub quota_backend_bytes: Option<u64>,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+    pub snapshot_count: u64,
+    pub log_level: LogLevel,
+}
+
+impl Flags {
+    /// Checks the flags together, as etcd does at startup.
+    pub fn into_config(self) -> Result<Config, String> {
+        if self.name.is_empty() {
+            return Err("--name must not be empty".into());
+        }
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.synod", self.name)));
+        if self.max_request_bytes == 0 || self.max_request_bytes > limits::REQUEST_BYTES_MAX {
+            return Err(format!(
+                "--max-request-bytes={} must be between 1 and {}",
+                self.max_request_bytes,
+                limits::REQUEST_BYTES_MAX
+            ));
+        }
+        let quota_backend_bytes = match self.quota_backend_bytes {
+            q if q < 0 => None,
+            0 => Some(limits::QUOTA_BACKEND_BYTES_DEFAULT),
+            q => Some(q as u64),
+        };
+        if self.heartbeat_interval == 0 {
+            return Err("--heartbeat-interval must be positive".into());
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(format!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout, self.heartbeat_interval
+            ));
+        }
+        if self.election_timeout > 50_000 {
+            return Err(format!(
+                "--election-timeout[{}ms] is too long, and should be set less than 50 seconds",
+                self.election_timeout
+            ));
+        }
+        if self.auto_compaction_retention.trim() != "0" {
+            return Err(format!(
+                "--auto-compaction-retention={} is not supported yet: automatic compaction arrives with the watch and lease work; compact with `synodctl compaction` meanwhile",
+                self.auto_compaction_retention
+            ));
+        }
+        let initial_cluster = match &self.initial_cluster {
+            Some(text) => parse_initial_cluster(text)?,
+            None => vec![InitialMember {
+                name: self.name.clone(),
+                peer_urls: self.initial_advertise_peer_urls.clone(),
+            }],
+        };
+        let mut own: Vec<&Url> =
+            initial_cluster.iter().filter(|m| m.name == self.name).flat_map(|m| &m.peer_urls).collect();
+        if own.is_empty() {
+            return Err(format!("--initial-cluster does not list this member's name {:?}", self.name));
+        }
+        let mut advertised: Vec<&Url> = self.initial_advertise_peer_urls.iter().collect();
+        own.sort_by_key(|u| u.to_string());
+        advertised.sort_by_key(|u| u.to_string());
+        if own != advertised {
+            return Err(format!(
+                "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}",
+                self.name,
+                join(&own),
+                join(&advertised)
+            ));
+        }
+        Ok(Config {
+            name: self.name,
+            data_dir,
+            listen_client_urls: self.listen_client_urls,
+            advertise_client_urls: self.advertise_client_urls,
+            listen_peer_urls: self.listen_peer_urls,
+            initial_advertise_peer_urls: self.initial_advertise_peer_urls,
+            initial_cluster,
+            initial_cluster_state: self.initial_cluster_state,
+            initial_cluster_token: self.initial_cluster_token,
+            max_request_bytes: self.max_request_bytes,
+            quota_backend_bytes,
+            heartbeat_interval_ms: self.heartbeat_interval,
+            election_timeout_ms: self.election_timeout,
+            snapshot_count: self.snapshot_count,
+            log_level: self.log_level,
+        })
+    }
+}
+
+fn join(urls: &[&Url]) -> String {
+    urls.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// Parses `name=url,name=url`; a name listed twice gets both URLs, as in etcd.
+fn parse_initial_cluster(text: &str) -> Result<Vec<InitialMember>, String> {
+    let mut members: Vec<InitialMember> = Vec::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, url) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--initial-cluster entry {pair:?} is not name=URL"))?;
+        let url = Url::parse(url).map_err(|e| format!("--initial-cluster: {e}"))?;
+        match members.iter_mut().find(|m| m.name == name) {
+            Some(member) => member.peer_urls.push(url),
+            None => members.push(InitialMember { name: name.to_string(), peer_urls: vec![url] }),
+        }
+    }
+    if members.is_empty() {
+        return Err("--initial-cluster is empty".into());
+    }
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["synod"];
+        argv.extend_from_slice(args);
+        Flags::try_parse_from(argv).map_err(|e| e.to_string())?.into_config()
+    }
+
+    /// No flags gives etcd's defaults, with the data in ./default.synod.
+    #[test]
+    fn defaults_match_etcd() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.name, "default");
+        assert_eq!(config.data_dir, PathBuf::from("default.synod"));
+        assert_eq!(config.listen_client_urls[0].bind_addr(), "127.0.0.1:2379");
+        assert_eq!(config.listen_peer_urls[0].bind_addr(), "127.0.0.1:2380");
+        assert_eq!(config.max_request_bytes, 1_572_864);
+        assert_eq!(config.quota_backend_bytes, Some(2 * 1024 * 1024 * 1024));
+        assert_eq!(config.initial_cluster[0].name, "default");
+        assert_eq!(config.initial_cluster[0].peer_urls[0].to_string(), "http://localhost:2380");
+    }
+
+    /// Both `--flag value` and `--flag=value` work, and URL lists are comma-separated.
+    #[test]
+    fn flag_forms() {
+        let config = parse(&[
+            "--name=n1",
+            "--listen-client-urls",
+            "http://127.0.0.1:12379,http://[::1]:12379",
+            "--initial-advertise-peer-urls=http://127.0.0.1:12380",
+            "--initial-cluster=n1=http://127.0.0.1:12380",
+        ])
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("n1.synod"));
+        assert_eq!(config.listen_client_urls.len(), 2);
+        assert_eq!(config.listen_client_urls[1].bind_addr(), "[::1]:12379");
+    }
+
+    /// Unknown flags and malformed URLs are errors that name the culprit.
+    #[test]
+    fn bad_input_is_named() {
+        let err = parse(&["--no-such-flag"]).unwrap_err();
+        assert!(err.contains("--no-such-flag"), "{err}");
+        let err = parse(&["--listen-client-urls", "localhost:2379"]).unwrap_err();
+        assert!(err.contains("localhost:2379"), "{err}");
+        let err = parse(&["--listen-client-urls", "http://localhost"]).unwrap_err();
+        assert!(err.contains("no port"), "{err}");
+        let err = parse(&["--cert-file", "c.pem"]).unwrap_err();
+        assert!(err.contains("not supported yet"), "{err}");
+        let err = parse(&["--listen-client-urls", "https://localhost:2379"]).unwrap_err();
+        assert!(err.contains("https"), "{err}");
+        let err = parse(&["--election-timeout", "300"]).unwrap_err();
+        assert!(err.contains("--election-timeout"), "{err}");
+        let err = parse(&["--auto-compaction-retention", "1h"]).unwrap_err();
+        assert!(err.contains("not supported yet"), "{err}");
+    }
+
+    /// The initial cluster must list this member with its advertised peer URLs.
+    #[test]
+    fn initial_cluster_must_include_self() {
+        let err = parse(&["--initial-cluster", "other=http://127.0.0.1:2380"]).unwrap_err();
+        assert!(err.contains("does not list"), "{err}");
+        let err = parse(&["--initial-cluster", "default=http://127.0.0.1:9999"]).unwrap_err();
+        assert!(err.contains("--initial-advertise-peer-urls"), "{err}");
+        let config =
+            parse(&["--initial-cluster", "default=http://localhost:2380,b=http://10.0.0.2:2380"]).unwrap();
+        assert_eq!(config.initial_cluster.len(), 2);
+    }
+}

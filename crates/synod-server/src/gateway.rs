@@ -1,0 +1,163 @@
+//! The HTTP side of the client port: etcd's JSON gateway (`POST /v3/...`) and the plain
+//! endpoints `/health`, `/livez`, `/readyz`, `/version` and `/metrics`.
+//!
+//! The gateway follows grpc-gateway as etcd runs it: proto3 JSON with base64 bytes and
+//! 64-bit integers as strings, proto field names on output, either spelling on input,
+//! unknown fields ignored, an empty body taken as an empty request, and errors as
+//! `{"error", "code", "message"}` with grpc-gateway's HTTP statuses. `/v3beta/` is accepted
+//! as an alias of `/v3/`, as etcd 3.5 does.
+
+use std::future::Future;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{StatusCode, header};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use synod_api::etcdserverpb::{AlarmType, RangeRequest};
+use tonic::Status;
+
+use crate::api::{Api, ETCD_VERSION};
+use crate::errors;
+
+/// Decodes a request body, runs `handler`, and encodes its reply or error.
+async fn call<Req, Resp, Fut>(body: Bytes, handler: impl FnOnce(Req) -> Fut) -> Response
+where
+    Req: DeserializeOwned + Default,
+    Resp: Serialize,
+    Fut: Future<Output = Result<Resp, Status>>,
+{
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(Req::default())
+    } else {
+        serde_json::from_slice::<Req>(&body).map_err(|e| Status::invalid_argument(e.to_string()))
+    };
+    let reply = match request {
+        Ok(request) => handler(request).await,
+        Err(status) => Err(status),
+    };
+    match reply {
+        Ok(response) => axum::Json(response).into_response(),
+        Err(status) => {
+            (errors::http_status(status.code()), axum::Json(errors::http_body(&status))).into_response()
+        }
+    }
+}
+
+macro_rules! unary {
+    ($method:ident) => {
+        post(|State(api): State<Api>, body: Bytes| async move {
+            call(body, |request| async move { api.$method(request).await }).await
+        })
+    };
+}
+
+/// The routes of the client port's HTTP side; gRPC routes are merged in by the caller.
+pub fn router(api: Api, body_limit_bytes: usize) -> Router {
+    let mut router = Router::new();
+    for prefix in ["/v3", "/v3beta"] {
+        router = router
+            .route(&format!("{prefix}/kv/range"), unary!(range))
+            .route(&format!("{prefix}/kv/put"), unary!(put))
+            .route(&format!("{prefix}/kv/deleterange"), unary!(delete_range))
+            .route(&format!("{prefix}/kv/txn"), unary!(txn))
+            .route(&format!("{prefix}/kv/compaction"), unary!(compact))
+            .route(&format!("{prefix}/maintenance/status"), unary!(status))
+            .route(&format!("{prefix}/maintenance/alarm"), unary!(alarm))
+            .route(&format!("{prefix}/maintenance/defragment"), unary!(defragment))
+            .route(&format!("{prefix}/cluster/member/list"), unary!(member_list));
+    }
+    router
+        .route("/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/version", get(version))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(body_limit_bytes))
+        .with_state(api)
+}
+
+#[derive(Serialize)]
+struct Health {
+    health: &'static str,
+    reason: String,
+}
+
+/// etcd's `/health`: alarms (minus `?exclude=`), then a leader (unless
+/// `?serializable=true`), then a one-key read.
+async fn health(State(api): State<Api>, Query(query): Query<Vec<(String, String)>>) -> Response {
+    let excluded: Vec<&str> = query.iter().filter(|(k, _)| k == "exclude").map(|(_, v)| v.as_str()).collect();
+    let serializable = query.iter().any(|(k, v)| k == "serializable" && v == "true");
+    let reason = check_health(&api, &excluded, serializable).await.err();
+    let (status, health) = match reason {
+        None => (StatusCode::OK, Health { health: "true", reason: String::new() }),
+        Some(reason) => {
+            tracing::warn!(reason = %reason, "serving /health false");
+            (StatusCode::SERVICE_UNAVAILABLE, Health { health: "false", reason })
+        }
+    };
+    api.metrics()
+        .health_checks
+        .get_or_create(&vec![("type", "health".to_string()), ("status", status.as_u16().to_string())])
+        .inc();
+    (status, axum::Json(health)).into_response()
+}
+
+async fn check_health(api: &Api, excluded: &[&str], serializable: bool) -> Result<(), String> {
+    let alarms = api.state().alarms().map_err(|e| format!("STORAGE ERROR:{e}"))?;
+    for alarm in alarms {
+        let name = AlarmType::try_from(alarm.alarm).map_or("UNKNOWN", |a| a.as_str_name());
+        if !excluded.contains(&name) {
+            return Err(format!("ALARM {name}"));
+        }
+    }
+    if !serializable && api.node().status().leader == 0 {
+        return Err("RAFT NO LEADER".into());
+    }
+    read_check(api, serializable).await.map_err(|e| format!("RANGE ERROR:{}", e.message()))
+}
+
+async fn read_check(api: &Api, serializable: bool) -> Result<(), Status> {
+    let probe = RangeRequest { key: vec![0], keys_only: true, limit: 1, serializable, ..Default::default() };
+    api.range(probe).await.map(drop)
+}
+
+/// Liveness: the member can serve a local read.
+async fn livez(State(api): State<Api>) -> Response {
+    match read_check(&api, true).await {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("[-]serializable_read failed: {}\n", e.message()))
+                .into_response()
+        }
+    }
+}
+
+/// Readiness: no corruption alarm, and both local and linearizable reads work.
+async fn readyz(State(api): State<Api>) -> Response {
+    let corrupt =
+        api.state().alarms().map(|a| a.iter().any(|a| a.alarm == AlarmType::Corrupt as i32)).unwrap_or(true);
+    if corrupt {
+        return (StatusCode::SERVICE_UNAVAILABLE, "[-]data_corruption failed: alarm activated\n")
+            .into_response();
+    }
+    for (name, serializable) in [("serializable_read", true), ("linearizable_read", false)] {
+        if let Err(e) = read_check(&api, serializable).await {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("[-]{name} failed: {}\n", e.message()))
+                .into_response();
+        }
+    }
+    (StatusCode::OK, "ok").into_response()
+}
+
+async fn version() -> Response {
+    axum::Json(serde_json::json!({ "etcdserver": ETCD_VERSION, "etcdcluster": ETCD_VERSION })).into_response()
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], api.metrics().render())
+        .into_response()
+}
