@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(grpc)
         .build_client(grpc)
         .build_transport(grpc)
+        .codec_path("crate::codec::SynodCodec")
         .compile_fds_with_config(descriptors.clone(), config)?;
 
     if json {

@@ -8,6 +8,8 @@
 //! optional, so that the deterministic state machine can use the messages without pulling in
 //! tonic. This crate must never depend on server, storage or state-machine code.
 
+#[cfg(feature = "grpc")]
+pub mod codec;
 pub mod etcd_error;
 
 pub use etcd_error::EtcdError;

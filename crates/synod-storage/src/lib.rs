@@ -20,6 +20,7 @@ mod data_dir;
 mod error;
 mod log_store;
 mod record;
+pub mod sim_disk;
 mod state_store;
 
 pub use data_dir::DataDir;

@@ -34,6 +34,13 @@ impl LogStore {
         Ok(LogStore { db, path: path.to_path_buf() })
     }
 
+    /// Opens the log on a storage backend other than a file (a simulated disk in tests).
+    pub fn open_on(backend: impl redb::StorageBackend, name: &str) -> Result<LogStore, StorageError> {
+        let db =
+            database_builder().create_with_backend(backend).map_err(|e| StorageError::Engine(e.into()))?;
+        Ok(LogStore { db, path: PathBuf::from(name) })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -156,14 +163,18 @@ impl LogStore {
 
 /// Opens a redb file for exclusive use by this process, verifying every checksum.
 pub(crate) fn open_database(path: &Path) -> Result<Database, StorageError> {
+    database_builder().create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StorageError::InUse { path: path.to_path_buf() },
+        e => StorageError::Engine(e.into()),
+    })
+}
+
+pub(crate) fn database_builder() -> redb::Builder {
     let mut builder = Database::builder();
     // A plain open trusts the file and may panic on a damaged one; checking on open turns
     // damage into an error. It reads the whole file once per start (about 1 ms per MB).
     builder.set_check_integrity_on_open(true);
-    builder.create(path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => StorageError::InUse { path: path.to_path_buf() },
-        e => StorageError::Engine(e.into()),
-    })
+    builder
 }
 
 #[cfg(test)]

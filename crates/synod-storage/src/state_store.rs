@@ -29,7 +29,7 @@ use synod_base::{GroupId, LogIndex};
 use synod_mvcc::{Applied, BackendError, KvStore, Meta, Rev, RevisionRead, RevisionWrite, StoredKv};
 
 use crate::error::engine;
-use crate::log_store::open_database;
+use crate::log_store::{database_builder, open_database};
 use crate::{StorageError, record};
 
 type KvKey = (u64, u64);
@@ -67,7 +67,22 @@ pub struct StateStore {
 impl StateStore {
     /// Opens (or creates) the state file and rebuilds the key index from its records.
     pub fn open(path: &Path, group: GroupId) -> Result<StateStore, StorageError> {
-        let db = open_database(path)?;
+        StateStore::open_database(open_database(path)?, path, group)
+    }
+
+    /// Opens the state on a storage backend other than a file (a simulated disk in tests).
+    /// Its size statistics read zero.
+    pub fn open_on(
+        backend: impl redb::StorageBackend,
+        name: &str,
+        group: GroupId,
+    ) -> Result<StateStore, StorageError> {
+        let db =
+            database_builder().create_with_backend(backend).map_err(|e| StorageError::Engine(e.into()))?;
+        StateStore::open_database(db, Path::new(name), group)
+    }
+
+    fn open_database(db: Database, path: &Path, group: GroupId) -> Result<StateStore, StorageError> {
         let kv_table = format!("kv/{}", group.0);
         let meta_table = format!("meta/{}", group.0);
         let txn = db.begin_write().map_err(engine)?;
@@ -288,9 +303,12 @@ impl StateStore {
     }
 
     fn refresh_stats(&self) -> Result<(), StorageError> {
-        let size = std::fs::metadata(&self.path)
-            .map_err(|source| StorageError::Io { path: self.path.clone(), source })?
-            .len();
+        let size = match std::fs::metadata(&self.path) {
+            Ok(metadata) => metadata.len(),
+            // A store on a simulated disk has no file.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(source) => return Err(StorageError::Io { path: self.path.clone(), source }),
+        };
         self.size_bytes.store(size, Ordering::Relaxed);
         let db = self.db_read();
         let txn = db.begin_write().map_err(engine)?;

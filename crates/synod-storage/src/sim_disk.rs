@@ -1,0 +1,116 @@
+//! [`SimDisk`]: an in-memory disk that loses everything not yet synced when the power is
+//! cut, for tests (and later the simulator) to check the fsync discipline.
+//!
+//! A process kill cannot test fsync: the kernel keeps unsynced writes and writes them out
+//! anyway. Only dropping them can show that an acknowledged write was never synced. This
+//! disk keeps two images of the file: what was written, and what was synced. A power cut
+//! throws the first away, and every later write or sync fails, as the dying process's
+//! would.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use redb::StorageBackend;
+
+/// The error type of redb's backend I/O methods (without its `experimental-api-5` feature).
+type BackendIoError = std::io::Error;
+
+#[derive(Default)]
+struct Images {
+    written: Vec<u8>,
+    synced: Vec<u8>,
+    syncs: u64,
+    powered_off: bool,
+}
+
+/// A simulated disk holding one file. Clones share the same disk.
+#[derive(Clone, Default)]
+pub struct SimDisk {
+    images: Arc<Mutex<Images>>,
+}
+
+impl fmt::Debug for SimDisk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let images = self.lock();
+        write!(f, "SimDisk({} bytes written, {} synced)", images.written.len(), images.synced.len())
+    }
+}
+
+impl SimDisk {
+    pub fn new() -> SimDisk {
+        SimDisk::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Images> {
+        self.images.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Cuts the power: unsynced writes are lost, and the disk refuses all further I/O
+    /// until [`SimDisk::power_on`].
+    pub fn power_cut(&self) {
+        let mut images = self.lock();
+        images.written = images.synced.clone();
+        images.powered_off = true;
+    }
+
+    /// Restores power; the disk holds what was synced before the cut.
+    pub fn power_on(&self) {
+        self.lock().powered_off = false;
+    }
+
+    /// How many times the file was synced.
+    pub fn syncs(&self) -> u64 {
+        self.lock().syncs
+    }
+
+    fn check_powered(images: &Images) -> Result<(), BackendIoError> {
+        if images.powered_off {
+            return Err(std::io::Error::other("simulated disk is powered off"));
+        }
+        Ok(())
+    }
+}
+
+impl StorageBackend for SimDisk {
+    fn len(&self) -> Result<u64, BackendIoError> {
+        Ok(self.lock().written.len() as u64)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), BackendIoError> {
+        let images = self.lock();
+        let start = usize::try_from(offset).map_err(|_| std::io::Error::other("offset"))?;
+        let end = start + out.len();
+        if end > images.written.len() {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        out.copy_from_slice(&images.written[start..end]);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), BackendIoError> {
+        let mut images = self.lock();
+        SimDisk::check_powered(&images)?;
+        images.written.resize(len as usize, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), BackendIoError> {
+        let mut images = self.lock();
+        SimDisk::check_powered(&images)?;
+        images.synced = images.written.clone();
+        images.syncs += 1;
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendIoError> {
+        let mut images = self.lock();
+        SimDisk::check_powered(&images)?;
+        let start = offset as usize;
+        let end = start + data.len();
+        if end > images.written.len() {
+            images.written.resize(end, 0);
+        }
+        images.written[start..end].copy_from_slice(data);
+        Ok(())
+    }
+}
