@@ -153,6 +153,22 @@ async fn readyz(State(api): State<Api>) -> Response {
     (StatusCode::OK, "ok").into_response()
 }
 
+/// Requests no route matches: gRPC clients get `Unimplemented` naming the method (so that
+/// etcd clients calling a service synod does not serve yet get a clear answer), everyone
+/// else a 404 as etcd's HTTP mux gives.
+pub async fn fallback(request: http::Request<axum::body::Body>) -> Response {
+    let is_grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if is_grpc {
+        let status = Status::unimplemented(format!("synod does not serve {} yet", request.uri().path()));
+        return status.into_http::<axum::body::Body>().into_response();
+    }
+    (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+}
+
 async fn version() -> Response {
     axum::Json(serde_json::json!({ "etcdserver": ETCD_VERSION, "etcdcluster": ETCD_VERSION })).into_response()
 }

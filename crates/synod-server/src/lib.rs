@@ -86,7 +86,7 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         .into_axum_router();
     // JSON bodies carry bytes in base64 (4/3 larger) plus field names.
     let json_limit = grpc_limit / 3 * 4 + 64 * 1024;
-    let app = grpc.merge(gateway::router(api.clone(), json_limit));
+    let app = grpc.merge(gateway::router(api.clone(), json_limit)).fallback(gateway::fallback);
     let peer_app = axum::Router::new().route(
         "/version",
         axum::routing::get(|| async { axum::Json(serde_json::json!({ "etcdserver": api::ETCD_VERSION })) }),

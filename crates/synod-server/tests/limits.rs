@@ -316,9 +316,11 @@ fn flags_are_documented_and_checked() {
     assert!(stderr.contains("--initial-cluster"), "{stderr}");
 }
 
-/// `/metrics` serves Prometheus text with etcd's metric names, and `/version` etcd's shape.
+/// `/metrics` serves Prometheus text with etcd's metric names, `/version` etcd's shape; an
+/// unknown path is a 404, and a gRPC call to a service synod does not serve yet gets
+/// `Unimplemented` naming it.
 #[test]
-fn metrics_and_version_endpoints() {
+fn plain_http_endpoints_and_unknown_routes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let synod = Server::synod(dir.path());
     tokio::runtime::Runtime::new().expect("runtime").block_on(async {
@@ -338,4 +340,18 @@ fn metrics_and_version_endpoints() {
     assert_eq!(status, 200);
     let version: serde_json::Value = serde_json::from_str(&version).expect("JSON");
     assert!(version["etcdserver"].as_str().is_some_and(|v| v.starts_with("3.5")), "{version}");
+    assert_eq!(http(&synod.address(), "GET", "/no/such/page", b"").0, 404);
+    tokio::runtime::Runtime::new().expect("runtime").block_on(async {
+        let channel = tonic::transport::Channel::from_shared(synod.endpoint())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Lease/LeaseGrant");
+        let error = grpc.unary(tonic::Request::new(Vec::new()), path, Raw).await.expect_err("not served yet");
+        assert_eq!(error.code(), Code::Unimplemented);
+        assert!(error.message().contains("LeaseGrant"), "{}", error.message());
+    });
 }
