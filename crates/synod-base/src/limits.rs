@@ -36,6 +36,10 @@ pub const QUOTA_KV_OVERHEAD_BYTES: u64 = 256;
 /// requests" at once instead of queueing without bound.
 pub const PROPOSALS_PENDING_MAX: usize = 4096;
 
+/// Bytes of encoded commands waiting for the log writer. With requests of up to
+/// `REQUEST_BYTES_MAX`, a count limit alone would let queued proposals take gigabytes.
+pub const PROPOSALS_PENDING_BYTES_MAX: u64 = 128 * 1024 * 1024;
+
 /// Entries the log writer folds into one durable commit (one fsync). Bounds the memory and
 /// latency of a single batch while still amortising the fsync under load.
 pub const LOG_BATCH_ENTRIES_MAX: usize = 1024;
@@ -63,4 +67,8 @@ pub const REQUEST_TIMEOUT_MS: u64 = 7_000;
 const _: () = assert!(REQUEST_BYTES_DEFAULT <= REQUEST_BYTES_MAX);
 const _: () = assert!(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES <= u32::MAX as u64);
 const _: () = assert!(LOG_BATCH_ENTRIES_MAX <= PROPOSALS_PENDING_MAX);
+// A request of the default size limit must fit in the pending budget many times over.
+const _: () = assert!(REQUEST_BYTES_DEFAULT * 64 <= PROPOSALS_PENDING_BYTES_MAX);
+// The budget is counted in KiB permits of a tokio semaphore (u32).
+const _: () = assert!(PROPOSALS_PENDING_BYTES_MAX / 1024 <= u32::MAX as u64);
 const _: () = assert!(QUOTA_BACKEND_BYTES_DEFAULT <= QUOTA_BACKEND_BYTES_WARN);

@@ -23,7 +23,7 @@ use synod_api::synodpb::{Command, HardState, Identity};
 use synod_base::{GroupId, LogIndex, limits};
 use synod_mvcc::Applied;
 use synod_storage::{LogStore, StateStore, StorageError};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
 
@@ -53,6 +53,13 @@ struct Proposal {
     command: Command,
     encoded: Vec<u8>,
     reply: oneshot::Sender<Result<Applied, NodeError>>,
+    /// This proposal's share of the pending-bytes budget, returned when it is dropped.
+    _budget: OwnedSemaphorePermit,
+}
+
+/// Permits of the pending-bytes budget a proposal of `bytes` takes (one per KiB begun).
+fn budget_permits(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX)
 }
 
 /// Format version of a log entry; bumped if the entry layout ever changes.
@@ -113,6 +120,9 @@ impl Shared {
 pub struct Node {
     shared: Arc<Shared>,
     proposals: Mutex<Option<mpsc::Sender<Proposal>>>,
+    /// Bytes of proposals queued or being written, in KiB permits: bounds the memory that
+    /// clients can make the member hold, whatever the size of their requests.
+    pending_budget: Arc<Semaphore>,
     stop_checkpointer: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -185,6 +195,7 @@ impl Node {
         Ok(Node {
             shared,
             proposals: Mutex::new(Some(sender)),
+            pending_budget: Arc::new(Semaphore::new((limits::PROPOSALS_PENDING_BYTES_MAX / 1024) as usize)),
             stop_checkpointer: Mutex::new(Some(stop_tx)),
             threads: Mutex::new(vec![writer, checkpointer]),
         })
@@ -213,7 +224,8 @@ impl Node {
     }
 
     /// Replicates `command` (already encoded as `encoded`) and returns its outcome once
-    /// applied. Fails fast with [`NodeError::TooManyRequests`] when the queue is full.
+    /// applied. Fails fast with [`NodeError::TooManyRequests`] when too many proposals, or
+    /// too many bytes of them, are waiting.
     ///
     /// Cancel safety: dropping the future does not withdraw the proposal; it may still be
     /// applied, as in etcd. Retrying a non-idempotent command after a timeout can apply it
@@ -224,8 +236,13 @@ impl Node {
         }
         let sender =
             self.proposals.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(NodeError::Stopped)?;
+        let budget = self
+            .pending_budget
+            .clone()
+            .try_acquire_many_owned(budget_permits(encoded.len()))
+            .map_err(|_| NodeError::TooManyRequests)?;
         let (reply, outcome) = oneshot::channel();
-        sender.try_send(Proposal { command, encoded, reply }).map_err(|e| match e {
+        sender.try_send(Proposal { command, encoded, reply, _budget: budget }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => NodeError::TooManyRequests,
             mpsc::error::TrySendError::Closed(_) => NodeError::Stopped,
         })?;
@@ -436,6 +453,16 @@ mod tests {
     use super::*;
     use synod_api::etcdserverpb::PutRequest;
     use synod_api::synodpb::command;
+
+    /// The pending budget counts every begun KiB and never rounds a proposal down to zero.
+    #[test]
+    fn budget_permits_round_up() {
+        assert_eq!(budget_permits(0), 1);
+        assert_eq!(budget_permits(1), 1);
+        assert_eq!(budget_permits(1024), 1);
+        assert_eq!(budget_permits(1025), 2);
+        assert_eq!(budget_permits(1_572_864), 1536);
+    }
 
     /// An entry decodes to the command it was made from; damage is reported, not guessed.
     #[test]
