@@ -1,0 +1,307 @@
+//! The command line: etcdctl 3.5's verbs, flags, names and defaults.
+//!
+//! Positional arguments are taken as lists and checked by the commands themselves, so that
+//! a missing key fails with etcdctl's message and exit status 128 rather than clap's.
+//! Boolean flags accept pflag's `--flag=false` form as well as the bare `--flag`.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::go_fmt;
+
+fn go_bool(text: &str) -> Result<bool, String> {
+    go_fmt::parse_bool(text)
+}
+
+fn go_duration(text: &str) -> Result<Duration, String> {
+    go_fmt::parse_duration(text)
+}
+
+/// synodctl: a command-line client for synod and etcd, a drop-in for `etcdctl` (API v3).
+#[derive(Debug, Parser)]
+#[command(name = "synodctl", version, infer_subcommands = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalFlags,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes, as etcdctl's persistent flags.
+#[derive(Debug, Args)]
+pub struct GlobalFlags {
+    /// gRPC endpoints, comma-separated (`host:port` or `http://host:port`).
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379",
+        value_name = "ENDPOINTS"
+    )]
+    pub endpoints: Vec<String>,
+
+    /// Output format: simple, json, table, fields or protobuf.
+    #[arg(short = 'w', long, global = true, default_value = "simple", value_name = "FORMAT")]
+    pub write_out: String,
+
+    /// Print byte strings as hex encoded strings.
+    #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub hex: bool,
+
+    /// Dial timeout for client connections.
+    #[arg(long, global = true, default_value = "2s", value_parser = go_duration, value_name = "DURATION")]
+    pub dial_timeout: Duration,
+
+    /// Timeout for short running commands (excluding dial timeout).
+    #[arg(long, global = true, default_value = "5s", value_parser = go_duration, value_name = "DURATION")]
+    pub command_timeout: Duration,
+
+    /// Keepalive time for client connections.
+    #[arg(long, global = true, default_value = "2s", value_parser = go_duration, value_name = "DURATION")]
+    pub keepalive_time: Duration,
+
+    /// Keepalive timeout for client connections.
+    #[arg(long, global = true, default_value = "6s", value_parser = go_duration, value_name = "DURATION")]
+    pub keepalive_timeout: Duration,
+
+    /// Disable transport security for client connections (TLS is not supported yet, so this
+    /// must stay true).
+    #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_value = "true",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub insecure_transport: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Gets the key or a range of keys.
+    Get(GetArgs),
+    /// Puts the given key into the store (the value can also come from stdin).
+    Put(PutArgs),
+    /// Removes the specified key or range of keys [key, range_end).
+    Del(DelArgs),
+    /// Txn processes all the requests in one transaction.
+    Txn(TxnArgs),
+    /// Compacts the event history.
+    Compaction(CompactionArgs),
+    /// Endpoint related commands.
+    Endpoint(EndpointArgs),
+    /// Membership related commands.
+    Member(MemberArgs),
+}
+
+/// `get [options] <key> [range_end]`
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    /// Linearizable(l) or Serializable(s).
+    #[arg(long, default_value = "l")]
+    pub consistency: String,
+
+    /// Order of results; ASCEND or DESCEND (ASCEND by default).
+    #[arg(long, default_value = "")]
+    pub order: String,
+
+    /// Sort target; CREATE, KEY, MODIFY, VALUE, or VERSION.
+    #[arg(long, default_value = "")]
+    pub sort_by: String,
+
+    /// Maximum number of results.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub limit: i64,
+
+    /// Get keys with matching prefix.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub prefix: bool,
+
+    /// Get keys that are greater than or equal to the given key using byte compare.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub from_key: bool,
+
+    /// Specify the kv revision.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub rev: i64,
+
+    /// Get only the keys.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub keys_only: bool,
+
+    /// Get only the count (with `--write-out=fields`, as in etcdctl 3.5).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub count_only: bool,
+
+    /// Only write values when using the "simple" output format.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub print_value_only: bool,
+
+    /// <key> [range_end]
+    #[arg(value_parser = clap::value_parser!(OsString))]
+    pub args: Vec<OsString>,
+}
+
+/// `put [options] <key> <value>`
+#[derive(Debug, Clone, Args)]
+pub struct PutArgs {
+    /// Lease ID (in hexadecimal) to attach to the key.
+    #[arg(long, default_value = "0")]
+    pub lease: String,
+
+    /// Return the previous key-value pair before modification.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub prev_kv: bool,
+
+    /// Updates the key using its current value.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub ignore_value: bool,
+
+    /// Updates the key using its current lease.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub ignore_lease: bool,
+
+    /// <key> [value]; without a value it is read from stdin.
+    #[arg(value_parser = clap::value_parser!(OsString))]
+    pub args: Vec<OsString>,
+}
+
+/// `del [options] <key> [range_end]`
+#[derive(Debug, Clone, Args)]
+pub struct DelArgs {
+    /// Delete keys with matching prefix.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub prefix: bool,
+
+    /// Return deleted key-value pairs.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub prev_kv: bool,
+
+    /// Delete keys that are greater than or equal to the given key using byte compare.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub from_key: bool,
+
+    /// Delete range of keys (silences etcdctl 3.5's warning about range deletes).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub range: bool,
+
+    /// <key> [range_end]
+    #[arg(value_parser = clap::value_parser!(OsString))]
+    pub args: Vec<OsString>,
+}
+
+/// `txn [options]`: compares, success ops and failure ops from stdin.
+#[derive(Debug, Args)]
+pub struct TxnArgs {
+    /// Input transaction in interactive mode.
+    #[arg(short, long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub interactive: bool,
+
+    /// txn takes no arguments; any given is an error.
+    pub args: Vec<String>,
+}
+
+/// `compaction [options] <revision>`
+#[derive(Debug, Args)]
+pub struct CompactionArgs {
+    /// Wait for compaction to physically remove all old revisions.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub physical: bool,
+
+    /// <revision> (like pflag, a leading `-` makes it a flag, so `-1` is refused).
+    pub args: Vec<String>,
+}
+
+/// `endpoint <subcommand>`
+#[derive(Debug, Args)]
+pub struct EndpointArgs {
+    /// Use all endpoints from the cluster member list.
+    #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub cluster: bool,
+
+    #[command(subcommand)]
+    pub command: EndpointCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// Checks the healthiness of endpoints specified in `--endpoints` flag.
+    Health,
+    /// Prints out the status of endpoints specified in `--endpoints` flag.
+    Status,
+}
+
+/// `member <subcommand>`
+#[derive(Debug, Args)]
+pub struct MemberArgs {
+    #[command(subcommand)]
+    pub command: MemberCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Lists all members in the cluster.
+    List,
+}
+
+/// One request line of a txn (`get ...`, `put ...`, `del ...`), parsed with the same flags
+/// as the commands, as etcdctl does.
+#[derive(Debug, Parser)]
+#[command(no_binary_name = true, infer_subcommands = true, disable_help_subcommand = true)]
+pub enum TxnOp {
+    Get(GetArgs),
+    Put(PutArgs),
+    Del(DelArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The clap definition is consistent (clap's own debug checks).
+    #[test]
+    fn clap_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        TxnOp::command().debug_assert();
+    }
+
+    /// Defaults are etcdctl's, and pflag's `--flag=false` works for booleans.
+    #[test]
+    fn defaults_and_bool_forms() {
+        let cli = Cli::try_parse_from(["synodctl", "get", "k", "--prefix=false", "--keys-only"]).unwrap();
+        assert_eq!(cli.global.endpoints, ["127.0.0.1:2379"]);
+        assert_eq!(cli.global.write_out, "simple");
+        assert_eq!(cli.global.dial_timeout, Duration::from_secs(2));
+        assert_eq!(cli.global.command_timeout, Duration::from_secs(5));
+        let Command::Get(get) = cli.command else { panic!("expected get") };
+        assert!(!get.prefix);
+        assert!(get.keys_only);
+        assert_eq!(get.args, [OsString::from("k")]);
+    }
+
+    /// Global flags go anywhere, endpoints split on commas, and verbs may be abbreviated
+    /// as cobra's prefix matching allows.
+    #[test]
+    fn global_flags_anywhere() {
+        let cli =
+            Cli::try_parse_from(["synodctl", "g", "k", "-w", "json", "--endpoints=a:1,http://b:2"]).unwrap();
+        assert_eq!(cli.global.endpoints, ["a:1", "http://b:2"]);
+        assert_eq!(cli.global.write_out, "json");
+        assert!(matches!(cli.command, Command::Get(_)));
+    }
+}

@@ -1,0 +1,84 @@
+//! The verbs: each module turns parsed arguments into requests, sends them, and prints the
+//! replies, in the order etcdctl does these things (so that, as in etcdctl, an argument
+//! mistake is reported before any connection is tried, and an unsupported output format
+//! after the request has been made).
+
+mod compaction;
+mod del;
+mod endpoint;
+mod get;
+mod member;
+mod put;
+mod txn;
+
+use std::io::Write;
+
+use anyhow::Context as _;
+
+use crate::cli::{Cli, Command, EndpointCommand, GlobalFlags, MemberCommand};
+use crate::client::{Client, ClientConfig};
+use crate::exit::{CtlError, CtlResult};
+use crate::printer::{Format, Output, Printer};
+
+/// What every command needs from the global flags.
+pub struct Context {
+    endpoints: Vec<String>,
+    client_config: ClientConfig,
+    write_out: String,
+    hex: bool,
+}
+
+impl Context {
+    fn new(flags: &GlobalFlags) -> Context {
+        Context {
+            endpoints: flags.endpoints.iter().map(|e| e.trim().to_string()).collect(),
+            client_config: ClientConfig::from_flags(flags),
+            write_out: flags.write_out.clone(),
+            hex: flags.hex,
+        }
+    }
+
+    /// The printer for `--write-out`; an unknown format fails here (exit status 4).
+    fn printer(&self) -> CtlResult<Printer> {
+        Ok(Printer::new(Format::parse(&self.write_out)?, self.hex))
+    }
+
+    /// A connection to the first endpoint that answers.
+    async fn connect(&self) -> CtlResult<Client> {
+        Client::connect(&self.endpoints, &self.client_config).await
+    }
+}
+
+/// Runs the command the user asked for.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if !cli.global.insecure_transport {
+        return Err(CtlError::bad_args(
+            "--insecure-transport=false needs TLS, which synodctl does not support yet",
+        )
+        .into());
+    }
+    let context = Context::new(&cli.global);
+    match cli.command {
+        Command::Get(args) => get::run(&context, &args).await,
+        Command::Put(args) => put::run(&context, &args).await,
+        Command::Del(args) => del::run(&context, &args).await,
+        Command::Txn(args) => txn::run(&context, &args).await,
+        Command::Compaction(args) => compaction::run(&context, &args).await,
+        Command::Endpoint(args) => match args.command {
+            EndpointCommand::Health => endpoint::health(&context, args.cluster).await,
+            EndpointCommand::Status => endpoint::status(&context, args.cluster).await,
+        },
+        Command::Member(args) => match args.command {
+            MemberCommand::List => member::list(&context).await,
+        },
+    }
+}
+
+/// Writes a printer's output to stdout and stderr.
+fn emit(output: Output) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&output.stdout).context("write to stdout")?;
+    stdout.flush().context("write to stdout")?;
+    std::io::stderr().write_all(&output.stderr).context("write to stderr")?;
+    Ok(())
+}
