@@ -13,9 +13,9 @@ pub const REQUEST_BYTES_DEFAULT: u64 = 1536 * 1024;
 /// error (etcd's `grpcOverheadBytes`).
 pub const GRPC_OVERHEAD_BYTES: u64 = 512 * 1024;
 
-/// Largest request size an operator may configure: the gRPC decoder works on u32 lengths and
-/// a single log entry has to fit comfortably in memory on every member.
-pub const REQUEST_BYTES_MAX: u64 = 512 * 1024 * 1024;
+/// Largest request size an operator may configure: a single log entry has to fit
+/// comfortably in memory on every member, and in the budget of pending proposals.
+pub const REQUEST_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 /// Operations allowed in each of a Txn's compare, success and failure lists (etcd's
 /// `--max-txn-ops` default).
@@ -67,7 +67,9 @@ pub const REQUEST_TIMEOUT_MS: u64 = 7_000;
 const _: () = assert!(REQUEST_BYTES_DEFAULT <= REQUEST_BYTES_MAX);
 const _: () = assert!(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES <= u32::MAX as u64);
 const _: () = assert!(LOG_BATCH_ENTRIES_MAX <= PROPOSALS_PENDING_MAX);
-// A request of the default size limit must fit in the pending budget many times over.
+// The largest configurable request must fit in the pending budget, or it could never be
+// proposed; one of the default size many times over.
+const _: () = assert!(REQUEST_BYTES_MAX <= PROPOSALS_PENDING_BYTES_MAX);
 const _: () = assert!(REQUEST_BYTES_DEFAULT * 64 <= PROPOSALS_PENDING_BYTES_MAX);
 // The budget is counted in KiB permits of a tokio semaphore (u32).
 const _: () = assert!(PROPOSALS_PENDING_BYTES_MAX / 1024 <= u32::MAX as u64);

@@ -133,6 +133,12 @@ impl KvStore {
         self.alarm_raised(AlarmType::Nospace)
     }
 
+    /// Whether the store refuses every write because a member reported corruption (etcd's
+    /// `applierV3Corrupt`): nothing more is changed until an operator disarms the alarm.
+    fn corrupt(&self) -> Result<(), EtcdError> {
+        if self.alarm_raised(AlarmType::Corrupt) { Err(EtcdError::Corrupt) } else { Ok(()) }
+    }
+
     /// Leases arrive with the lease service; until then no lease exists, so a put naming one
     /// gets etcd's "requested lease not found".
     fn lease_exists(&self, _lease: i64) -> bool {
@@ -221,7 +227,7 @@ impl KvStore {
         backend: &mut impl RevisionWrite,
         request: &PutRequest,
     ) -> Result<Applied, BackendError> {
-        if let Err(e) = check::put(request) {
+        if let Err(e) = check::put(request).and_then(|()| self.corrupt()) {
             return Ok(Err(e));
         }
         if self.out_of_space() {
@@ -242,7 +248,7 @@ impl KvStore {
         backend: &mut impl RevisionWrite,
         request: &DeleteRangeRequest,
     ) -> Result<Applied, BackendError> {
-        if let Err(e) = check::delete_range(request) {
+        if let Err(e) = check::delete_range(request).and_then(|()| self.corrupt()) {
             return Ok(Err(e));
         }
         let mut write = self.write(backend);
@@ -258,7 +264,7 @@ impl KvStore {
     ) -> Result<Applied, BackendError> {
         // The op count limit is the server's to enforce (it is configurable); the structure
         // checks run again here so that a malformed entry fails the same way everywhere.
-        if let Err(e) = check::txn(request, usize::MAX) {
+        if let Err(e) = check::txn(request, usize::MAX).and_then(|()| self.corrupt()) {
             return Ok(Err(e));
         }
         if self.out_of_space() && txn::has_top_level_put(request) {
@@ -283,6 +289,9 @@ impl KvStore {
         backend: &mut impl RevisionWrite,
         request: &CompactionRequest,
     ) -> Result<Applied, BackendError> {
+        if let Err(e) = self.corrupt() {
+            return Ok(Err(e));
+        }
         let at = request.revision;
         if at <= self.compacted {
             return Ok(Err(EtcdError::Compacted));
@@ -300,15 +309,20 @@ impl KvStore {
 
     fn apply_alarm(&mut self, request: &AlarmRequest) -> Applied {
         let entry = (request.member_id, request.alarm);
-        let changed = match AlarmAction::try_from(request.action) {
-            Ok(AlarmAction::Activate) if request.alarm != AlarmType::None as i32 => self.alarms.insert(entry),
+        // As etcd's alarm store: activating reports the alarm whether or not it was already
+        // raised; deactivating reports it only if it was.
+        let reported = match AlarmAction::try_from(request.action) {
+            Ok(AlarmAction::Activate) if request.alarm != AlarmType::None as i32 => {
+                self.alarms.insert(entry);
+                true
+            }
             Ok(AlarmAction::Deactivate) => self.alarms.remove(&entry),
             Ok(AlarmAction::Get) => {
                 return Ok(Response::Alarm(AlarmResponse { header: None, alarms: self.alarms() }));
             }
             _ => false,
         };
-        let alarms = if changed {
+        let alarms = if reported {
             vec![AlarmMember { member_id: request.member_id, alarm: request.alarm }]
         } else {
             Vec::new()

@@ -31,8 +31,9 @@ pub struct RangePlan {
 #[derive(Debug)]
 struct RangeOptions {
     limit: i64,
-    sort_order: SortOrder,
-    sort_target: SortTarget,
+    /// The raw enum numbers: etcd treats unknown values in its own way (see `sort`).
+    sort_order: i32,
+    sort_target: i32,
     keys_only: bool,
     min_mod_revision: i64,
     max_mod_revision: i64,
@@ -49,13 +50,11 @@ pub fn plan(
     compacted: i64,
 ) -> Result<RangePlan, EtcdError> {
     let at = read_revision(request.revision, current, compacted)?;
-    let sort_order = SortOrder::try_from(request.sort_order).unwrap_or(SortOrder::None);
-    let sort_target = SortTarget::try_from(request.sort_target).unwrap_or(SortTarget::Key);
     let filtered = request.min_mod_revision != 0
         || request.max_mod_revision != 0
         || request.min_create_revision != 0
         || request.max_create_revision != 0;
-    let fetch_limit = if sort_order != SortOrder::None || filtered || request.limit <= 0 {
+    let fetch_limit = if request.sort_order != SortOrder::None as i32 || filtered || request.limit <= 0 {
         0
     } else {
         // One extra record tells whether there are more.
@@ -73,8 +72,8 @@ pub fn plan(
         current,
         request: RangeOptions {
             limit: request.limit,
-            sort_order,
-            sort_target,
+            sort_order: request.sort_order,
+            sort_target: request.sort_target,
             keys_only: request.keys_only,
             min_mod_revision: request.min_mod_revision,
             max_mod_revision: request.max_mod_revision,
@@ -137,11 +136,18 @@ impl RangePlan {
 /// Sorts like etcd. Records arrive in key order; a sort on another target with no order
 /// given is ascending. The sort is stable, which matches etcd's (Go's insertion sort) for up
 /// to 12 records; beyond that etcd's order among equal values is unspecified.
-fn sort(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
-    let order = match (order, target) {
-        (SortOrder::None, SortTarget::Key) => return,
-        (SortOrder::None, _) => SortOrder::Ascend,
-        (order, _) => order,
+///
+/// Unknown enum numbers: an unknown order sorts nothing (etcd fetches everything and then
+/// matches neither ascending nor descending); an unknown target sorts nothing either (etcd
+/// would dereference a nil sorter and crash).
+fn sort(kvs: &mut [KeyValue], order: i32, target: i32) {
+    let order = if order == SortOrder::None as i32 && target != SortTarget::Key as i32 {
+        SortOrder::Ascend as i32
+    } else {
+        order
+    };
+    let (Ok(order), Ok(target)) = (SortOrder::try_from(order), SortTarget::try_from(target)) else {
+        return;
     };
     let compare = |a: &KeyValue, b: &KeyValue| -> Ordering {
         match target {
@@ -153,8 +159,9 @@ fn sort(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
         }
     };
     match order {
+        SortOrder::Ascend => kvs.sort_by(compare),
         SortOrder::Descend => kvs.sort_by(|a, b| compare(b, a)),
-        _ => kvs.sort_by(compare),
+        SortOrder::None => {}
     }
 }
 

@@ -38,6 +38,15 @@ impl<'a> KeyRange<'a> {
     fn is_empty(&self) -> bool {
         matches!(*self, KeyRange::Span(key, end) if end <= key)
     }
+
+    /// Whether `candidate` is one of the keys this range selects.
+    pub fn contains(&self, candidate: &[u8]) -> bool {
+        match *self {
+            KeyRange::Single(key) => candidate == key,
+            KeyRange::From(key) => candidate >= key,
+            KeyRange::Span(key, end) => key <= candidate && candidate < end,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]

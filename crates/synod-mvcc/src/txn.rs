@@ -71,6 +71,12 @@ impl<B: RevisionRead> View<'_, B> {
 
     /// Checks the ops on `path` before anything is written: puts that need an existing key
     /// or lease (only for Txns that write), and range revisions.
+    ///
+    /// A put with `ignore_value` or `ignore_lease` needs its key to exist when it runs, so
+    /// the check follows the deletes that run before it on the path. etcd checks only the
+    /// store before the Txn, and a delete to the end of the keyspace (`"\0"`), which its
+    /// duplicate-key check lets through, then makes such a put fail half-way through the
+    /// Txn and etcd panic on every replay of that log entry. synod refuses the Txn instead.
     pub fn check(
         &self,
         txn: &TxnRequest,
@@ -78,17 +84,27 @@ impl<B: RevisionRead> View<'_, B> {
         writes: bool,
         lease_exists: &dyn Fn(i64) -> bool,
     ) -> Checked {
-        if writes && let Err(e) = self.check_ops(txn, path, &mut |op| self.check_put(op, lease_exists))? {
-            return Ok(Err(e));
+        if writes {
+            let mut deleted: Vec<(&[u8], &[u8])> = Vec::new();
+            let puts = self.check_ops(txn, path, &mut |op| match &op.request {
+                Some(request_op::Request::RequestDeleteRange(d)) => {
+                    deleted.push((d.key.as_slice(), d.range_end.as_slice()));
+                    Ok(Ok(()))
+                }
+                _ => self.check_put(op, &deleted, lease_exists),
+            })?;
+            if let Err(e) = puts {
+                return Ok(Err(e));
+            }
         }
         self.check_ops(txn, path, &mut |op| Ok(self.check_range(op)))
     }
 
-    fn check_ops(
+    fn check_ops<'t>(
         &self,
-        txn: &TxnRequest,
+        txn: &'t TxnRequest,
         path: &[bool],
-        check: &mut dyn FnMut(&RequestOp) -> Checked,
+        check: &mut dyn FnMut(&'t RequestOp) -> Checked,
     ) -> Checked {
         let mut rest = &path[1..];
         for op in branch(txn, path[0]) {
@@ -104,12 +120,20 @@ impl<B: RevisionRead> View<'_, B> {
         Ok(Ok(()))
     }
 
-    fn check_put(&self, op: &RequestOp, lease_exists: &dyn Fn(i64) -> bool) -> Checked {
+    fn check_put(
+        &self,
+        op: &RequestOp,
+        deleted: &[(&[u8], &[u8])],
+        lease_exists: &dyn Fn(i64) -> bool,
+    ) -> Checked {
         let Some(request_op::Request::RequestPut(put)) = &op.request else {
             return Ok(Ok(()));
         };
-        if (put.ignore_value || put.ignore_lease) && self.kvs(&put.key, &[])?.is_empty() {
-            return Ok(Err(EtcdError::KeyNotFound));
+        if put.ignore_value || put.ignore_lease {
+            let deleted_before = deleted.iter().any(|(key, end)| KeyRange::new(key, end).contains(&put.key));
+            if deleted_before || self.kvs(&put.key, &[])?.is_empty() {
+                return Ok(Err(EtcdError::KeyNotFound));
+            }
         }
         if put.lease != 0 && !lease_exists(put.lease) {
             return Ok(Err(EtcdError::LeaseNotFound));

@@ -11,10 +11,13 @@
 //!   range KEY [end=END|prefix|from_key] [rev=N] [limit=N] [sort=asc|desc|none]
 //!         [target=key|version|create|mod|value] [keys_only] [count_only]
 //!         [min_mod=N] [max_mod=N] [min_create=N] [max_create=N] [serializable]
+//!         (sort and target also take raw enum numbers)
 //!   txn                      followed by indented `if CMP`, `then OP`, `else OP` lines;
 //!                            an op may be `txn` with its own, further indented, lines
 //!   compact REV
-//!   alarm activate|deactivate|get [nospace] [member=N]
+//!   alarm activate|deactivate|get [nospace|corrupt] [member=N]
+//!   restart                  rebuild the store from its persisted meta and records, as a
+//!                            member does when it starts
 //! A compare is TARGET(KEY[..END]) OP VALUE with TARGET one of value, version, create, mod,
 //! lease and OP one of =, !=, >, <. Keys and values accept \xNN escapes; `<empty>` is
 //! the empty string.
@@ -115,6 +118,17 @@ fn run_case(store: &mut KvStore, backend: &mut MemBackend, command: &[&str]) -> 
     let words: Vec<&str> = command[0].split_whitespace().collect();
     let mut out = String::new();
     match words[0] {
+        "restart" => {
+            let records = backend.records().map(|(rev, stored)| Ok::<_, ()>((*rev, stored.clone())));
+            *store = KvStore::restore(store.meta(), records).expect("restore");
+            writeln!(
+                out,
+                "restarted at rev={} compacted={}",
+                store.current_revision(),
+                store.compact_revision()
+            )
+            .unwrap();
+        }
         "range" => match store.plan_range(&range_request(&words[1..])) {
             Ok(plan) => print_range(&mut out, "", &plan.execute(backend).expect("backend")),
             Err(e) => writeln!(out, "error: {e}").unwrap(),
@@ -170,6 +184,7 @@ fn parse_write(words: &[&str]) -> command::Op {
                 match word.split_once('=') {
                     Some(("member", n)) => request.member_id = n.parse().expect("member id"),
                     None if *word == "nospace" => request.alarm = AlarmType::Nospace as i32,
+                    None if *word == "corrupt" => request.alarm = AlarmType::Corrupt as i32,
                     _ => panic!("unknown alarm option {word}"),
                 }
             }
@@ -285,21 +300,21 @@ fn range_request(words: &[&str]) -> RangeRequest {
             Some(("max_create", n)) => request.max_create_revision = number(n),
             Some(("sort", o)) => {
                 request.sort_order = match o {
-                    "asc" => SortOrder::Ascend,
-                    "desc" => SortOrder::Descend,
-                    "none" => SortOrder::None,
-                    _ => panic!("unknown sort order {o}"),
-                } as i32
+                    "asc" => SortOrder::Ascend as i32,
+                    "desc" => SortOrder::Descend as i32,
+                    "none" => SortOrder::None as i32,
+                    raw => raw.parse().expect("a sort order name or number"),
+                }
             }
             Some(("target", t)) => {
                 request.sort_target = match t {
-                    "key" => SortTarget::Key,
-                    "version" => SortTarget::Version,
-                    "create" => SortTarget::Create,
-                    "mod" => SortTarget::Mod,
-                    "value" => SortTarget::Value,
-                    _ => panic!("unknown sort target {t}"),
-                } as i32
+                    "key" => SortTarget::Key as i32,
+                    "version" => SortTarget::Version as i32,
+                    "create" => SortTarget::Create as i32,
+                    "mod" => SortTarget::Mod as i32,
+                    "value" => SortTarget::Value as i32,
+                    raw => raw.parse().expect("a sort target name or number"),
+                }
             }
             None if *word == "keys_only" => request.keys_only = true,
             None if *word == "count_only" => request.count_only = true,

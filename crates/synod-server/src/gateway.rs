@@ -33,7 +33,12 @@ where
     let request = if body.iter().all(u8::is_ascii_whitespace) {
         Ok(Req::default())
     } else {
-        serde_json::from_slice::<Req>(&body).map_err(|e| Status::invalid_argument(e.to_string()))
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .and_then(|mut value| {
+                drop_nulls(&mut value);
+                serde_json::from_value::<Req>(value)
+            })
+            .map_err(|e| Status::invalid_argument(e.to_string()))
     };
     let reply = match request {
         Ok(request) => handler(request).await,
@@ -44,6 +49,18 @@ where
         Err(status) => {
             (errors::http_status(status.code()), axum::Json(errors::http_body(&status))).into_response()
         }
+    }
+}
+
+/// Removes object members whose value is `null`: grpc-gateway reads them as "not set".
+fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(members) => {
+            members.retain(|_, v| !v.is_null());
+            members.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
     }
 }
 

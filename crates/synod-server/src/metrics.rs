@@ -26,6 +26,7 @@ pub struct Metrics {
     pub wal_fsync_seconds: Histogram,
     pub backend_commit_seconds: Histogram,
     pub log_batch_entries: Histogram,
+    pub log_first_index: Gauge,
     pub db_size_bytes: Gauge,
     pub db_size_in_use_bytes: Gauge,
     pub quota_backend_bytes: Gauge,
@@ -58,6 +59,7 @@ impl Metrics {
             wal_fsync_seconds: disk_buckets(),
             backend_commit_seconds: disk_buckets(),
             log_batch_entries: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            log_first_index: Gauge::default(),
             db_size_bytes: Gauge::default(),
             db_size_in_use_bytes: Gauge::default(),
             quota_backend_bytes: Gauge::default(),
@@ -111,6 +113,11 @@ impl Metrics {
                 "synod_log_batch_entries",
                 "Entries written per durable log append (group commit size)",
                 metrics.log_batch_entries.clone(),
+            );
+            r.register(
+                "synod_log_first_index",
+                "The first index the log still holds; it moves when the log is purged",
+                metrics.log_first_index.clone(),
             );
             r.register(
                 "etcd_mvcc_db_total_size_in_bytes",

@@ -103,8 +103,11 @@ struct Shared {
 impl Shared {
     /// Records a storage failure; the member must stop serving. Logged here, once.
     fn fail(&self, what: &str, error: &StorageError) -> NodeError {
-        let message = format!("{what}: {error}");
-        tracing::error!(error = %error, "{what}; the member stops");
+        self.fail_with(format!("{what}: {error}"))
+    }
+
+    fn fail_with(&self, message: String) -> NodeError {
+        tracing::error!(error = %message, "the member stops");
         self.failure.send_if_modified(|current| {
             if current.is_none() {
                 *current = Some(message.clone());
@@ -169,6 +172,7 @@ impl Node {
         shared.metrics.is_leader.set(1);
         shared.metrics.proposals_committed.set(last.0 as i64);
         shared.metrics.proposals_applied.set(last.0 as i64);
+        shared.metrics.log_first_index.set(first as i64);
 
         let (sender, receiver) = mpsc::channel(limits::PROPOSALS_PENDING_MAX);
         let (stop_tx, stop_rx) = std::sync::mpsc::channel();
@@ -176,7 +180,20 @@ impl Node {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("synod-log-writer".into())
-                .spawn(move || write_loop(&shared, receiver, LogIndex(last.0 + 1)))
+                .spawn(move || {
+                    // A panic here is a bug; it must stop the member, not leave it serving
+                    // reads while every write waits for a thread that is gone.
+                    let run =
+                        std::panic::AssertUnwindSafe(|| write_loop(&shared, receiver, LogIndex(last.0 + 1)));
+                    if let Err(panic) = std::panic::catch_unwind(run) {
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        shared.fail_with(format!("the log writer panicked: {message}"));
+                    }
+                })
                 .map_err(|source| StorageError::Io { path: "log writer thread".into(), source })?
         };
         let checkpointer = {
@@ -295,7 +312,15 @@ fn replay(log: &LogStore, state: &StateStore, group: GroupId) -> Result<LogIndex
     let Some((first, last)) = log.bounds(group)? else {
         return Ok(applied);
     };
-    if last <= applied {
+    // Every applied entry was appended first, and purges keep the tail, so a log that ends
+    // before the applied index does not belong with this state (an old backup, say).
+    if last < applied {
+        return Err(StorageError::Corrupt {
+            what: "log".into(),
+            detail: format!("the log ends at entry {last} but the state has applied entry {applied}"),
+        });
+    }
+    if last == applied {
         return Ok(applied);
     }
     if first.0 > applied.0 + 1 {
@@ -398,6 +423,7 @@ fn commit_batch(
     shared.metrics.log_batch_entries.observe(batch.len() as f64);
     if let Some(through) = purge {
         shared.first_index.store(through.0 + 1, Ordering::Release);
+        shared.metrics.log_first_index.set(through.0 as i64 + 1);
     }
     shared.commit_index.store(last.0, Ordering::Release);
     shared.metrics.proposals_committed.set(last.0 as i64);

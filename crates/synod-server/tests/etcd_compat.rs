@@ -83,6 +83,31 @@ fn prefix_end(key: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+fn ops_of(txn: &TxnRequest) -> impl Iterator<Item = &RequestOp> {
+    txn.success.iter().chain(&txn.failure)
+}
+
+fn deletes_to_end(txn: &TxnRequest) -> bool {
+    ops_of(txn).any(|op| match &op.request {
+        Some(request_op::Request::RequestDeleteRange(d)) => d.range_end == [0],
+        Some(request_op::Request::RequestTxn(nested)) => deletes_to_end(nested),
+        _ => false,
+    })
+}
+
+fn clear_ignore_flags(txn: &mut TxnRequest) {
+    for op in txn.success.iter_mut().chain(txn.failure.iter_mut()) {
+        match &mut op.request {
+            Some(request_op::Request::RequestPut(p)) => {
+                p.ignore_value = false;
+                p.ignore_lease = false;
+            }
+            Some(request_op::Request::RequestTxn(nested)) => clear_ignore_flags(nested),
+            _ => {}
+        }
+    }
+}
+
 struct Generator {
     rng: StdRng,
     /// Newest revision seen, to aim revisions near the interesting edges.
@@ -184,11 +209,19 @@ impl Generator {
 
     fn txn(&mut self, depth: u32) -> TxnRequest {
         let compares = self.rng.random_range(0..=2);
-        TxnRequest {
+        let mut txn = TxnRequest {
             compare: (0..compares).map(|_| self.compare()).collect(),
             success: self.ops(depth),
             failure: self.ops(depth),
+        };
+        // A delete to the end of the keyspace followed by a put that keeps the value or
+        // lease of a key it removed makes etcd panic (and crash-loop on its log); synod
+        // refuses such a txn (see docs/etcd-compat.md and the mvcc fixtures). Keep the two
+        // apart so the comparison can go on.
+        if depth == 0 && deletes_to_end(&txn) {
+            clear_ignore_flags(&mut txn);
         }
+        txn
     }
 
     fn ops(&mut self, depth: u32) -> Vec<RequestOp> {
@@ -233,19 +266,31 @@ impl Generator {
     }
 }
 
-/// A seeded random sequence of several hundred KV operations (puts, deletes, ranges with
-/// every option, txns with nested txns, compactions, and requests that must fail) gets the
-/// same responses from synod and from etcd. Set SYNOD_SEED to replay another sequence.
+/// Seeds the random comparison runs by default; SYNOD_SEED=n runs seed n alone. Each seed
+/// starts from fresh servers, so a failing seed replays exactly.
+const SEEDS: &[u64] = &[0x5eed_2026, 3, 20, 37, 42, 65, 88, 1234];
+
+/// Seeded random sequences of hundreds of KV operations (puts, deletes, ranges with every
+/// option, txns with nested txns, compactions, and requests that must fail) get the same
+/// responses from synod and from etcd, field by field.
 #[test]
 fn random_operations_match_etcd() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let Some(etcd) = Server::etcd(dir.path()) else { return };
-    let synod = Server::synod(dir.path());
-    let seed: u64 = std::env::var("SYNOD_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_2026);
-    let operations = 500;
+    let seeds: Vec<u64> = match std::env::var("SYNOD_SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(seed) => vec![seed],
+        None => SEEDS.to_vec(),
+    };
+    for seed in seeds {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Some(etcd) = Server::etcd(dir.path()) else { return };
+        let synod = Server::synod(dir.path());
+        compare_random_operations(&etcd, &synod, seed, 400);
+    }
+}
+
+fn compare_random_operations(etcd: &Server, synod: &Server, seed: u64, operations: usize) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let (mut etcd_kv, mut synod_kv) = (kv(&etcd).await, kv(&synod).await);
+        let (mut etcd_kv, mut synod_kv) = (kv(etcd).await, kv(synod).await);
         let mut generator = Generator { rng: StdRng::seed_from_u64(seed), revision: 1, compacted: 0 };
         let mut failures = 0;
         for step in 0..operations {
@@ -262,8 +307,8 @@ fn random_operations_match_etcd() {
             generator.observe(&op, &expected);
         }
         // The sequence must exercise both outcomes, or it proves little.
-        assert!(failures > 20 && failures < operations / 2, "{failures} of {operations} operations failed");
-        assert!(generator.revision > 100, "only {} revisions were written", generator.revision);
+        assert!(failures > 15 && failures < operations / 2, "seed {seed}: {failures} of {operations} operations failed");
+        assert!(generator.revision > 80, "seed {seed}: only {} revisions were written", generator.revision);
     });
 }
 
@@ -441,6 +486,8 @@ fn json_gateway_matches_etcd() {
         ("/v3/kv/range", r#"{"key":"Zm9v","revision":"1000"}"#),
         ("/v3/kv/range", r#"{"key":""}"#),
         ("/v3/kv/range", r#"{"key":"Zm9v","unknown_field":1}"#),
+        ("/v3/kv/range", r#"{"key":"Zm9v","range_end":null,"limit":null,"sort_order":null}"#),
+        ("/v3/kv/put", r#"{"key":"Zm9vMw==","value":"eA==","lease":null,"prev_kv":null}"#),
         ("/v3/kv/range", r#"{"key":"not base64!"}"#),
         ("/v3/kv/range", r#"{"key":"#),
         (

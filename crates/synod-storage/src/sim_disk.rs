@@ -19,8 +19,16 @@ type BackendIoError = std::io::Error;
 struct Images {
     written: Vec<u8>,
     synced: Vec<u8>,
+    /// Changes since the last sync, in order, so a sync costs what was written since the
+    /// previous one rather than a copy of the whole file.
+    unsynced: Vec<Change>,
     syncs: u64,
     powered_off: bool,
+}
+
+enum Change {
+    Write { start: usize, data: Vec<u8> },
+    SetLen(usize),
 }
 
 /// A simulated disk holding one file. Clones share the same disk.
@@ -50,6 +58,7 @@ impl SimDisk {
     pub fn power_cut(&self) {
         let mut images = self.lock();
         images.written = images.synced.clone();
+        images.unsynced.clear();
         images.powered_off = true;
     }
 
@@ -91,13 +100,26 @@ impl StorageBackend for SimDisk {
         let mut images = self.lock();
         SimDisk::check_powered(&images)?;
         images.written.resize(len as usize, 0);
+        images.unsynced.push(Change::SetLen(len as usize));
         Ok(())
     }
 
     fn sync_data(&self) -> Result<(), BackendIoError> {
         let mut images = self.lock();
         SimDisk::check_powered(&images)?;
-        images.synced = images.written.clone();
+        let images = &mut *images;
+        for change in images.unsynced.drain(..) {
+            match change {
+                Change::SetLen(len) => images.synced.resize(len, 0),
+                Change::Write { start, data } => {
+                    let end = start + data.len();
+                    if end > images.synced.len() {
+                        images.synced.resize(end, 0);
+                    }
+                    images.synced[start..end].copy_from_slice(&data);
+                }
+            }
+        }
         images.syncs += 1;
         Ok(())
     }
@@ -111,6 +133,42 @@ impl StorageBackend for SimDisk {
             images.written.resize(end, 0);
         }
         images.written[start..end].copy_from_slice(data);
+        images.unsynced.push(Change::Write { start, data: data.to_vec() });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(disk: &SimDisk) -> Vec<u8> {
+        let mut out = vec![0; disk.len().unwrap() as usize];
+        disk.read(0, &mut out).unwrap();
+        out
+    }
+
+    /// A power cut keeps exactly what was synced: later writes, growth and truncation are
+    /// undone, and I/O fails until power returns.
+    #[test]
+    fn power_cut_keeps_what_was_synced() {
+        let disk = SimDisk::new();
+        disk.write(0, b"hello").unwrap();
+        disk.sync_data().unwrap();
+        disk.write(2, b"LLO world").unwrap();
+        disk.set_len(4).unwrap();
+        disk.set_len(8).unwrap();
+        assert_eq!(read_all(&disk), b"heLL\0\0\0\0");
+        disk.power_cut();
+        assert!(disk.write(0, b"x").is_err());
+        disk.power_on();
+        assert_eq!(read_all(&disk), b"hello");
+        disk.write(5, b"!").unwrap();
+        disk.set_len(3).unwrap();
+        disk.set_len(6).unwrap();
+        disk.sync_data().unwrap();
+        disk.power_cut();
+        disk.power_on();
+        assert_eq!(read_all(&disk), b"hel\0\0\0", "bytes cut before the sync stay cut");
     }
 }

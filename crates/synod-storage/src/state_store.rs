@@ -192,14 +192,24 @@ impl StateStore {
         Ok(())
     }
 
+    /// The key index, unless a failure left it unusable. A poisoned lock means a panic
+    /// while it was held: the index may be half-updated, so it counts as broken too.
     fn kv_read(&self) -> Result<RwLockReadGuard<'_, KvStore>, StorageError> {
         self.check_usable()?;
-        Ok(self.kv.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        self.kv.read().map_err(|_| self.poisoned())
     }
 
     fn kv_write(&self) -> Result<RwLockWriteGuard<'_, KvStore>, StorageError> {
         self.check_usable()?;
-        Ok(self.kv.write().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        self.kv.write().map_err(|_| self.poisoned())
+    }
+
+    fn poisoned(&self) -> StorageError {
+        self.broken.store(true, Ordering::Release);
+        StorageError::corrupt(
+            "state",
+            "a thread panicked while changing it; restart the member to rebuild it",
+        )
     }
 
     fn db_read(&self) -> RwLockReadGuard<'_, Database> {
@@ -220,7 +230,22 @@ impl StateStore {
         let mut kv = self.kv_write()?;
         let applied = self.applied_index();
         assert!(entries[0].0 > applied, "apply of entry {} at applied index {}", entries[0].0, applied);
-        let result = self.apply_locked(&mut kv, entries, last);
+        // A panic inside the state machine is a bug, but it must stop this member cleanly,
+        // not kill one thread and leave the others serving a half-applied state.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.apply_locked(&mut kv, entries, last)
+        }))
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(StorageError::corrupt(
+                format!("applying log entries {}..={}", entries[0].0, last),
+                format!("the state machine panicked: {message}"),
+            ))
+        });
         if result.is_err() {
             self.broken.store(true, Ordering::Release);
         } else {
