@@ -78,7 +78,10 @@ impl KvStore {
     }
 
     /// Rebuilds the store from persisted meta and every stored record in revision order.
-    pub fn restore<E>(
+    ///
+    /// The records may come from another member (a snapshot), so anything that does not
+    /// fit together is an error, not a panic.
+    pub fn restore<E: From<BackendError>>(
         meta: Meta,
         records: impl IntoIterator<Item = Result<(Rev, StoredKv), E>>,
     ) -> Result<KvStore, E> {
@@ -86,15 +89,19 @@ impl KvStore {
         let mut last = Rev::default();
         for record in records {
             let (rev, stored) = record?;
-            assert!(rev > last, "records out of order: {rev} after {last}");
-            assert!(
-                rev.main <= store.current,
-                "record at {rev} is newer than the store revision {}",
-                store.current
-            );
+            let corrupt = |detail: String| E::from(BackendError::Corrupt { rev, detail });
+            if rev <= last {
+                return Err(corrupt(format!("records out of order: {rev} after {last}")));
+            }
+            if rev.main > store.current || rev.main < 1 || rev.sub < 0 {
+                return Err(corrupt(format!("record outside the store's revisions 1..={}", store.current)));
+            }
             last = rev;
             let kv = &stored.kv;
-            store.index.restore(&kv.key, rev, kv.create_revision, kv.version, stored.tombstone);
+            store
+                .index
+                .restore(&kv.key, rev, kv.create_revision, kv.version, stored.tombstone)
+                .map_err(corrupt)?;
         }
         Ok(store)
     }

@@ -75,18 +75,40 @@ impl TreeIndex {
         self.keys.get_mut(key).expect("tombstone of a key missing from the index").tombstone(rev);
     }
 
-    /// Rebuilds a key's history from one stored record, oldest record first.
-    pub fn restore(&mut self, key: &[u8], rev: Rev, created: i64, version: i64, tombstone: bool) {
+    /// Rebuilds a key's history from one stored record, oldest record first. Records that
+    /// cannot follow each other (a tombstone of a deleted key, a first record that is a
+    /// tombstone) are refused.
+    pub fn restore(
+        &mut self,
+        key: &[u8],
+        rev: Rev,
+        created: i64,
+        version: i64,
+        tombstone: bool,
+    ) -> Result<(), String> {
         match self.keys.get_mut(key) {
-            Some(ki) if tombstone => ki.tombstone(rev),
-            Some(ki) => ki.put(rev),
+            Some(ki) if tombstone && !ki.is_live() => {
+                Err("a tombstone for a key that is already deleted".into())
+            }
+            Some(ki) if tombstone => {
+                ki.tombstone(rev);
+                Ok(())
+            }
+            Some(ki) => {
+                ki.put(rev);
+                Ok(())
+            }
             // A key's first surviving record is never a tombstone: compaction keeps the put
             // before any tombstone it keeps.
-            None if tombstone => {}
+            None if tombstone => Err("a key whose first record is a tombstone".into()),
+            None if version < 1 || created < 1 || created > rev.main => {
+                Err(format!("a record with version {version} and creation revision {created}"))
+            }
             None => {
                 let mut ki = KeyIndex::default();
                 ki.restore(Rev::new(created, 0), rev, version);
                 self.keys.insert(key.to_vec(), ki);
+                Ok(())
             }
         }
     }

@@ -119,7 +119,9 @@ fn run_case(store: &mut KvStore, backend: &mut MemBackend, command: &[&str]) -> 
     let mut out = String::new();
     match words[0] {
         "restart" => {
-            let records = backend.records().map(|(rev, stored)| Ok::<_, ()>((*rev, stored.clone())));
+            let records = backend
+                .records()
+                .map(|(rev, stored)| Ok::<_, synod_mvcc::BackendError>((*rev, stored.clone())));
             *store = KvStore::restore(store.meta(), records).expect("restore");
             writeln!(
                 out,

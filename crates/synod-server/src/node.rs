@@ -349,7 +349,7 @@ fn replay(log: &LogStore, state: &StateStore, group: GroupId) -> Result<LogIndex
             .collect::<Result<_, _>>()?;
         let entries: Vec<(LogIndex, Option<&Command>)> =
             commands.iter().map(|(i, c)| (*i, Some(c))).collect();
-        state.apply(&entries)?;
+        state.apply(&entries, &[])?;
         next = LogIndex(commands.last().expect("chunk is not empty").0.0 + 1);
     }
     tracing::info!(
@@ -430,7 +430,7 @@ fn commit_batch(
 
     let applying: Vec<(LogIndex, Option<&Command>)> =
         batch.iter().enumerate().map(|(i, p)| (LogIndex(first.0 + i as u64), Some(&p.command))).collect();
-    let outcomes = shared.state.apply(&applying).map_err(|e| shared.fail("apply failed", &e))?;
+    let outcomes = shared.state.apply(&applying, &[]).map_err(|e| shared.fail("apply failed", &e))?;
     shared.metrics.proposals_applied.set(last.0 as i64);
     Ok(outcomes)
 }

@@ -62,7 +62,7 @@ fn main() {
         let first = chunk_index as u64 * 64 + 1;
         let entries: Vec<(LogIndex, Option<&Command>)> =
             chunk.iter().enumerate().map(|(i, c)| (LogIndex(first + i as u64), Some(c))).collect();
-        state.apply(&entries).expect("apply");
+        state.apply(&entries, &[]).expect("apply");
     }
     report("state apply, puts in batches of 64 (not synced)", KEYS, started.elapsed());
 

@@ -25,5 +25,5 @@ mod state_store;
 
 pub use data_dir::DataDir;
 pub use error::StorageError;
-pub use log_store::LogStore;
-pub use state_store::{StateStats, StateStore};
+pub use log_store::{Durability, LogOp, LogStore};
+pub use state_store::{ExportSummary, StateStats, StateStore};

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub use redb::Durability;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use synod_base::{GroupId, LogIndex};
 
@@ -20,6 +21,19 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub struct LogStore {
     db: Database,
     path: PathBuf,
+}
+
+/// One change to the log file; see [`LogStore::write`].
+#[derive(Clone, Copy, Debug)]
+pub enum LogOp<'a> {
+    /// Entries that follow the group's last entry without a gap.
+    Append { group: GroupId, entries: &'a [(LogIndex, &'a [u8])] },
+    /// Removes the entries from `from` on.
+    TruncateFrom { group: GroupId, from: LogIndex },
+    /// Removes the entries up to and including `through`.
+    PurgeThrough { group: GroupId, through: LogIndex },
+    /// Sets a metadata value.
+    PutMeta { key: &'a str, value: &'a [u8] },
 }
 
 fn log_table(group: GroupId) -> String {
@@ -53,34 +67,61 @@ impl LogStore {
         entries: &[(LogIndex, &[u8])],
         purge_through: Option<LogIndex>,
     ) -> Result<(), StorageError> {
-        let name = log_table(group);
-        let definition: TableDefinition<u64, &[u8]> = TableDefinition::new(&name);
-        let txn = self.db.begin_write().map_err(engine)?;
-        {
-            let mut table = txn.open_table(definition).map_err(engine)?;
-            let mut expected = table.last().map_err(engine)?.map(|(k, _)| k.value() + 1);
-            for (index, payload) in entries {
-                if let Some(expected) = expected {
-                    assert_eq!(index.0, expected, "log append is not contiguous");
-                }
-                expected = Some(index.0 + 1);
-                table.insert(index.0, record::seal(payload).as_slice()).map_err(engine)?;
-            }
-            if let Some(through) = purge_through {
-                table.retain_in(..=through.0, |_, _| false).map_err(engine)?;
-            }
+        let mut ops = vec![LogOp::Append { group, entries }];
+        if let Some(through) = purge_through {
+            ops.push(LogOp::PurgeThrough { group, through });
         }
-        txn.commit().map_err(engine)
+        self.write(&ops, Durability::Immediate)
     }
 
     /// Removes the group's entries from `from` on (a conflicting suffix), durably.
     pub fn truncate_from(&self, group: GroupId, from: LogIndex) -> Result<(), StorageError> {
-        let name = log_table(group);
-        let definition: TableDefinition<u64, &[u8]> = TableDefinition::new(&name);
-        let txn = self.db.begin_write().map_err(engine)?;
-        {
-            let mut table = txn.open_table(definition).map_err(engine)?;
-            table.retain_in(from.0.., |_, _| false).map_err(engine)?;
+        self.write(&[LogOp::TruncateFrom { group, from }], Durability::Immediate)
+    }
+
+    /// Applies `ops` in order in one transaction: with [`Durability::Immediate`] one
+    /// fdatasync makes all of them durable together (group commit); with
+    /// [`Durability::None`] they become durable with the next immediate write.
+    pub fn write(&self, ops: &[LogOp<'_>], durability: Durability) -> Result<(), StorageError> {
+        let mut txn = self.db.begin_write().map_err(engine)?;
+        txn.set_durability(durability).map_err(engine)?;
+        for op in ops {
+            match *op {
+                LogOp::Append { group, entries } => {
+                    let name = log_table(group);
+                    let mut table =
+                        txn.open_table(TableDefinition::<u64, &[u8]>::new(&name)).map_err(engine)?;
+                    let mut expected = table.last().map_err(engine)?.map(|(k, _)| k.value() + 1);
+                    for (index, payload) in entries {
+                        if let Some(expected) = expected
+                            && index.0 != expected
+                        {
+                            return Err(StorageError::corrupt(
+                                format!("log of group {}", group.0),
+                                format!("append of entry {index} where entry {expected} comes next"),
+                            ));
+                        }
+                        expected = Some(index.0 + 1);
+                        table.insert(index.0, record::seal(payload).as_slice()).map_err(engine)?;
+                    }
+                }
+                LogOp::TruncateFrom { group, from } => {
+                    let name = log_table(group);
+                    let mut table =
+                        txn.open_table(TableDefinition::<u64, &[u8]>::new(&name)).map_err(engine)?;
+                    table.retain_in(from.0.., |_, _| false).map_err(engine)?;
+                }
+                LogOp::PurgeThrough { group, through } => {
+                    let name = log_table(group);
+                    let mut table =
+                        txn.open_table(TableDefinition::<u64, &[u8]>::new(&name)).map_err(engine)?;
+                    table.retain_in(..=through.0, |_, _| false).map_err(engine)?;
+                }
+                LogOp::PutMeta { key, value } => {
+                    let mut table = txn.open_table(META).map_err(engine)?;
+                    table.insert(key, record::seal(value).as_slice()).map_err(engine)?;
+                }
+            }
         }
         txn.commit().map_err(engine)
     }
@@ -152,12 +193,7 @@ impl LogStore {
 
     /// Stores a metadata value durably.
     pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
-        let txn = self.db.begin_write().map_err(engine)?;
-        {
-            let mut table = txn.open_table(META).map_err(engine)?;
-            table.insert(key, record::seal(value).as_slice()).map_err(engine)?;
-        }
-        txn.commit().map_err(engine)
+        self.write(&[LogOp::PutMeta { key, value }], Durability::Immediate)
     }
 }
 

@@ -12,6 +12,7 @@
 //! records without it; since an apply commits before it releases the lock, the snapshot
 //! always holds every record the plan refers to, even if a compaction runs meanwhile.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -39,6 +40,53 @@ const APPLIED_INDEX: &str = "applied_index";
 const REVISION: &str = "revision";
 const COMPACT_REVISION: &str = "compact_revision";
 const ALARMS: &str = "alarms";
+/// The meta keys the state itself owns; callers' extra meta must use others.
+const STATE_KEYS: &[&str] = &[APPLIED_INDEX, REVISION, COMPACT_REVISION, ALARMS];
+
+/// What an export or import moved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub records: u64,
+    pub meta: u64,
+}
+
+const SNAPSHOT_MAGIC: &[u8; 12] = b"SYNODSTATE1\n";
+const FRAME_RECORD: u8 = 1;
+const FRAME_META: u8 = 2;
+const FRAME_END: u8 = 3;
+/// A frame holds one record or meta value, so one request's worth of data at most.
+const FRAME_BYTES_MAX: usize = synod_base::limits::REQUEST_BYTES_MAX as usize + 64 * 1024;
+
+/// One frame: kind, little-endian payload length, payload, CRC32 of kind and payload.
+fn write_frame(out: &mut dyn Write, kind: u8, payload: &[u8]) -> std::io::Result<()> {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&[kind]);
+    hasher.update(payload);
+    out.write_all(&[kind])?;
+    out.write_all(&(payload.len() as u32).to_le_bytes())?;
+    out.write_all(payload)?;
+    out.write_all(&hasher.finalize().to_le_bytes())
+}
+
+fn read_frame(input: &mut dyn Read) -> Result<(u8, Vec<u8>), String> {
+    let mut head = [0u8; 5];
+    input.read_exact(&mut head).map_err(|e| format!("reading a frame header: {e}"))?;
+    let len = u32::from_le_bytes(head[1..].try_into().expect("4 bytes")) as usize;
+    if len > FRAME_BYTES_MAX {
+        return Err(format!("a frame of {len} bytes"));
+    }
+    let mut payload = vec![0u8; len];
+    input.read_exact(&mut payload).map_err(|e| format!("reading a frame: {e}"))?;
+    let mut crc = [0u8; 4];
+    input.read_exact(&mut crc).map_err(|e| format!("reading a frame checksum: {e}"))?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&head[..1]);
+    hasher.update(&payload);
+    if hasher.finalize() != u32::from_le_bytes(crc) {
+        return Err("frame checksum mismatch".into());
+    }
+    Ok((head[0], payload))
+}
 
 /// Sizes of the state file, for Status and the space quota.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -93,39 +141,7 @@ impl StateStore {
         }
         txn.commit().map_err(engine)?;
 
-        let txn = db.begin_read().map_err(engine)?;
-        let meta_def = TableDefinition::<&str, &[u8]>::new(&meta_table);
-        let meta = txn.open_table(meta_def).map_err(engine)?;
-        let read = |key: &str| -> Result<Option<Vec<u8>>, StorageError> {
-            match meta.get(key).map_err(engine)? {
-                None => Ok(None),
-                Some(v) => record::open(v.value())
-                    .map(|p| Some(p.to_vec()))
-                    .map_err(|d| StorageError::corrupt(format!("state meta {key}"), d)),
-            }
-        };
-        let applied = read(APPLIED_INDEX)?.map(|v| decode_u64(APPLIED_INDEX, &v)).transpose()?.unwrap_or(0);
-        let mut state_meta = Meta::default();
-        if let Some(v) = read(REVISION)? {
-            state_meta.current_revision = decode_u64(REVISION, &v)? as i64;
-        }
-        if let Some(v) = read(COMPACT_REVISION)? {
-            state_meta.compact_revision = decode_u64(COMPACT_REVISION, &v)? as i64;
-        }
-        if let Some(v) = read(ALARMS)? {
-            state_meta.alarms = decode_alarms(&v)?;
-        }
-        let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&kv_table)).map_err(engine)?;
-        let records = table.range::<KvKey>(..).map_err(engine)?.map(|item| {
-            let (key, value) = item.map_err(engine)?;
-            let (main, sub) = key.value();
-            let rev = Rev::new(main as i64, sub as i64);
-            Ok::<_, StorageError>((rev, decode_kv(rev, value.value())?))
-        });
-        let kv = KvStore::restore(state_meta, records)?;
-        drop(table);
-        drop(meta);
-        drop(txn);
+        let (kv, applied) = load(&db, &kv_table, &meta_table)?;
 
         let store = StateStore {
             group,
@@ -220,9 +236,13 @@ impl StateStore {
     /// command) and returns each command's outcome. Not durable until the next checkpoint.
     ///
     /// An error leaves the store unusable: the caller must stop the member.
+    ///
+    /// `extra_meta` is written in the same transaction: the consensus layer keeps its
+    /// applied log id and membership there, so they roll back together with the records.
     pub fn apply(
         &self,
         entries: &[(LogIndex, Option<&Command>)],
+        extra_meta: &[(&str, &[u8])],
     ) -> Result<Vec<Option<Applied>>, StorageError> {
         let Some(&(last, _)) = entries.last() else {
             return Ok(Vec::new());
@@ -233,7 +253,7 @@ impl StateStore {
         // A panic inside the state machine is a bug, but it must stop this member cleanly,
         // not kill one thread and leave the others serving a half-applied state.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.apply_locked(&mut kv, entries, last)
+            self.apply_locked(&mut kv, entries, last, extra_meta)
         }))
         .unwrap_or_else(|panic| {
             let message = panic
@@ -259,6 +279,7 @@ impl StateStore {
         kv: &mut KvStore,
         entries: &[(LogIndex, Option<&Command>)],
         last: LogIndex,
+        extra_meta: &[(&str, &[u8])],
     ) -> Result<Vec<Option<Applied>>, StorageError> {
         let db = self.db_read();
         let mut txn = db.begin_write().map_err(engine)?;
@@ -276,7 +297,7 @@ impl StateStore {
                 outcomes.push(outcome);
             }
         }
-        self.write_meta(&txn, kv, last)?;
+        self.write_meta(&txn, kv, last, extra_meta)?;
         txn.commit().map_err(engine)?;
         Ok(outcomes)
     }
@@ -286,6 +307,7 @@ impl StateStore {
         txn: &redb::WriteTransaction,
         kv: &KvStore,
         applied: LogIndex,
+        extra: &[(&str, &[u8])],
     ) -> Result<(), StorageError> {
         let mut meta =
             txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
@@ -297,7 +319,25 @@ impl StateStore {
         put(REVISION, &(m.current_revision as u64).to_le_bytes())?;
         put(COMPACT_REVISION, &(m.compact_revision as u64).to_le_bytes())?;
         put(ALARMS, &encode_alarms(&m.alarms))?;
+        for (key, value) in extra {
+            assert!(!STATE_KEYS.contains(key), "extra meta key {key} is the state's own");
+            put(key, value)?;
+        }
         Ok(())
+    }
+
+    /// A metadata value written by [`StateStore::apply`]'s `extra_meta`, as of the newest
+    /// applied state.
+    pub fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.check_usable()?;
+        let txn = self.db_read().begin_read().map_err(engine)?;
+        let meta = txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
+        match meta.get(key).map_err(engine)? {
+            None => Ok(None),
+            Some(v) => record::open(v.value())
+                .map(|p| Some(p.to_vec()))
+                .map_err(|d| StorageError::corrupt(format!("state meta {key}"), d)),
+        }
     }
 
     /// Makes everything applied so far durable (two fsyncs) and returns the applied index
@@ -390,6 +430,169 @@ impl StateStore {
         self.refresh_stats()
     }
 
+    /// Writes the whole state of this group (records and meta, from one consistent read) to
+    /// `out` in synod's snapshot stream format: a magic line, then checksummed frames. The
+    /// consensus layer ships this to members that are too far behind for the log.
+    pub fn export(&self, out: &mut dyn Write) -> Result<ExportSummary, StorageError> {
+        self.check_usable()?;
+        let txn = self.db_read().begin_read().map_err(engine)?;
+        let io = |source| StorageError::Io { path: self.path.clone(), source };
+        out.write_all(SNAPSHOT_MAGIC).map_err(io)?;
+        let mut summary = ExportSummary::default();
+        let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+        let mut payload = Vec::new();
+        for item in table.range::<KvKey>(..).map_err(engine)? {
+            let (key, value) = item.map_err(engine)?;
+            let (main, sub) = key.value();
+            payload.clear();
+            payload.extend_from_slice(&main.to_be_bytes());
+            payload.extend_from_slice(&sub.to_be_bytes());
+            payload.extend_from_slice(value.value());
+            write_frame(out, FRAME_RECORD, &payload).map_err(io)?;
+            summary.records += 1;
+        }
+        let meta = txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
+        for item in meta.range::<&str>(..).map_err(engine)? {
+            let (key, value) = item.map_err(engine)?;
+            let key = key.value().as_bytes();
+            let key_len =
+                u16::try_from(key.len()).map_err(|_| StorageError::corrupt("state meta", "key too long"))?;
+            payload.clear();
+            payload.extend_from_slice(&key_len.to_le_bytes());
+            payload.extend_from_slice(key);
+            payload.extend_from_slice(value.value());
+            write_frame(out, FRAME_META, &payload).map_err(io)?;
+            summary.meta += 1;
+        }
+        payload.clear();
+        payload.extend_from_slice(&summary.records.to_le_bytes());
+        payload.extend_from_slice(&summary.meta.to_le_bytes());
+        write_frame(out, FRAME_END, &payload).map_err(io)?;
+        Ok(summary)
+    }
+
+    /// Replaces the whole state of this group with a stream [`StateStore::export`] wrote,
+    /// durably. The stream is checked as it is read; if anything is wrong the state is left
+    /// as it was. Applies and reads wait while it runs.
+    pub fn import(&self, input: &mut dyn Read) -> Result<ExportSummary, StorageError> {
+        let mut kv = self.kv_write()?;
+        let summary = {
+            let db = self.db_read();
+            let mut txn = db.begin_write().map_err(engine)?;
+            txn.set_quick_repair(true);
+            let summary = self.import_into(&txn, input)?;
+            txn.commit().map_err(engine)?;
+            summary
+        };
+        let (restored, applied) = {
+            let db = self.db_read();
+            load(&db, &self.kv_table, &self.meta_table)
+        }
+        .inspect_err(|_| self.broken.store(true, Ordering::Release))?;
+        *kv = restored;
+        self.applied.store(applied, Ordering::Release);
+        drop(kv);
+        self.refresh_stats()?;
+        Ok(summary)
+    }
+
+    fn import_into(
+        &self,
+        txn: &redb::WriteTransaction,
+        input: &mut dyn Read,
+    ) -> Result<ExportSummary, StorageError> {
+        let corrupt = |detail: String| StorageError::corrupt("snapshot stream", detail);
+        let mut magic = [0u8; SNAPSHOT_MAGIC.len()];
+        input.read_exact(&mut magic).map_err(|e| corrupt(format!("reading the header: {e}")))?;
+        if magic != *SNAPSHOT_MAGIC {
+            return Err(corrupt("not a synod state snapshot".into()));
+        }
+        let mut table =
+            txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+        let mut meta =
+            txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
+        table.retain(|_, _| false).map_err(engine)?;
+        meta.retain(|_, _| false).map_err(engine)?;
+        let mut summary = ExportSummary::default();
+        loop {
+            let (kind, payload) = read_frame(input).map_err(corrupt)?;
+            match kind {
+                FRAME_RECORD => {
+                    if payload.len() < 16 {
+                        return Err(corrupt("short record frame".into()));
+                    }
+                    let main = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
+                    let sub = u64::from_be_bytes(payload[8..16].try_into().expect("8 bytes"));
+                    let rev = Rev::new(main as i64, sub as i64);
+                    if rev.main < 1 || rev.sub < 0 {
+                        return Err(corrupt(format!("record at revision {rev}")));
+                    }
+                    // The value must be one synod wrote: checksummed and decodable.
+                    decode_kv(rev, &payload[16..])?;
+                    table.insert((main, sub), &payload[16..]).map_err(engine)?;
+                    summary.records += 1;
+                }
+                FRAME_META => {
+                    let key_len = u16::from_le_bytes(
+                        payload
+                            .get(..2)
+                            .ok_or_else(|| corrupt("short meta frame".into()))?
+                            .try_into()
+                            .expect("2 bytes"),
+                    ) as usize;
+                    let key =
+                        payload.get(2..2 + key_len).ok_or_else(|| corrupt("short meta frame".into()))?;
+                    let key =
+                        std::str::from_utf8(key).map_err(|_| corrupt("meta key is not UTF-8".into()))?;
+                    let value = &payload[2 + key_len..];
+                    record::open(value).map_err(|d| corrupt(format!("meta {key}: {d}")))?;
+                    meta.insert(key, value).map_err(engine)?;
+                    summary.meta += 1;
+                }
+                FRAME_END => {
+                    let counts = payload.get(..16).ok_or_else(|| corrupt("short end frame".into()))?;
+                    let records = u64::from_le_bytes(counts[..8].try_into().expect("8 bytes"));
+                    let metas = u64::from_le_bytes(counts[8..].try_into().expect("8 bytes"));
+                    if (records, metas) != (summary.records, summary.meta) {
+                        return Err(corrupt(format!(
+                            "the stream ends after {}/{} frames but says {records}/{metas}",
+                            summary.records, summary.meta
+                        )));
+                    }
+                    return Ok(summary);
+                }
+                other => return Err(corrupt(format!("unknown frame kind {other}"))),
+            }
+        }
+    }
+
+    /// etcd's HashKV: a hash of the records up to `revision` (0 for the newest), with the
+    /// compaction revision and the revision hashed. Equal on members that agree.
+    pub fn hash_kv(&self, revision: i64) -> Result<Result<(u32, i64, i64), EtcdError>, StorageError> {
+        let (txn, current, compacted) = {
+            let kv = self.kv_read()?;
+            let txn = self.db_read().begin_read().map_err(engine)?;
+            (txn, kv.current_revision(), kv.compact_revision())
+        };
+        let at = if revision <= 0 { current } else { revision };
+        if at > current {
+            return Ok(Err(EtcdError::FutureRev));
+        }
+        if at < compacted {
+            return Ok(Err(EtcdError::Compacted));
+        }
+        let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+        let mut hasher = crc32fast::Hasher::new();
+        for item in table.range::<KvKey>(..=(at as u64, u64::MAX)).map_err(engine)? {
+            let (key, value) = item.map_err(engine)?;
+            let (main, sub) = key.value();
+            hasher.update(&main.to_be_bytes());
+            hasher.update(&sub.to_be_bytes());
+            hasher.update(value.value());
+        }
+        Ok(Ok((hasher.finalize(), compacted, at)))
+    }
+
     /// Checks that the file holds exactly the records the key index refers to.
     pub fn verify(&self) -> Result<(), StorageError> {
         let kv = self.kv_read()?;
@@ -399,6 +602,40 @@ impl StateStore {
         kv.check_backend(&TableReader { table: &table }, records)?;
         Ok(())
     }
+}
+
+/// Reads the state's meta and records and rebuilds the key index from them.
+fn load(db: &Database, kv_table: &str, meta_table: &str) -> Result<(KvStore, u64), StorageError> {
+    let txn = db.begin_read().map_err(engine)?;
+    let meta = txn.open_table(TableDefinition::<&str, &[u8]>::new(meta_table)).map_err(engine)?;
+    let read = |key: &str| -> Result<Option<Vec<u8>>, StorageError> {
+        match meta.get(key).map_err(engine)? {
+            None => Ok(None),
+            Some(v) => record::open(v.value())
+                .map(|p| Some(p.to_vec()))
+                .map_err(|d| StorageError::corrupt(format!("state meta {key}"), d)),
+        }
+    };
+    let applied = read(APPLIED_INDEX)?.map(|v| decode_u64(APPLIED_INDEX, &v)).transpose()?.unwrap_or(0);
+    let mut state_meta = Meta::default();
+    if let Some(v) = read(REVISION)? {
+        state_meta.current_revision = decode_u64(REVISION, &v)? as i64;
+    }
+    if let Some(v) = read(COMPACT_REVISION)? {
+        state_meta.compact_revision = decode_u64(COMPACT_REVISION, &v)? as i64;
+    }
+    if let Some(v) = read(ALARMS)? {
+        state_meta.alarms = decode_alarms(&v)?;
+    }
+    let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(kv_table)).map_err(engine)?;
+    let records = table.range::<KvKey>(..).map_err(engine)?.map(|item| {
+        let (key, value) = item.map_err(engine)?;
+        let (main, sub) = key.value();
+        let rev = Rev::new(main as i64, sub as i64);
+        Ok::<_, StorageError>((rev, decode_kv(rev, value.value())?))
+    });
+    let kv = KvStore::restore(state_meta, records)?;
+    Ok((kv, applied))
 }
 
 fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64, StorageError> {

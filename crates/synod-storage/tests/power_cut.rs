@@ -37,7 +37,7 @@ fn power_cut_keeps_appended_entries_and_checkpointed_state() {
             let syncs = log_disk.syncs();
             log.append(GroupId::FIRST, &[(LogIndex(i), bytes.as_slice())], None).expect("append");
             assert!(log_disk.syncs() > syncs, "append {i} returned without syncing the log");
-            state.apply(&[(LogIndex(i), Some(&command))]).expect("apply");
+            state.apply(&[(LogIndex(i), Some(&command))], &[]).expect("apply");
             if i == 12 {
                 assert_eq!(state.checkpoint().expect("checkpoint"), LogIndex(12));
             }
@@ -64,7 +64,7 @@ fn power_cut_keeps_appended_entries_and_checkpointed_state() {
         .map(|(i, bytes)| (*i, <Command as prost::Message>::decode(bytes.as_slice()).expect("decode")))
         .collect();
     let replay: Vec<(LogIndex, Option<&Command>)> = commands.iter().map(|(i, c)| (*i, Some(c))).collect();
-    state.apply(&replay).expect("replay");
+    state.apply(&replay, &[]).expect("replay");
     assert!(exists(&state, 20));
     assert_eq!(state.current_revision().expect("revision"), 21);
 }
