@@ -7,8 +7,13 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] =
-    &["mvccpb/kv.proto", "authpb/auth.proto", "etcdserverpb/rpc.proto", "synodpb/command.proto"];
+const PROTOS: &[&str] = &[
+    "mvccpb/kv.proto",
+    "authpb/auth.proto",
+    "etcdserverpb/rpc.proto",
+    "synodpb/command.proto",
+    "synodpb/raft.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = PathBuf::from("proto");

@@ -223,6 +223,9 @@ impl KvStore {
             Some(command::Op::Txn(r)) => self.apply_txn(backend, r),
             Some(command::Op::Compaction(r)) => self.apply_compaction(backend, r),
             Some(command::Op::Alarm(r)) => Ok(self.apply_alarm(r)),
+            // Member attributes belong to the consensus layer, which keeps them itself; one
+            // that reaches the key-value store changes nothing here.
+            Some(command::Op::MemberAttributes(_)) => Ok(Err(EtcdError::NotCapable)),
             // A command from a newer synod that this one does not know: refuse it the same
             // way on every member rather than guess.
             None => Ok(Err(EtcdError::NotCapable)),

@@ -30,7 +30,7 @@ use tonic::{Request, Status};
 use crate::config::{Config, Url};
 use crate::errors;
 use crate::metrics::Metrics;
-use crate::node::Node;
+use synod_consensus::{Consensus, MemberChange, MemberInfo};
 
 /// The etcd version synod reports and behaves as.
 pub const ETCD_VERSION: &str = "3.5.0";
@@ -44,12 +44,11 @@ pub struct Api {
 }
 
 struct Inner {
-    node: Arc<Node>,
+    consensus: Consensus,
     state: Arc<StateStore>,
     metrics: Arc<Metrics>,
     max_request_bytes: u64,
     quota_backend_bytes: Option<u64>,
-    client_urls: Vec<String>,
 }
 
 type Reply<T> = Result<tonic::Response<T>, Status>;
@@ -60,18 +59,17 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
 }
 
 impl Api {
-    pub fn new(config: &Config, node: Arc<Node>, state: Arc<StateStore>, metrics: Arc<Metrics>) -> Api {
+    pub fn new(config: &Config, consensus: Consensus, state: Arc<StateStore>, metrics: Arc<Metrics>) -> Api {
         if let Some(quota) = config.quota_backend_bytes {
             metrics.quota_backend_bytes.set(quota as i64);
         }
         Api {
             inner: Arc::new(Inner {
-                node,
+                consensus,
                 state,
                 metrics,
                 max_request_bytes: config.max_request_bytes,
                 quota_backend_bytes: config.quota_backend_bytes,
-                client_urls: config.advertise_client_urls.iter().map(Url::to_string).collect(),
             }),
         }
     }
@@ -80,8 +78,27 @@ impl Api {
         &self.inner.metrics
     }
 
-    pub fn node(&self) -> &Node {
-        &self.inner.node
+    pub fn consensus(&self) -> &Consensus {
+        &self.inner.consensus
+    }
+
+    /// Brings the gauges that mirror consensus and storage state up to date, before a
+    /// scrape.
+    pub fn refresh_metrics(&self) {
+        let m = &self.inner.metrics;
+        let status = self.inner.consensus.status();
+        m.has_leader.set(i64::from(status.leader.is_some()));
+        m.is_leader.set(i64::from(status.leader == Some(self.inner.consensus.member_id())));
+        m.proposals_committed.set(status.commit_index as i64);
+        m.proposals_applied.set(status.applied_index as i64);
+        m.log_first_index.set(status.first_log_index as i64);
+        m.snapshots_installed.set(status.snapshots_installed as i64);
+        let stats = self.inner.state.stats();
+        m.db_size_bytes.set(stats.size_bytes as i64);
+        m.db_size_in_use_bytes.set(stats.in_use_bytes as i64);
+        if let Ok(revision) = self.inner.state.current_revision() {
+            m.current_revision.set(revision);
+        }
     }
 
     pub fn state(&self) -> &StateStore {
@@ -91,14 +108,14 @@ impl Api {
     /// A response header: this member, the raft term, and `revision` (the current store
     /// revision when 0, as etcd's `header.fill` does).
     pub fn header(&self, revision: i64) -> ResponseHeader {
-        let identity = self.inner.node.identity();
+        let consensus = &self.inner.consensus;
         let revision =
             if revision == 0 { self.inner.state.current_revision().unwrap_or(0) } else { revision };
         ResponseHeader {
-            cluster_id: identity.cluster_id,
-            member_id: identity.member_id,
+            cluster_id: consensus.cluster_id(),
+            member_id: consensus.member_id(),
             revision,
-            raft_term: self.inner.node.term(),
+            raft_term: consensus.term(),
         }
     }
 
@@ -113,7 +130,8 @@ impl Api {
         if encoded.len() as u64 > self.inner.max_request_bytes {
             return Err(EtcdError::RequestTooLarge.into());
         }
-        let outcome = self.inner.node.propose(command, encoded).await.map_err(errors::node)?;
+        drop(encoded);
+        let outcome = self.inner.consensus.propose(command).await.map_err(errors::consensus)?;
         outcome.map_err(Status::from)
     }
 
@@ -128,7 +146,7 @@ impl Api {
         }
         let alarm = AlarmRequest {
             action: AlarmAction::Activate as i32,
-            member_id: self.inner.node.identity().member_id,
+            member_id: self.inner.consensus.member_id(),
             alarm: AlarmType::Nospace as i32,
         };
         if let Err(e) = self.propose(Command { op: Some(command::Op::Alarm(alarm)) }).await {
@@ -141,7 +159,7 @@ impl Api {
         if serializable {
             return Ok(());
         }
-        self.inner.node.read_barrier().await.map_err(errors::node)
+        self.inner.consensus.read_barrier().await.map_err(errors::consensus)
     }
 
     fn record<T>(&self, service: &'static str, method: &'static str, reply: Reply<T>) -> Reply<T> {
@@ -151,14 +169,7 @@ impl Api {
     }
 
     fn members(&self) -> Vec<Member> {
-        let identity = self.inner.node.identity();
-        vec![Member {
-            id: identity.member_id,
-            name: identity.name.clone(),
-            peer_ur_ls: identity.peer_urls.clone(),
-            client_ur_ls: self.inner.client_urls.clone(),
-            is_learner: false,
-        }]
+        self.inner.consensus.members().into_iter().map(member).collect()
     }
 
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, Status> {
@@ -220,8 +231,8 @@ impl Api {
         // Compaction removes the records as it applies; `physical` also asks for that to be
         // durable before the reply, as etcd forces a backend commit.
         if physical {
-            let node = self.inner.node.clone();
-            blocking(move || node.checkpoint()).map_err(errors::node)?;
+            let consensus = self.inner.consensus.clone();
+            blocking(move || consensus.checkpoint()).map_err(errors::consensus)?;
         }
         // etcd reports the revision at reply time.
         response.header = None;
@@ -230,27 +241,31 @@ impl Api {
     }
 
     pub async fn status(&self, _request: StatusRequest) -> Result<StatusResponse, Status> {
-        let status = self.inner.node.status();
+        let status = self.inner.consensus.status();
         let stats = self.inner.state.stats();
         let alarms = self.inner.state.alarms().map_err(errors::storage)?;
         Ok(StatusResponse {
             header: Some(self.header(0)),
             version: ETCD_VERSION.to_string(),
             db_size: stats.size_bytes as i64,
-            leader: status.leader,
-            raft_index: status.commit_index.0,
+            leader: status.leader.unwrap_or(0),
+            raft_index: status.commit_index,
             raft_term: status.term,
-            raft_applied_index: status.applied_index.0,
+            raft_applied_index: status.applied_index,
             // etcd prints each raised alarm in protobuf text form.
-            errors: alarms
-                .iter()
-                .map(|a| {
+            // etcd reports a missing leader, then each raised alarm in protobuf text form.
+            errors: status
+                .leader
+                .is_none()
+                .then(|| EtcdError::NoLeader.message().to_string())
+                .into_iter()
+                .chain(alarms.iter().map(|a| {
                     let name = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name());
                     format!("memberID:{} alarm:{} ", a.member_id, name)
-                })
+                }))
                 .collect(),
             db_size_in_use: stats.in_use_bytes as i64,
-            is_learner: false,
+            is_learner: status.is_learner,
             storage_version: String::new(),
             db_size_quota: self.inner.quota_backend_bytes.map_or(0, |q| q as i64),
             downgrade_info: None,
@@ -291,6 +306,82 @@ impl Api {
         Ok(DefragmentResponse { header: None })
     }
 
+    pub async fn member_add(&self, request: MemberAddRequest) -> Result<MemberAddResponse, Status> {
+        let peer_urls = checked_peer_urls(&request.peer_ur_ls)?;
+        let change = MemberChange::Add { peer_urls: peer_urls.clone(), is_learner: request.is_learner };
+        let (added, members) =
+            self.inner.consensus.change_membership(change).await.map_err(errors::consensus)?;
+        let id = added.ok_or_else(|| errors::unexpected("member add"))?;
+        let member = Member {
+            id,
+            name: String::new(),
+            peer_ur_ls: peer_urls,
+            client_ur_ls: Vec::new(),
+            is_learner: request.is_learner,
+        };
+        Ok(MemberAddResponse {
+            header: Some(self.header(0)),
+            member: Some(member),
+            members: members.into_iter().map(self::member).collect(),
+        })
+    }
+
+    pub async fn member_remove(&self, request: MemberRemoveRequest) -> Result<MemberRemoveResponse, Status> {
+        let (_, members) = self
+            .inner
+            .consensus
+            .change_membership(MemberChange::Remove(request.id))
+            .await
+            .map_err(errors::consensus)?;
+        Ok(MemberRemoveResponse {
+            header: Some(self.header(0)),
+            members: members.into_iter().map(member).collect(),
+        })
+    }
+
+    pub async fn member_update(&self, request: MemberUpdateRequest) -> Result<MemberUpdateResponse, Status> {
+        let peer_urls = checked_peer_urls(&request.peer_ur_ls)?;
+        let change = MemberChange::Update { id: request.id, peer_urls };
+        let (_, members) = self.inner.consensus.change_membership(change).await.map_err(errors::consensus)?;
+        Ok(MemberUpdateResponse {
+            header: Some(self.header(0)),
+            members: members.into_iter().map(member).collect(),
+        })
+    }
+
+    pub async fn member_promote(
+        &self,
+        request: MemberPromoteRequest,
+    ) -> Result<MemberPromoteResponse, Status> {
+        let (_, members) = self
+            .inner
+            .consensus
+            .change_membership(MemberChange::Promote(request.id))
+            .await
+            .map_err(errors::consensus)?;
+        Ok(MemberPromoteResponse {
+            header: Some(self.header(0)),
+            members: members.into_iter().map(member).collect(),
+        })
+    }
+
+    pub async fn move_leader(&self, request: MoveLeaderRequest) -> Result<MoveLeaderResponse, Status> {
+        self.inner.consensus.transfer_leadership(request.target_id).await.map_err(errors::consensus)?;
+        // etcd returns this response without a header, and clients test for that.
+        Ok(MoveLeaderResponse { header: None })
+    }
+
+    pub async fn hash_kv(&self, request: HashKvRequest) -> Result<HashKvResponse, Status> {
+        let (hash, compact_revision, hash_revision) =
+            blocking(|| self.inner.state.hash_kv(request.revision)).map_err(errors::storage)??;
+        Ok(HashKvResponse { header: Some(self.header(0)), hash, compact_revision, hash_revision })
+    }
+
+    pub async fn hash(&self, _request: HashRequest) -> Result<HashResponse, Status> {
+        let (hash, _, _) = blocking(|| self.inner.state.hash_kv(0)).map_err(errors::storage)??;
+        Ok(HashResponse { header: Some(self.header(0)), hash })
+    }
+
     pub async fn member_list(&self, _request: MemberListRequest) -> Result<MemberListResponse, Status> {
         Ok(MemberListResponse { header: Some(self.header(0)), members: self.members() })
     }
@@ -321,7 +412,7 @@ fn not_yet(what: &str) -> Status {
 fn require_leader<T>(api: &Api, request: &Request<T>) -> Result<(), Status> {
     // A single-member group always has a leader: itself. The check stays here so that the
     // metadata is honoured the day the member can be without one.
-    if request.metadata().get(REQUIRE_LEADER).is_some() && api.inner.node.status().leader == 0 {
+    if request.metadata().get(REQUIRE_LEADER).is_some() && api.inner.consensus.leader().is_none() {
         return Err(EtcdError::NoLeader.into());
     }
     Ok(())
@@ -391,12 +482,14 @@ impl maintenance_server::Maintenance for Api {
         self.record(MAINTENANCE, "Defragment", reply)
     }
 
-    async fn hash(&self, _request: Request<HashRequest>) -> Reply<HashResponse> {
-        Err(not_yet("Hash"))
+    async fn hash(&self, request: Request<HashRequest>) -> Reply<HashResponse> {
+        let reply = Api::hash(self, request.into_inner()).await.map(tonic::Response::new);
+        self.record(MAINTENANCE, "Hash", reply)
     }
 
-    async fn hash_kv(&self, _request: Request<HashKvRequest>) -> Reply<HashKvResponse> {
-        Err(not_yet("HashKV"))
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Reply<HashKvResponse> {
+        let reply = Api::hash_kv(self, request.into_inner()).await.map(tonic::Response::new);
+        self.record(MAINTENANCE, "HashKV", reply)
     }
 
     type SnapshotStream = futures::stream::Empty<Result<SnapshotResponse, Status>>;
@@ -405,8 +498,9 @@ impl maintenance_server::Maintenance for Api {
         Err(not_yet("Snapshot"))
     }
 
-    async fn move_leader(&self, _request: Request<MoveLeaderRequest>) -> Reply<MoveLeaderResponse> {
-        Err(not_yet("MoveLeader"))
+    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Reply<MoveLeaderResponse> {
+        let reply = Api::move_leader(self, request.into_inner()).await.map(tonic::Response::new);
+        self.record(MAINTENANCE, "MoveLeader", reply)
     }
 
     async fn downgrade(&self, _request: Request<DowngradeRequest>) -> Reply<DowngradeResponse> {
@@ -416,26 +510,57 @@ impl maintenance_server::Maintenance for Api {
 
 #[tonic::async_trait]
 impl cluster_server::Cluster for Api {
-    async fn member_add(&self, _request: Request<MemberAddRequest>) -> Reply<MemberAddResponse> {
-        Err(not_yet("MemberAdd (multi-member clusters arrive with replication)"))
+    async fn member_add(&self, request: Request<MemberAddRequest>) -> Reply<MemberAddResponse> {
+        let reply = Api::member_add(self, request.into_inner()).await.map(tonic::Response::new);
+        self.record(CLUSTER, "MemberAdd", reply)
     }
 
-    async fn member_remove(&self, _request: Request<MemberRemoveRequest>) -> Reply<MemberRemoveResponse> {
-        Err(not_yet("MemberRemove (multi-member clusters arrive with replication)"))
+    async fn member_remove(&self, request: Request<MemberRemoveRequest>) -> Reply<MemberRemoveResponse> {
+        let reply = Api::member_remove(self, request.into_inner()).await.map(tonic::Response::new);
+        self.record(CLUSTER, "MemberRemove", reply)
     }
 
-    async fn member_update(&self, _request: Request<MemberUpdateRequest>) -> Reply<MemberUpdateResponse> {
-        Err(not_yet("MemberUpdate (multi-member clusters arrive with replication)"))
+    async fn member_update(&self, request: Request<MemberUpdateRequest>) -> Reply<MemberUpdateResponse> {
+        let reply = Api::member_update(self, request.into_inner()).await.map(tonic::Response::new);
+        self.record(CLUSTER, "MemberUpdate", reply)
     }
 
     async fn member_list(&self, request: Request<MemberListRequest>) -> Reply<MemberListResponse> {
-        let reply = Api::member_list(self, request.into_inner()).await.map(tonic::Response::new);
+        let reply = async {
+            if request.get_ref().linearizable {
+                self.linearizable(false).await?;
+            }
+            Api::member_list(self, request.into_inner()).await
+        };
+        let reply = reply.await.map(tonic::Response::new);
         self.record(CLUSTER, "MemberList", reply)
     }
 
-    async fn member_promote(&self, _request: Request<MemberPromoteRequest>) -> Reply<MemberPromoteResponse> {
-        Err(not_yet("MemberPromote (multi-member clusters arrive with replication)"))
+    async fn member_promote(&self, request: Request<MemberPromoteRequest>) -> Reply<MemberPromoteResponse> {
+        let reply = Api::member_promote(self, request.into_inner()).await.map(tonic::Response::new);
+        self.record(CLUSTER, "MemberPromote", reply)
     }
+}
+
+/// A member as etcd's Cluster API describes it.
+fn member(info: MemberInfo) -> Member {
+    Member {
+        id: info.id,
+        name: info.name,
+        peer_ur_ls: info.peer_urls,
+        client_ur_ls: info.client_urls,
+        is_learner: info.is_learner,
+    }
+}
+
+/// Peer URLs from a MemberAdd or MemberUpdate, normalized; etcd's error if any is malformed.
+fn checked_peer_urls(urls: &[String]) -> Result<Vec<String>, Status> {
+    if urls.is_empty() {
+        return Err(EtcdError::MemberBadUrls.into());
+    }
+    urls.iter()
+        .map(|url| Url::parse(url).map(|u| u.to_string()).map_err(|_| Status::from(EtcdError::MemberBadUrls)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -212,6 +212,11 @@ pub struct Flags {
     #[arg(long, default_value_t = limits::SNAPSHOT_COUNT_DEFAULT, value_name = "COUNT")]
     pub snapshot_count: u64,
 
+    /// Number of entries kept behind a snapshot for a slow follower to catch up from the
+    /// log; a follower further behind receives the snapshot.
+    #[arg(long, default_value_t = limits::LOG_CATCHUP_ENTRIES, value_name = "COUNT")]
+    pub experimental_snapshot_catchup_entries: u64,
+
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, value_enum, default_value = "info", value_name = "LEVEL")]
     pub log_level: LogLevel,
@@ -242,6 +247,7 @@ pub struct Config {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
     pub log_level: LogLevel,
 }
 
@@ -323,6 +329,7 @@ impl Flags {
             heartbeat_interval_ms: self.heartbeat_interval,
             election_timeout_ms: self.election_timeout,
             snapshot_count: self.snapshot_count,
+            snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             log_level: self.log_level,
         })
     }

@@ -9,15 +9,22 @@ use synod_api::EtcdError;
 use synod_storage::StorageError;
 use tonic::{Code, Status};
 
-use crate::node::NodeError;
+use synod_consensus::ConsensusError;
 
-pub fn node(error: NodeError) -> Status {
+pub fn consensus(error: ConsensusError) -> Status {
     match error {
-        NodeError::TooManyRequests => EtcdError::TooManyRequests.into(),
-        NodeError::Stopped => EtcdError::Stopped.into(),
-        NodeError::Timeout => EtcdError::Timeout.into(),
+        ConsensusError::NoLeader => EtcdError::NoLeader.into(),
+        ConsensusError::LeaderChanged => EtcdError::LeaderChanged.into(),
+        ConsensusError::Timeout => EtcdError::Timeout.into(),
+        ConsensusError::TooManyRequests => EtcdError::TooManyRequests.into(),
+        ConsensusError::NotLeader => EtcdError::NotLeader.into(),
+        ConsensusError::Stopped => EtcdError::Stopped.into(),
+        ConsensusError::Etcd(e) => e.into(),
         // etcd answers a server that cannot serve any more with "server stopped".
-        NodeError::Failed(_) => EtcdError::Stopped.into(),
+        ConsensusError::Failed(message) => {
+            tracing::error!(error = %message, "consensus failure");
+            EtcdError::Stopped.into()
+        }
     }
 }
 
@@ -74,11 +81,14 @@ mod tests {
 
     /// Clients see etcd's texts for the consensus failures they retry on.
     #[test]
-    fn node_errors_use_etcd_texts() {
-        assert_eq!(node(NodeError::Timeout).message(), "etcdserver: request timed out");
-        assert_eq!(node(NodeError::TooManyRequests).message(), "etcdserver: too many requests");
-        assert_eq!(node(NodeError::TooManyRequests).code(), Code::ResourceExhausted);
-        assert_eq!(node(NodeError::Stopped).code(), Code::Unavailable);
+    fn consensus_errors_use_etcd_texts() {
+        assert_eq!(consensus(ConsensusError::Timeout).message(), "etcdserver: request timed out");
+        assert_eq!(consensus(ConsensusError::NoLeader).message(), "etcdserver: no leader");
+        assert_eq!(consensus(ConsensusError::NoLeader).code(), Code::Unavailable);
+        assert_eq!(consensus(ConsensusError::LeaderChanged).message(), "etcdserver: leader changed");
+        assert_eq!(consensus(ConsensusError::TooManyRequests).message(), "etcdserver: too many requests");
+        assert_eq!(consensus(ConsensusError::TooManyRequests).code(), Code::ResourceExhausted);
+        assert_eq!(consensus(ConsensusError::Stopped).code(), Code::Unavailable);
     }
 
     /// Corruption is etcd's DataLoss error, never a silent answer.

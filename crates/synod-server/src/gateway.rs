@@ -85,7 +85,14 @@ pub fn router(api: Api, body_limit_bytes: usize) -> Router {
             .route(&format!("{prefix}/maintenance/status"), unary!(status))
             .route(&format!("{prefix}/maintenance/alarm"), unary!(alarm))
             .route(&format!("{prefix}/maintenance/defragment"), unary!(defragment))
-            .route(&format!("{prefix}/cluster/member/list"), unary!(member_list));
+            .route(&format!("{prefix}/maintenance/hash"), unary!(hash))
+            .route(&format!("{prefix}/maintenance/hashkv"), unary!(hash_kv))
+            .route(&format!("{prefix}/maintenance/transfer-leadership"), unary!(move_leader))
+            .route(&format!("{prefix}/cluster/member/list"), unary!(member_list))
+            .route(&format!("{prefix}/cluster/member/add"), unary!(member_add))
+            .route(&format!("{prefix}/cluster/member/remove"), unary!(member_remove))
+            .route(&format!("{prefix}/cluster/member/update"), unary!(member_update))
+            .route(&format!("{prefix}/cluster/member/promote"), unary!(member_promote));
     }
     router
         .route("/health", get(health))
@@ -131,7 +138,7 @@ async fn check_health(api: &Api, excluded: &[&str], serializable: bool) -> Resul
             return Err(format!("ALARM {name}"));
         }
     }
-    if !serializable && api.node().status().leader == 0 {
+    if !serializable && api.consensus().leader().is_none() {
         return Err("RAFT NO LEADER".into());
     }
     read_check(api, serializable).await.map_err(|e| format!("RANGE ERROR:{}", e.message()))
@@ -191,6 +198,7 @@ async fn version() -> Response {
 }
 
 async fn metrics(State(api): State<Api>) -> Response {
+    api.refresh_metrics();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], api.metrics().render())
         .into_response()
 }

@@ -1,11 +1,13 @@
 //! synod-server: the `synod` process.
 //!
 //! It parses etcd's server flags ([`config`]), opens the data directory (synod-storage),
-//! starts the consensus facade ([`node`]), and serves etcd's gRPC services ([`api`]) and
-//! JSON gateway ([`gateway`]) on each client URL, one port for both ([`serve`]).
+//! bootstraps, joins or restarts the member's consensus group (synod-consensus), and
+//! serves etcd's gRPC services ([`api`]) and JSON gateway ([`gateway`]) on each client URL,
+//! one port for both ([`serve`]), and the peer transport on each peer URL.
 //!
 //! This is the top of the dependency graph: nothing depends on it. Protocol semantics live
-//! below it (synod-mvcc), and so does everything on disk (synod-storage).
+//! below it (synod-mvcc), replication in synod-consensus, everything on disk in
+//! synod-storage.
 
 pub mod api;
 pub mod config;
@@ -13,10 +15,11 @@ pub mod errors;
 pub mod gateway;
 pub mod identity;
 pub mod metrics;
-pub mod node;
 pub mod serve;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use prost::Message;
@@ -25,17 +28,17 @@ use synod_api::etcdserverpb::{
 };
 use synod_api::synodpb::Identity;
 use synod_base::{GroupId, limits};
+use synod_consensus::{Bootstrap, Consensus, ConsensusOptions, MemberNode};
 use synod_storage::{DataDir, LogStore, StateStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{ClusterState, Config};
+use crate::config::{ClusterState, Config, Url};
 use crate::metrics::Metrics;
-use crate::node::Node;
 
 const IDENTITY_KEY: &str = "identity";
 
-/// Runs a member until it is told to stop (SIGINT or SIGTERM) or hits a storage failure.
+/// Runs a member until it is told to stop (SIGINT or SIGTERM) or hits a fatal failure.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     run_until(config, async {
         let signal = shutdown_signal().await;
@@ -44,8 +47,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await
 }
 
-/// Runs a member until `stop` resolves or it hits a storage failure. Tests use this to run
-/// a member inside their own process.
+/// Runs a member until `stop` resolves or it hits a fatal failure. Tests use this to run a
+/// member inside their own process; it needs a multi-threaded tokio runtime.
 pub async fn run_until(config: Config, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     // Listen first, as etcd does: a port in use fails the start before any data is touched.
     let mut client_listeners = Vec::new();
@@ -62,19 +65,38 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
     }
 
     let data_dir = DataDir::open(&config.data_dir).context("open data dir")?;
-    let log = LogStore::open(&data_dir.log_path()).context("open log")?;
-    let identity = load_or_bootstrap_identity(&config, &log)?;
+    let log = Arc::new(LogStore::open(&data_dir.log_path()).context("open log")?);
+    let (identity, bootstrap) = identity_and_bootstrap(&config, &log).await?;
     let state = Arc::new(StateStore::open(&data_dir.state_path(), GroupId::FIRST).context("open state")?);
     data_dir.sync().context("sync data dir")?;
     let metrics = Arc::new(Metrics::new());
-    let node = Arc::new(Node::start(identity, log, state.clone(), metrics.clone(), config.snapshot_count)?);
-    tracing::info!(
-        heartbeat_interval_ms = config.heartbeat_interval_ms,
-        election_timeout_ms = config.election_timeout_ms,
-        "election timing takes effect once the member has peers"
-    );
+    let flush_metrics = metrics.clone();
+    let consensus = Consensus::start(ConsensusOptions {
+        group: GroupId::FIRST,
+        member_id: identity.member_id,
+        cluster_id: identity.cluster_id,
+        name: identity.name.clone(),
+        client_urls: config.advertise_client_urls.iter().map(Url::to_string).collect(),
+        bootstrap,
+        heartbeat_interval_ms: config.heartbeat_interval_ms,
+        election_timeout_ms: config.election_timeout_ms,
+        snapshot_count: config.snapshot_count,
+        snapshot_catchup_entries: config.snapshot_catchup_entries,
+        max_request_bytes: config.max_request_bytes,
+        snapshot_dir: data_dir.root().join("member").join("snap"),
+        log,
+        state: state.clone(),
+        on_log_flush: Some(Arc::new(move |elapsed: Duration, entries: usize| {
+            Metrics::observe_seconds(&flush_metrics.wal_fsync_seconds, elapsed);
+            if entries > 0 {
+                flush_metrics.log_batch_entries.observe(entries as f64);
+            }
+        })),
+    })
+    .await
+    .context("start consensus")?;
 
-    let api = api::Api::new(&config, node.clone(), state, metrics);
+    let api = api::Api::new(&config, consensus.clone(), state, metrics);
     let grpc_limit = (config.max_request_bytes + limits::GRPC_OVERHEAD_BYTES) as usize;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
@@ -87,38 +109,46 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
     // JSON bodies carry bytes in base64 (4/3 larger) plus field names.
     let json_limit = grpc_limit / 3 * 4 + 64 * 1024;
     let app = grpc.merge(gateway::router(api.clone(), json_limit)).fallback(gateway::fallback);
-    let peer_app = axum::Router::new().route(
-        "/version",
-        axum::routing::get(|| async { axum::Json(serde_json::json!({ "etcdserver": api::ETCD_VERSION })) }),
-    );
+    let peer_app = tonic::service::Routes::new(consensus.peer_service())
+        .prepare()
+        .into_axum_router()
+        .route(
+            "/version",
+            axum::routing::get(|| async {
+                axum::Json(serde_json::json!({ "etcdserver": api::ETCD_VERSION }))
+            }),
+        )
+        .fallback(gateway::fallback);
 
     let (stop_servers, stopping) = watch::channel(false);
     let mut servers = Vec::new();
-    for (url, listener) in client_listeners {
-        tracing::info!(address = %url, "ready to serve client requests");
-        servers.push(tokio::spawn(serve::serve(listener, app.clone(), stopping.clone())));
-    }
     for (url, listener) in peer_listeners {
         tracing::info!(address = %url, "listening for peers");
         servers.push(tokio::spawn(serve::serve(listener, peer_app.clone(), stopping.clone())));
     }
+    for (url, listener) in client_listeners {
+        tracing::info!(address = %url, "ready to serve client requests");
+        servers.push(tokio::spawn(serve::serve(listener, app.clone(), stopping.clone())));
+    }
 
-    let mut failure = node.failure();
+    let mut failure = consensus.failure();
     let outcome = tokio::select! {
         () = stop => Ok(()),
-        message = failed(&mut failure) => Err(anyhow::anyhow!("storage failure: {message}")),
+        message = failed(&mut failure) => Err(anyhow::anyhow!("{message}")),
     };
     let _ = stop_servers.send(true);
     for server in servers {
         let _ = server.await;
     }
-    tokio::task::spawn_blocking(move || node.shutdown()).await.context("shut down")?;
+    consensus.shutdown().await;
     tracing::info!("stopped");
     outcome
 }
 
-/// The member's identity from its data directory, or a new one from the flags.
-fn load_or_bootstrap_identity(config: &Config, log: &LogStore) -> anyhow::Result<Identity> {
+/// The member's identity and how its consensus group starts: from its data directory if it
+/// has one (the bootstrap flags are then not used, as in etcd), else from the flags: a new
+/// cluster, or joining an existing one that already lists this member.
+async fn identity_and_bootstrap(config: &Config, log: &LogStore) -> anyhow::Result<(Identity, Bootstrap)> {
     if let Some(bytes) = log.meta(IDENTITY_KEY)? {
         let identity = Identity::decode(bytes.as_slice()).context("decode the member identity")?;
         tracing::info!(
@@ -127,35 +157,100 @@ fn load_or_bootstrap_identity(config: &Config, log: &LogStore) -> anyhow::Result
             name = %identity.name,
             "restarting member from its data dir; the --initial-cluster flags are not used"
         );
-        return Ok(identity);
+        check_peers_agree(config, &identity).await?;
+        return Ok((identity, Bootstrap::Existing));
     }
-    if config.initial_cluster.len() > 1 {
-        bail!(
-            "--initial-cluster lists {} members, but this synod runs single-member clusters only; multi-member replication is not built yet",
-            config.initial_cluster.len()
-        );
-    }
-    if config.initial_cluster_state == ClusterState::Existing {
-        bail!(
-            "--initial-cluster-state=existing needs a cluster to join, and this synod runs single-member clusters only"
-        );
-    }
-    let identity = identity::bootstrap(config);
+    let (identity, bootstrap) = match config.initial_cluster_state {
+        ClusterState::New => {
+            let identity = identity::bootstrap(config);
+            let mut members = BTreeMap::new();
+            for member in &config.initial_cluster {
+                let id = identity::member_id(&member.peer_urls, &config.initial_cluster_token).0;
+                let client_urls = if id == identity.member_id {
+                    config.advertise_client_urls.iter().map(Url::to_string).collect()
+                } else {
+                    Vec::new()
+                };
+                let node = MemberNode {
+                    name: member.name.clone(),
+                    peer_urls: member.peer_urls.iter().map(Url::to_string).collect(),
+                    client_urls,
+                };
+                if members.insert(id, node).is_some() {
+                    bail!("--initial-cluster lists two members with the same peer URLs");
+                }
+            }
+            (identity, Bootstrap::New(members))
+        }
+        ClusterState::Existing => (join(config).await?, Bootstrap::Existing),
+    };
     log.put_meta(IDENTITY_KEY, &identity.encode_to_vec()).context("store the member identity")?;
     tracing::info!(
         member_id = %format!("{:x}", identity.member_id),
         cluster_id = %format!("{:x}", identity.cluster_id),
         name = %identity.name,
-        "bootstrapped a new single-member cluster"
+        state = ?config.initial_cluster_state,
+        "bootstrapped member"
     );
-    Ok(identity)
+    Ok((identity, bootstrap))
 }
 
-/// Resolves with the failure message once the member hits a storage failure.
+fn other_peer_urls(config: &Config) -> Vec<String> {
+    let own: Vec<String> = config.initial_advertise_peer_urls.iter().map(Url::to_string).collect();
+    config
+        .initial_cluster
+        .iter()
+        .flat_map(|m| m.peer_urls.iter().map(Url::to_string))
+        .filter(|url| !own.contains(url))
+        .collect()
+}
+
+/// Joins an existing cluster: asks the other members listed in --initial-cluster for the
+/// cluster id and membership, and finds this member in it by its peer URLs (it must have
+/// been added with MemberAdd first, as in etcd).
+async fn join(config: &Config) -> anyhow::Result<Identity> {
+    let peers = other_peer_urls(config);
+    if peers.is_empty() {
+        bail!("--initial-cluster-state=existing needs --initial-cluster to list the members to join");
+    }
+    let (cluster_id, members) = synod_consensus::discover_cluster(&peers, Duration::from_secs(5))
+        .await
+        .map_err(|e| anyhow::anyhow!("could not reach the cluster to join: {e}"))?;
+    let own: Vec<String> = config.initial_advertise_peer_urls.iter().map(Url::to_string).collect();
+    let member = members.iter().find(|m| m.peer_urls.iter().any(|u| own.contains(u))).ok_or_else(|| {
+        anyhow::anyhow!(
+            "cluster {cluster_id:x} has no member with peer URLs {}; add this member first (etcdctl member add)",
+            own.join(",")
+        )
+    })?;
+    Ok(Identity { cluster_id, member_id: member.id, name: config.name.clone(), peer_urls: own })
+}
+
+/// Refuses to start on a data dir of another cluster than the one its peers form: a member
+/// pointed at the wrong directory must not join with someone else's data.
+async fn check_peers_agree(config: &Config, identity: &Identity) -> anyhow::Result<()> {
+    let peers = other_peer_urls(config);
+    if peers.is_empty() {
+        return Ok(());
+    }
+    // Best effort: the peers may all be down, which is no reason not to start.
+    if let Ok((cluster_id, _)) = synod_consensus::discover_cluster(&peers, Duration::from_millis(500)).await
+        && cluster_id != identity.cluster_id
+    {
+        bail!(
+            "the data dir belongs to cluster {:x}, but the members at {} form cluster {cluster_id:x}",
+            identity.cluster_id,
+            peers.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// Resolves with the failure message once the member hits a fatal failure.
 async fn failed(failure: &mut watch::Receiver<Option<String>>) -> String {
     match failure.wait_for(Option::is_some).await {
         Ok(message) => message.clone().unwrap_or_default(),
-        // The node is gone without reporting a failure; nothing will arrive.
+        // The consensus group is gone without reporting a failure; nothing will arrive.
         Err(_) => std::future::pending().await,
     }
 }

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub backend_commit_seconds: Histogram,
     pub log_batch_entries: Histogram,
     pub log_first_index: Gauge,
+    pub snapshots_installed: Gauge,
     pub db_size_bytes: Gauge,
     pub db_size_in_use_bytes: Gauge,
     pub quota_backend_bytes: Gauge,
@@ -60,6 +61,7 @@ impl Metrics {
             backend_commit_seconds: disk_buckets(),
             log_batch_entries: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             log_first_index: Gauge::default(),
+            snapshots_installed: Gauge::default(),
             db_size_bytes: Gauge::default(),
             db_size_in_use_bytes: Gauge::default(),
             quota_backend_bytes: Gauge::default(),
@@ -118,6 +120,11 @@ impl Metrics {
                 "synod_log_first_index",
                 "The first index the log still holds; it moves when the log is purged",
                 metrics.log_first_index.clone(),
+            );
+            r.register(
+                "synod_snapshots_installed",
+                "Snapshots received from a leader and imported since the member started",
+                metrics.snapshots_installed.clone(),
             );
             r.register(
                 "etcd_mvcc_db_total_size_in_bytes",

@@ -7,6 +7,7 @@
 //! are opaque bytes to this store; it only frames them with a checksum and keeps them in
 //! index order, one table per group.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use redb::Durability;
@@ -141,12 +142,13 @@ impl LogStore {
         Ok(first.zip(last).map(|(f, l)| (LogIndex(f), LogIndex(l))))
     }
 
-    /// Up to `limit` entries from `from` on, in order, each checked against its checksum.
+    /// The entries with indexes in `range`, in order, each checked against its checksum.
+    /// Entries may be missing at the start of the range (purged, or never written) but not
+    /// after the first one found: a hole there is corruption.
     pub fn entries(
         &self,
         group: GroupId,
-        from: LogIndex,
-        limit: usize,
+        range: Range<LogIndex>,
     ) -> Result<Vec<(LogIndex, Vec<u8>)>, StorageError> {
         let name = log_table(group);
         let definition: TableDefinition<u64, &[u8]> = TableDefinition::new(&name);
@@ -156,15 +158,16 @@ impl LogStore {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(engine(e)),
         };
-        let mut out = Vec::new();
-        let items = table.range(from.0..).map_err(engine)?.take(limit);
-        for (expected, item) in (from.0..).zip(items) {
+        let mut out: Vec<(LogIndex, Vec<u8>)> = Vec::new();
+        for item in table.range(range.start.0..range.end.0).map_err(engine)? {
             let (key, value) = item.map_err(engine)?;
             let index = key.value();
-            if index != expected {
+            if let Some((previous, _)) = out.last()
+                && index != previous.0 + 1
+            {
                 return Err(StorageError::corrupt(
                     format!("log of group {}", group.0),
-                    format!("entry {expected} is missing (next is {index})"),
+                    format!("entry {} is missing (next is {index})", previous.0 + 1),
                 ));
             }
             let payload = record::open(value.value()).map_err(|detail| {
@@ -234,11 +237,11 @@ mod tests {
         log.append(g, &refs[..6], None).unwrap();
         log.append(g, &refs[6..], Some(LogIndex(3))).unwrap();
         assert_eq!(log.bounds(g).unwrap(), Some((LogIndex(4), LogIndex(10))));
-        let read = log.entries(g, LogIndex(4), 100).unwrap();
+        let read = log.entries(g, LogIndex(1)..LogIndex(100)).unwrap();
         assert_eq!(read, entries[3..].to_vec());
         log.truncate_from(g, LogIndex(8)).unwrap();
         assert_eq!(log.bounds(g).unwrap(), Some((LogIndex(4), LogIndex(7))));
-        assert_eq!(log.entries(g, LogIndex(6), 1).unwrap(), entries[5..6].to_vec());
+        assert_eq!(log.entries(g, LogIndex(6)..LogIndex(7)).unwrap(), entries[5..6].to_vec());
     }
 
     /// Groups have separate logs in the same file.
@@ -249,7 +252,7 @@ mod tests {
         log.append(GroupId(7), &[(LogIndex(5), b"seven".as_slice())], None).unwrap();
         assert_eq!(log.bounds(GroupId(0)).unwrap(), Some((LogIndex(1), LogIndex(1))));
         assert_eq!(log.bounds(GroupId(7)).unwrap(), Some((LogIndex(5), LogIndex(5))));
-        assert_eq!(log.entries(GroupId(7), LogIndex(5), 10).unwrap()[0].1, b"seven");
+        assert_eq!(log.entries(GroupId(7), LogIndex(5)..LogIndex(15)).unwrap()[0].1, b"seven");
     }
 
     /// A second process (here: a second open) cannot use the same file.

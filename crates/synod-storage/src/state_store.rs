@@ -43,6 +43,9 @@ const ALARMS: &str = "alarms";
 /// The meta keys the state itself owns; callers' extra meta must use others.
 const STATE_KEYS: &[&str] = &[APPLIED_INDEX, REVISION, COMPACT_REVISION, ALARMS];
 
+/// The values of the meta keys an export was asked for, in the order asked (None: absent).
+pub type MetaValues = Vec<Option<Vec<u8>>>;
+
 /// What an export or import moved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExportSummary {
@@ -104,7 +107,9 @@ pub struct StateStore {
     meta_table: String,
     db: RwLock<Database>,
     kv: RwLock<KvStore>,
-    applied: AtomicU64,
+    /// The last applied log index plus one; 0 while nothing has been applied (consensus
+    /// logs may start at index 0).
+    applied_plus_one: AtomicU64,
     size_bytes: AtomicU64,
     in_use_bytes: AtomicU64,
     /// Set when an apply failed part-way: the in-memory index no longer matches the file,
@@ -150,7 +155,7 @@ impl StateStore {
             meta_table,
             db: RwLock::new(db),
             kv: RwLock::new(kv),
-            applied: AtomicU64::new(applied),
+            applied_plus_one: AtomicU64::new(applied.map_or(0, |a| a + 1)),
             size_bytes: AtomicU64::new(0),
             in_use_bytes: AtomicU64::new(0),
             broken: AtomicBool::new(false),
@@ -158,7 +163,7 @@ impl StateStore {
         store.refresh_stats()?;
         tracing::info!(
             group = group.0,
-            applied_index = applied,
+            applied_index = ?applied,
             revision = store.kv_read()?.current_revision(),
             keys = store.kv_read()?.key_count(),
             "opened state"
@@ -174,9 +179,14 @@ impl StateStore {
         &self.path
     }
 
-    /// The index of the last applied log entry (durable or not).
+    /// The index of the last applied log entry (durable or not); 0 when nothing is applied.
     pub fn applied_index(&self) -> LogIndex {
-        LogIndex(self.applied.load(Ordering::Acquire))
+        self.applied().unwrap_or_default()
+    }
+
+    /// The index of the last applied log entry, if any.
+    pub fn applied(&self) -> Option<LogIndex> {
+        self.applied_plus_one.load(Ordering::Acquire).checked_sub(1).map(LogIndex)
     }
 
     pub fn current_revision(&self) -> Result<i64, StorageError> {
@@ -248,8 +258,12 @@ impl StateStore {
             return Ok(Vec::new());
         };
         let mut kv = self.kv_write()?;
-        let applied = self.applied_index();
-        assert!(entries[0].0 > applied, "apply of entry {} at applied index {}", entries[0].0, applied);
+        let applied = self.applied();
+        assert!(
+            applied.is_none_or(|applied| entries[0].0 > applied),
+            "apply of entry {} at applied index {applied:?}",
+            entries[0].0
+        );
         // A panic inside the state machine is a bug, but it must stop this member cleanly,
         // not kill one thread and leave the others serving a half-applied state.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -269,7 +283,7 @@ impl StateStore {
         if result.is_err() {
             self.broken.store(true, Ordering::Release);
         } else {
-            self.applied.store(last.0, Ordering::Release);
+            self.applied_plus_one.store(last.0 + 1, Ordering::Release);
         }
         result
     }
@@ -433,7 +447,14 @@ impl StateStore {
     /// Writes the whole state of this group (records and meta, from one consistent read) to
     /// `out` in synod's snapshot stream format: a magic line, then checksummed frames. The
     /// consensus layer ships this to members that are too far behind for the log.
-    pub fn export(&self, out: &mut dyn Write) -> Result<ExportSummary, StorageError> {
+    ///
+    /// Returns, with the counts, the values of `meta_keys` as of the exported state, so the
+    /// caller can describe the snapshot (its applied log id, say) exactly.
+    pub fn export(
+        &self,
+        out: &mut dyn Write,
+        meta_keys: &[&str],
+    ) -> Result<(ExportSummary, MetaValues), StorageError> {
         self.check_usable()?;
         let txn = self.db_read().begin_read().map_err(engine)?;
         let io = |source| StorageError::Io { path: self.path.clone(), source };
@@ -468,7 +489,18 @@ impl StateStore {
         payload.extend_from_slice(&summary.records.to_le_bytes());
         payload.extend_from_slice(&summary.meta.to_le_bytes());
         write_frame(out, FRAME_END, &payload).map_err(io)?;
-        Ok(summary)
+        let mut values = Vec::with_capacity(meta_keys.len());
+        for key in meta_keys {
+            values.push(match meta.get(*key).map_err(engine)? {
+                None => None,
+                Some(v) => Some(
+                    record::open(v.value())
+                        .map_err(|d| StorageError::corrupt(format!("state meta {key}"), d))?
+                        .to_vec(),
+                ),
+            });
+        }
+        Ok((summary, values))
     }
 
     /// Replaces the whole state of this group with a stream [`StateStore::export`] wrote,
@@ -490,7 +522,7 @@ impl StateStore {
         }
         .inspect_err(|_| self.broken.store(true, Ordering::Release))?;
         *kv = restored;
-        self.applied.store(applied, Ordering::Release);
+        self.applied_plus_one.store(applied.map_or(0, |a| a + 1), Ordering::Release);
         drop(kv);
         self.refresh_stats()?;
         Ok(summary)
@@ -605,7 +637,7 @@ impl StateStore {
 }
 
 /// Reads the state's meta and records and rebuilds the key index from them.
-fn load(db: &Database, kv_table: &str, meta_table: &str) -> Result<(KvStore, u64), StorageError> {
+fn load(db: &Database, kv_table: &str, meta_table: &str) -> Result<(KvStore, Option<u64>), StorageError> {
     let txn = db.begin_read().map_err(engine)?;
     let meta = txn.open_table(TableDefinition::<&str, &[u8]>::new(meta_table)).map_err(engine)?;
     let read = |key: &str| -> Result<Option<Vec<u8>>, StorageError> {
@@ -616,7 +648,7 @@ fn load(db: &Database, kv_table: &str, meta_table: &str) -> Result<(KvStore, u64
                 .map_err(|d| StorageError::corrupt(format!("state meta {key}"), d)),
         }
     };
-    let applied = read(APPLIED_INDEX)?.map(|v| decode_u64(APPLIED_INDEX, &v)).transpose()?.unwrap_or(0);
+    let applied = read(APPLIED_INDEX)?.map(|v| decode_u64(APPLIED_INDEX, &v)).transpose()?;
     let mut state_meta = Meta::default();
     if let Some(v) = read(REVISION)? {
         state_meta.current_revision = decode_u64(REVISION, &v)? as i64;

@@ -58,7 +58,7 @@ fn power_cut_keeps_appended_entries_and_checkpointed_state() {
     state.verify().expect("records and index agree");
 
     // Replaying the log from the durable applied index restores everything.
-    let entries = log.entries(GroupId::FIRST, LogIndex(13), 100).expect("read log");
+    let entries = log.entries(GroupId::FIRST, LogIndex(13)..LogIndex(113)).expect("read log");
     let commands: Vec<(LogIndex, Command)> = entries
         .iter()
         .map(|(i, bytes)| (*i, <Command as prost::Message>::decode(bytes.as_slice()).expect("decode")))

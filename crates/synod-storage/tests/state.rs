@@ -97,8 +97,8 @@ fn damaged_log_is_refused() {
         log.append(GroupId::FIRST, &[(LogIndex(1), payload.as_slice())], None).unwrap();
     }
     assert!(damage(&path, payload) > 0, "entry not found in the file");
-    let outcome: Result<(), StorageError> =
-        LogStore::open(&path).and_then(|log| log.entries(GroupId::FIRST, LogIndex(1), 10).map(drop));
+    let outcome: Result<(), StorageError> = LogStore::open(&path)
+        .and_then(|log| log.entries(GroupId::FIRST, LogIndex(1)..LogIndex(11)).map(drop));
     let error = outcome.expect_err("damaged log must not be read");
     assert!(error.is_corruption(), "expected a corruption error, got: {error}");
 }
@@ -125,7 +125,8 @@ fn export_then_import_reproduces_the_state() {
     };
     apply_all(&source, 51, &[compact]);
     let mut stream = Vec::new();
-    let exported = source.export(&mut stream).unwrap();
+    let (exported, values) = source.export(&mut stream, &["raft/test", "absent"]).unwrap();
+    assert_eq!(values, vec![Some(b"consensus".to_vec()), None]);
     assert!(exported.records >= 20);
 
     let target = StateStore::open(&dir.path().join("b.redb"), GroupId::FIRST).unwrap();
@@ -149,7 +150,7 @@ fn damaged_snapshot_stream_is_refused() {
     let source = StateStore::open(&dir.path().join("a.redb"), GroupId::FIRST).unwrap();
     apply_all(&source, 1, &[put("a", "1"), put("b", "2")]);
     let mut stream = Vec::new();
-    source.export(&mut stream).unwrap();
+    source.export(&mut stream, &[]).unwrap();
     let target = StateStore::open(&dir.path().join("b.redb"), GroupId::FIRST).unwrap();
     apply_all(&target, 1, &[put("keep", "me")]);
     let mut flipped = stream.clone();

@@ -1,0 +1,1003 @@
+//! [`Consensus`]: the facade the server calls. It hides openraft behind synod's commands,
+//! outcomes and etcd errors.
+//!
+//! - [`Consensus::propose`] replicates a command and returns its applied outcome. On a
+//!   follower the command goes to the leader over the peer transport, and the follower
+//!   answers once it has applied the entry itself, so a client reads its own writes on the
+//!   member it wrote through.
+//! - [`Consensus::read_barrier`] makes a following local read linearizable: ReadIndex on the
+//!   leader, or the leader's read index and a wait for local apply on a follower.
+//! - membership changes (etcd's MemberAdd, MemberRemove, MemberPromote, MemberUpdate) run on
+//!   the leader, wherever they arrive.
+//!
+//! Failures come back as [`ConsensusError`], which the server maps to etcd's errors: no
+//! leader, leader changed, request timed out, too many requests. Nothing waits past the
+//! request deadline.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{
+    ChangeMembershipError, ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError,
+};
+use openraft::{ChangeMembers, Config, ReadPolicy, ServerState, SnapshotPolicy};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use synod_api::EtcdError;
+use synod_api::synodpb::{self as pb, Command, command};
+use synod_base::{GroupId, LogIndex, limits};
+use synod_mvcc::{Applied, Response};
+use synod_storage::{LogStore, StateStore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::codec;
+use crate::log_store::RaftLog;
+use crate::network::{PeerIdentity, PeerNetwork};
+use crate::state_machine::{StateMachine, member_key};
+use crate::types::{MemberNode, Proposal, Raft, TypeConfig};
+
+/// Why the consensus layer could not give an outcome.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConsensusError {
+    #[error("no leader")]
+    NoLeader,
+    /// The command may or may not have been applied: the leader changed under it.
+    #[error("leader changed")]
+    LeaderChanged,
+    #[error("request timed out")]
+    Timeout,
+    #[error("too many requests")]
+    TooManyRequests,
+    #[error("this member is not the leader")]
+    NotLeader,
+    #[error("stopped")]
+    Stopped,
+    /// A request the cluster refuses, with etcd's error.
+    #[error("{0}")]
+    Etcd(EtcdError),
+    #[error("consensus failed: {0}")]
+    Failed(String),
+}
+
+impl From<EtcdError> for ConsensusError {
+    fn from(error: EtcdError) -> Self {
+        ConsensusError::Etcd(error)
+    }
+}
+
+/// How a member starts its consensus group.
+#[derive(Clone, Debug)]
+pub enum Bootstrap {
+    /// A new cluster with exactly these members, every one started with the same list.
+    New(BTreeMap<u64, MemberNode>),
+    /// A member that already belongs to a cluster: restarting on its data, or joining after
+    /// a MemberAdd.
+    Existing,
+}
+
+/// Everything [`Consensus::start`] needs.
+pub struct ConsensusOptions {
+    pub group: GroupId,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub name: String,
+    pub client_urls: Vec<String>,
+    pub bootstrap: Bootstrap,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+    pub snapshot_count: u64,
+    /// Entries kept behind a snapshot so a slow follower catches up from the log.
+    pub snapshot_catchup_entries: u64,
+    pub max_request_bytes: u64,
+    pub snapshot_dir: PathBuf,
+    pub log: Arc<LogStore>,
+    pub state: Arc<StateStore>,
+    /// Told about every durable log write (duration, entries), for metrics.
+    pub on_log_flush: Option<crate::log_store::FlushObserver>,
+}
+
+/// The consensus view of a member, for MemberList.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+/// What Status reports.
+#[derive(Clone, Copy, Debug)]
+pub struct ConsensusStatus {
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    /// The first index the log still holds (it moves when the log is purged).
+    pub first_log_index: u64,
+    /// Snapshots received from a leader and imported since the member started.
+    pub snapshots_installed: u64,
+    pub is_learner: bool,
+}
+
+/// A membership change, as etcd's Cluster API asks for it.
+#[derive(Clone, Debug)]
+pub enum MemberChange {
+    Add { peer_urls: Vec<String>, is_learner: bool },
+    Remove(u64),
+    Promote(u64),
+    Update { id: u64, peer_urls: Vec<String> },
+}
+
+pub(crate) struct Inner {
+    pub(crate) raft: Raft,
+    pub(crate) group: GroupId,
+    pub(crate) member_id: u64,
+    pub(crate) cluster_id: u64,
+    pub(crate) network: PeerNetwork,
+    pub(crate) snapshot_dir: PathBuf,
+    state: Arc<StateStore>,
+    state_machine: StateMachine,
+    pending: Arc<Semaphore>,
+    failure: watch::Sender<Option<String>>,
+    election_timeout: Duration,
+    stop_checkpointer: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+/// The running consensus group of this member.
+#[derive(Clone)]
+pub struct Consensus {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Permits of the pending-bytes budget a proposal of `bytes` takes (one per KiB begun).
+fn budget_permits(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX)
+}
+
+fn etcd_error_from_text(text: &str) -> ConsensusError {
+    match EtcdError::from_message(text) {
+        Some(EtcdError::NoLeader) => ConsensusError::NoLeader,
+        Some(EtcdError::LeaderChanged) => ConsensusError::LeaderChanged,
+        Some(EtcdError::Timeout) => ConsensusError::Timeout,
+        Some(EtcdError::TooManyRequests) => ConsensusError::TooManyRequests,
+        Some(EtcdError::NotLeader) => ConsensusError::NotLeader,
+        Some(EtcdError::Stopped) => ConsensusError::Stopped,
+        Some(error) => ConsensusError::Etcd(error),
+        None => ConsensusError::Failed(text.to_string()),
+    }
+}
+
+/// The etcd error text a [`ConsensusError`] travels as between members.
+pub(crate) fn error_text(error: &ConsensusError) -> String {
+    let etcd = match error {
+        ConsensusError::NoLeader => EtcdError::NoLeader,
+        ConsensusError::LeaderChanged => EtcdError::LeaderChanged,
+        ConsensusError::Timeout => EtcdError::Timeout,
+        ConsensusError::TooManyRequests => EtcdError::TooManyRequests,
+        ConsensusError::NotLeader => EtcdError::NotLeader,
+        ConsensusError::Stopped => EtcdError::Stopped,
+        ConsensusError::Etcd(e) => *e,
+        ConsensusError::Failed(text) => return text.clone(),
+    };
+    etcd.message().to_string()
+}
+
+/// A member id for a member added at runtime: from its peer URLs, the cluster and the time,
+/// as etcd does, so that a member removed and added again gets a new id (a raft member id
+/// must never come back with an empty log).
+fn added_member_id(peer_urls: &[String], cluster_id: u64) -> u64 {
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut hasher = Sha256::new();
+    hasher.update(urls.join(",").as_bytes());
+    hasher.update(cluster_id.to_be_bytes());
+    hasher.update(now.as_nanos().to_be_bytes());
+    u64::from_be_bytes(hasher.finalize()[..8].try_into().expect("32-byte digest"))
+}
+
+pub(crate) fn applied_to_result(applied: &Applied) -> pb::ApplyResult {
+    use pb::apply_result::Result as R;
+    let result = match applied {
+        Ok(Response::Put(r)) => R::Put(r.clone()),
+        Ok(Response::DeleteRange(r)) => R::DeleteRange(r.clone()),
+        Ok(Response::Txn(r)) => R::Txn(r.clone()),
+        Ok(Response::Compaction(r)) => R::Compaction(*r),
+        Ok(Response::Alarm(r)) => R::Alarm(r.clone()),
+        Err(e) => R::Error(e.message().to_string()),
+    };
+    pb::ApplyResult { result: Some(result) }
+}
+
+fn result_to_applied(result: pb::ApplyResult) -> Result<Option<Applied>, ConsensusError> {
+    use pb::apply_result::Result as R;
+    Ok(match result.result {
+        Some(R::Put(r)) => Some(Ok(Response::Put(r))),
+        Some(R::DeleteRange(r)) => Some(Ok(Response::DeleteRange(r))),
+        Some(R::Txn(r)) => Some(Ok(Response::Txn(r))),
+        Some(R::Compaction(r)) => Some(Ok(Response::Compaction(r))),
+        Some(R::Alarm(r)) => Some(Ok(Response::Alarm(r))),
+        Some(R::Error(text)) => match EtcdError::from_message(&text) {
+            Some(e) => Some(Err(e)),
+            None => return Err(ConsensusError::Failed(text)),
+        },
+        Some(R::Nothing(_)) | None => None,
+    })
+}
+
+impl Consensus {
+    /// Starts the member's consensus group on its stores.
+    pub async fn start(options: ConsensusOptions) -> Result<Consensus, ConsensusError> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| ConsensusError::Failed(format!("{what}: {e}"));
+        let election = options.election_timeout_ms;
+        // A follower campaigns after hearing nothing for openraft's leader lease (which is
+        // `election_timeout_max`) plus a random timeout in [min, max). These bounds make
+        // that silence fall in [E, 1.2E) for etcd's --election-timeout E, so a dead leader
+        // is replaced about one election timeout after its last heartbeat, as in etcd.
+        let config = Config {
+            cluster_name: format!("{:x}", options.cluster_id),
+            heartbeat_interval: options.heartbeat_interval_ms,
+            election_timeout_min: election * 2 / 5,
+            election_timeout_max: election * 3 / 5,
+            enable_pre_vote: Some(true),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_count.max(1)),
+            max_in_snapshot_log_to_keep: options.snapshot_catchup_entries,
+            // Purge on every snapshot, as etcd compacts its log at each one.
+            purge_batch_size: options.snapshot_count.clamp(1, 1024),
+            max_payload_entries: 64,
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| failed("consensus configuration", &e))?;
+        let log = RaftLog::open(options.log.clone(), options.group, options.on_log_flush.clone())
+            .map_err(|e| failed("open the raft log", &e))?;
+        let state_machine = StateMachine::open(options.state.clone(), options.group, &options.snapshot_dir)
+            .map_err(|e| failed("open the state machine", &e))?;
+        // An AppendEntries carries up to `max_payload_entries` entries of up to a request
+        // each; a snapshot chunk is small.
+        let message_bytes_max = (64 * (options.max_request_bytes as usize + 4096)).max(16 * 1024 * 1024);
+        let network = PeerNetwork::new(PeerIdentity {
+            group: options.group,
+            member_id: options.member_id,
+            cluster_id: options.cluster_id,
+            message_bytes_max,
+        });
+        let raft =
+            Raft::new(options.member_id, Arc::new(config), network.clone(), log, state_machine.clone())
+                .await
+                .map_err(|e| failed("start consensus", &e))?;
+        if let Bootstrap::New(members) = &options.bootstrap {
+            let initialized = raft.is_initialized().await.map_err(|e| failed("read consensus state", &e))?;
+            if !initialized {
+                match raft.initialize(members.clone()).await {
+                    Ok(()) => {}
+                    // Another member already initialized the shared configuration.
+                    Err(RaftError::APIError(openraft::errors::InitializeError::NotAllowed(_))) => {}
+                    Err(e) => return Err(failed("initialize the cluster", &e)),
+                }
+            }
+        }
+        let (failure, _) = watch::channel(None);
+        let inner = Arc::new(Inner {
+            raft,
+            group: options.group,
+            member_id: options.member_id,
+            cluster_id: options.cluster_id,
+            network,
+            snapshot_dir: options.snapshot_dir.clone(),
+            state: options.state.clone(),
+            state_machine,
+            pending: Arc::new(Semaphore::new((limits::PROPOSALS_PENDING_BYTES_MAX / 1024) as usize)),
+            failure,
+            election_timeout: Duration::from_millis(election),
+            stop_checkpointer: Mutex::new(None),
+        });
+        let consensus = Consensus { inner };
+        consensus.start_checkpointer();
+        consensus.start_watchdog();
+        consensus.publish_attributes(options.name, options.client_urls);
+        Ok(consensus)
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.inner.member_id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.inner.cluster_id
+    }
+
+    /// The tonic service that serves this member's peer URL.
+    pub fn peer_service(
+        &self,
+    ) -> synod_api::synodpb::raft_server::RaftServer<crate::peer_service::PeerService> {
+        let limit = self.inner.network.identity().message_bytes_max;
+        synod_api::synodpb::raft_server::RaftServer::new(crate::peer_service::PeerService::new(
+            self.inner.clone(),
+        ))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit)
+    }
+
+    /// Resolves when the group hits a fatal failure; the member must stop.
+    pub fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.inner.failure.subscribe()
+    }
+
+    fn fail(&self, message: String) {
+        tracing::error!(error = %message, "consensus failed; the member stops");
+        self.inner.failure.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(message);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The current raft term (cheap: no copy of the metrics).
+    pub fn term(&self) -> u64 {
+        self.inner.raft.metrics().borrow_watched().current_term
+    }
+
+    /// The leader this member knows of (cheap: no copy of the metrics).
+    pub fn leader(&self) -> Option<u64> {
+        self.inner.raft.metrics().borrow_watched().current_leader
+    }
+
+    fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+        self.inner.raft.metrics().borrow_watched().clone()
+    }
+
+    pub fn status(&self) -> ConsensusStatus {
+        let m = self.metrics();
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        ConsensusStatus {
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            commit_index: m.local_committed.map_or(applied, |l| l.index).max(applied),
+            applied_index: applied,
+            first_log_index: m.purged.map_or(0, |l| l.index + 1),
+            snapshots_installed: self.inner.state_machine.snapshots_installed(),
+            is_learner: m.state == ServerState::Learner,
+        }
+    }
+
+    /// The members, from the newest membership this member knows, with the names and client
+    /// URLs they published.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let m = self.metrics();
+        let membership = m.membership_config.membership().clone();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| {
+                let published = self
+                    .inner
+                    .state
+                    .meta_value(&member_key(self.inner.group, *id))
+                    .ok()
+                    .flatten()
+                    .and_then(|bytes| pb::MemberAttributes::decode(bytes.as_slice()).ok());
+                MemberInfo {
+                    id: *id,
+                    name: published.as_ref().map_or_else(|| node.name.clone(), |p| p.name.clone()),
+                    peer_urls: node.peer_urls.clone(),
+                    client_urls: published.map_or_else(|| node.client_urls.clone(), |p| p.client_urls),
+                    is_learner: !voters.contains(id),
+                }
+            })
+            .collect()
+    }
+
+    /// Replicates `command` and returns its applied outcome. Fails with
+    /// [`ConsensusError::TooManyRequests`] at once when too many bytes of proposals wait.
+    ///
+    /// Cancel safety: dropping the future does not withdraw the proposal; it may still be
+    /// applied, as in etcd.
+    pub async fn propose(&self, command: Command) -> Result<Applied, ConsensusError> {
+        let _budget = self.budget(command.encoded_len())?;
+        let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
+        match tokio::time::timeout_at(deadline.into(), self.propose_until(command, deadline)).await {
+            Ok(outcome) => {
+                outcome?.ok_or_else(|| ConsensusError::Failed("the command produced no outcome".into()))
+            }
+            Err(_) => Err(ConsensusError::Timeout),
+        }
+    }
+
+    fn budget(&self, bytes: usize) -> Result<OwnedSemaphorePermit, ConsensusError> {
+        self.inner
+            .pending
+            .clone()
+            .try_acquire_many_owned(budget_permits(bytes))
+            .map_err(|_| ConsensusError::TooManyRequests)
+    }
+
+    async fn propose_until(
+        &self,
+        command: Command,
+        deadline: Instant,
+    ) -> Result<Option<Applied>, ConsensusError> {
+        loop {
+            match self.inner.raft.client_write(Proposal(command.clone())).await {
+                Ok(response) => return Ok(response.data.0),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                    match self.forward_target(&forward) {
+                        Some((leader, node)) => return self.forward(leader, &node, command, deadline).await,
+                        None => self.wait_for_leader().await?,
+                    }
+                }
+                Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+                    return Err(ConsensusError::LeaderChanged);
+                }
+                Err(RaftError::APIError(e)) => return Err(ConsensusError::Failed(e.to_string())),
+                Err(RaftError::Fatal(e)) => return Err(self.fatal(&e)),
+            }
+        }
+    }
+
+    fn fatal(&self, error: &openraft::errors::Fatal<TypeConfig>) -> ConsensusError {
+        match error {
+            openraft::errors::Fatal::Stopped => ConsensusError::Stopped,
+            other => {
+                self.fail(format!("consensus: {other}"));
+                ConsensusError::Stopped
+            }
+        }
+    }
+
+    /// The leader to forward to, if one is known and it is not this member.
+    fn forward_target(&self, forward: &ForwardToLeader<TypeConfig>) -> Option<(u64, MemberNode)> {
+        match (forward.leader_id, &forward.leader_node) {
+            (Some(id), Some(node)) if id != self.inner.member_id => Some((id, node.clone())),
+            _ => None,
+        }
+    }
+
+    /// Waits (about an election's time) for a leader to appear; `NoLeader` if none does.
+    async fn wait_for_leader(&self) -> Result<(), ConsensusError> {
+        let waited = self
+            .inner
+            .raft
+            .wait(Some(self.inner.election_timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await;
+        match waited {
+            Ok(_) => Ok(()),
+            Err(_) => Err(ConsensusError::NoLeader),
+        }
+    }
+
+    /// Hands `command` to the leader and waits until this member has applied it too.
+    async fn forward(
+        &self,
+        leader: u64,
+        node: &MemberNode,
+        command: Command,
+        deadline: Instant,
+    ) -> Result<Option<Applied>, ConsensusError> {
+        let mut client =
+            self.inner.network.client(leader, &node.peer_urls).map_err(ConsensusError::Failed)?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let message = pb::ForwardRequest { group_id: self.inner.group.0, command: Some(command) };
+        let response = client
+            .forward(self.inner.network.request(leader, message, remaining))
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ConsensusError::Timeout,
+                _ => ConsensusError::NoLeader,
+            })?
+            .into_inner();
+        if !response.error.is_empty() {
+            return Err(etcd_error_from_text(&response.error));
+        }
+        self.wait_applied(response.index, deadline).await?;
+        result_to_applied(response.result.unwrap_or_default())
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ConsensusError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.inner
+            .raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(index), "applied")
+            .await
+            .map(drop)
+            .map_err(|_| ConsensusError::Timeout)
+    }
+
+    /// Proposes on this member, which must be the leader (the peer service's Forward).
+    pub(crate) async fn propose_on_leader(
+        &self,
+        command: Command,
+    ) -> Result<(u64, Option<Applied>), ConsensusError> {
+        let _budget = self.budget(command.encoded_len())?;
+        match self.inner.raft.client_write(Proposal(command)).await {
+            Ok(response) => Ok((response.log_id.index, response.data.0)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(ConsensusError::NotLeader),
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+                Err(ConsensusError::LeaderChanged)
+            }
+            Err(RaftError::APIError(e)) => Err(ConsensusError::Failed(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(self.fatal(&e)),
+        }
+    }
+
+    /// Waits until a read of the local state is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), ConsensusError> {
+        let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
+        match tokio::time::timeout_at(deadline.into(), self.read_barrier_until(deadline)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(ConsensusError::Timeout),
+        }
+    }
+
+    async fn read_barrier_until(&self, deadline: Instant) -> Result<(), ConsensusError> {
+        loop {
+            match self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
+                    match self.forward_target(&forward) {
+                        Some((leader, node)) => return self.remote_read_index(leader, &node, deadline).await,
+                        None => self.wait_for_leader().await?,
+                    }
+                }
+                Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
+                    return Err(ConsensusError::NoLeader);
+                }
+                Err(RaftError::Fatal(e)) => return Err(self.fatal(&e)),
+            }
+        }
+    }
+
+    /// A follower's read index: ask the leader for its read index, then wait for local apply.
+    async fn remote_read_index(
+        &self,
+        leader: u64,
+        node: &MemberNode,
+        deadline: Instant,
+    ) -> Result<(), ConsensusError> {
+        let mut client =
+            self.inner.network.client(leader, &node.peer_urls).map_err(ConsensusError::Failed)?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let message = pb::ReadIndexRequest { group_id: self.inner.group.0 };
+        let response = client
+            .read_index(self.inner.network.request(leader, message, remaining))
+            .await
+            .map_err(|_| ConsensusError::NoLeader)?
+            .into_inner();
+        if !response.error.is_empty() {
+            return Err(etcd_error_from_text(&response.error));
+        }
+        let read = codec::opt_log_id_from(response.read_log_id.as_ref())
+            .map_err(|e| ConsensusError::Failed(e.to_string()))?;
+        match read {
+            Some(read) => self.wait_applied(read.index, deadline).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The leader's read index for a follower (the peer service's ReadIndex).
+    pub(crate) async fn read_index_on_leader(&self) -> Result<Option<crate::types::LogId>, ConsensusError> {
+        match self.inner.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+            Ok((read, _applied)) => Ok(Some(*read.log_id())),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => {
+                Err(ConsensusError::NotLeader)
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
+                Err(ConsensusError::NoLeader)
+            }
+            Err(RaftError::Fatal(e)) => Err(self.fatal(&e)),
+        }
+    }
+
+    /// Changes the membership; on a follower the change is handed to the leader. Returns
+    /// the member added (for an add) and the members after the change.
+    pub async fn change_membership(
+        &self,
+        change: MemberChange,
+    ) -> Result<(Option<u64>, Vec<MemberInfo>), ConsensusError> {
+        let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS * 4);
+        let outcome = tokio::time::timeout_at(deadline.into(), async {
+            loop {
+                let m = self.metrics();
+                match m.current_leader {
+                    Some(leader) if leader == self.inner.member_id => {
+                        return self.change_on_leader(change.clone()).await;
+                    }
+                    Some(leader) => {
+                        let node = m.membership_config.membership().get_node(&leader).cloned();
+                        let Some(node) = node else { return Err(ConsensusError::NoLeader) };
+                        return self.remote_change(leader, &node, change.clone(), deadline).await;
+                    }
+                    None => self.wait_for_leader().await?,
+                }
+            }
+        })
+        .await
+        .map_err(|_| ConsensusError::Timeout)??;
+        // Answer with this member's view once it has the change.
+        if let Some(index) = outcome.1 {
+            let _ = self.wait_applied(index, deadline).await;
+        }
+        Ok((outcome.0, self.members()))
+    }
+
+    async fn remote_change(
+        &self,
+        leader: u64,
+        node: &MemberNode,
+        change: MemberChange,
+        deadline: Instant,
+    ) -> Result<(Option<u64>, Option<u64>), ConsensusError> {
+        use pb::member_change_request::Change;
+        let mut client =
+            self.inner.network.client(leader, &node.peer_urls).map_err(ConsensusError::Failed)?;
+        let change = match change {
+            MemberChange::Add { peer_urls, is_learner } => {
+                Change::Add(pb::MemberAdd { peer_urls, is_learner })
+            }
+            MemberChange::Remove(id) => Change::Remove(id),
+            MemberChange::Promote(id) => Change::Promote(id),
+            MemberChange::Update { id, peer_urls } => Change::Update(pb::MemberUpdate { id, peer_urls }),
+        };
+        let message = pb::MemberChangeRequest { group_id: self.inner.group.0, change: Some(change) };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let response = client
+            .member_change(self.inner.network.request(leader, message, remaining))
+            .await
+            .map_err(|_| ConsensusError::NoLeader)?
+            .into_inner();
+        if !response.error.is_empty() {
+            return Err(etcd_error_from_text(&response.error));
+        }
+        let added = (response.member_id != 0).then_some(response.member_id);
+        Ok((added, Some(response.leader_id)))
+    }
+
+    /// Runs a membership change on this member, the leader. Returns the member added and the
+    /// log index the change committed at.
+    pub(crate) async fn change_on_leader(
+        &self,
+        change: MemberChange,
+    ) -> Result<(Option<u64>, Option<u64>), ConsensusError> {
+        let m = self.metrics();
+        let membership = m.membership_config.membership().clone();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let exists = |id: u64| membership.get_node(&id).is_some();
+        let write = |result: Result<
+            openraft::raft::ClientWriteResponse<TypeConfig>,
+            RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+        >| {
+            match result {
+                Ok(response) => Ok(response.log_id.index),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    Err(ConsensusError::NotLeader)
+                }
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) => Err(ConsensusError::Etcd(EtcdError::MemberNotEnoughStarted)),
+                Err(RaftError::APIError(e)) => Err(ConsensusError::Failed(e.to_string())),
+                Err(RaftError::Fatal(e)) => Err(self.fatal(&e)),
+            }
+        };
+        match change {
+            MemberChange::Add { peer_urls, is_learner } => {
+                if peer_urls.is_empty() {
+                    return Err(EtcdError::MemberBadUrls.into());
+                }
+                let taken =
+                    membership.nodes().any(|(_, n)| n.peer_urls.iter().any(|u| peer_urls.contains(u)));
+                if taken {
+                    return Err(EtcdError::PeerUrlExist.into());
+                }
+                let id = added_member_id(&peer_urls, self.inner.cluster_id);
+                let node = MemberNode { name: String::new(), peer_urls, client_urls: Vec::new() };
+                let mut index = write(self.inner.raft.add_learner(id, node, false).await)?;
+                if !is_learner {
+                    index = write(
+                        self.inner
+                            .raft
+                            .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
+                            .await,
+                    )?;
+                }
+                Ok((Some(id), Some(index)))
+            }
+            MemberChange::Remove(id) => {
+                if !exists(id) {
+                    return Err(EtcdError::MemberNotFound.into());
+                }
+                let index = if voters.contains(&id) {
+                    write(
+                        self.inner
+                            .raft
+                            .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+                            .await,
+                    )?
+                } else {
+                    write(
+                        self.inner
+                            .raft
+                            .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
+                            .await,
+                    )?
+                };
+                Ok((None, Some(index)))
+            }
+            MemberChange::Promote(id) => {
+                if !exists(id) {
+                    return Err(EtcdError::MemberNotFound.into());
+                }
+                if voters.contains(&id) {
+                    return Err(EtcdError::MemberNotLearner.into());
+                }
+                // etcd promotes a learner only once it has most of the leader's log.
+                let matched =
+                    m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map_or(0, |l| l.index);
+                let last = m.last_log_index.unwrap_or(0);
+                if (matched as f64) < (last as f64) * 0.9 {
+                    return Err(EtcdError::LearnerNotReady.into());
+                }
+                let index = write(
+                    self.inner.raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false).await,
+                )?;
+                Ok((None, Some(index)))
+            }
+            MemberChange::Update { id, peer_urls } => {
+                let Some(node) = membership.get_node(&id).cloned() else {
+                    return Err(EtcdError::MemberNotFound.into());
+                };
+                let taken = membership
+                    .nodes()
+                    .any(|(other, n)| *other != id && n.peer_urls.iter().any(|u| peer_urls.contains(u)));
+                if taken {
+                    return Err(EtcdError::PeerUrlExist.into());
+                }
+                let updated = MemberNode { peer_urls, ..node };
+                let index = write(
+                    self.inner
+                        .raft
+                        .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, updated)])), false)
+                        .await,
+                )?;
+                Ok((None, Some(index)))
+            }
+        }
+    }
+
+    /// Moves leadership to `target`; this member must be the leader. Waits until the target
+    /// leads.
+    pub async fn transfer_leadership(&self, target: u64) -> Result<(), ConsensusError> {
+        let m = self.metrics();
+        if m.current_leader != Some(self.inner.member_id) {
+            return Err(ConsensusError::NotLeader);
+        }
+        if target == self.inner.member_id {
+            return Ok(());
+        }
+        if !m.membership_config.membership().voter_ids().any(|id| id == target) {
+            return Err(EtcdError::BadLeaderTransferee.into());
+        }
+        self.inner.raft.trigger().transfer_leader(target).await.map_err(|e| self.fatal(&e))?;
+        self.inner
+            .raft
+            .wait(Some(Duration::from_millis(limits::REQUEST_TIMEOUT_MS)))
+            .current_leader(target, "leadership transfer")
+            .await
+            .map(drop)
+            .map_err(|_| ConsensusError::Timeout)
+    }
+
+    /// Makes the applied state durable now.
+    pub fn checkpoint(&self) -> Result<LogIndex, ConsensusError> {
+        self.inner.state.checkpoint().map_err(|e| ConsensusError::Failed(e.to_string()))
+    }
+
+    /// The cluster id and membership, for a member that joins (the peer service's
+    /// ClusterInfo).
+    pub(crate) fn cluster_info(&self) -> pb::ClusterInfoResponse {
+        let m = self.metrics();
+        pb::ClusterInfoResponse {
+            cluster_id: self.inner.cluster_id,
+            membership: Some(codec::membership(m.membership_config.membership())),
+        }
+    }
+
+    /// Announces this member's name and client URLs through the log once there is a leader,
+    /// as etcd members publish their attributes; retried until it lands.
+    fn publish_attributes(&self, name: String, client_urls: Vec<String>) {
+        let consensus = self.clone();
+        tokio::spawn(async move {
+            let attributes = pb::MemberAttributes { member_id: consensus.inner.member_id, name, client_urls };
+            loop {
+                let key = member_key(consensus.inner.group, consensus.inner.member_id);
+                let published = consensus.inner.state.meta_value(&key).ok().flatten();
+                if published.as_deref() == Some(attributes.encode_to_vec().as_slice()) {
+                    return;
+                }
+                let command = Command { op: Some(command::Op::MemberAttributes(attributes.clone())) };
+                let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
+                match consensus.propose_until(command, deadline).await {
+                    Ok(_) => return,
+                    Err(ConsensusError::Stopped) => return,
+                    Err(_) => tokio::time::sleep(consensus.inner.election_timeout).await,
+                }
+            }
+        });
+    }
+
+    /// Stops the group if openraft reports a fatal error, and logs leader changes.
+    fn start_watchdog(&self) {
+        let consensus = self.clone();
+        let mut metrics = self.inner.raft.metrics();
+        tokio::spawn(async move {
+            let mut known = (0, None);
+            loop {
+                let (running, term, leader) = {
+                    let m = metrics.borrow_watched();
+                    (m.running_state.clone(), m.current_term, m.current_leader)
+                };
+                if (term, leader) != known {
+                    match leader {
+                        Some(leader) => {
+                            tracing::info!(term, leader = %format!("{leader:x}"), "leader elected")
+                        }
+                        None if known.1.is_some() => tracing::info!(term, "leader lost"),
+                        None => {}
+                    }
+                    known = (term, leader);
+                }
+                if let Err(fatal) = running {
+                    if !matches!(fatal, openraft::errors::Fatal::Stopped) {
+                        consensus.fail(format!("consensus: {fatal}"));
+                    }
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Checkpoints the applied state every `STATE_CHECKPOINT_INTERVAL_MS` when it changed.
+    fn start_checkpointer(&self) {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        *self.inner.stop_checkpointer.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
+        let consensus = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("synod-checkpoint-{}", self.inner.group.0))
+            .spawn(move || {
+                let interval = Duration::from_millis(limits::STATE_CHECKPOINT_INTERVAL_MS);
+                let mut durable = consensus.inner.state.applied();
+                loop {
+                    match stopped.recv_timeout(interval) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    let applied = consensus.inner.state.applied();
+                    if applied == durable {
+                        continue;
+                    }
+                    if let Err(e) = consensus.inner.state.checkpoint() {
+                        consensus.fail(format!("state checkpoint failed: {e}"));
+                        return;
+                    }
+                    durable = applied;
+                }
+            });
+        if let Err(e) = spawned {
+            self.fail(format!("start the checkpoint thread: {e}"));
+        }
+    }
+
+    /// Stops the group and makes the state durable.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "consensus shutdown");
+        }
+        self.inner.stop_checkpointer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let state = self.inner.state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = state.checkpoint() {
+                tracing::error!(error = %e, "final checkpoint failed; the log replays on restart");
+            }
+        })
+        .await;
+    }
+}
+
+/// Maps the error of a peer call made on behalf of the facade into text for the peer reply.
+pub(crate) fn reply_error(error: &ConsensusError) -> String {
+    error_text(error)
+}
+
+/// Asks the members at `peer_urls` (any that answers) for the cluster id and membership,
+/// as a member does before it joins an existing cluster.
+pub async fn discover_cluster(
+    peer_urls: &[String],
+    timeout: Duration,
+) -> Result<(u64, Vec<MemberInfo>), String> {
+    let mut errors = Vec::new();
+    for url in peer_urls {
+        let endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
+            Ok(endpoint) => endpoint.connect_timeout(timeout).timeout(timeout),
+            Err(e) => {
+                errors.push(format!("{url}: {e}"));
+                continue;
+            }
+        };
+        let answer = async {
+            let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+            let mut client = synod_api::synodpb::raft_client::RaftClient::new(channel);
+            client.cluster_info(pb::ClusterInfoRequest {}).await.map_err(|e| e.message().to_string())
+        };
+        match answer.await {
+            Ok(response) => {
+                let response = response.into_inner();
+                let membership =
+                    response.membership.ok_or_else(|| format!("{url}: no membership in the answer"))?;
+                let membership = codec::membership_from(&membership).map_err(|e| format!("{url}: {e}"))?;
+                let voters: BTreeSet<u64> = membership.voter_ids().collect();
+                let members = membership
+                    .nodes()
+                    .map(|(id, node)| MemberInfo {
+                        id: *id,
+                        name: node.name.clone(),
+                        peer_urls: node.peer_urls.clone(),
+                        client_urls: node.client_urls.clone(),
+                        is_learner: !voters.contains(id),
+                    })
+                    .collect();
+                return Ok((response.cluster_id, members));
+            }
+            Err(e) => errors.push(format!("{url}: {e}")),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Errors crossing between members keep their meaning.
+    #[test]
+    fn errors_round_trip_as_etcd_texts() {
+        for error in [
+            ConsensusError::NoLeader,
+            ConsensusError::LeaderChanged,
+            ConsensusError::Timeout,
+            ConsensusError::NotLeader,
+            ConsensusError::Etcd(EtcdError::MemberNotFound),
+        ] {
+            assert_eq!(etcd_error_from_text(&error_text(&error)), error);
+        }
+    }
+
+    /// Added members get fresh ids even for the same URLs.
+    #[test]
+    fn added_member_ids_differ() {
+        let urls = vec!["http://127.0.0.1:1".to_string()];
+        assert_ne!(added_member_id(&urls, 7), added_member_id(&urls, 7));
+    }
+
+    /// Outcomes survive the trip to a follower.
+    #[test]
+    fn outcomes_round_trip() {
+        let put = Ok(Response::Put(synod_api::etcdserverpb::PutResponse::default()));
+        assert_eq!(result_to_applied(applied_to_result(&put)).unwrap(), Some(put));
+        let error: Applied = Err(EtcdError::Compacted);
+        assert_eq!(result_to_applied(applied_to_result(&error)).unwrap(), Some(error));
+    }
+}

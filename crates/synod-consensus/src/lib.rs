@@ -1,0 +1,29 @@
+//! synod-consensus: replication of synod's state machine with openraft.
+//!
+//! openraft (pinned, decision 0004) runs the Raft protocol; this crate implements what it
+//! needs around it and nothing of the protocol itself: the log storage and state machine
+//! traits on synod-storage (`log_store`, `state_machine`), the peer transport over gRPC on
+//! the peer URLs (`network`, `peer_service`), the conversion of every openraft value that
+//! reaches a disk or a wire into synod's protobuf messages (`codec`), and [`Consensus`],
+//! the facade the server calls: propose, read barrier, membership, status.
+//!
+//! openraft's types do not leak out of this crate: the facade speaks synod's commands,
+//! outcomes and etcd errors. This crate must not depend on the server or its API adapters.
+
+mod codec;
+mod consensus;
+mod log_store;
+mod network;
+mod peer_service;
+mod state_machine;
+#[cfg(test)]
+mod storage_suite;
+mod types;
+
+pub use consensus::{
+    Bootstrap, Consensus, ConsensusError, ConsensusOptions, ConsensusStatus, MemberChange, MemberInfo,
+    discover_cluster,
+};
+pub use log_store::FlushObserver;
+pub use network::{CLUSTER_ID_HEADER, FROM_HEADER, TO_HEADER};
+pub use types::MemberNode;

@@ -1,0 +1,313 @@
+//! The peer transport, client side: openraft's network traits over gRPC to the other
+//! members' peer URLs.
+//!
+//! One lazily connected channel per member (tonic reconnects after failures, and openraft
+//! backs off from members reported unreachable), a deadline on every call, message size
+//! limits both ways, and snapshots streamed in bounded chunks. Every request names the
+//! cluster and the member it is meant for, so a member that is not who the sender thinks,
+//! or belongs to another cluster, refuses it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
+use openraft::network::{RPCOption, RPCTypes};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
+use synod_api::synodpb as pb;
+use synod_api::synodpb::raft_client::RaftClient;
+use synod_base::GroupId;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::codec;
+use crate::state_machine::{SnapshotFile, StateSnapshot};
+use crate::types::{MemberNode, TypeConfig, Vote};
+
+/// gRPC metadata naming the sender's cluster, the sender, and the intended receiver.
+pub const CLUSTER_ID_HEADER: &str = "synod-cluster-id";
+pub const FROM_HEADER: &str = "synod-from";
+pub const TO_HEADER: &str = "synod-to";
+
+/// Bytes per snapshot chunk: large enough to stream fast, small enough to bound memory.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Time to connect to a member before calling it unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the transport needs to know about this member and its limits.
+#[derive(Clone, Debug)]
+pub struct PeerIdentity {
+    pub group: GroupId,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    /// The largest message a peer may send or receive.
+    pub message_bytes_max: usize,
+}
+
+/// A member's connection, with the peer URLs it was made for.
+type Channels = HashMap<u64, (Vec<String>, Channel)>;
+
+/// Connections to the other members, shared by all of openraft's replication tasks.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    identity: PeerIdentity,
+    channels: Arc<Mutex<Channels>>,
+    /// Members the last call could not reach; logged once when they go and when they return.
+    unreachable: Arc<Mutex<HashMap<u64, String>>>,
+}
+
+impl PeerNetwork {
+    pub fn new(identity: PeerIdentity) -> PeerNetwork {
+        PeerNetwork {
+            identity,
+            channels: Arc::new(Mutex::new(HashMap::new())),
+            unreachable: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Records the outcome of a call to `target`, logging only changes, so a member that is
+    /// down costs two log lines rather than one per heartbeat.
+    fn record_reachability(&self, target: u64, failure: Option<&RPCError<TypeConfig>>) {
+        let mut unreachable = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        match failure {
+            Some(RPCError::Unreachable(_) | RPCError::Timeout(_)) => {
+                if let std::collections::hash_map::Entry::Vacant(entry) = unreachable.entry(target) {
+                    let error = failure.map(ToString::to_string).unwrap_or_default();
+                    tracing::warn!(peer = %format!("{target:x}"), %error, "peer is unreachable");
+                    entry.insert(error);
+                }
+            }
+            Some(_) => {}
+            None => {
+                if unreachable.remove(&target).is_some() {
+                    tracing::info!(peer = %format!("{target:x}"), "peer is reachable again");
+                }
+            }
+        }
+    }
+
+    pub fn identity(&self) -> &PeerIdentity {
+        &self.identity
+    }
+
+    /// A client for member `target` at the first of its peer URLs, reusing the connection.
+    pub fn client(&self, target: u64, peer_urls: &[String]) -> Result<RaftClient<Channel>, String> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(&target) {
+            Some((urls, channel)) if urls == peer_urls => channel.clone(),
+            _ => {
+                let url = peer_urls.first().ok_or_else(|| format!("member {target:x} has no peer URL"))?;
+                let endpoint = Endpoint::from_shared(url.clone())
+                    .map_err(|e| format!("member {target:x} peer URL {url}: {e}"))?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .http2_adaptive_window(true);
+                let channel = endpoint.connect_lazy();
+                channels.insert(target, (peer_urls.to_vec(), channel.clone()));
+                channel
+            }
+        };
+        Ok(RaftClient::new(channel)
+            .max_decoding_message_size(self.identity.message_bytes_max)
+            .max_encoding_message_size(self.identity.message_bytes_max))
+    }
+
+    /// Wraps `message` in a request addressed to `target`, with a deadline.
+    pub fn request<T>(&self, target: u64, message: T, deadline: Duration) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(deadline);
+        let metadata = request.metadata_mut();
+        metadata.insert(
+            CLUSTER_ID_HEADER,
+            format!("{:x}", self.identity.cluster_id).parse().expect("hex is ASCII"),
+        );
+        metadata.insert(FROM_HEADER, format!("{:x}", self.identity.member_id).parse().expect("hex is ASCII"));
+        metadata.insert(TO_HEADER, format!("{target:x}").parse().expect("hex is ASCII"));
+        request
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &MemberNode) -> PeerClient {
+        PeerClient { target, network: self.clone(), client: self.client(target, &node.peer_urls) }
+    }
+}
+
+/// openraft's connection to one member.
+pub struct PeerClient {
+    target: u64,
+    network: PeerNetwork,
+    client: Result<RaftClient<Channel>, String>,
+}
+
+impl PeerClient {
+    fn client(&self) -> Result<RaftClient<Channel>, RPCError<TypeConfig>> {
+        self.client.clone().map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+    }
+
+    /// Runs a unary call with `option`'s deadline and maps transport failures to what
+    /// openraft expects: a timeout, an unreachable member (back off), or a network error.
+    async fn call<T, F>(
+        &self,
+        action: RPCTypes,
+        option: &RPCOption,
+        call: F,
+    ) -> Result<T, RPCError<TypeConfig>>
+    where
+        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = option.soft_ttl();
+        let outcome = match tokio::time::timeout(deadline, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(status_error(&status)),
+            Err(_) => Err(RPCError::Timeout(Timeout {
+                action,
+                id: self.network.identity.member_id,
+                target: self.target,
+                timeout: deadline,
+            })),
+        };
+        self.network.record_reachability(self.target, outcome.as_ref().err());
+        outcome
+    }
+}
+
+fn status_error(status: &tonic::Status) -> RPCError<TypeConfig> {
+    let message = format!("{}: {}", status.code(), status.message());
+    match status.code() {
+        // Connection refused, reset, or the member refusing to talk to us: back off.
+        tonic::Code::Unavailable | tonic::Code::FailedPrecondition | tonic::Code::Unimplemented => {
+            RPCError::Unreachable(Unreachable::from_string(message))
+        }
+        _ => RPCError::Network(NetworkError::from_string(message)),
+    }
+}
+
+fn decode_error(error: codec::CodecError) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(&error))
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self.client()?;
+        let message = codec::append_request(&rpc, self.network.identity.group.0);
+        let request = self.network.request(self.target, message, option.soft_ttl());
+        let response = self.call(RPCTypes::AppendEntries, &option, client.append_entries(request)).await?;
+        codec::append_response_from(response).map_err(decode_error)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self.client()?;
+        let message = codec::vote_request(&rpc, self.network.identity.group.0);
+        let request = self.network.request(self.target, message, option.soft_ttl());
+        let response = self.call(RPCTypes::Vote, &option, client.vote(request)).await?;
+        codec::vote_response_from(&response).map_err(decode_error)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self.client()?;
+        let message = codec::vote_request(&rpc, self.network.identity.group.0);
+        let request = self.network.request(self.target, message, option.soft_ttl());
+        let response = self.call(RPCTypes::Vote, &option, client.pre_vote(request)).await?;
+        codec::vote_response_from(&response).map_err(decode_error)
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self.client()?;
+        let message = codec::transfer_request(&rpc, self.network.identity.group.0);
+        let request = self.network.request(self.target, message, option.soft_ttl());
+        let response = self.call(RPCTypes::TransferLeader, &option, client.transfer_leader(request)).await?;
+        codec::transfer_response_from(&response).map_err(decode_error)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: StateSnapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut client = self.client()?;
+        let group = self.network.identity.group.0;
+        let meta = codec::snapshot_meta(&snapshot.meta);
+        let path = snapshot.snapshot.path.clone();
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        // A generous bound for the whole transfer: 10 s per 64 MiB and a minute on top.
+        let deadline = Duration::from_secs(60 + 10 * size / (64 * 1024 * 1024));
+        let (chunks, stream) = tokio::sync::mpsc::channel::<pb::SnapshotChunk>(4);
+        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut file = std::fs::File::open(&path)?;
+            let mut first = Some((codec::vote(&vote), meta));
+            loop {
+                let mut data = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+                let mut filled = 0;
+                while filled < data.len() {
+                    match file.read(&mut data[filled..])? {
+                        0 => break,
+                        n => filled += n,
+                    }
+                }
+                data.truncate(filled);
+                let done = filled < SNAPSHOT_CHUNK_BYTES;
+                let (vote, meta) = first.take().map_or((None, None), |(v, m)| (Some(v), Some(m)));
+                let chunk = pb::SnapshotChunk { group_id: group, vote, meta, data, done };
+                if chunks.blocking_send(chunk).is_err() || done {
+                    return Ok(());
+                }
+            }
+        });
+        let request =
+            self.network.request(self.target, tokio_stream::wrappers::ReceiverStream::new(stream), deadline);
+        let transfer = async {
+            match tokio::time::timeout(deadline, client.install_snapshot(request)).await {
+                Ok(Ok(response)) => Ok(response.into_inner()),
+                Ok(Err(status)) => Err(StreamingError::from(status_error(&status))),
+                Err(_) => Err(StreamingError::Timeout(Timeout {
+                    action: RPCTypes::InstallSnapshot,
+                    id: self.network.identity.member_id,
+                    target: self.target,
+                    timeout: deadline,
+                })),
+            }
+        };
+        let response = tokio::select! {
+            response = transfer => response?,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StreamingError::from(RPCError::Network(NetworkError::new(&e)))),
+            Err(e) => return Err(StreamingError::from(RPCError::Network(NetworkError::new(&e)))),
+        }
+        let vote =
+            codec::vote_from(response.vote.as_ref()).map_err(|e| StreamingError::from(decode_error(e)))?;
+        Ok(SnapshotResponse::new(vote))
+    }
+}

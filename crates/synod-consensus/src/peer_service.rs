@@ -1,0 +1,261 @@
+//! The peer transport, server side: the `synodpb.Raft` gRPC service on the peer URL.
+//!
+//! It refuses requests from another cluster or meant for another member, decodes them
+//! (malformed messages are errors, never panics), and hands them to openraft or to the
+//! facade (forwarded writes, read indexes, membership changes, cluster info).
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use openraft::errors::RaftError;
+use openraft::storage::Snapshot;
+use synod_api::synodpb::{self as pb, raft_server};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::codec;
+use crate::consensus::{Consensus, Inner, MemberChange, applied_to_result, reply_error};
+use crate::network::{CLUSTER_ID_HEADER, TO_HEADER};
+use crate::state_machine::SnapshotFile;
+
+pub struct PeerService {
+    inner: Arc<Inner>,
+}
+
+impl PeerService {
+    pub(crate) fn new(inner: Arc<Inner>) -> PeerService {
+        PeerService { inner }
+    }
+
+    fn consensus(&self) -> Consensus {
+        Consensus { inner: self.inner.clone() }
+    }
+
+    /// Refuses a request from another cluster, or meant for another member.
+    fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let header = |name: &str| -> Option<u64> {
+            request
+                .metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| u64::from_str_radix(v, 16).ok())
+        };
+        match header(CLUSTER_ID_HEADER) {
+            Some(cluster) if cluster == self.inner.cluster_id => {}
+            Some(cluster) => {
+                return Err(Status::failed_precondition(format!(
+                    "etcdserver: cluster ID mismatch: this member is in cluster {:x}, the request comes from cluster {cluster:x}",
+                    self.inner.cluster_id
+                )));
+            }
+            None => return Err(Status::failed_precondition("request without a cluster id")),
+        }
+        match header(TO_HEADER) {
+            Some(to) if to == self.inner.member_id => Ok(()),
+            Some(to) => Err(Status::failed_precondition(format!(
+                "this is member {:x}, not member {to:x}",
+                self.inner.member_id
+            ))),
+            None => Err(Status::failed_precondition("request without a target member")),
+        }
+    }
+
+    fn check_group(&self, group: u64) -> Result<(), Status> {
+        if group != self.inner.group.0 {
+            return Err(Status::not_found(format!("no consensus group {group} here")));
+        }
+        Ok(())
+    }
+}
+
+fn bad_message(error: codec::CodecError) -> Status {
+    Status::invalid_argument(error.to_string())
+}
+
+fn fatal<E: std::error::Error>(error: RaftError<crate::types::TypeConfig, E>) -> Status {
+    Status::unavailable(format!("consensus stopped: {error}"))
+}
+
+#[tonic::async_trait]
+impl raft_server::Raft for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<pb::AppendEntriesRequest>,
+    ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+        self.check(&request)?;
+        let message = request.into_inner();
+        self.check_group(message.group_id)?;
+        let rpc = codec::append_request_from(message).map_err(bad_message)?;
+        let response = self.inner.raft.append_entries(rpc).await.map_err(fatal)?;
+        Ok(Response::new(codec::append_response(&response)))
+    }
+
+    async fn vote(&self, request: Request<pb::VoteRequest>) -> Result<Response<pb::VoteResponse>, Status> {
+        self.check(&request)?;
+        let message = request.into_inner();
+        self.check_group(message.group_id)?;
+        let rpc = codec::vote_request_from(&message).map_err(bad_message)?;
+        let response = self.inner.raft.vote(rpc).await.map_err(fatal)?;
+        Ok(Response::new(codec::vote_response(&response)))
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<pb::VoteRequest>,
+    ) -> Result<Response<pb::VoteResponse>, Status> {
+        self.check(&request)?;
+        let message = request.into_inner();
+        self.check_group(message.group_id)?;
+        let rpc = codec::vote_request_from(&message).map_err(bad_message)?;
+        let response = self.inner.raft.pre_vote(rpc).await.map_err(fatal)?;
+        Ok(Response::new(codec::vote_response(&response)))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        self.check(&request)?;
+        let message = request.into_inner();
+        self.check_group(message.group_id)?;
+        let rpc = codec::transfer_request_from(&message).map_err(bad_message)?;
+        let response = self
+            .inner
+            .raft
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(|e| Status::unavailable(format!("consensus stopped: {e}")))?;
+        Ok(Response::new(codec::transfer_response(&response)))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        self.check(&request)?;
+        let mut chunks = request.into_inner();
+        let first =
+            chunks.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        self.check_group(first.group_id)?;
+        let vote = codec::vote_from(first.vote.as_ref()).map_err(bad_message)?;
+        let meta = first.meta.as_ref().ok_or_else(|| Status::invalid_argument("snapshot without meta"))?;
+        let meta = codec::snapshot_meta_from(meta).map_err(bad_message)?;
+        let path = self.inner.snapshot_dir.join(format!(
+            "incoming-{}-{}.tmp",
+            meta.last_log_id.map_or(0, |l| l.index),
+            std::process::id()
+        ));
+        let io = |e: std::io::Error| Status::internal(format!("store the incoming snapshot: {e}"));
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
+        let mut done = first.done;
+        file.write_all(&first.data).map_err(io)?;
+        while !done {
+            let chunk = match chunks.next().await {
+                Some(chunk) => chunk?,
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(Status::invalid_argument("snapshot stream ended early"));
+                }
+            };
+            file.write_all(&chunk.data).map_err(io)?;
+            done = chunk.done;
+        }
+        file.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+        let snapshot = Snapshot { meta, snapshot: SnapshotFile { path: path.clone() } };
+        let response = self.inner.raft.install_full_snapshot(vote, snapshot).await;
+        let _ = std::fs::remove_file(&path);
+        let response = response.map_err(|e| Status::unavailable(format!("consensus stopped: {e}")))?;
+        Ok(Response::new(pb::SnapshotResponse { vote: Some(codec::vote(&response.vote)) }))
+    }
+
+    async fn forward(
+        &self,
+        request: Request<pb::ForwardRequest>,
+    ) -> Result<Response<pb::ForwardResponse>, Status> {
+        self.check(&request)?;
+        let message = request.into_inner();
+        self.check_group(message.group_id)?;
+        let command = message.command.ok_or_else(|| Status::invalid_argument("forward without a command"))?;
+        let consensus = self.consensus();
+        let response = match consensus.propose_on_leader(command).await {
+            Ok((index, outcome)) => pb::ForwardResponse {
+                index,
+                result: Some(match outcome {
+                    Some(applied) => applied_to_result(&applied),
+                    None => pb::ApplyResult { result: Some(pb::apply_result::Result::Nothing(pb::Blank {})) },
+                }),
+                error: String::new(),
+                leader_id: self.inner.member_id,
+            },
+            Err(e) => pb::ForwardResponse {
+                error: reply_error(&e),
+                leader_id: consensus.status().leader.unwrap_or(0),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn read_index(
+        &self,
+        request: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        self.check(&request)?;
+        self.check_group(request.get_ref().group_id)?;
+        let consensus = self.consensus();
+        let response = match consensus.read_index_on_leader().await {
+            Ok(read) => pb::ReadIndexResponse {
+                read_log_id: codec::opt_log_id(read.as_ref()),
+                leader_id: self.inner.member_id,
+                ..Default::default()
+            },
+            Err(e) => pb::ReadIndexResponse {
+                error: reply_error(&e),
+                leader_id: consensus.status().leader.unwrap_or(0),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn cluster_info(
+        &self,
+        _request: Request<pb::ClusterInfoRequest>,
+    ) -> Result<Response<pb::ClusterInfoResponse>, Status> {
+        // Asked by members that are about to join and do not know the cluster id yet.
+        Ok(Response::new(self.consensus().cluster_info()))
+    }
+
+    async fn member_change(
+        &self,
+        request: Request<pb::MemberChangeRequest>,
+    ) -> Result<Response<pb::MemberChangeResponse>, Status> {
+        use pb::member_change_request::Change;
+        self.check(&request)?;
+        let message = request.into_inner();
+        self.check_group(message.group_id)?;
+        let change = match message
+            .change
+            .ok_or_else(|| Status::invalid_argument("member change without a change"))?
+        {
+            Change::Add(add) => MemberChange::Add { peer_urls: add.peer_urls, is_learner: add.is_learner },
+            Change::Remove(id) => MemberChange::Remove(id),
+            Change::Promote(id) => MemberChange::Promote(id),
+            Change::Update(update) => MemberChange::Update { id: update.id, peer_urls: update.peer_urls },
+        };
+        let consensus = self.consensus();
+        let response = match consensus.change_on_leader(change).await {
+            Ok((added, index)) => pb::MemberChangeResponse {
+                member_id: added.unwrap_or(0),
+                leader_id: index.unwrap_or(0),
+                ..Default::default()
+            },
+            Err(e) => pb::MemberChangeResponse {
+                error: reply_error(&e),
+                leader_id: consensus.status().leader.unwrap_or(0),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(response))
+    }
+}

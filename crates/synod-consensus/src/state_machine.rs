@@ -1,0 +1,342 @@
+//! [`StateMachine`]: openraft's state machine on synod's `StateStore`, with snapshots as
+//! files.
+//!
+//! Applying a batch of committed entries is one `StateStore::apply`, which also records the
+//! applied log id, the last membership and member attributes in the same transaction, so
+//! they roll back together with the records after a crash and openraft replays from there.
+//! Blank and membership entries change no key; member attributes live in the state's meta.
+//!
+//! A snapshot is the state exported into `member/snap/<index>-<term>-<leader>.snap` with its
+//! description in a `.meta` file next to it. Building one also checkpoints the state, so the
+//! log openraft purges after the snapshot is never needed to rebuild the local state.
+
+use std::fs;
+use std::io::{self, BufReader, BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::{Stream, TryStreamExt};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, OptionalSend};
+use prost::Message;
+use synod_api::synodpb::{self as pb, Command, command};
+use synod_base::{GroupId, LogIndex};
+use synod_storage::StateStore;
+
+use crate::codec;
+use crate::types::{Entry, LogId, Proposal, Reply, SnapshotMeta, StoredMembership, TypeConfig};
+
+/// The file holding a snapshot's data. Cheap to clone; opened anew by every reader.
+#[derive(Clone, Debug)]
+pub struct SnapshotFile {
+    pub path: PathBuf,
+}
+
+pub type StateSnapshot = Snapshot<crate::types::LeaderId, u64, crate::types::MemberNode, SnapshotFile>;
+
+fn applied_key(group: GroupId) -> String {
+    format!("raft/applied/{}", group.0)
+}
+fn membership_key(group: GroupId) -> String {
+    format!("raft/membership/{}", group.0)
+}
+pub(crate) fn member_key(group: GroupId, id: u64) -> String {
+    format!("raft/member/{}/{id}", group.0)
+}
+
+fn io_error(error: impl std::fmt::Display) -> io::Error {
+    io::Error::other(error.to_string())
+}
+
+struct Inner {
+    group: GroupId,
+    state: Arc<StateStore>,
+    snapshot_dir: PathBuf,
+    applied: Mutex<(Option<LogId>, StoredMembership)>,
+    current: Mutex<Option<(SnapshotMeta, PathBuf)>>,
+    /// Snapshots received from a leader and imported since the member started.
+    installed: AtomicU64,
+}
+
+/// openraft's state machine and snapshot builder for one consensus group.
+#[derive(Clone)]
+pub struct StateMachine {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs blocking storage work off the async workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(io_error)?
+}
+
+impl StateMachine {
+    /// Opens the state machine on `state`, with snapshots kept in `snapshot_dir`.
+    pub fn open(state: Arc<StateStore>, group: GroupId, snapshot_dir: &Path) -> io::Result<StateMachine> {
+        fs::create_dir_all(snapshot_dir)?;
+        let applied = read_applied(&state, group)?;
+        let current = latest_snapshot(snapshot_dir)?;
+        Ok(StateMachine {
+            inner: Arc::new(Inner {
+                group,
+                state,
+                snapshot_dir: snapshot_dir.to_path_buf(),
+                applied: Mutex::new(applied),
+                current: Mutex::new(current),
+                installed: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The last applied log id and membership.
+    pub fn applied(&self) -> (Option<LogId>, StoredMembership) {
+        lock(&self.inner.applied).clone()
+    }
+
+    /// How many snapshots from a leader this member imported since it started.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.inner.installed.load(Ordering::Relaxed)
+    }
+
+    async fn apply_batch(
+        &self,
+        batch: Vec<(Entry, Option<openraft::storage::ApplyResponder<TypeConfig>>)>,
+    ) -> io::Result<()> {
+        let group = self.inner.group;
+        let state = self.inner.state.clone();
+        let last_log_id = batch.last().map(|(e, _)| e.log_id).expect("batches are not empty");
+        let mut membership = None;
+        let mut extra: Vec<(String, Vec<u8>)> = Vec::new();
+        for (entry, _) in &batch {
+            match &entry.payload {
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()))
+                }
+                EntryPayload::Normal(Proposal(Command { op: Some(command::Op::MemberAttributes(a)) })) => {
+                    extra.push((member_key(group, a.member_id), a.encode_to_vec()));
+                }
+                _ => {}
+            }
+        }
+        extra.push((applied_key(group), codec::log_id(&last_log_id).encode_to_vec()));
+        if let Some(m) = &membership {
+            extra.push((membership_key(group), codec::stored_membership(m).encode_to_vec()));
+        }
+        let (batch, outcomes) = blocking(move || {
+            let entries: Vec<(LogIndex, Option<&Command>)> = batch
+                .iter()
+                .map(|(entry, _)| {
+                    let command = match &entry.payload {
+                        EntryPayload::Normal(Proposal(c))
+                            if !matches!(c.op, Some(command::Op::MemberAttributes(_))) =>
+                        {
+                            Some(c)
+                        }
+                        _ => None,
+                    };
+                    (LogIndex(entry.index()), command)
+                })
+                .collect();
+            let extra: Vec<(&str, &[u8])> = extra.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+            let outcomes = state.apply(&entries, &extra).map_err(io_error)?;
+            Ok((batch, outcomes))
+        })
+        .await?;
+        {
+            let mut applied = lock(&self.inner.applied);
+            applied.0 = Some(last_log_id);
+            if let Some(m) = membership {
+                applied.1 = m;
+            }
+        }
+        for ((_, responder), outcome) in batch.into_iter().zip(outcomes) {
+            if let Some(responder) = responder {
+                responder.send(Reply(outcome));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_applied(state: &StateStore, group: GroupId) -> io::Result<(Option<LogId>, StoredMembership)> {
+    let applied = match state.meta_value(&applied_key(group)).map_err(io_error)? {
+        Some(bytes) => Some(
+            codec::log_id_from(&pb::LogId::decode(bytes.as_slice()).map_err(io_error)?).map_err(io_error)?,
+        ),
+        None => None,
+    };
+    let membership = match state.meta_value(&membership_key(group)).map_err(io_error)? {
+        Some(bytes) => {
+            codec::stored_membership_from(&pb::StoredMembership::decode(bytes.as_slice()).map_err(io_error)?)
+                .map_err(io_error)?
+        }
+        None => StoredMembership::default(),
+    };
+    Ok((applied, membership))
+}
+
+/// The newest complete snapshot in `dir`: a `.snap` file with its `.meta` next to it.
+fn latest_snapshot(dir: &Path) -> io::Result<Option<(SnapshotMeta, PathBuf)>> {
+    let mut names: Vec<String> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|name| name.ends_with(".meta"))
+        .collect();
+    names.sort();
+    let Some(name) = names.pop() else { return Ok(None) };
+    let meta_path = dir.join(&name);
+    let bytes = fs::read(&meta_path)?;
+    let meta = pb::SnapshotMeta::decode(bytes.as_slice()).map_err(io_error)?;
+    let meta = codec::snapshot_meta_from(&meta).map_err(io_error)?;
+    Ok(Some((meta, meta_path.with_extension("snap"))))
+}
+
+fn snapshot_name(meta: &SnapshotMeta) -> String {
+    match meta.last_log_id {
+        Some(id) => format!("{:020}-{}-{}", id.index, id.leader_id.term, id.leader_id.node_id),
+        None => "00000000000000000000-0-0".to_string(),
+    }
+}
+
+/// Makes `data` the current snapshot described by `meta`: moves it to its final name,
+/// writes the meta file, syncs both and the directory, and deletes every older snapshot.
+fn make_current(dir: &Path, meta: &SnapshotMeta, data: &Path) -> io::Result<PathBuf> {
+    let name = snapshot_name(meta);
+    let final_data = dir.join(format!("{name}.snap"));
+    if data != final_data {
+        fs::rename(data, &final_data)?;
+    }
+    fs::File::open(&final_data)?.sync_all()?;
+    let meta_tmp = dir.join(format!("{name}.meta.tmp"));
+    {
+        let mut file = fs::File::create(&meta_tmp)?;
+        file.write_all(&codec::snapshot_meta(meta).encode_to_vec())?;
+        file.sync_all()?;
+    }
+    fs::rename(&meta_tmp, dir.join(format!("{name}.meta")))?;
+    fs::File::open(dir)?.sync_all()?;
+    for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        let stem = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if !stem.starts_with(&name) && !stem.starts_with("incoming-") {
+            let _ = fs::remove_file(&path);
+        }
+    }
+    Ok(final_data)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<StateSnapshot, io::Error> {
+        let inner = self.inner.clone();
+        let (meta, path) = blocking(move || {
+            let group = inner.group;
+            let building = inner.snapshot_dir.join(format!("building-{}.tmp", std::process::id()));
+            let keys = [applied_key(group), membership_key(group)];
+            let (_, values) = {
+                let mut out = BufWriter::new(fs::File::create(&building)?);
+                let exported =
+                    inner.state.export(&mut out, &[keys[0].as_str(), keys[1].as_str()]).map_err(io_error)?;
+                out.flush()?;
+                exported
+            };
+            let last_log_id = match &values[0] {
+                Some(bytes) => Some(
+                    codec::log_id_from(&pb::LogId::decode(bytes.as_slice()).map_err(io_error)?)
+                        .map_err(io_error)?,
+                ),
+                None => None,
+            };
+            let last_membership = match &values[1] {
+                Some(bytes) => codec::stored_membership_from(
+                    &pb::StoredMembership::decode(bytes.as_slice()).map_err(io_error)?,
+                )
+                .map_err(io_error)?,
+                None => StoredMembership::default(),
+            };
+            // Durable state at or past the snapshot before openraft may purge the log behind
+            // it.
+            inner.state.checkpoint().map_err(io_error)?;
+            let meta = SnapshotMeta { last_log_id, last_membership };
+            let path = make_current(&inner.snapshot_dir, &meta, &building)?;
+            *lock(&inner.current) = Some((meta.clone(), path.clone()));
+            Ok((meta, path))
+        })
+        .await?;
+        tracing::info!(group = self.inner.group.0, last_log_id = ?meta.last_log_id.map(|l| l.index), "built snapshot");
+        Ok(Snapshot { meta, snapshot: SnapshotFile { path } })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok(self.applied())
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        while let Some(item) = entries.try_next().await? {
+            batch.push(item);
+            if batch.len() >= synod_base::limits::LOG_BATCH_ENTRIES_MAX {
+                self.apply_batch(std::mem::take(&mut batch)).await?;
+            }
+        }
+        if !batch.is_empty() {
+            self.apply_batch(batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
+        let inner = self.inner.clone();
+        let meta = meta.clone();
+        let installed = meta.clone();
+        blocking(move || {
+            let already = lock(&inner.applied).0;
+            // At startup openraft hands back our own current snapshot when it is newer than
+            // the durable state; a snapshot the state already covers needs no import.
+            if already < meta.last_log_id {
+                let mut input = BufReader::new(fs::File::open(&snapshot.path)?);
+                inner.state.import(&mut input).map_err(io_error)?;
+                inner.installed.fetch_add(1, Ordering::Relaxed);
+            }
+            let path = make_current(&inner.snapshot_dir, &meta, &snapshot.path)?;
+            *lock(&inner.current) = Some((meta.clone(), path));
+            let mut applied = lock(&inner.applied);
+            if applied.0 < meta.last_log_id {
+                *applied = (meta.last_log_id, meta.last_membership.clone());
+            }
+            Ok(())
+        })
+        .await?;
+        tracing::info!(group = self.inner.group.0, last_log_id = ?installed.last_log_id.map(|l| l.index), "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<StateSnapshot>, io::Error> {
+        Ok(lock(&self.inner.current).as_ref().map(|(meta, path)| Snapshot {
+            meta: meta.clone(),
+            snapshot: SnapshotFile { path: path.clone() },
+        }))
+    }
+}
