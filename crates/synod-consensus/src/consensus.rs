@@ -23,7 +23,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{
     ChangeMembershipError, ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError,
 };
-use openraft::{ChangeMembers, Config, ReadPolicy, ServerState, SnapshotPolicy};
+use openraft::{ChangeMembers, Config, ReadPolicy, SnapshotPolicy};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use synod_api::EtcdError;
@@ -36,8 +36,20 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use crate::codec;
 use crate::log_store::RaftLog;
 use crate::network::{PeerIdentity, PeerNetwork};
+use crate::removed::{REMOVED_MESSAGE, Removed};
 use crate::state_machine::{StateMachine, member_key};
 use crate::types::{MemberNode, Proposal, Raft, TypeConfig};
+
+/// How recently the leader must have heard from a member for etcd's reconfiguration
+/// checks to count it as connected (etcd's HealthInterval).
+const CONNECTED_WITHIN: Duration = Duration::from_secs(5);
+/// What a membership change that found another in progress fails with, before it waits
+/// and tries again.
+const CHANGE_IN_PROGRESS: &str = "another membership change is in progress";
+/// etcd allows one learner at a time.
+const LEARNERS_MAX: usize = 1;
+/// The share of the leader's log a learner must have before it may be promoted.
+const LEARNER_READY_FRACTION: f64 = 0.9;
 
 /// Why the consensus layer could not give an outcome.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -142,10 +154,21 @@ pub(crate) struct Inner {
     pub(crate) snapshot_dir: PathBuf,
     state: Arc<StateStore>,
     state_machine: StateMachine,
+    pub(crate) removed: Removed,
     pending: Arc<Semaphore>,
     failure: watch::Sender<Option<String>>,
     election_timeout: Duration,
+    /// openraft's leader lease: a leader serves while a quorum answered it this recently.
+    leader_lease: Duration,
+    /// The leader this member last accepted an AppendEntries (or heartbeat) from, and when.
+    leader_contact: Mutex<Option<(u64, Instant)>>,
     stop_checkpointer: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+impl Inner {
+    pub(crate) fn heard_from_leader(&self, leader: u64) {
+        *self.leader_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some((leader, Instant::now()));
+    }
 }
 
 /// The running consensus group of this member.
@@ -185,6 +208,18 @@ pub(crate) fn error_text(error: &ConsensusError) -> String {
         ConsensusError::Failed(text) => return text.clone(),
     };
     etcd.message().to_string()
+}
+
+/// What a failed call to the leader means for the command it carried. A connection that
+/// never opened carried nothing (no leader to reach); a deadline is a timeout; anything
+/// else may have failed after the leader took the command, so its fate is unknown, which
+/// etcd reports as "leader changed".
+fn forward_failure(status: &tonic::Status) -> ConsensusError {
+    match status.code() {
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ConsensusError::Timeout,
+        tonic::Code::Unavailable if status.message().contains("connect") => ConsensusError::NoLeader,
+        _ => ConsensusError::LeaderChanged,
+    }
 }
 
 /// A member id for a member added at runtime: from its peer URLs, the cluster and the time,
@@ -235,15 +270,18 @@ impl Consensus {
     pub async fn start(options: ConsensusOptions) -> Result<Consensus, ConsensusError> {
         let failed = |what: &str, e: &dyn std::fmt::Display| ConsensusError::Failed(format!("{what}: {e}"));
         let election = options.election_timeout_ms;
+        let leader_lease_ms = election * 3 / 5;
         // A follower campaigns after hearing nothing for openraft's leader lease (which is
         // `election_timeout_max`) plus a random timeout in [min, max). These bounds make
-        // that silence fall in [E, 1.2E) for etcd's --election-timeout E, so a dead leader
-        // is replaced about one election timeout after its last heartbeat, as in etcd.
+        // that silence fall in [0.8E, 1.2E) for etcd's --election-timeout E, so a dead
+        // leader is replaced about one election timeout after its last heartbeat, as in
+        // etcd, with a 0.4E spread so that two followers rarely campaign at once (a split
+        // vote costs another round). The server checks E >= 5 heartbeats, as etcd does.
         let config = Config {
             cluster_name: format!("{:x}", options.cluster_id),
             heartbeat_interval: options.heartbeat_interval_ms,
-            election_timeout_min: election * 2 / 5,
-            election_timeout_max: election * 3 / 5,
+            election_timeout_min: (election / 5).max(options.heartbeat_interval_ms + 1),
+            election_timeout_max: leader_lease_ms,
             enable_pre_vote: Some(true),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_count.max(1)),
             max_in_snapshot_log_to_keep: options.snapshot_catchup_entries,
@@ -257,17 +295,22 @@ impl Consensus {
         .map_err(|e| failed("consensus configuration", &e))?;
         let log = RaftLog::open(options.log.clone(), options.group, options.on_log_flush.clone())
             .map_err(|e| failed("open the raft log", &e))?;
-        let state_machine = StateMachine::open(options.state.clone(), options.group, &options.snapshot_dir)
-            .map_err(|e| failed("open the state machine", &e))?;
+        let removed = Removed::new(options.member_id);
+        let state_machine =
+            StateMachine::open(options.state.clone(), options.group, &options.snapshot_dir, removed.clone())
+                .map_err(|e| failed("open the state machine", &e))?;
         // An AppendEntries carries up to `max_payload_entries` entries of up to a request
         // each; a snapshot chunk is small.
         let message_bytes_max = (64 * (options.max_request_bytes as usize + 4096)).max(16 * 1024 * 1024);
-        let network = PeerNetwork::new(PeerIdentity {
-            group: options.group,
-            member_id: options.member_id,
-            cluster_id: options.cluster_id,
-            message_bytes_max,
-        });
+        let network = PeerNetwork::new(
+            PeerIdentity {
+                group: options.group,
+                member_id: options.member_id,
+                cluster_id: options.cluster_id,
+                message_bytes_max,
+            },
+            removed.clone(),
+        );
         let raft =
             Raft::new(options.member_id, Arc::new(config), network.clone(), log, state_machine.clone())
                 .await
@@ -293,14 +336,18 @@ impl Consensus {
             snapshot_dir: options.snapshot_dir.clone(),
             state: options.state.clone(),
             state_machine,
+            removed,
             pending: Arc::new(Semaphore::new((limits::PROPOSALS_PENDING_BYTES_MAX / 1024) as usize)),
             failure,
             election_timeout: Duration::from_millis(election),
+            leader_lease: Duration::from_millis(leader_lease_ms),
+            leader_contact: Mutex::new(None),
             stop_checkpointer: Mutex::new(None),
         });
         let consensus = Consensus { inner };
         consensus.start_checkpointer();
         consensus.start_watchdog();
+        consensus.stop_when_removed();
         consensus.publish_attributes(options.name, options.client_urls);
         Ok(consensus)
     }
@@ -348,8 +395,47 @@ impl Consensus {
     }
 
     /// The leader this member knows of (cheap: no copy of the metrics).
+    ///
+    /// A leader that has heard from no quorum for an election timeout, or a follower that
+    /// has heard nothing from its leader for as long, reports no leader, as etcd's members
+    /// do (CheckQuorum, and the follower's election timer): openraft keeps naming the
+    /// leader, and clients asking `hasleader` should hear the truth.
     pub fn leader(&self) -> Option<u64> {
-        self.inner.raft.metrics().borrow_watched().current_leader
+        let m = self.inner.raft.metrics();
+        let m = m.borrow_watched();
+        self.serving_leader(&m)
+    }
+
+    fn serving_leader(&self, m: &openraft::RaftMetrics<TypeConfig>) -> Option<u64> {
+        let leader = m.current_leader?;
+        if leader != self.inner.member_id {
+            // openraft keeps naming a leader that went silent (pre-vote rounds do not clear
+            // it); etcd's follower forgets it when its election timer fires.
+            let contact = *self.inner.leader_contact.lock().unwrap_or_else(|p| p.into_inner());
+            let recent = contact
+                .is_some_and(|(from, at)| from == leader && at.elapsed() < self.inner.election_timeout);
+            return recent.then_some(leader);
+        }
+        let membership = m.membership_config.membership();
+        let alone = membership.voter_ids().all(|id| id == self.inner.member_id);
+        let heard = m
+            .last_quorum_acked
+            .as_ref()
+            .is_some_and(|at| openraft::Instant::elapsed(&**at) < self.inner.election_timeout);
+        (alone || heard).then_some(leader)
+    }
+
+    /// Whether this member is a learner: in the membership but without a vote.
+    pub fn is_learner(&self) -> bool {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow_watched();
+        self.learner_in(&m)
+    }
+
+    fn learner_in(&self, m: &openraft::RaftMetrics<TypeConfig>) -> bool {
+        let membership = m.membership_config.membership();
+        membership.get_node(&self.inner.member_id).is_some()
+            && !membership.voter_ids().any(|id| id == self.inner.member_id)
     }
 
     fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
@@ -361,13 +447,13 @@ impl Consensus {
         let applied = m.last_applied.map_or(0, |l| l.index);
         ConsensusStatus {
             term: m.current_term,
-            leader: m.current_leader,
+            leader: self.serving_leader(&m),
             last_log_index: m.last_log_index.unwrap_or(0),
             commit_index: m.local_committed.map_or(applied, |l| l.index).max(applied),
             applied_index: applied,
             first_log_index: m.purged.map_or(0, |l| l.index + 1),
             snapshots_installed: self.inner.state_machine.snapshots_installed(),
-            is_learner: m.state == ServerState::Learner,
+            is_learner: self.learner_in(&m),
         }
     }
 
@@ -432,7 +518,14 @@ impl Consensus {
                 Ok(response) => return Ok(response.data.0),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                     match self.forward_target(&forward) {
-                        Some((leader, node)) => return self.forward(leader, &node, command, deadline).await,
+                        // The leader we knew stepped down before taking the command: nothing
+                        // was proposed, so wait for its successor and try again.
+                        Some((leader, node)) => {
+                            match self.forward(leader, &node, command.clone(), deadline).await {
+                                Err(ConsensusError::NotLeader) => self.wait_for_new_leader(leader).await?,
+                                outcome => return outcome,
+                            }
+                        }
                         None => self.wait_for_leader().await?,
                     }
                 }
@@ -463,18 +556,47 @@ impl Consensus {
         }
     }
 
-    /// Waits (about an election's time) for a leader to appear; `NoLeader` if none does.
+    /// Waits (about an election's time) for a leader that can serve: another member, or this
+    /// one while a quorum acknowledges it. `NoLeader` if none appears.
+    ///
+    /// openraft refuses proposals on a leader whose quorum has not answered within the
+    /// leader lease, naming no leader to forward to; waiting here rather than retrying at
+    /// once keeps such a leader from spinning until the request deadline.
     async fn wait_for_leader(&self) -> Result<(), ConsensusError> {
+        let me = self.inner.member_id;
+        let lease = self.inner.leader_lease;
         let waited = self
             .inner
             .raft
             .wait(Some(self.inner.election_timeout))
-            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .metrics(
+                |m| match m.current_leader {
+                    Some(leader) if leader == me => m
+                        .last_quorum_acked
+                        .as_ref()
+                        .is_some_and(|at| openraft::Instant::elapsed(&**at) < lease),
+                    Some(_) => true,
+                    None => false,
+                },
+                "a leader that can serve",
+            )
             .await;
         match waited {
             Ok(_) => Ok(()),
             Err(_) => Err(ConsensusError::NoLeader),
         }
+    }
+
+    /// Waits (about an election's time) until this member follows a leader other than
+    /// `former`; `NoLeader` if none appears.
+    async fn wait_for_new_leader(&self, former: u64) -> Result<(), ConsensusError> {
+        let waited = self
+            .inner
+            .raft
+            .wait(Some(self.inner.election_timeout))
+            .metrics(|m| m.current_leader.is_some_and(|l| l != former), "a new leader")
+            .await;
+        waited.map(drop).map_err(|_| ConsensusError::NoLeader)
     }
 
     /// Hands `command` to the leader and waits until this member has applied it too.
@@ -492,10 +614,7 @@ impl Consensus {
         let response = client
             .forward(self.inner.network.request(leader, message, remaining))
             .await
-            .map_err(|status| match status.code() {
-                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ConsensusError::Timeout,
-                _ => ConsensusError::NoLeader,
-            })?
+            .map_err(|status| forward_failure(&status))?
             .into_inner();
         if !response.error.is_empty() {
             return Err(etcd_error_from_text(&response.error));
@@ -547,7 +666,10 @@ impl Consensus {
                 Ok(_) => return Ok(()),
                 Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
                     match self.forward_target(&forward) {
-                        Some((leader, node)) => return self.remote_read_index(leader, &node, deadline).await,
+                        Some((leader, node)) => match self.remote_read_index(leader, &node, deadline).await {
+                            Err(ConsensusError::NotLeader) => self.wait_for_new_leader(leader).await?,
+                            outcome => return outcome,
+                        },
                         None => self.wait_for_leader().await?,
                     }
                 }
@@ -664,9 +786,45 @@ impl Consensus {
         Ok((added, Some(response.leader_id)))
     }
 
-    /// Runs a membership change on this member, the leader. Returns the member added and the
-    /// log index the change committed at.
+    /// Runs a membership change on this member, the leader, after etcd's checks (its
+    /// default `--strict-reconfig-check`). Returns the member added and the log index the
+    /// change committed at. A change that finds another one in progress waits for it.
     pub(crate) async fn change_on_leader(
+        &self,
+        change: MemberChange,
+    ) -> Result<(Option<u64>, Option<u64>), ConsensusError> {
+        loop {
+            match self.try_change_on_leader(change.clone()).await {
+                Err(ConsensusError::Failed(text)) if text == CHANGE_IN_PROGRESS => {
+                    self.wait_membership_settled().await
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn wait_membership_settled(&self) {
+        let _ = self
+            .inner
+            .raft
+            .wait(Some(self.inner.election_timeout))
+            .metrics(
+                |m| {
+                    m.membership_config.log_id() == m.committed_membership_config.log_id()
+                        && m.membership_config.membership().get_joint_config().len() == 1
+                },
+                "membership settled",
+            )
+            .await;
+    }
+
+    /// Whether `id` has published its attributes, etcd's "started" member.
+    fn started(&self, id: u64) -> bool {
+        id == self.inner.member_id
+            || self.inner.state.meta_value(&member_key(self.inner.group, id)).ok().flatten().is_some()
+    }
+
+    async fn try_change_on_leader(
         &self,
         change: MemberChange,
     ) -> Result<(Option<u64>, Option<u64>), ConsensusError> {
@@ -674,6 +832,18 @@ impl Consensus {
         let membership = m.membership_config.membership().clone();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let exists = |id: u64| membership.get_node(&id).is_some();
+        // etcd's HealthInterval: a member the leader heard from this recently is connected.
+        let connected = |id: u64| {
+            id == self.inner.member_id
+                || m.heartbeat
+                    .as_ref()
+                    .and_then(|h| h.get(&id).cloned().flatten())
+                    .is_some_and(|at| openraft::Instant::elapsed(&*at) < CONNECTED_WITHIN)
+        };
+        let quorum = |n: usize| n / 2 + 1;
+        let started_voters = |excluding: Option<u64>| {
+            voters.iter().filter(|id| Some(**id) != excluding && self.started(**id)).count()
+        };
         let write = |result: Result<
             openraft::raft::ClientWriteResponse<TypeConfig>,
             RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
@@ -685,7 +855,7 @@ impl Consensus {
                 }
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
                     ChangeMembershipError::InProgress(_),
-                ))) => Err(ConsensusError::Etcd(EtcdError::MemberNotEnoughStarted)),
+                ))) => Err(ConsensusError::Failed(CHANGE_IN_PROGRESS.into())),
                 Err(RaftError::APIError(e)) => Err(ConsensusError::Failed(e.to_string())),
                 Err(RaftError::Fatal(e)) => Err(self.fatal(&e)),
             }
@@ -699,6 +869,22 @@ impl Consensus {
                     membership.nodes().any(|(_, n)| n.peer_urls.iter().any(|u| peer_urls.contains(u)));
                 if taken {
                     return Err(EtcdError::PeerUrlExist.into());
+                }
+                if is_learner {
+                    let learners = membership.nodes().filter(|(id, _)| !voters.contains(id)).count();
+                    if learners >= LEARNERS_MAX {
+                        return Err(EtcdError::TooManyLearners.into());
+                    }
+                } else {
+                    // A new voter raises the quorum: the started members must still reach it.
+                    let members = voters.len() + 1;
+                    let started = started_voters(None);
+                    if !(started == 1 && members == 2) && started < quorum(members) {
+                        return Err(EtcdError::MemberNotEnoughStarted.into());
+                    }
+                    if !voters.iter().all(|id| connected(*id)) {
+                        return Err(EtcdError::Unhealthy.into());
+                    }
                 }
                 let id = added_member_id(&peer_urls, self.inner.cluster_id);
                 let node = MemberNode { name: String::new(), peer_urls, client_urls: Vec::new() };
@@ -718,6 +904,16 @@ impl Consensus {
                     return Err(EtcdError::MemberNotFound.into());
                 }
                 let index = if voters.contains(&id) {
+                    let remaining = voters.len() - 1;
+                    if started_voters(Some(id)) < quorum(remaining) {
+                        return Err(EtcdError::MemberNotEnoughStarted.into());
+                    }
+                    // Removing a member that is down costs no active quorum; otherwise the
+                    // members left connected must still form one.
+                    let active = voters.iter().filter(|v| connected(**v)).count();
+                    if (id == self.inner.member_id || connected(id)) && active - 1 < quorum(remaining) {
+                        return Err(EtcdError::Unhealthy.into());
+                    }
                     write(
                         self.inner
                             .raft
@@ -745,8 +941,12 @@ impl Consensus {
                 let matched =
                     m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map_or(0, |l| l.index);
                 let last = m.last_log_index.unwrap_or(0);
-                if (matched as f64) < (last as f64) * 0.9 {
+                if (matched as f64) < (last as f64) * LEARNER_READY_FRACTION {
                     return Err(EtcdError::LearnerNotReady.into());
+                }
+                // The learner counts as started for the quorum it joins.
+                if started_voters(None) + 1 < quorum(voters.len() + 1) {
+                    return Err(EtcdError::MemberNotEnoughStarted.into());
                 }
                 let index = write(
                     self.inner.raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false).await,
@@ -828,10 +1028,24 @@ impl Consensus {
                 let command = Command { op: Some(command::Op::MemberAttributes(attributes.clone())) };
                 let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
                 match consensus.propose_until(command, deadline).await {
-                    Ok(_) => return,
-                    Err(ConsensusError::Stopped) => return,
-                    Err(_) => tokio::time::sleep(consensus.inner.election_timeout).await,
+                    Ok(_) | Err(ConsensusError::Stopped) => return,
+                    Err(_) => {
+                        // Try again as soon as there is a leader, without spinning.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let _ = consensus.wait_for_leader().await;
+                    }
                 }
+            }
+        });
+    }
+
+    /// Stops the member once it learns it was removed from the cluster, as etcd does.
+    fn stop_when_removed(&self) {
+        let consensus = self.clone();
+        let mut removed = self.inner.removed.watch();
+        tokio::spawn(async move {
+            if removed.wait_for(|removed| *removed).await.is_ok() {
+                consensus.fail(REMOVED_MESSAGE.to_string());
             }
         });
     }
@@ -990,6 +1204,21 @@ mod tests {
     fn added_member_ids_differ() {
         let urls = vec!["http://127.0.0.1:1".to_string()];
         assert_ne!(added_member_id(&urls, 7), added_member_id(&urls, 7));
+    }
+
+    /// A leader that cannot be reached at all took no command: the caller hears "no
+    /// leader", not the ambiguous "leader changed".
+    #[tokio::test]
+    async fn an_unreachable_leader_means_no_leader() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let identity =
+            PeerIdentity { group: GroupId::FIRST, member_id: 1, cluster_id: 1, message_bytes_max: 1 << 20 };
+        let network = PeerNetwork::new(identity, Removed::new(1));
+        let mut client = network.client(2, &[format!("http://127.0.0.1:{port}")]).unwrap();
+        let request = pb::ForwardRequest { group_id: 0, command: None };
+        let status = client.forward(network.request(2, request, Duration::from_secs(5))).await.unwrap_err();
+        assert_eq!(forward_failure(&status), ConsensusError::NoLeader, "{status:?}");
+        assert_eq!(forward_failure(&tonic::Status::unknown("reset")), ConsensusError::LeaderChanged);
     }
 
     /// Outcomes survive the trip to a follower.

@@ -15,6 +15,7 @@ mod consensus;
 mod log_store;
 mod network;
 mod peer_service;
+mod removed;
 mod state_machine;
 #[cfg(test)]
 mod storage_suite;
@@ -26,4 +27,5 @@ pub use consensus::{
 };
 pub use log_store::FlushObserver;
 pub use network::{CLUSTER_ID_HEADER, FROM_HEADER, TO_HEADER};
+pub use removed::REMOVED_MESSAGE;
 pub use types::MemberNode;

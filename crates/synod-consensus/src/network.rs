@@ -26,6 +26,7 @@ use synod_base::GroupId;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec;
+use crate::removed::{REMOVED_MESSAGE, Removed};
 use crate::state_machine::{SnapshotFile, StateSnapshot};
 use crate::types::{MemberNode, TypeConfig, Vote};
 
@@ -59,14 +60,16 @@ pub struct PeerNetwork {
     channels: Arc<Mutex<Channels>>,
     /// Members the last call could not reach; logged once when they go and when they return.
     unreachable: Arc<Mutex<HashMap<u64, String>>>,
+    removed: Removed,
 }
 
 impl PeerNetwork {
-    pub fn new(identity: PeerIdentity) -> PeerNetwork {
+    pub(crate) fn new(identity: PeerIdentity, removed: Removed) -> PeerNetwork {
         PeerNetwork {
             identity,
             channels: Arc::new(Mutex::new(HashMap::new())),
             unreachable: Arc::new(Mutex::new(HashMap::new())),
+            removed,
         }
     }
 
@@ -168,7 +171,12 @@ impl PeerClient {
         let deadline = option.soft_ttl();
         let outcome = match tokio::time::timeout(deadline, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(status_error(&status)),
+            Ok(Err(status)) => {
+                if status.message() == REMOVED_MESSAGE {
+                    self.network.removed.this_member_removed();
+                }
+                Err(status_error(&status))
+            }
             Err(_) => Err(RPCError::Timeout(Timeout {
                 action,
                 id: self.network.identity.member_id,

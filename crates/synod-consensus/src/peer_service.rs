@@ -1,6 +1,7 @@
 //! The peer transport, server side: the `synodpb.Raft` gRPC service on the peer URL.
 //!
-//! It refuses requests from another cluster or meant for another member, decodes them
+//! It refuses requests from another cluster, from a removed member, or meant for another
+//! member, decodes them
 //! (malformed messages are errors, never panics), and hands them to openraft or to the
 //! facade (forwarded writes, read indexes, membership changes, cluster info).
 
@@ -15,7 +16,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
 use crate::consensus::{Consensus, Inner, MemberChange, applied_to_result, reply_error};
-use crate::network::{CLUSTER_ID_HEADER, TO_HEADER};
+use crate::network::{CLUSTER_ID_HEADER, FROM_HEADER, TO_HEADER};
+use crate::removed::REMOVED_MESSAGE;
 use crate::state_machine::SnapshotFile;
 
 pub struct PeerService {
@@ -49,6 +51,9 @@ impl PeerService {
                 )));
             }
             None => return Err(Status::failed_precondition("request without a cluster id")),
+        }
+        if header(FROM_HEADER).is_some_and(|from| self.inner.removed.contains(from)) {
+            return Err(Status::failed_precondition(REMOVED_MESSAGE));
         }
         match header(TO_HEADER) {
             Some(to) if to == self.inner.member_id => Ok(()),
@@ -86,7 +91,11 @@ impl raft_server::Raft for PeerService {
         let message = request.into_inner();
         self.check_group(message.group_id)?;
         let rpc = codec::append_request_from(message).map_err(bad_message)?;
+        let leader = rpc.vote.leader_id().node_id;
         let response = self.inner.raft.append_entries(rpc).await.map_err(fatal)?;
+        if !matches!(response, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+            self.inner.heard_from_leader(leader);
+        }
         Ok(Response::new(codec::append_response(&response)))
     }
 

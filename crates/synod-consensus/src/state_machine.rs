@@ -10,6 +10,7 @@
 //! description in a `.meta` file next to it. Building one also checkpoints the state, so the
 //! log openraft purges after the snapshot is never needed to rebuild the local state.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, BufReader, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use synod_base::{GroupId, LogIndex};
 use synod_storage::StateStore;
 
 use crate::codec;
+use crate::removed::Removed;
 use crate::types::{Entry, LogId, Proposal, Reply, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// The file holding a snapshot's data. Cheap to clone; opened anew by every reader.
@@ -45,6 +47,9 @@ fn membership_key(group: GroupId) -> String {
 pub(crate) fn member_key(group: GroupId, id: u64) -> String {
     format!("raft/member/{}/{id}", group.0)
 }
+fn removed_key(group: GroupId) -> String {
+    format!("raft/removed/{}", group.0)
+}
 
 fn io_error(error: impl std::fmt::Display) -> io::Error {
     io::Error::other(error.to_string())
@@ -58,6 +63,7 @@ struct Inner {
     current: Mutex<Option<(SnapshotMeta, PathBuf)>>,
     /// Snapshots received from a leader and imported since the member started.
     installed: AtomicU64,
+    removed: Removed,
 }
 
 /// openraft's state machine and snapshot builder for one consensus group.
@@ -77,9 +83,15 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> io::Result<T> + Send
 
 impl StateMachine {
     /// Opens the state machine on `state`, with snapshots kept in `snapshot_dir`.
-    pub fn open(state: Arc<StateStore>, group: GroupId, snapshot_dir: &Path) -> io::Result<StateMachine> {
+    pub(crate) fn open(
+        state: Arc<StateStore>,
+        group: GroupId,
+        snapshot_dir: &Path,
+        removed: Removed,
+    ) -> io::Result<StateMachine> {
         fs::create_dir_all(snapshot_dir)?;
         let applied = read_applied(&state, group)?;
+        removed.set(read_removed(&state, group)?);
         let current = latest_snapshot(snapshot_dir)?;
         Ok(StateMachine {
             inner: Arc::new(Inner {
@@ -89,6 +101,7 @@ impl StateMachine {
                 applied: Mutex::new(applied),
                 current: Mutex::new(current),
                 installed: AtomicU64::new(0),
+                removed,
             }),
         })
     }
@@ -112,16 +125,27 @@ impl StateMachine {
         let last_log_id = batch.last().map(|(e, _)| e.log_id).expect("batches are not empty");
         let mut membership = None;
         let mut extra: Vec<(String, Vec<u8>)> = Vec::new();
+        // Members that a membership in this batch leaves out are removed for good.
+        let mut members: BTreeSet<u64> =
+            lock(&self.inner.applied).1.membership().nodes().map(|(id, _)| *id).collect();
+        let mut gone = BTreeSet::new();
         for (entry, _) in &batch {
             match &entry.payload {
                 EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()))
+                    let now: BTreeSet<u64> = m.nodes().map(|(id, _)| *id).collect();
+                    gone.extend(members.difference(&now).copied());
+                    members = now;
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                 }
                 EntryPayload::Normal(Proposal(Command { op: Some(command::Op::MemberAttributes(a)) })) => {
                     extra.push((member_key(group, a.member_id), a.encode_to_vec()));
                 }
                 _ => {}
             }
+        }
+        if !gone.is_empty() {
+            let ids = self.inner.removed.add(gone).into_iter().collect();
+            extra.push((removed_key(group), pb::RemovedMembers { ids }.encode_to_vec()));
         }
         extra.push((applied_key(group), codec::log_id(&last_log_id).encode_to_vec()));
         if let Some(m) = &membership {
@@ -161,6 +185,15 @@ impl StateMachine {
         }
         Ok(())
     }
+}
+
+fn read_removed(state: &StateStore, group: GroupId) -> io::Result<BTreeSet<u64>> {
+    Ok(match state.meta_value(&removed_key(group)).map_err(io_error)? {
+        Some(bytes) => {
+            pb::RemovedMembers::decode(bytes.as_slice()).map_err(io_error)?.ids.into_iter().collect()
+        }
+        None => BTreeSet::new(),
+    })
 }
 
 fn read_applied(state: &StateStore, group: GroupId) -> io::Result<(Option<LogId>, StoredMembership)> {
@@ -319,6 +352,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let mut input = BufReader::new(fs::File::open(&snapshot.path)?);
                 inner.state.import(&mut input).map_err(io_error)?;
                 inner.installed.fetch_add(1, Ordering::Relaxed);
+                inner.removed.set(read_removed(&inner.state, inner.group)?);
             }
             let path = make_current(&inner.snapshot_dir, &meta, &snapshot.path)?;
             *lock(&inner.current) = Some((meta.clone(), path));

@@ -11,6 +11,7 @@ use synod_storage::{LogStore, StateStore};
 use tempfile::TempDir;
 
 use crate::log_store::RaftLog;
+use crate::removed::Removed;
 use crate::state_machine::StateMachine;
 use crate::types::TypeConfig;
 
@@ -28,7 +29,8 @@ impl StoreBuilder<TypeConfig, RaftLog, StateMachine, TempDir> for Builder {
         let state = StateStore::open(&dir.path().join("state.redb"), GroupId::FIRST)
             .map_err(|e| error(std::io::Error::other(e)))?;
         let state_machine =
-            StateMachine::open(Arc::new(state), GroupId::FIRST, &dir.path().join("snap")).map_err(error)?;
+            StateMachine::open(Arc::new(state), GroupId::FIRST, &dir.path().join("snap"), Removed::new(0))
+                .map_err(error)?;
         Ok((dir, log, state_machine))
     }
 }

@@ -35,7 +35,8 @@ use synod_consensus::{Consensus, MemberChange, MemberInfo};
 /// The etcd version synod reports and behaves as.
 pub const ETCD_VERSION: &str = "3.5.0";
 
-/// The request metadata key that makes etcd refuse a request when there is no leader.
+/// The request metadata key (with the value "true") that makes etcd refuse a request at
+/// once when the member knows no leader.
 const REQUIRE_LEADER: &str = "hasleader";
 
 #[derive(Clone)]
@@ -160,6 +161,44 @@ impl Api {
             return Ok(());
         }
         self.inner.consensus.read_barrier().await.map_err(errors::consensus)
+    }
+
+    /// Serves one unary call: etcd's `hasleader` check, the handler, and the RPC metrics.
+    async fn unary<Req: ServedByLearner, T, F>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        request: Request<Req>,
+        handler: impl FnOnce(Req) -> F,
+    ) -> Reply<T>
+    where
+        F: std::future::Future<Output = Result<T, Status>>,
+    {
+        let reply = match self.admit(request.get_ref(), request.metadata()) {
+            Ok(()) => handler(request.into_inner()).await.map(tonic::Response::new),
+            Err(e) => Err(e),
+        };
+        self.record(service, method, reply)
+    }
+
+    /// etcd's unary interceptor: a learner serves only what it can answer alone, and a
+    /// request with `hasleader` fails at once when no leader is known.
+    /// The JSON gateway passes the request without gRPC metadata.
+    pub(crate) fn admit<Req: ServedByLearner>(
+        &self,
+        request: &Req,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(), Status> {
+        let consensus = &self.inner.consensus;
+        if !request.served_by_learner() && consensus.is_learner() {
+            return Err(EtcdError::NotSupportedForLearner.into());
+        }
+        // etcd checks the first value only, and only for "true" (clientv3.WithRequireLeader).
+        let required = metadata.get(REQUIRE_LEADER).is_some_and(|v| v.as_bytes() == b"true");
+        if required && consensus.leader().is_none() {
+            return Err(EtcdError::NoLeader.into());
+        }
+        Ok(())
     }
 
     fn record<T>(&self, service: &'static str, method: &'static str, reply: Reply<T>) -> Reply<T> {
@@ -382,7 +421,10 @@ impl Api {
         Ok(HashResponse { header: Some(self.header(0)), hash })
     }
 
-    pub async fn member_list(&self, _request: MemberListRequest) -> Result<MemberListResponse, Status> {
+    pub async fn member_list(&self, request: MemberListRequest) -> Result<MemberListResponse, Status> {
+        if request.linearizable {
+            self.linearizable(false).await?;
+        }
         Ok(MemberListResponse { header: Some(self.header(0)), members: self.members() })
     }
 }
@@ -409,14 +451,39 @@ fn not_yet(what: &str) -> Status {
     Status::unimplemented(format!("synod does not serve {what} yet"))
 }
 
-fn require_leader<T>(api: &Api, request: &Request<T>) -> Result<(), Status> {
-    // A single-member group always has a leader: itself. The check stays here so that the
-    // metadata is honoured the day the member can be without one.
-    if request.metadata().get(REQUIRE_LEADER).is_some() && api.inner.consensus.leader().is_none() {
-        return Err(EtcdError::NoLeader.into());
+/// Whether a learner may serve a request: in etcd, serializable reads and Status only.
+pub(crate) trait ServedByLearner {
+    fn served_by_learner(&self) -> bool {
+        false
     }
-    Ok(())
 }
+
+impl ServedByLearner for RangeRequest {
+    fn served_by_learner(&self) -> bool {
+        self.serializable
+    }
+}
+
+impl ServedByLearner for StatusRequest {
+    fn served_by_learner(&self) -> bool {
+        true
+    }
+}
+
+impl ServedByLearner for PutRequest {}
+impl ServedByLearner for DeleteRangeRequest {}
+impl ServedByLearner for TxnRequest {}
+impl ServedByLearner for CompactionRequest {}
+impl ServedByLearner for AlarmRequest {}
+impl ServedByLearner for DefragmentRequest {}
+impl ServedByLearner for HashRequest {}
+impl ServedByLearner for HashKvRequest {}
+impl ServedByLearner for MoveLeaderRequest {}
+impl ServedByLearner for MemberAddRequest {}
+impl ServedByLearner for MemberRemoveRequest {}
+impl ServedByLearner for MemberUpdateRequest {}
+impl ServedByLearner for MemberListRequest {}
+impl ServedByLearner for MemberPromoteRequest {}
 
 const KV: &str = "etcdserverpb.KV";
 const MAINTENANCE: &str = "etcdserverpb.Maintenance";
@@ -425,71 +492,46 @@ const CLUSTER: &str = "etcdserverpb.Cluster";
 #[tonic::async_trait]
 impl kv_server::Kv for Api {
     async fn range(&self, request: Request<RangeRequest>) -> Reply<RangeResponse> {
-        let reply = async {
-            require_leader(self, &request)?;
-            Ok(tonic::Response::new(Api::range(self, request.into_inner()).await?))
-        };
-        self.record(KV, "Range", reply.await)
+        self.unary(KV, "Range", request, |r| Api::range(self, r)).await
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Reply<PutResponse> {
-        let reply = async {
-            require_leader(self, &request)?;
-            Ok(tonic::Response::new(Api::put(self, request.into_inner()).await?))
-        };
-        self.record(KV, "Put", reply.await)
+        self.unary(KV, "Put", request, |r| Api::put(self, r)).await
     }
 
     async fn delete_range(&self, request: Request<DeleteRangeRequest>) -> Reply<DeleteRangeResponse> {
-        let reply = async {
-            require_leader(self, &request)?;
-            Ok(tonic::Response::new(Api::delete_range(self, request.into_inner()).await?))
-        };
-        self.record(KV, "DeleteRange", reply.await)
+        self.unary(KV, "DeleteRange", request, |r| Api::delete_range(self, r)).await
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Reply<TxnResponse> {
-        let reply = async {
-            require_leader(self, &request)?;
-            Ok(tonic::Response::new(Api::txn(self, request.into_inner()).await?))
-        };
-        self.record(KV, "Txn", reply.await)
+        self.unary(KV, "Txn", request, |r| Api::txn(self, r)).await
     }
 
     async fn compact(&self, request: Request<CompactionRequest>) -> Reply<CompactionResponse> {
-        let reply = async {
-            require_leader(self, &request)?;
-            Ok(tonic::Response::new(Api::compact(self, request.into_inner()).await?))
-        };
-        self.record(KV, "Compact", reply.await)
+        self.unary(KV, "Compact", request, |r| Api::compact(self, r)).await
     }
 }
 
 #[tonic::async_trait]
 impl maintenance_server::Maintenance for Api {
     async fn alarm(&self, request: Request<AlarmRequest>) -> Reply<AlarmResponse> {
-        let reply = Api::alarm(self, request.into_inner()).await.map(tonic::Response::new);
-        self.record(MAINTENANCE, "Alarm", reply)
+        self.unary(MAINTENANCE, "Alarm", request, |r| Api::alarm(self, r)).await
     }
 
     async fn status(&self, request: Request<StatusRequest>) -> Reply<StatusResponse> {
-        let reply = Api::status(self, request.into_inner()).await.map(tonic::Response::new);
-        self.record(MAINTENANCE, "Status", reply)
+        self.unary(MAINTENANCE, "Status", request, |r| Api::status(self, r)).await
     }
 
     async fn defragment(&self, request: Request<DefragmentRequest>) -> Reply<DefragmentResponse> {
-        let reply = Api::defragment(self, request.into_inner()).await.map(tonic::Response::new);
-        self.record(MAINTENANCE, "Defragment", reply)
+        self.unary(MAINTENANCE, "Defragment", request, |r| Api::defragment(self, r)).await
     }
 
     async fn hash(&self, request: Request<HashRequest>) -> Reply<HashResponse> {
-        let reply = Api::hash(self, request.into_inner()).await.map(tonic::Response::new);
-        self.record(MAINTENANCE, "Hash", reply)
+        self.unary(MAINTENANCE, "Hash", request, |r| Api::hash(self, r)).await
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Reply<HashKvResponse> {
-        let reply = Api::hash_kv(self, request.into_inner()).await.map(tonic::Response::new);
-        self.record(MAINTENANCE, "HashKV", reply)
+        self.unary(MAINTENANCE, "HashKV", request, |r| Api::hash_kv(self, r)).await
     }
 
     type SnapshotStream = futures::stream::Empty<Result<SnapshotResponse, Status>>;
@@ -499,8 +541,7 @@ impl maintenance_server::Maintenance for Api {
     }
 
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Reply<MoveLeaderResponse> {
-        let reply = Api::move_leader(self, request.into_inner()).await.map(tonic::Response::new);
-        self.record(MAINTENANCE, "MoveLeader", reply)
+        self.unary(MAINTENANCE, "MoveLeader", request, |r| Api::move_leader(self, r)).await
     }
 
     async fn downgrade(&self, _request: Request<DowngradeRequest>) -> Reply<DowngradeResponse> {
@@ -511,34 +552,23 @@ impl maintenance_server::Maintenance for Api {
 #[tonic::async_trait]
 impl cluster_server::Cluster for Api {
     async fn member_add(&self, request: Request<MemberAddRequest>) -> Reply<MemberAddResponse> {
-        let reply = Api::member_add(self, request.into_inner()).await.map(tonic::Response::new);
-        self.record(CLUSTER, "MemberAdd", reply)
+        self.unary(CLUSTER, "MemberAdd", request, |r| Api::member_add(self, r)).await
     }
 
     async fn member_remove(&self, request: Request<MemberRemoveRequest>) -> Reply<MemberRemoveResponse> {
-        let reply = Api::member_remove(self, request.into_inner()).await.map(tonic::Response::new);
-        self.record(CLUSTER, "MemberRemove", reply)
+        self.unary(CLUSTER, "MemberRemove", request, |r| Api::member_remove(self, r)).await
     }
 
     async fn member_update(&self, request: Request<MemberUpdateRequest>) -> Reply<MemberUpdateResponse> {
-        let reply = Api::member_update(self, request.into_inner()).await.map(tonic::Response::new);
-        self.record(CLUSTER, "MemberUpdate", reply)
+        self.unary(CLUSTER, "MemberUpdate", request, |r| Api::member_update(self, r)).await
     }
 
     async fn member_list(&self, request: Request<MemberListRequest>) -> Reply<MemberListResponse> {
-        let reply = async {
-            if request.get_ref().linearizable {
-                self.linearizable(false).await?;
-            }
-            Api::member_list(self, request.into_inner()).await
-        };
-        let reply = reply.await.map(tonic::Response::new);
-        self.record(CLUSTER, "MemberList", reply)
+        self.unary(CLUSTER, "MemberList", request, |r| Api::member_list(self, r)).await
     }
 
     async fn member_promote(&self, request: Request<MemberPromoteRequest>) -> Reply<MemberPromoteResponse> {
-        let reply = Api::member_promote(self, request.into_inner()).await.map(tonic::Response::new);
-        self.record(CLUSTER, "MemberPromote", reply)
+        self.unary(CLUSTER, "MemberPromote", request, |r| Api::member_promote(self, r)).await
     }
 }
 

@@ -67,7 +67,11 @@ fn drop_nulls(value: &mut serde_json::Value) {
 macro_rules! unary {
     ($method:ident) => {
         post(|State(api): State<Api>, body: Bytes| async move {
-            call(body, |request| async move { api.$method(request).await }).await
+            call(body, |request| async move {
+                api.admit(&request, &tonic::metadata::MetadataMap::new())?;
+                api.$method(request).await
+            })
+            .await
         })
     };
 }
