@@ -74,3 +74,8 @@ const _: () = assert!(REQUEST_BYTES_DEFAULT * 64 <= PROPOSALS_PENDING_BYTES_MAX)
 // The budget is counted in KiB permits of a tokio semaphore (u32).
 const _: () = assert!(PROPOSALS_PENDING_BYTES_MAX / 1024 <= u32::MAX as u64);
 const _: () = assert!(QUOTA_BACKEND_BYTES_DEFAULT <= QUOTA_BACKEND_BYTES_WARN);
+
+/// The most bytes of one HTTP/2 header block (HEADERS and CONTINUATION frames) the client
+/// port holds while it rewrites `:authority`. hyper advertises a 16 KiB header list
+/// limit, so only a broken or hostile client comes near this.
+pub const HTTP2_HEADER_BLOCK_BYTES_MAX: usize = 256 * 1024;

@@ -10,6 +10,7 @@
 //! synod-storage.
 
 pub mod api;
+mod authority;
 pub mod config;
 pub mod errors;
 pub mod gateway;

@@ -1,5 +1,8 @@
 //! Serving one listener: HTTP/1.1 and HTTP/2 (h2c, for gRPC) on the same port, as etcd
 //! serves gRPC and its JSON gateway together.
+//!
+//! What clients send passes through `AuthorityRewrite` before hyper parses it, so that
+//! etcdctl's `:authority` values, which etcd accepts and h2 does not, reach synod too.
 
 use std::time::Duration;
 
@@ -10,6 +13,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::authority::AuthorityRewrite;
 
 /// Streams one HTTP/2 connection may have open at once; more wait for the client's turn
 /// rather than taking unbounded server memory.
@@ -38,7 +43,9 @@ pub async fn serve(listener: TcpListener, app: Router, mut shutdown: watch::Rece
                 let service = TowerToHyperService::new(app.clone());
                 let mut builder = auto::Builder::new(TokioExecutor::new());
                 builder.http2().max_concurrent_streams(STREAMS_PER_CONNECTION_MAX).adaptive_window(true);
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                // etcdctl sends `:authority` values h2 rejects; the shim replaces them.
+                let stream = TokioIo::new(AuthorityRewrite::new(stream));
+                let connection = builder.serve_connection_with_upgrades(stream, service).into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {

@@ -533,3 +533,25 @@ fn json_gateway_matches_etcd() {
     }
     assert!(mismatches.is_empty(), "gateway differs:\n{}", mismatches.join("\n"));
 }
+
+/// etcdctl's endpoint commands dial `http://` endpoints with that URL as the HTTP/2
+/// `:authority`, which h2 on its own rejects (RST_STREAM, PROTOCOL_ERROR); synod answers
+/// them as etcd does.
+#[test]
+fn etcdctl_endpoint_commands_reach_synod() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(etcdctl_path) = interop_program("etcdctl") else { return };
+    let synod = Server::synod(dir.path());
+    let endpoint = synod.endpoint();
+
+    let status = etcdctl(&etcdctl_path, &endpoint, &["endpoint", "status", "-w", "json"], "");
+    assert!(status.ends_with("exit Some(0)\n"), "etcdctl endpoint status failed:\n{status}");
+    let json = status.lines().next().unwrap_or_default();
+    let parsed: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {status}"));
+    assert_eq!(parsed[0]["Endpoint"], endpoint.as_str(), "{status}");
+    assert!(parsed[0]["Status"]["leader"].as_u64().is_some_and(|id| id != 0), "{status}");
+
+    let hashkv = etcdctl(&etcdctl_path, &endpoint, &["endpoint", "hashkv"], "");
+    assert!(hashkv.ends_with("exit Some(0)\n"), "etcdctl endpoint hashkv failed:\n{hashkv}");
+    assert!(hashkv.starts_with(&format!("{endpoint}, ")), "{hashkv}");
+}
