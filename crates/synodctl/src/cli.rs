@@ -91,6 +91,35 @@ pub enum Command {
     Endpoint(EndpointArgs),
     /// Membership related commands.
     Member(MemberArgs),
+    /// Starts a cluster of synod members on this machine's loopback, for trying it out:
+    /// prints their endpoints and stops them all on Ctrl-C. (synod's own; not in etcdctl.)
+    LocalCluster(LocalClusterArgs),
+}
+
+/// `local-cluster [--members N] [--dir DIR] [--base-port PORT] [-- synod flags...]`
+#[derive(Debug, Clone, Args)]
+pub struct LocalClusterArgs {
+    /// How many members to start (1 to 7).
+    #[arg(long, default_value_t = 3)]
+    pub members: usize,
+
+    /// Where the members keep their data directories and logs. Starting again on the same
+    /// directory restarts the same cluster.
+    #[arg(long, default_value = "synod-local-cluster")]
+    pub dir: std::path::PathBuf,
+
+    /// Member i serves clients on BASE + 10000*i and peers on the port after it, as in
+    /// etcd's Procfile (2379, 12379, 22379, ...).
+    #[arg(long, default_value_t = 2379)]
+    pub base_port: u16,
+
+    /// The synod binary (default: the one next to synodctl, else `synod` on PATH).
+    #[arg(long)]
+    pub synod: Option<std::path::PathBuf>,
+
+    /// More synod flags for every member, after `--` (for example `-- --snapshot-count 1000`).
+    #[arg(last = true)]
+    pub synod_flags: Vec<String>,
 }
 
 /// `get [options] <key> [range_end]`

@@ -7,6 +7,7 @@ mod compaction;
 mod del;
 mod endpoint;
 mod get;
+mod local_cluster;
 mod member;
 mod put;
 mod txn;
@@ -71,6 +72,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Member(args) => match args.command {
             MemberCommand::List => member::list(&context).await,
         },
+        Command::LocalCluster(args) => local_cluster::run(&args).await,
     }
 }
 
