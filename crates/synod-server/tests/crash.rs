@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use support::{Server, kv, wait_for};
+use support::{Server, kv, metric, wait_for};
 use synod_api::etcdserverpb::{PutRequest, RangeRequest};
 
 #[derive(Clone, Debug)]
@@ -191,12 +191,7 @@ fn purged_log_still_recovers_after_kill_9() {
         let response = runtime.block_on(async { kv(&synod).await.put(put).await }).expect("nudge");
         let revision = response.into_inner().header.expect("header").revision;
         last_nudge = Some(Ack { key: b"nudge".to_vec(), value, revision });
-        let metrics = metrics(&synod);
-        let first = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("synod_log_first_index "))
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .expect("synod_log_first_index in /metrics");
+        let first = metric(&synod, "synod_log_first_index");
         (first > 1).then_some(first)
     });
     assert!(purged_to > 1000, "the log was purged only to {purged_to}");
@@ -229,13 +224,4 @@ fn purged_log_still_recovers_after_kill_9() {
             );
         }
     });
-}
-
-fn metrics(server: &Server) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(server.address()).expect("connect");
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    response
 }

@@ -8,16 +8,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use synod_api::etcdserverpb::RangeRequest;
+use synod_api::etcdserverpb::cluster_client::ClusterClient;
 use synod_api::etcdserverpb::kv_client::KvClient;
+use synod_api::etcdserverpb::maintenance_client::MaintenanceClient;
+use synod_api::etcdserverpb::{MemberListRequest, RangeRequest, StatusRequest, StatusResponse};
 use tonic::transport::Channel;
 
 /// How long a process gets to start answering.
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, for a server to listen on.
+///
+/// It comes from below Linux's ephemeral range (32768 and up), where no outgoing connection
+/// of this or another test can take it between this check and the server's bind; the
+/// counter keeps the tests of one binary apart, and the process id spreads binaries.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 20_000;
+    let start = std::process::id() * 97 % SPAN;
+    loop {
+        let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(offset < SPAN, "no free loopback port left below the ephemeral range");
+        let port = (FIRST + (start + offset) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Whether tests that need etcd or etcdctl must run (CI sets this) rather than skip.
@@ -55,7 +72,7 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Op
 
 /// A server process (synod or etcd) that is killed when dropped.
 pub struct Server {
-    pub name: &'static str,
+    pub name: String,
     pub client_port: u16,
     pub peer_port: u16,
     pub data_dir: PathBuf,
@@ -80,6 +97,64 @@ impl Server {
         server
     }
 
+    /// A cluster member named `name` with its data and log in `dir`, not started yet: its
+    /// flags are etcd's, with `initial_cluster` and `cluster_state` ("new" or "existing").
+    pub fn member(
+        dir: &Path,
+        name: &str,
+        ports: (u16, u16),
+        initial_cluster: &str,
+        cluster_state: &str,
+        extra: &[&str],
+    ) -> Server {
+        let program = PathBuf::from(env!("CARGO_BIN_EXE_synod"));
+        let (client_port, peer_port) = ports;
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let data_dir = dir.join(format!("{name}.synod"));
+        let mut args: Vec<String> = [
+            "--name",
+            name,
+            "--data-dir",
+            &data_dir.display().to_string(),
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            initial_cluster,
+            "--initial-cluster-state",
+            cluster_state,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server {
+            name: name.to_string(),
+            client_port,
+            peer_port,
+            data_dir,
+            log_path: dir.join(format!("{name}.log")),
+            program,
+            args,
+            child: None,
+        }
+    }
+
+    /// `http://127.0.0.1:port` of the peer listener.
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Starts the etcd found on PATH, if any.
     pub fn etcd(dir: &Path) -> Option<Server> {
         let program = interop_program("etcd")?;
@@ -88,7 +163,7 @@ impl Server {
         Some(server)
     }
 
-    fn new(name: &'static str, program: PathBuf, data_dir: PathBuf, log_path: PathBuf) -> Server {
+    fn new(name: &str, program: PathBuf, data_dir: PathBuf, log_path: PathBuf) -> Server {
         let (client_port, peer_port) = (free_port(), free_port());
         let client = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
@@ -108,11 +183,26 @@ impl Server {
             "--initial-cluster".into(),
             format!("member={peer}"),
         ];
-        Server { name, client_port, peer_port, data_dir, log_path, program, args, child: None }
+        Server {
+            name: name.to_string(),
+            client_port,
+            peer_port,
+            data_dir,
+            log_path,
+            program,
+            args,
+            child: None,
+        }
     }
 
     /// Spawns the process (again, after a kill) and waits until it answers a Range.
     pub fn start(&mut self) {
+        self.spawn();
+        self.wait_serving(false);
+    }
+
+    /// Spawns the process without waiting for it.
+    pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -126,15 +216,21 @@ impl Server {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display()));
         self.child = Some(child);
+    }
+
+    /// Waits until the process answers a Range: a linearizable one (so a leader is known
+    /// and the member is caught up with it), or a serializable one if `serializable`.
+    pub fn wait_serving(&mut self, serializable: bool) {
         let endpoint = self.endpoint();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        wait_for(&format!("{} to serve on {endpoint}", self.name), START_DEADLINE, || {
+        let name = self.name.clone();
+        wait_for(&format!("{name} to serve on {endpoint}"), START_DEADLINE, || {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("{} exited during startup with {status}; log:\n{}", self.name, self.log());
+                panic!("{name} exited during startup with {status}; log:\n{}", self.log());
             }
             runtime.block_on(async {
                 let mut client = KvClient::connect(endpoint.clone()).await.ok()?;
-                let probe = RangeRequest { key: b"probe".to_vec(), ..Default::default() };
+                let probe = RangeRequest { key: b"probe".to_vec(), serializable, ..Default::default() };
                 client.range(probe).await.ok().map(drop)
             })
         });
@@ -177,6 +273,14 @@ impl Server {
         self.child.as_ref().expect("server is running").id()
     }
 
+    /// Waits for the process to exit by itself; returns its exit code.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        let mut child = self.child.take().expect("server is running");
+        let status =
+            wait_for(&format!("{} to exit", self.name), deadline, || child.try_wait().ok().flatten());
+        status.code()
+    }
+
     /// Kills the process with SIGKILL and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -206,4 +310,164 @@ impl Drop for Server {
 /// A gRPC KV client for `server`.
 pub async fn kv(server: &Server) -> KvClient<Channel> {
     KvClient::connect(server.endpoint()).await.expect("connect to server")
+}
+
+/// A Maintenance client for `server`.
+pub async fn maintenance(server: &Server) -> MaintenanceClient<Channel> {
+    MaintenanceClient::connect(server.endpoint()).await.expect("connect to server")
+}
+
+/// The member's Status, or the error it answers with.
+pub async fn status(server: &Server) -> Result<StatusResponse, tonic::Status> {
+    let mut client = MaintenanceClient::connect(server.endpoint())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    client.status(StatusRequest {}).await.map(tonic::Response::into_inner)
+}
+
+/// Members started together with etcd's bootstrap flags, each a `synod` process.
+pub struct Cluster {
+    pub members: Vec<Server>,
+    pub dir: PathBuf,
+}
+
+impl Cluster {
+    /// Starts `size` members named m0, m1, ... in `dir` and waits until each serves a
+    /// linearizable read (a leader is elected and every member follows it).
+    pub fn start(dir: &Path, size: usize, extra: &[&str]) -> Cluster {
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let initial_cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<Server> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, ports)| Server::member(dir, &format!("m{i}"), *ports, &initial_cluster, "new", extra))
+            .collect();
+        members.iter_mut().for_each(Server::spawn);
+        members.iter_mut().for_each(|m| m.wait_serving(false));
+        let cluster = Cluster { members, dir: dir.to_path_buf() };
+        cluster.wait_started();
+        cluster
+    }
+
+    /// Waits until every member has published its client URLs (etcd's "started" member),
+    /// which `--cluster` commands of etcdctl dial.
+    pub fn wait_started(&self) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let endpoint = self.members[0].endpoint();
+        wait_for("every member to publish its client URLs", START_DEADLINE, || {
+            runtime.block_on(async {
+                let mut client = ClusterClient::connect(endpoint.clone()).await.ok()?;
+                let list =
+                    client.member_list(MemberListRequest { linearizable: true }).await.ok()?.into_inner();
+                list.members.iter().all(|m| !m.client_ur_ls.is_empty()).then_some(())
+            })
+        });
+    }
+
+    /// `--initial-cluster` for the running members plus `extra` (`name=peerURL`).
+    pub fn initial_cluster_with(&self, extra: &str) -> String {
+        let mut parts: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect();
+        parts.push(extra.to_string());
+        parts.join(",")
+    }
+
+    /// The running members' addresses, comma-separated, as etcdctl's `--endpoints` takes them.
+    pub fn addresses(&self) -> String {
+        self.members.iter().filter(|m| m.is_running()).map(Server::address).collect::<Vec<_>>().join(",")
+    }
+
+    /// Waits until every running member names the same leader, one of them, and returns its
+    /// position in `members`.
+    pub fn leader(&self) -> usize {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        wait_for("the running members to agree on a leader", START_DEADLINE, || {
+            runtime.block_on(async {
+                let mut ids = Vec::new();
+                let mut leaders = Vec::new();
+                for member in self.members.iter().filter(|m| m.is_running()) {
+                    let status = status(member).await.ok()?;
+                    ids.push(status.header?.member_id);
+                    leaders.push(status.leader);
+                }
+                let leader = *leaders.first()?;
+                if leader == 0 || leaders.iter().any(|l| *l != leader) {
+                    return None;
+                }
+                let position = ids.iter().position(|id| *id == leader)?;
+                self.members.iter().enumerate().filter(|(_, m)| m.is_running()).nth(position).map(|(i, _)| i)
+            })
+        })
+    }
+
+    /// The member id of `members[index]`.
+    pub fn member_id(&self, index: usize) -> u64 {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(status(&self.members[index])).expect("status").header.expect("header").member_id
+    }
+}
+
+impl Drop for Cluster {
+    /// When a test fails, shows the end of every member's log, for the CI record.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for member in &self.members {
+                let log = member.log();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("--- last lines of {}'s log ---", member.name);
+                tail.iter().rev().for_each(|line| eprintln!("{line}"));
+            }
+        }
+    }
+}
+
+/// Runs etcdctl (v3 API) with `args`; returns stdout, or panics with what it printed.
+pub fn etcdctl(program: &Path, args: &[&str]) -> String {
+    etcdctl_output(program, args).0
+}
+
+/// Runs etcdctl (v3 API) with `args`; returns stdout and stderr (etcdctl 3.4 prints some
+/// results, `endpoint health`'s among them, on stderr), or panics if it failed.
+pub fn etcdctl_output(program: &Path, args: &[&str]) -> (String, String) {
+    let output = Command::new(program)
+        .env("ETCDCTL_API", "3")
+        .args(["--dial-timeout=5s", "--command-timeout=10s"])
+        .args(args)
+        .output()
+        .expect("run etcdctl");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    );
+    assert!(output.status.success(), "etcdctl {} failed: {stdout}{stderr}", args.join(" "));
+    (stdout, stderr)
+}
+
+/// The server's `/metrics` page.
+pub fn metrics(server: &Server) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(server.address()).expect("connect");
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+/// The value of an unlabelled metric on the server's `/metrics` page.
+pub fn metric(server: &Server, name: &str) -> i64 {
+    let page = metrics(server);
+    page.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as i64)
+        .unwrap_or_else(|| panic!("{name} is not on /metrics"))
 }
