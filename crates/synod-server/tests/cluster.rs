@@ -632,3 +632,27 @@ fn etcdctl_cluster_commands_work() {
     assert_ne!(joined.wait_exit(DEADLINE), Some(0), "the removed member exited cleanly");
     cluster.members.push(joined);
 }
+
+/// A member whose data dir belongs to another cluster than the members it is pointed at
+/// refuses to start, and says which two clusters they are.
+#[test]
+fn a_data_dir_of_another_cluster_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime();
+    let ports = (support::free_port(), support::free_port());
+    let alone = format!("x0=http://127.0.0.1:{}", ports.1);
+    let mut stray = Server::member(dir.path(), "x0", ports, &alone, "new", &[]);
+    stray.start();
+    let stray_cluster = runtime.block_on(status(&stray)).expect("status").header.expect("header").cluster_id;
+    assert_eq!(stray.terminate(), Some(0));
+
+    let cluster = Cluster::start(dir.path(), 3, &[]);
+    let cluster_id = cluster.cluster_id(0);
+    assert_ne!(stray_cluster, cluster_id);
+    let pointed = cluster.initial_cluster_with(&alone);
+    let mut stray = Server::member(dir.path(), "x0", ports, &pointed, "existing", &[]);
+    assert_ne!(stray.start_expecting_exit(), Some(0), "a member of another cluster started");
+    let log = stray.log();
+    let (ours, theirs) = (format!("{stray_cluster:x}"), format!("{cluster_id:x}"));
+    assert!(log.contains(&ours) && log.contains(&theirs), "the refusal names neither cluster:\n{log}");
+}

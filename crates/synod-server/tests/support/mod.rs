@@ -409,6 +409,12 @@ impl Cluster {
         })
     }
 
+    /// The cluster id, as `members[index]` reports it.
+    pub fn cluster_id(&self, index: usize) -> u64 {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(status(&self.members[index])).expect("status").header.expect("header").cluster_id
+    }
+
     /// The member id of `members[index]`.
     pub fn member_id(&self, index: usize) -> u64 {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
