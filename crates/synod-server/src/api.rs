@@ -120,6 +120,12 @@ impl Api {
         }
     }
 
+    /// The header of the Cluster API's responses: etcd's `ClusterServer` leaves the
+    /// revision out.
+    fn cluster_header(&self) -> ResponseHeader {
+        ResponseHeader { revision: 0, ..self.header(1) }
+    }
+
     fn fill(&self, header: &mut Option<ResponseHeader>) {
         let revision = header.as_ref().map_or(0, |h| h.revision);
         *header = Some(self.header(revision));
@@ -359,7 +365,7 @@ impl Api {
             is_learner: request.is_learner,
         };
         Ok(MemberAddResponse {
-            header: Some(self.header(0)),
+            header: Some(self.cluster_header()),
             member: Some(member),
             members: members.into_iter().map(self::member).collect(),
         })
@@ -373,7 +379,7 @@ impl Api {
             .await
             .map_err(errors::consensus)?;
         Ok(MemberRemoveResponse {
-            header: Some(self.header(0)),
+            header: Some(self.cluster_header()),
             members: members.into_iter().map(member).collect(),
         })
     }
@@ -383,7 +389,7 @@ impl Api {
         let change = MemberChange::Update { id: request.id, peer_urls };
         let (_, members) = self.inner.consensus.change_membership(change).await.map_err(errors::consensus)?;
         Ok(MemberUpdateResponse {
-            header: Some(self.header(0)),
+            header: Some(self.cluster_header()),
             members: members.into_iter().map(member).collect(),
         })
     }
@@ -399,7 +405,7 @@ impl Api {
             .await
             .map_err(errors::consensus)?;
         Ok(MemberPromoteResponse {
-            header: Some(self.header(0)),
+            header: Some(self.cluster_header()),
             members: members.into_iter().map(member).collect(),
         })
     }
@@ -425,7 +431,7 @@ impl Api {
         if request.linearizable {
             self.linearizable(false).await?;
         }
-        Ok(MemberListResponse { header: Some(self.header(0)), members: self.members() })
+        Ok(MemberListResponse { header: Some(self.cluster_header()), members: self.members() })
     }
 }
 
