@@ -165,6 +165,61 @@ pub fn append_request_from(
     })
 }
 
+/// Checks what openraft assumes of an AppendEntries, and would assert on: entries at
+/// consecutive indexes right after `prev_log_id`, leaders that never go back along the
+/// log, and nothing from a leader newer than the sender's vote. A peer that breaks these
+/// is broken or hostile; its message is refused instead of stopping this member.
+pub fn check_append(request: &AppendEntriesRequest<TypeConfig>) -> Result<(), CodecError> {
+    let vote = &request.vote.leader_id;
+    let newer_than_vote = |id: &LogId, what: &str| {
+        if id.leader_id > *vote {
+            return Err(CodecError(format!(
+                "{what} {id} is from a leader newer than the vote {}",
+                request.vote
+            )));
+        }
+        Ok(())
+    };
+    if let Some(prev) = &request.prev_log_id {
+        newer_than_vote(prev, "prev_log_id")?;
+    }
+    if let Some(committed) = &request.leader_commit {
+        newer_than_vote(committed, "leader_commit")?;
+    }
+    let mut previous = request.prev_log_id.as_ref();
+    for entry in &request.entries {
+        let id = &entry.log_id;
+        let due = previous.map_or(0, |p| p.index + 1);
+        if id.index != due {
+            return Err(CodecError(format!("entry {id} where index {due} was due")));
+        }
+        if previous.is_some_and(|p| id.leader_id < p.leader_id) {
+            return Err(CodecError(format!("entry {id} comes after an entry of a newer leader")));
+        }
+        newer_than_vote(id, "entry")?;
+        previous = Some(id);
+    }
+    Ok(())
+}
+
+/// Checks a received snapshot's description against the vote it came with (openraft
+/// asserts that a snapshot holds nothing beyond its leader's vote).
+pub fn check_snapshot_meta(vote: &Vote, meta: &SnapshotMeta) -> Result<(), CodecError> {
+    if let Some(last) = &meta.last_log_id {
+        if last.leader_id > vote.leader_id {
+            return Err(CodecError(format!(
+                "snapshot up to {last} is from a leader newer than the vote {vote}"
+            )));
+        }
+        if meta.last_membership.log_id().as_ref() > Some(last) {
+            return Err(CodecError("snapshot membership is newer than the snapshot".into()));
+        }
+    } else if meta.last_membership.log_id().is_some() {
+        return Err(CodecError("empty snapshot with a membership".into()));
+    }
+    Ok(())
+}
+
 pub fn append_response(response: &AppendEntriesResponse<TypeConfig>) -> pb::AppendEntriesResponse {
     use pb::append_entries_response::Result as R;
     let result = match response {
@@ -288,6 +343,43 @@ mod tests {
 
     fn node(name: &str) -> MemberNode {
         MemberNode { name: name.into(), peer_urls: vec![format!("http://{name}:2380")], client_urls: vec![] }
+    }
+
+    fn append(vote_term: u64, prev: Option<LogId>, ids: &[LogId]) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(vote_term, 1),
+            prev_log_id: prev,
+            leader_commit: None,
+            entries: ids.iter().map(|id| Entry { log_id: *id, payload: EntryPayload::Blank }).collect(),
+        }
+    }
+
+    /// What openraft would assert on is refused; what a leader sends passes.
+    #[test]
+    fn appends_are_checked_before_openraft_sees_them() {
+        let good = append(3, Some(lid(2, 1, 4)), &[lid(2, 1, 5), lid(3, 1, 6)]);
+        assert_eq!(check_append(&good), Ok(()));
+        assert_eq!(check_append(&append(3, None, &[lid(1, 1, 0), lid(1, 1, 1)])), Ok(()));
+        for bad in [
+            append(3, Some(lid(2, 1, 4)), &[lid(2, 1, 6)]), // skips an index
+            append(3, None, &[lid(1, 1, 0), lid(1, 1, 5), lid(1, 1, 3)]), // jumps around
+            append(3, Some(lid(2, 1, 4)), &[lid(2, 1, 5), lid(1, 1, 6)]), // leader goes back
+            append(3, Some(lid(2, 1, 4)), &[lid(4, 1, 5)]), // newer than the vote
+            append(3, Some(lid(4, 1, 4)), &[]),             // prev newer than the vote
+        ] {
+            assert!(check_append(&bad).is_err(), "{bad:?} passed");
+        }
+        let vote = Vote::new_committed(3, 1);
+        let meta = |last: Option<LogId>, membership: Option<LogId>| SnapshotMeta {
+            last_log_id: last,
+            last_membership: StoredMembership::new(
+                membership,
+                Membership::new_with_defaults(vec![BTreeSet::from([1])], []),
+            ),
+        };
+        assert_eq!(check_snapshot_meta(&vote, &meta(Some(lid(3, 1, 9)), Some(lid(1, 1, 0)))), Ok(()));
+        assert!(check_snapshot_meta(&vote, &meta(Some(lid(4, 1, 9)), None)).is_err());
+        assert!(check_snapshot_meta(&vote, &meta(Some(lid(3, 1, 9)), Some(lid(3, 1, 10)))).is_err());
     }
 
     /// Every kind of entry survives the round trip through protobuf unchanged.

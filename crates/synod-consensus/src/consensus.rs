@@ -105,6 +105,9 @@ pub struct ConsensusOptions {
     pub snapshot_catchup_entries: u64,
     pub max_request_bytes: u64,
     pub snapshot_dir: PathBuf,
+    /// The largest snapshot this member accepts from a leader (bounds what a peer can make
+    /// it write to disk).
+    pub snapshot_bytes_max: u64,
     pub log: Arc<LogStore>,
     pub state: Arc<StateStore>,
     /// Told about every durable log write (duration, entries), for metrics.
@@ -119,6 +122,8 @@ pub struct MemberInfo {
     pub peer_urls: Vec<String>,
     pub client_urls: Vec<String>,
     pub is_learner: bool,
+    /// Whether the member has published its name and client URLs (etcd's started member).
+    pub started: bool,
 }
 
 /// What Status reports.
@@ -152,6 +157,7 @@ pub(crate) struct Inner {
     pub(crate) cluster_id: u64,
     pub(crate) network: PeerNetwork,
     pub(crate) snapshot_dir: PathBuf,
+    pub(crate) snapshot_bytes_max: u64,
     state: Arc<StateStore>,
     state_machine: StateMachine,
     pub(crate) removed: Removed,
@@ -334,6 +340,7 @@ impl Consensus {
             cluster_id: options.cluster_id,
             network,
             snapshot_dir: options.snapshot_dir.clone(),
+            snapshot_bytes_max: options.snapshot_bytes_max,
             state: options.state.clone(),
             state_machine,
             removed,
@@ -477,6 +484,7 @@ impl Consensus {
                     id: *id,
                     name: published.as_ref().map_or_else(|| node.name.clone(), |p| p.name.clone()),
                     peer_urls: node.peer_urls.clone(),
+                    started: published.is_some(),
                     client_urls: published.map_or_else(|| node.client_urls.clone(), |p| p.client_urls),
                     is_learner: !voters.contains(id),
                 }
@@ -728,13 +736,13 @@ impl Consensus {
         &self,
         change: MemberChange,
     ) -> Result<(Option<u64>, Vec<MemberInfo>), ConsensusError> {
-        let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS * 4);
+        let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
         let outcome = tokio::time::timeout_at(deadline.into(), async {
             loop {
                 let m = self.metrics();
                 match m.current_leader {
                     Some(leader) if leader == self.inner.member_id => {
-                        return self.change_on_leader(change.clone()).await;
+                        return self.change_on_leader(change.clone(), deadline).await;
                     }
                     Some(leader) => {
                         let node = m.membership_config.membership().get_node(&leader).cloned();
@@ -777,13 +785,13 @@ impl Consensus {
         let response = client
             .member_change(self.inner.network.request(leader, message, remaining))
             .await
-            .map_err(|_| ConsensusError::NoLeader)?
+            .map_err(|status| forward_failure(&status))?
             .into_inner();
         if !response.error.is_empty() {
             return Err(etcd_error_from_text(&response.error));
         }
         let added = (response.member_id != 0).then_some(response.member_id);
-        Ok((added, Some(response.leader_id)))
+        Ok((added, Some(response.index)))
     }
 
     /// Runs a membership change on this member, the leader, after etcd's checks (its
@@ -792,15 +800,19 @@ impl Consensus {
     pub(crate) async fn change_on_leader(
         &self,
         change: MemberChange,
+        deadline: Instant,
     ) -> Result<(Option<u64>, Option<u64>), ConsensusError> {
-        loop {
-            match self.try_change_on_leader(change.clone()).await {
-                Err(ConsensusError::Failed(text)) if text == CHANGE_IN_PROGRESS => {
-                    self.wait_membership_settled().await
+        let attempts = async {
+            loop {
+                match self.try_change_on_leader(change.clone()).await {
+                    Err(ConsensusError::Failed(text)) if text == CHANGE_IN_PROGRESS => {
+                        self.wait_membership_settled().await
+                    }
+                    outcome => return outcome,
                 }
-                outcome => return outcome,
             }
-        }
+        };
+        tokio::time::timeout_at(deadline.into(), attempts).await.map_err(|_| ConsensusError::Timeout)?
     }
 
     async fn wait_membership_settled(&self) {
@@ -1010,6 +1022,12 @@ impl Consensus {
         pb::ClusterInfoResponse {
             cluster_id: self.inner.cluster_id,
             membership: Some(codec::membership(m.membership_config.membership())),
+            started: self
+                .members()
+                .into_iter()
+                .filter(|member| member.started)
+                .map(|member| member.id)
+                .collect(),
         }
     }
 
@@ -1171,6 +1189,7 @@ pub async fn discover_cluster(
                         peer_urls: node.peer_urls.clone(),
                         client_urls: node.client_urls.clone(),
                         is_learner: !voters.contains(id),
+                        started: response.started.contains(id),
                     })
                     .collect();
                 return Ok((response.cluster_id, members));

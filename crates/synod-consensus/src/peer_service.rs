@@ -5,13 +5,18 @@
 //! (malformed messages are errors, never panics), and hands them to openraft or to the
 //! facade (forwarded writes, read indexes, membership changes, cluster info).
 
-use std::io::Write as _;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use openraft::errors::RaftError;
 use openraft::storage::Snapshot;
 use synod_api::synodpb::{self as pb, raft_server};
+use synod_base::limits;
+use synod_storage::StateStore;
+use tokio::io::AsyncWriteExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
@@ -22,11 +27,26 @@ use crate::state_machine::SnapshotFile;
 
 pub struct PeerService {
     inner: Arc<Inner>,
+    /// Numbers the files incoming snapshots are written to, so that a retried transfer
+    /// never shares one with an earlier attempt openraft may still be reading.
+    incoming: AtomicU64,
+}
+
+/// A received snapshot's file, deleted when dropped: after openraft is done with it (an
+/// install moves it into place first), or when the transfer failed.
+struct Incoming {
+    path: PathBuf,
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl PeerService {
     pub(crate) fn new(inner: Arc<Inner>) -> PeerService {
-        PeerService { inner }
+        PeerService { inner, incoming: AtomicU64::new(0) }
     }
 
     fn consensus(&self) -> Consensus {
@@ -52,8 +72,12 @@ impl PeerService {
             }
             None => return Err(Status::failed_precondition("request without a cluster id")),
         }
-        if header(FROM_HEADER).is_some_and(|from| self.inner.removed.contains(from)) {
-            return Err(Status::failed_precondition(REMOVED_MESSAGE));
+        match header(FROM_HEADER) {
+            Some(from) if self.inner.removed.contains(from) => {
+                return Err(Status::failed_precondition(REMOVED_MESSAGE));
+            }
+            Some(_) => {}
+            None => return Err(Status::failed_precondition("request without a sending member")),
         }
         match header(TO_HEADER) {
             Some(to) if to == self.inner.member_id => Ok(()),
@@ -63,6 +87,54 @@ impl PeerService {
             ))),
             None => Err(Status::failed_precondition("request without a target member")),
         }
+    }
+
+    /// Writes a snapshot stream to a file of its own in the snapshot directory, at most
+    /// `snapshot_bytes_max` bytes, and checks every frame of it before openraft may let go
+    /// of this member's state for it: a damaged stream is refused (the leader tries again
+    /// later) rather than failing the import and stopping the member.
+    async fn receive_snapshot(
+        &self,
+        first: pb::SnapshotChunk,
+        chunks: &mut Streaming<pb::SnapshotChunk>,
+    ) -> Result<Incoming, Status> {
+        let io = |e: std::io::Error| Status::internal(format!("store the incoming snapshot: {e}"));
+        let sequence = self.incoming.fetch_add(1, Ordering::Relaxed);
+        let incoming = Incoming {
+            path: self.inner.snapshot_dir.join(format!("incoming-{}-{sequence}.tmp", std::process::id())),
+        };
+        let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(&incoming.path).await.map_err(io)?);
+        let limit = self.inner.snapshot_bytes_max;
+        let mut received = 0u64;
+        let mut chunk = first;
+        loop {
+            received += chunk.data.len() as u64;
+            if received > limit {
+                return Err(Status::resource_exhausted(format!("a snapshot larger than {limit} bytes")));
+            }
+            file.write_all(&chunk.data).await.map_err(io)?;
+            if chunk.done {
+                break;
+            }
+            chunk = match chunks.next().await {
+                Some(next) => next?,
+                None => return Err(Status::invalid_argument("snapshot stream ended early")),
+            };
+        }
+        file.flush().await.map_err(io)?;
+        file.into_inner().sync_all().await.map_err(io)?;
+        let path = incoming.path.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let mut input = std::io::BufReader::new(std::fs::File::open(&path)?);
+            StateStore::check_snapshot(&mut input).map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("check the incoming snapshot: {e}")))?;
+        if let Err(error) = checked {
+            tracing::warn!(%error, "refused a damaged snapshot");
+            return Err(Status::data_loss(format!("the snapshot stream is damaged: {error}")));
+        }
+        Ok(incoming)
     }
 
     fn check_group(&self, group: u64) -> Result<(), Status> {
@@ -91,6 +163,7 @@ impl raft_server::Raft for PeerService {
         let message = request.into_inner();
         self.check_group(message.group_id)?;
         let rpc = codec::append_request_from(message).map_err(bad_message)?;
+        codec::check_append(&rpc).map_err(bad_message)?;
         let leader = rpc.vote.leader_id().node_id;
         let response = self.inner.raft.append_entries(rpc).await.map_err(fatal)?;
         if !matches!(response, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
@@ -149,31 +222,22 @@ impl raft_server::Raft for PeerService {
         let vote = codec::vote_from(first.vote.as_ref()).map_err(bad_message)?;
         let meta = first.meta.as_ref().ok_or_else(|| Status::invalid_argument("snapshot without meta"))?;
         let meta = codec::snapshot_meta_from(meta).map_err(bad_message)?;
-        let path = self.inner.snapshot_dir.join(format!(
-            "incoming-{}-{}.tmp",
-            meta.last_log_id.map_or(0, |l| l.index),
-            std::process::id()
-        ));
-        let io = |e: std::io::Error| Status::internal(format!("store the incoming snapshot: {e}"));
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
-        let mut done = first.done;
-        file.write_all(&first.data).map_err(io)?;
-        while !done {
-            let chunk = match chunks.next().await {
-                Some(chunk) => chunk?,
-                None => {
-                    let _ = std::fs::remove_file(&path);
-                    return Err(Status::invalid_argument("snapshot stream ended early"));
-                }
-            };
-            file.write_all(&chunk.data).map_err(io)?;
-            done = chunk.done;
-        }
-        file.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
-        let snapshot = Snapshot { meta, snapshot: SnapshotFile { path: path.clone() } };
-        let response = self.inner.raft.install_full_snapshot(vote, snapshot).await;
-        let _ = std::fs::remove_file(&path);
-        let response = response.map_err(|e| Status::unavailable(format!("consensus stopped: {e}")))?;
+        codec::check_snapshot_meta(&vote, &meta).map_err(bad_message)?;
+        let incoming = self.receive_snapshot(first, &mut chunks).await?;
+        let snapshot = Snapshot { meta, snapshot: SnapshotFile { path: incoming.path.clone() } };
+        // openraft answers once the state machine has installed the snapshot (or decided it
+        // needs none); the file must live until then even if the sender goes away, so the
+        // install runs on its own task, which owns the file.
+        let raft = self.inner.raft.clone();
+        let install = tokio::spawn(async move {
+            let response = raft.install_full_snapshot(vote, snapshot).await;
+            drop(incoming);
+            response
+        });
+        let response = install
+            .await
+            .map_err(|e| Status::internal(format!("install the snapshot: {e}")))?
+            .map_err(|e| Status::unavailable(format!("consensus stopped: {e}")))?;
         Ok(Response::new(pb::SnapshotResponse { vote: Some(codec::vote(&response.vote)) }))
     }
 
@@ -253,10 +317,12 @@ impl raft_server::Raft for PeerService {
             Change::Update(update) => MemberChange::Update { id: update.id, peer_urls: update.peer_urls },
         };
         let consensus = self.consensus();
-        let response = match consensus.change_on_leader(change).await {
+        let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
+        let response = match consensus.change_on_leader(change, deadline).await {
             Ok((added, index)) => pb::MemberChangeResponse {
                 member_id: added.unwrap_or(0),
-                leader_id: index.unwrap_or(0),
+                index: index.unwrap_or(0),
+                leader_id: self.inner.member_id,
                 ..Default::default()
             },
             Err(e) => pb::MemberChangeResponse {

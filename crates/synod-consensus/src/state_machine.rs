@@ -61,6 +61,8 @@ struct Inner {
     snapshot_dir: PathBuf,
     applied: Mutex<(Option<LogId>, StoredMembership)>,
     current: Mutex<Option<(SnapshotMeta, PathBuf)>>,
+    /// Held while snapshot files are renamed and deleted.
+    files: Mutex<()>,
     /// Snapshots received from a leader and imported since the member started.
     installed: AtomicU64,
     removed: Removed,
@@ -90,6 +92,7 @@ impl StateMachine {
         removed: Removed,
     ) -> io::Result<StateMachine> {
         fs::create_dir_all(snapshot_dir)?;
+        remove_leftovers(snapshot_dir)?;
         let applied = read_applied(&state, group)?;
         removed.set(read_removed(&state, group)?);
         let current = latest_snapshot(snapshot_dir)?;
@@ -100,6 +103,7 @@ impl StateMachine {
                 snapshot_dir: snapshot_dir.to_path_buf(),
                 applied: Mutex::new(applied),
                 current: Mutex::new(current),
+                files: Mutex::new(()),
                 installed: AtomicU64::new(0),
                 removed,
             }),
@@ -229,6 +233,25 @@ fn latest_snapshot(dir: &Path) -> io::Result<Option<(SnapshotMeta, PathBuf)>> {
     Ok(Some((meta, meta_path.with_extension("snap"))))
 }
 
+/// The file a snapshot is built in; openraft builds one at a time.
+const BUILDING_FILE: &str = "building.tmp";
+
+/// Deletes what a crash left behind: a snapshot being built or received, and meta files
+/// not yet renamed into place.
+fn remove_leftovers(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_str().unwrap_or_default();
+        if file_name == BUILDING_FILE
+            || file_name.starts_with("incoming-")
+            || file_name.ends_with(".meta.tmp")
+        {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 fn snapshot_name(meta: &SnapshotMeta) -> String {
     match meta.last_log_id {
         Some(id) => format!("{:020}-{}-{}", id.index, id.leader_id.term, id.leader_id.node_id),
@@ -236,31 +259,60 @@ fn snapshot_name(meta: &SnapshotMeta) -> String {
     }
 }
 
-/// Makes `data` the current snapshot described by `meta`: moves it to its final name,
-/// writes the meta file, syncs both and the directory, and deletes every older snapshot.
-fn make_current(dir: &Path, meta: &SnapshotMeta, data: &Path) -> io::Result<PathBuf> {
-    let name = snapshot_name(meta);
-    let final_data = dir.join(format!("{name}.snap"));
-    if data != final_data {
-        fs::rename(data, &final_data)?;
+/// The log index a snapshot file is named after, if `name` is one of a snapshot's files.
+fn snapshot_file_index(name: &str) -> Option<u64> {
+    let is_snapshot_file = [".snap", ".meta", ".meta.tmp"].iter().any(|suffix| name.ends_with(suffix));
+    if !is_snapshot_file {
+        return None;
     }
-    fs::File::open(&final_data)?.sync_all()?;
-    let meta_tmp = dir.join(format!("{name}.meta.tmp"));
-    {
-        let mut file = fs::File::create(&meta_tmp)?;
-        file.write_all(&codec::snapshot_meta(meta).encode_to_vec())?;
-        file.sync_all()?;
-    }
-    fs::rename(&meta_tmp, dir.join(format!("{name}.meta")))?;
-    fs::File::open(dir)?.sync_all()?;
-    for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
-        let path = entry.path();
-        let stem = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if !stem.starts_with(&name) && !stem.starts_with("incoming-") {
-            let _ = fs::remove_file(&path);
+    name.get(..20).and_then(|digits| digits.parse().ok())
+}
+
+impl Inner {
+    /// Makes `data` the current snapshot described by `meta`, unless the current one is
+    /// newer (a build that finished after an install): moves it to its final name, writes
+    /// the meta file, syncs both and the directory, and deletes the older snapshots' files,
+    /// never a file still being built or received. Returns the snapshot now current.
+    ///
+    /// A build and an install may run at the same time (openraft builds on a task of its
+    /// own); `files` keeps them from interleaving here.
+    fn make_current(&self, meta: &SnapshotMeta, data: &Path) -> io::Result<(SnapshotMeta, PathBuf)> {
+        let _files = lock(&self.files);
+        let dir = &self.snapshot_dir;
+        let name = snapshot_name(meta);
+        let final_data = dir.join(format!("{name}.snap"));
+        if let Some((current, path)) = lock(&self.current).clone()
+            && current.last_log_id > meta.last_log_id
+        {
+            if data != path {
+                let _ = fs::remove_file(data);
+            }
+            return Ok((current, path));
         }
+        if data != final_data {
+            fs::rename(data, &final_data)?;
+        }
+        fs::File::open(&final_data)?.sync_all()?;
+        let meta_tmp = dir.join(format!("{name}.meta.tmp"));
+        {
+            let mut file = fs::File::create(&meta_tmp)?;
+            file.write_all(&codec::snapshot_meta(meta).encode_to_vec())?;
+            file.sync_all()?;
+        }
+        fs::rename(&meta_tmp, dir.join(format!("{name}.meta")))?;
+        fs::File::open(dir)?.sync_all()?;
+        *lock(&self.current) = Some((meta.clone(), final_data.clone()));
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+            let file_name = entry.file_name();
+            let file_name = file_name.to_str().unwrap_or_default();
+            let older = snapshot_file_index(file_name).is_some_and(|i| i <= index);
+            if older && !file_name.starts_with(&name) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok((meta.clone(), final_data))
     }
-    Ok(final_data)
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -270,7 +322,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let inner = self.inner.clone();
         let (meta, path) = blocking(move || {
             let group = inner.group;
-            let building = inner.snapshot_dir.join(format!("building-{}.tmp", std::process::id()));
+            let building = inner.snapshot_dir.join(BUILDING_FILE);
             let keys = [applied_key(group), membership_key(group)];
             let (_, values) = {
                 let mut out = BufWriter::new(fs::File::create(&building)?);
@@ -297,9 +349,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             // it.
             inner.state.checkpoint().map_err(io_error)?;
             let meta = SnapshotMeta { last_log_id, last_membership };
-            let path = make_current(&inner.snapshot_dir, &meta, &building)?;
-            *lock(&inner.current) = Some((meta.clone(), path.clone()));
-            Ok((meta, path))
+            inner.make_current(&meta, &building)
         })
         .await?;
         tracing::info!(group = self.inner.group.0, last_log_id = ?meta.last_log_id.map(|l| l.index), "built snapshot");
@@ -354,8 +404,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 inner.installed.fetch_add(1, Ordering::Relaxed);
                 inner.removed.set(read_removed(&inner.state, inner.group)?);
             }
-            let path = make_current(&inner.snapshot_dir, &meta, &snapshot.path)?;
-            *lock(&inner.current) = Some((meta.clone(), path));
+            inner.make_current(&meta, &snapshot.path)?;
             let mut applied = lock(&inner.applied);
             if applied.0 < meta.last_log_id {
                 *applied = (meta.last_log_id, meta.last_membership.clone());

@@ -64,6 +64,7 @@ async fn start(disks: &Disks, snapshot_count: u64, catchup_entries: u64) -> (Con
         snapshot_catchup_entries: catchup_entries,
         max_request_bytes: limits::REQUEST_BYTES_DEFAULT,
         snapshot_dir: snapshot_dir(disks.snapshots.path()),
+        snapshot_bytes_max: u64::MAX,
         log,
         state: state.clone(),
         on_log_flush: None,

@@ -85,6 +85,9 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         snapshot_catchup_entries: config.snapshot_catchup_entries,
         max_request_bytes: config.max_request_bytes,
         snapshot_dir: data_dir.root().join("member").join("snap"),
+        // A snapshot is the state's live data, which the quota bounds; twice it leaves room
+        // for framing. Without a quota the operator accepted unbounded state.
+        snapshot_bytes_max: config.quota_backend_bytes.map_or(u64::MAX, |quota| quota.saturating_mul(2)),
         log,
         state: state.clone(),
         on_log_flush: Some(Arc::new(move |elapsed: Duration, entries: usize| {
@@ -164,6 +167,7 @@ async fn identity_and_bootstrap(config: &Config, log: &LogStore) -> anyhow::Resu
     let (identity, bootstrap) = match config.initial_cluster_state {
         ClusterState::New => {
             let identity = identity::bootstrap(config);
+            refuse_if_bootstrapped(config, identity.member_id).await?;
             let mut members = BTreeMap::new();
             for member in &config.initial_cluster {
                 let id = identity::member_id(&member.peer_urls, &config.initial_cluster_token).0;
@@ -224,7 +228,33 @@ async fn join(config: &Config) -> anyhow::Result<Identity> {
             own.join(",")
         )
     })?;
+    if member.started {
+        bail!(
+            "member {:x} already started in cluster {cluster_id:x} and its data dir is gone; \
+             to rejoin with an empty data dir, remove it (etcdctl member remove {:x}) and add it again",
+            member.id,
+            member.id
+        );
+    }
     Ok(Identity { cluster_id, member_id: member.id, name: config.name.clone(), peer_urls: own })
+}
+
+/// Refuses to bootstrap a member the running cluster already knows as started: its data
+/// dir was lost, and a member that forgot its log and votes could elect a leader that lacks
+/// committed writes. etcd refuses the same start with the same words.
+async fn refuse_if_bootstrapped(config: &Config, member_id: u64) -> anyhow::Result<()> {
+    let peers = other_peer_urls(config);
+    if peers.is_empty() {
+        return Ok(());
+    }
+    // Best effort, as in etcd: peers that are down (a whole new cluster starting) are no
+    // reason not to start.
+    if let Ok((_, members)) = synod_consensus::discover_cluster(&peers, Duration::from_secs(1)).await
+        && members.iter().any(|m| m.id == member_id && m.started)
+    {
+        bail!("member {member_id:x} has already been bootstrapped");
+    }
+    Ok(())
 }
 
 /// Refuses to start on a data dir of another cluster than the one its peers form: a member

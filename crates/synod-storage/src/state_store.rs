@@ -91,6 +91,70 @@ fn read_frame(input: &mut dyn Read) -> Result<(u8, Vec<u8>), String> {
     Ok((head[0], payload))
 }
 
+/// Reads a snapshot stream to its end frame, checking every frame, record and meta value,
+/// and hands each record (revision main, sub, stored value) and meta entry to the sinks.
+fn walk_snapshot(
+    input: &mut dyn Read,
+    mut record: impl FnMut(u64, u64, &[u8]) -> Result<(), StorageError>,
+    mut meta: impl FnMut(&str, &[u8]) -> Result<(), StorageError>,
+) -> Result<ExportSummary, StorageError> {
+    let corrupt = |detail: String| StorageError::corrupt("snapshot stream", detail);
+    let mut magic = [0u8; SNAPSHOT_MAGIC.len()];
+    input.read_exact(&mut magic).map_err(|e| corrupt(format!("reading the header: {e}")))?;
+    if magic != *SNAPSHOT_MAGIC {
+        return Err(corrupt("not a synod state snapshot".into()));
+    }
+    let mut summary = ExportSummary::default();
+    loop {
+        let (kind, payload) = read_frame(input).map_err(corrupt)?;
+        match kind {
+            FRAME_RECORD => {
+                if payload.len() < 16 {
+                    return Err(corrupt("short record frame".into()));
+                }
+                let main = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
+                let sub = u64::from_be_bytes(payload[8..16].try_into().expect("8 bytes"));
+                let rev = Rev::new(main as i64, sub as i64);
+                if rev.main < 1 || rev.sub < 0 {
+                    return Err(corrupt(format!("record at revision {rev}")));
+                }
+                // The value must be one synod wrote: checksummed and decodable.
+                decode_kv(rev, &payload[16..])?;
+                record(main, sub, &payload[16..])?;
+                summary.records += 1;
+            }
+            FRAME_META => {
+                let key_len = u16::from_le_bytes(
+                    payload
+                        .get(..2)
+                        .ok_or_else(|| corrupt("short meta frame".into()))?
+                        .try_into()
+                        .expect("2 bytes"),
+                ) as usize;
+                let key = payload.get(2..2 + key_len).ok_or_else(|| corrupt("short meta frame".into()))?;
+                let key = std::str::from_utf8(key).map_err(|_| corrupt("meta key is not UTF-8".into()))?;
+                let value = &payload[2 + key_len..];
+                record::open(value).map_err(|d| corrupt(format!("meta {key}: {d}")))?;
+                meta(key, value)?;
+                summary.meta += 1;
+            }
+            FRAME_END => {
+                let counts = payload.get(..16).ok_or_else(|| corrupt("short end frame".into()))?;
+                let records = u64::from_le_bytes(counts[..8].try_into().expect("8 bytes"));
+                let metas = u64::from_le_bytes(counts[8..].try_into().expect("8 bytes"));
+                if (records, metas) != (summary.records, summary.meta) {
+                    return Err(corrupt(format!(
+                        "the stream ends after {}/{} frames but says {records}/{metas}",
+                        summary.records, summary.meta
+                    )));
+                }
+                return Ok(summary);
+            }
+            other => return Err(corrupt(format!("unknown frame kind {other}"))),
+        }
+    }
+}
+
 /// Sizes of the state file, for Status and the space quota.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateStats {
@@ -533,69 +597,24 @@ impl StateStore {
         txn: &redb::WriteTransaction,
         input: &mut dyn Read,
     ) -> Result<ExportSummary, StorageError> {
-        let corrupt = |detail: String| StorageError::corrupt("snapshot stream", detail);
-        let mut magic = [0u8; SNAPSHOT_MAGIC.len()];
-        input.read_exact(&mut magic).map_err(|e| corrupt(format!("reading the header: {e}")))?;
-        if magic != *SNAPSHOT_MAGIC {
-            return Err(corrupt("not a synod state snapshot".into()));
-        }
         let mut table =
             txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
         let mut meta =
             txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
         table.retain(|_, _| false).map_err(engine)?;
         meta.retain(|_, _| false).map_err(engine)?;
-        let mut summary = ExportSummary::default();
-        loop {
-            let (kind, payload) = read_frame(input).map_err(corrupt)?;
-            match kind {
-                FRAME_RECORD => {
-                    if payload.len() < 16 {
-                        return Err(corrupt("short record frame".into()));
-                    }
-                    let main = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
-                    let sub = u64::from_be_bytes(payload[8..16].try_into().expect("8 bytes"));
-                    let rev = Rev::new(main as i64, sub as i64);
-                    if rev.main < 1 || rev.sub < 0 {
-                        return Err(corrupt(format!("record at revision {rev}")));
-                    }
-                    // The value must be one synod wrote: checksummed and decodable.
-                    decode_kv(rev, &payload[16..])?;
-                    table.insert((main, sub), &payload[16..]).map_err(engine)?;
-                    summary.records += 1;
-                }
-                FRAME_META => {
-                    let key_len = u16::from_le_bytes(
-                        payload
-                            .get(..2)
-                            .ok_or_else(|| corrupt("short meta frame".into()))?
-                            .try_into()
-                            .expect("2 bytes"),
-                    ) as usize;
-                    let key =
-                        payload.get(2..2 + key_len).ok_or_else(|| corrupt("short meta frame".into()))?;
-                    let key =
-                        std::str::from_utf8(key).map_err(|_| corrupt("meta key is not UTF-8".into()))?;
-                    let value = &payload[2 + key_len..];
-                    record::open(value).map_err(|d| corrupt(format!("meta {key}: {d}")))?;
-                    meta.insert(key, value).map_err(engine)?;
-                    summary.meta += 1;
-                }
-                FRAME_END => {
-                    let counts = payload.get(..16).ok_or_else(|| corrupt("short end frame".into()))?;
-                    let records = u64::from_le_bytes(counts[..8].try_into().expect("8 bytes"));
-                    let metas = u64::from_le_bytes(counts[8..].try_into().expect("8 bytes"));
-                    if (records, metas) != (summary.records, summary.meta) {
-                        return Err(corrupt(format!(
-                            "the stream ends after {}/{} frames but says {records}/{metas}",
-                            summary.records, summary.meta
-                        )));
-                    }
-                    return Ok(summary);
-                }
-                other => return Err(corrupt(format!("unknown frame kind {other}"))),
-            }
-        }
+        walk_snapshot(
+            input,
+            |main, sub, value| table.insert((main, sub), value).map(drop).map_err(engine),
+            |key, value| meta.insert(key, value).map(drop).map_err(engine),
+        )
+    }
+
+    /// Checks a stream [`StateStore::export`] wrote without importing it: every frame's
+    /// checksum, every record and meta value, and the closing counts. A member checks a
+    /// snapshot it received before it lets go of its own state for it.
+    pub fn check_snapshot(input: &mut dyn Read) -> Result<ExportSummary, StorageError> {
+        walk_snapshot(input, |_, _, _| Ok(()), |_, _| Ok(()))
     }
 
     /// etcd's HashKV: a hash of the records up to `revision` (0 for the newest), with the

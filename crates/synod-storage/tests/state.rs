@@ -131,6 +131,7 @@ fn export_then_import_reproduces_the_state() {
 
     let target = StateStore::open(&dir.path().join("b.redb"), GroupId::FIRST).unwrap();
     apply_all(&target, 1, &[put("only-in-target", "x")]);
+    assert_eq!(StateStore::check_snapshot(&mut stream.as_slice()).unwrap(), exported);
     let imported = target.import(&mut stream.as_slice()).unwrap();
     assert_eq!(imported, exported);
     assert_eq!(target.applied_index(), source.applied_index());
@@ -157,6 +158,7 @@ fn damaged_snapshot_stream_is_refused() {
     let middle = flipped.len() / 2;
     flipped[middle] ^= 1;
     for bad in [&flipped[..], &stream[..stream.len() - 3], &b"not a snapshot at all"[..]] {
+        StateStore::check_snapshot(&mut &bad[..]).expect_err("a check must refuse a bad stream");
         let error = target.import(&mut &bad[..]).expect_err("bad stream must be refused");
         assert!(error.is_corruption(), "{error}");
         assert_eq!(get(&target, "keep"), Some((b"me".to_vec(), 2)));
