@@ -627,8 +627,10 @@ fn etcdctl_cluster_commands_work() {
     joined.start();
     let listed = etcdctl(&program, &[&all, "member", "list"]);
     assert!(listed.contains(&format!("{id}, started, m3, {peer_url}")), "{listed}");
+    // etcdctl pads ids to 16 characters in these lines: compare the words.
     let removed = etcdctl(&program, &[&all, "member", "remove", &id]);
-    assert!(removed.starts_with(&format!("Member {id} removed from cluster")), "{removed}");
+    let words: Vec<&str> = removed.split_whitespace().collect();
+    assert_eq!(words.get(..4), Some(&["Member", id.as_str(), "removed", "from"][..]), "{removed}");
     assert_ne!(joined.wait_exit(DEADLINE), Some(0), "the removed member exited cleanly");
     cluster.members.push(joined);
 }
@@ -655,4 +657,140 @@ fn a_data_dir_of_another_cluster_is_refused() {
     let log = stray.log();
     let (ours, theirs) = (format!("{stray_cluster:x}"), format!("{cluster_id:x}"));
     assert!(log.contains(&ours) && log.contains(&theirs), "the refusal names neither cluster:\n{log}");
+}
+
+/// A member whose data dir was lost cannot start again as the member it was (it forgot
+/// its log and its votes, and could help elect a leader that lacks committed writes); it
+/// rejoins after `member remove` and `member add`, and catches up.
+#[test]
+fn a_member_that_lost_its_data_rejoins_only_after_remove_and_add() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(dir.path(), 3, &[]);
+    let runtime = runtime();
+    let leader = cluster.leader();
+    let lost = (leader + 1) % 3;
+    let put = PutRequest { key: b"kept".to_vec(), value: b"safe".to_vec(), ..Default::default() };
+    runtime.block_on(async { kv(&cluster.members[leader]).await.put(put).await }).expect("put");
+
+    cluster.members[lost].kill();
+    std::fs::remove_dir_all(&cluster.members[lost].data_dir).expect("wipe the data dir");
+    assert_ne!(cluster.members[lost].start_expecting_exit(), Some(0), "a wiped member started");
+    let log = cluster.members[lost].log();
+    assert!(log.contains("has already been bootstrapped"), "refusal:\n{log}");
+
+    let lost_id = runtime.block_on(async {
+        let mut client = ClusterClient::connect(cluster.members[leader].endpoint()).await.expect("connect");
+        let list =
+            client.member_list(MemberListRequest { linearizable: true }).await.expect("list").into_inner();
+        let peer = cluster.members[lost].peer_url();
+        list.members.iter().find(|m| m.peer_ur_ls.contains(&peer)).expect("the lost member is listed").id
+    });
+    let ports = (cluster.members[lost].client_port, cluster.members[lost].peer_port);
+    let name = cluster.members[lost].name.clone();
+    runtime.block_on(async {
+        let mut client = ClusterClient::connect(cluster.members[leader].endpoint()).await.expect("connect");
+        client.member_remove(MemberRemoveRequest { id: lost_id }).await.expect("remove the lost member");
+        let add = MemberAddRequest { peer_ur_ls: vec![cluster.members[lost].peer_url()], is_learner: false };
+        client.member_add(add).await.expect("add it again");
+    });
+    let initial_cluster =
+        cluster.initial_cluster_with(&format!("{name}={}", cluster.members[lost].peer_url()));
+    let mut rejoined = Server::member(&cluster.dir, &name, ports, &initial_cluster, "existing", &[]);
+    rejoined.start();
+    runtime.block_on(async {
+        let get = RangeRequest { key: b"kept".to_vec(), serializable: true, ..Default::default() };
+        let kvs = kv(&rejoined).await.range(get).await.expect("range").into_inner().kvs;
+        assert_eq!(
+            kvs.first().map(|kv| kv.value.clone()),
+            Some(b"safe".to_vec()),
+            "the rejoined member lacks data"
+        );
+    });
+    cluster.members[lost] = rejoined;
+    let revision = runtime.block_on(current_revision(&cluster.members[leader]));
+    wait_same_hash(&runtime, &cluster, revision);
+}
+
+/// What a broken or hostile peer sends is refused, and the member keeps serving: log
+/// entries that skip indexes (openraft would assert on them), and a snapshot whose data is
+/// damaged (importing it would fail and stop the member).
+#[test]
+fn a_hostile_peer_cannot_stop_a_member() {
+    use synod_api::synodpb as pb;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(dir.path(), 3, &[]);
+    let runtime = runtime();
+    let leader = cluster.leader();
+    let target = (leader + 1) % 3;
+    let ids: Vec<u64> = (0..3).map(|i| cluster.member_id(i)).collect();
+    let cluster_id = cluster.cluster_id(0);
+    let term = runtime.block_on(status(&cluster.members[target])).expect("status").raft_term;
+    let address = |request: &mut tonic::metadata::MetadataMap| {
+        request.insert("synod-cluster-id", format!("{cluster_id:x}").parse().expect("ascii"));
+        request.insert("synod-from", format!("{:x}", ids[leader]).parse().expect("ascii"));
+        request.insert("synod-to", format!("{:x}", ids[target]).parse().expect("ascii"));
+    };
+    let leader_id = pb::LeaderId { term, node_id: ids[leader] };
+    let log_id = |index| pb::LogId { leader: Some(leader_id), index };
+    let vote = pb::Vote { leader: Some(leader_id), committed: true };
+    runtime.block_on(async {
+        let mut client =
+            pb::raft_client::RaftClient::connect(cluster.members[target].peer_url()).await.expect("connect");
+        let entries = [0, 5, 3]
+            .map(|index| pb::Entry {
+                log_id: Some(log_id(index)),
+                payload: Some(pb::entry::Payload::Blank(pb::Blank {})),
+            })
+            .to_vec();
+        let append = pb::AppendEntriesRequest {
+            group_id: 0,
+            vote: Some(vote),
+            prev_log_id: None,
+            entries,
+            leader_commit: None,
+        };
+        let mut request = tonic::Request::new(append);
+        address(request.metadata_mut());
+        let refused = client.append_entries(request).await.expect_err("entries that skip indexes");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+
+        let nodes = (0..3)
+            .map(|i| {
+                let node = pb::MemberNode {
+                    name: cluster.members[i].name.clone(),
+                    peer_urls: vec![cluster.members[i].peer_url()],
+                    client_urls: vec![],
+                };
+                (ids[i], node)
+            })
+            .collect();
+        let membership = pb::Membership { configs: vec![pb::VoterSet { ids: ids.clone() }], nodes };
+        let meta = pb::SnapshotMeta {
+            last_log_id: Some(log_id(1_000_000)),
+            last_membership: Some(pb::StoredMembership {
+                log_id: Some(log_id(0)),
+                membership: Some(membership),
+            }),
+        };
+        let chunk = pb::SnapshotChunk {
+            group_id: 0,
+            vote: Some(vote),
+            meta: Some(meta),
+            data: b"SYNODSTATE1\nnot a state".to_vec(),
+            done: true,
+        };
+        let mut request = tonic::Request::new(futures::stream::iter(vec![chunk]));
+        address(request.metadata_mut());
+        let refused = client.install_snapshot(request).await.expect_err("a damaged snapshot");
+        assert_eq!(refused.code(), tonic::Code::DataLoss, "{refused:?}");
+    });
+
+    // The member is still up, in the cluster, and takes part in new writes.
+    let put = PutRequest { key: b"after".to_vec(), value: b"hostile".to_vec(), ..Default::default() };
+    runtime
+        .block_on(async { kv(&cluster.members[target]).await.put(put).await })
+        .expect("put through the target");
+    let revision = runtime.block_on(current_revision(&cluster.members[leader]));
+    wait_same_hash(&runtime, &cluster, revision);
+    assert!(cluster.members[target].still_running(), "the target member stopped");
 }

@@ -14,9 +14,10 @@ use synod_api::etcdserverpb::{PutRequest, RangeRequest};
 const SYNODCTL: &str = env!("CARGO_BIN_EXE_synodctl");
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// A base port whose member ports (BASE + 10000*i and the port after) are all free now.
+/// A base port whose member ports (BASE + 10000*i and the port after) are all free now,
+/// all below Linux's ephemeral range (32768 and up), so no outgoing connection takes one.
 fn free_base_port(members: u16) -> u16 {
-    (20_000..30_000)
+    (10_000..32_767 - 10_000 * (members - 1))
         .step_by(7)
         .find(|base| {
             (0..members).all(|i| {
@@ -25,6 +26,23 @@ fn free_base_port(members: u16) -> u16 {
             })
         })
         .expect("free ports for the local cluster")
+}
+
+/// What the test started: synodctl and the members it printed. Dropping it (when the test
+/// fails half-way) kills them all.
+struct Started {
+    synodctl: std::process::Child,
+    members: Vec<u32>,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.synodctl.kill();
+        let _ = self.synodctl.wait();
+        for pid in &self.members {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+        }
+    }
 }
 
 fn alive(pid: u32) -> bool {
@@ -43,7 +61,7 @@ fn local_cluster_starts_replicates_and_stops_on_sigterm() {
     assert!(synod.is_file(), "{} is missing; run the tests with `cargo test --workspace`", synod.display());
     let dir = tempfile::tempdir().expect("tempdir");
     let base = free_base_port(3);
-    let mut child = Command::new(SYNODCTL)
+    let child = Command::new(SYNODCTL)
         .args(["local-cluster", "--members", "3", "--base-port", &base.to_string(), "--synod"])
         .arg(&synod)
         .arg("--dir")
@@ -52,10 +70,11 @@ fn local_cluster_starts_replicates_and_stops_on_sigterm() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start synodctl local-cluster");
+    let mut started = Started { synodctl: child, members: Vec::new() };
 
     // Read what it prints until it says how to stop it.
     let (lines, printed) = mpsc::channel();
-    let stdout = child.stdout.take().expect("stdout");
+    let stdout = started.synodctl.stdout.take().expect("stdout");
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             if lines.send(line.expect("read stdout")).is_err() {
@@ -71,7 +90,9 @@ fn local_cluster_starts_replicates_and_stops_on_sigterm() {
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.len() == 5 && fields[0].starts_with('m') && fields[1].starts_with("http://") {
-            rows.push((fields[1].to_string(), fields[3].parse::<u32>().expect("a pid")));
+            let pid = fields[3].parse::<u32>().expect("a pid");
+            started.members.push(pid);
+            rows.push((fields[1].to_string(), pid));
         }
     }
     assert_eq!(rows.len(), 3, "three members printed");
@@ -91,13 +112,17 @@ fn local_cluster_starts_replicates_and_stops_on_sigterm() {
         assert_eq!(kvs.into_inner().kvs[0].value, b"cluster");
     });
 
-    let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let sent =
+        Command::new("kill").args(["-TERM", &started.synodctl.id().to_string()]).status().expect("kill");
     assert!(sent.success());
-    let (exited, done) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = exited.send(child.wait());
-    });
-    let status = done.recv_timeout(DEADLINE).expect("local-cluster stopped in time").expect("wait");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = started.synodctl.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "local-cluster did not stop in time");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(status.success(), "local-cluster exited with {status}");
     for (url, pid) in &rows {
         assert!(!alive(*pid), "the member at {url} (pid {pid}) still runs");

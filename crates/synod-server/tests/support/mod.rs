@@ -155,6 +155,11 @@ impl Server {
         self.child.is_some()
     }
 
+    /// Whether the process is still alive (it has not exited by itself).
+    pub fn still_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Starts the etcd found on PATH, if any.
     pub fn etcd(dir: &Path) -> Option<Server> {
         let program = interop_program("etcd")?;
@@ -238,21 +243,8 @@ impl Server {
 
     /// Spawns the process and waits for it to exit by itself; returns its exit code.
     pub fn start_expecting_exit(&mut self) -> Option<i32> {
-        assert!(self.child.is_none(), "{} is already running", self.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("open server log");
-        let mut child = Command::new(&self.program)
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display()));
-        let status =
-            wait_for(&format!("{} to exit", self.name), START_DEADLINE, || child.try_wait().ok().flatten());
-        status.code()
+        self.spawn();
+        self.wait_exit(START_DEADLINE)
     }
 
     /// The gRPC endpoint, `http://127.0.0.1:port`.
@@ -273,11 +265,13 @@ impl Server {
         self.child.as_ref().expect("server is running").id()
     }
 
-    /// Waits for the process to exit by itself; returns its exit code.
+    /// Waits for the process to exit by itself; returns its exit code. If it does not, the
+    /// test fails and the process is killed with the server (when dropped).
     pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
-        let mut child = self.child.take().expect("server is running");
-        let status =
-            wait_for(&format!("{} to exit", self.name), deadline, || child.try_wait().ok().flatten());
+        let name = self.name.clone();
+        let child = self.child.as_mut().expect("server is running");
+        let status = wait_for(&format!("{name} to exit"), deadline, || child.try_wait().ok().flatten());
+        self.child = None;
         status.code()
     }
 
