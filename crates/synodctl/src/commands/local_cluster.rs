@@ -230,7 +230,11 @@ async fn watch(synod: &Path, members: &mut [Member]) {
                     let exited = member.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
                     if let Some(status) = exited {
                         member.child = None;
-                        println!("{} exited ({status}); restart it with:\n  {}", member.name, member.restart_command(synod));
+                        println!(
+                            "{} exited ({status}); restart it with (it is then yours to stop):\n  {}",
+                            member.name,
+                            member.restart_command(synod)
+                        );
                     }
                 }
             }
