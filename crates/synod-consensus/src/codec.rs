@@ -45,6 +45,30 @@ pub fn log_id_from(id: &pb::LogId) -> Result<LogId, CodecError> {
     Ok(LogId { leader_id: leader_id_from(id.leader.as_ref(), "log id leader")?, index: id.index })
 }
 
+/// Decodes a stored value: the protobuf message, then the openraft value it describes.
+/// `None` (nothing stored) stays `None`.
+fn stored<M: prost::Message + Default, T>(
+    bytes: Option<&[u8]>,
+    convert: impl FnOnce(&M) -> Result<T, CodecError>,
+) -> Result<Option<T>, CodecError> {
+    bytes.map(|bytes| convert(&M::decode(bytes).map_err(|e| CodecError(e.to_string()))?)).transpose()
+}
+
+/// A log id as stored in meta (applied, committed, purged).
+pub fn decode_log_id(bytes: Option<&[u8]>) -> Result<Option<LogId>, CodecError> {
+    stored(bytes, log_id_from)
+}
+
+/// A vote as stored in meta.
+pub fn decode_vote(bytes: Option<&[u8]>) -> Result<Option<Vote>, CodecError> {
+    stored(bytes, |vote: &pb::Vote| vote_from(Some(vote)))
+}
+
+/// A membership as stored in meta; the empty one when nothing is stored.
+pub fn decode_membership(bytes: Option<&[u8]>) -> Result<StoredMembership, CodecError> {
+    Ok(stored(bytes, stored_membership_from)?.unwrap_or_default())
+}
+
 pub fn opt_log_id(id: Option<&LogId>) -> Option<pb::LogId> {
     id.map(log_id)
 }

@@ -43,9 +43,6 @@ use crate::types::{MemberNode, Proposal, Raft, TypeConfig};
 /// How recently the leader must have heard from a member for etcd's reconfiguration
 /// checks to count it as connected (etcd's HealthInterval).
 const CONNECTED_WITHIN: Duration = Duration::from_secs(5);
-/// What a membership change that found another in progress fails with, before it waits
-/// and tries again.
-const CHANGE_IN_PROGRESS: &str = "another membership change is in progress";
 /// etcd allows one learner at a time.
 const LEARNERS_MAX: usize = 1;
 /// The share of the leader's log a learner must have before it may be promoted.
@@ -139,6 +136,25 @@ pub struct ConsensusStatus {
     /// Snapshots received from a leader and imported since the member started.
     pub snapshots_installed: u64,
     pub is_learner: bool,
+}
+
+/// Why one attempt at a membership change on the leader did not complete.
+enum Attempt {
+    /// Another change is still in progress; this one wrote nothing and may try again.
+    Busy,
+    Failed(ConsensusError),
+}
+
+impl From<ConsensusError> for Attempt {
+    fn from(error: ConsensusError) -> Self {
+        Attempt::Failed(error)
+    }
+}
+
+impl From<EtcdError> for Attempt {
+    fn from(error: EtcdError) -> Self {
+        Attempt::Failed(error.into())
+    }
 }
 
 /// A membership change, as etcd's Cluster API asks for it.
@@ -805,10 +821,9 @@ impl Consensus {
         let attempts = async {
             loop {
                 match self.try_change_on_leader(change.clone()).await {
-                    Err(ConsensusError::Failed(text)) if text == CHANGE_IN_PROGRESS => {
-                        self.wait_membership_settled().await
-                    }
-                    outcome => return outcome,
+                    Err(Attempt::Busy) => self.wait_membership_settled().await,
+                    Err(Attempt::Failed(error)) => return Err(error),
+                    Ok(outcome) => return Ok(outcome),
                 }
             }
         };
@@ -839,7 +854,7 @@ impl Consensus {
     async fn try_change_on_leader(
         &self,
         change: MemberChange,
-    ) -> Result<(Option<u64>, Option<u64>), ConsensusError> {
+    ) -> Result<(Option<u64>, Option<u64>), Attempt> {
         let m = self.metrics();
         let membership = m.membership_config.membership().clone();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
@@ -863,13 +878,13 @@ impl Consensus {
             match result {
                 Ok(response) => Ok(response.log_id.index),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                    Err(ConsensusError::NotLeader)
+                    Err(ConsensusError::NotLeader.into())
                 }
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
                     ChangeMembershipError::InProgress(_),
-                ))) => Err(ConsensusError::Failed(CHANGE_IN_PROGRESS.into())),
-                Err(RaftError::APIError(e)) => Err(ConsensusError::Failed(e.to_string())),
-                Err(RaftError::Fatal(e)) => Err(self.fatal(&e)),
+                ))) => Err(Attempt::Busy),
+                Err(RaftError::APIError(e)) => Err(ConsensusError::Failed(e.to_string()).into()),
+                Err(RaftError::Fatal(e)) => Err(self.fatal(&e).into()),
             }
         };
         match change {
@@ -902,12 +917,16 @@ impl Consensus {
                 let node = MemberNode { name: String::new(), peer_urls, client_urls: Vec::new() };
                 let mut index = write(self.inner.raft.add_learner(id, node, false).await)?;
                 if !is_learner {
-                    index = write(
-                        self.inner
-                            .raft
-                            .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
-                            .await,
-                    )?;
+                    // The learner is in: from here a busy membership is waited out, never
+                    // retried from the start (which would find the URLs taken).
+                    index = loop {
+                        let promoted =
+                            self.inner.raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false);
+                        match write(promoted.await) {
+                            Err(Attempt::Busy) => self.wait_membership_settled().await,
+                            outcome => break outcome?,
+                        }
+                    };
                 }
                 Ok((Some(id), Some(index)))
             }
@@ -1147,11 +1166,6 @@ impl Consensus {
         })
         .await;
     }
-}
-
-/// Maps the error of a peer call made on behalf of the facade into text for the peer reply.
-pub(crate) fn reply_error(error: &ConsensusError) -> String {
-    error_text(error)
 }
 
 /// Asks the members at `peer_urls` (any that answers) for the cluster id and membership,

@@ -112,20 +112,10 @@ impl RaftLog {
         group: GroupId,
         observer: Option<FlushObserver>,
     ) -> io::Result<RaftLog> {
-        let vote = match store.meta(&vote_key(group)).map_err(io_error)? {
-            Some(bytes) => Some(
-                codec::vote_from(Some(&pb::Vote::decode(bytes.as_slice()).map_err(io_error)?))
-                    .map_err(io_error)?,
-            ),
-            None => None,
-        };
-        let purged = match store.meta(&purged_key(group)).map_err(io_error)? {
-            Some(bytes) => Some(
-                codec::log_id_from(&pb::LogId::decode(bytes.as_slice()).map_err(io_error)?)
-                    .map_err(io_error)?,
-            ),
-            None => None,
-        };
+        let vote = store.meta(&vote_key(group)).map_err(io_error)?;
+        let vote = codec::decode_vote(vote.as_deref()).map_err(io_error)?;
+        let purged = store.meta(&purged_key(group)).map_err(io_error)?;
+        let purged = codec::decode_log_id(purged.as_deref()).map_err(io_error)?;
         let flushed_through = store.bounds(group).map_err(io_error)?.map_or(0, |(_, last)| last.0);
         let (queue, writes) = std::sync::mpsc::sync_channel(QUEUE_MAX);
         let inner = Arc::new(Inner {
@@ -353,13 +343,8 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        match self.inner.store.meta(&committed_key(self.inner.group)).map_err(io_error)? {
-            Some(bytes) => {
-                let id = pb::LogId::decode(bytes.as_slice()).map_err(io_error)?;
-                Ok(Some(codec::log_id_from(&id).map_err(io_error)?))
-            }
-            None => Ok(None),
-        }
+        let committed = self.inner.store.meta(&committed_key(self.inner.group)).map_err(io_error)?;
+        codec::decode_log_id(committed.as_deref()).map_err(io_error)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>

@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
-use crate::consensus::{Consensus, Inner, MemberChange, applied_to_result, reply_error};
+use crate::consensus::{Consensus, Inner, MemberChange, applied_to_result, error_text};
 use crate::network::{CLUSTER_ID_HEADER, FROM_HEADER, TO_HEADER};
 use crate::removed::REMOVED_MESSAGE;
 use crate::state_machine::SnapshotFile;
@@ -261,7 +261,7 @@ impl raft_server::Raft for PeerService {
                 leader_id: self.inner.member_id,
             },
             Err(e) => pb::ForwardResponse {
-                error: reply_error(&e),
+                error: error_text(&e),
                 leader_id: consensus.status().leader.unwrap_or(0),
                 ..Default::default()
             },
@@ -283,7 +283,7 @@ impl raft_server::Raft for PeerService {
                 ..Default::default()
             },
             Err(e) => pb::ReadIndexResponse {
-                error: reply_error(&e),
+                error: error_text(&e),
                 leader_id: consensus.status().leader.unwrap_or(0),
                 ..Default::default()
             },
@@ -326,7 +326,7 @@ impl raft_server::Raft for PeerService {
                 ..Default::default()
             },
             Err(e) => pb::MemberChangeResponse {
-                error: reply_error(&e),
+                error: error_text(&e),
                 leader_id: consensus.status().leader.unwrap_or(0),
                 ..Default::default()
             },

@@ -201,20 +201,12 @@ fn read_removed(state: &StateStore, group: GroupId) -> io::Result<BTreeSet<u64>>
 }
 
 fn read_applied(state: &StateStore, group: GroupId) -> io::Result<(Option<LogId>, StoredMembership)> {
-    let applied = match state.meta_value(&applied_key(group)).map_err(io_error)? {
-        Some(bytes) => Some(
-            codec::log_id_from(&pb::LogId::decode(bytes.as_slice()).map_err(io_error)?).map_err(io_error)?,
-        ),
-        None => None,
-    };
-    let membership = match state.meta_value(&membership_key(group)).map_err(io_error)? {
-        Some(bytes) => {
-            codec::stored_membership_from(&pb::StoredMembership::decode(bytes.as_slice()).map_err(io_error)?)
-                .map_err(io_error)?
-        }
-        None => StoredMembership::default(),
-    };
-    Ok((applied, membership))
+    let applied = state.meta_value(&applied_key(group)).map_err(io_error)?;
+    let membership = state.meta_value(&membership_key(group)).map_err(io_error)?;
+    Ok((
+        codec::decode_log_id(applied.as_deref()).map_err(io_error)?,
+        codec::decode_membership(membership.as_deref()).map_err(io_error)?,
+    ))
 }
 
 /// The newest complete snapshot in `dir`: a `.snap` file with its `.meta` next to it.
@@ -331,20 +323,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 out.flush()?;
                 exported
             };
-            let last_log_id = match &values[0] {
-                Some(bytes) => Some(
-                    codec::log_id_from(&pb::LogId::decode(bytes.as_slice()).map_err(io_error)?)
-                        .map_err(io_error)?,
-                ),
-                None => None,
-            };
-            let last_membership = match &values[1] {
-                Some(bytes) => codec::stored_membership_from(
-                    &pb::StoredMembership::decode(bytes.as_slice()).map_err(io_error)?,
-                )
-                .map_err(io_error)?,
-                None => StoredMembership::default(),
-            };
+            let last_log_id = codec::decode_log_id(values[0].as_deref()).map_err(io_error)?;
+            let last_membership = codec::decode_membership(values[1].as_deref()).map_err(io_error)?;
             // Durable state at or past the snapshot before openraft may purge the log behind
             // it.
             inner.state.checkpoint().map_err(io_error)?;

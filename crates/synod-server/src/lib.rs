@@ -128,11 +128,21 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
     let mut servers = Vec::new();
     for (url, listener) in peer_listeners {
         tracing::info!(address = %url, "listening for peers");
-        servers.push(tokio::spawn(serve::serve(listener, peer_app.clone(), stopping.clone())));
+        servers.push(tokio::spawn(serve::serve(
+            listener,
+            peer_app.clone(),
+            serve::Port::Peer,
+            stopping.clone(),
+        )));
     }
     for (url, listener) in client_listeners {
         tracing::info!(address = %url, "ready to serve client requests");
-        servers.push(tokio::spawn(serve::serve(listener, app.clone(), stopping.clone())));
+        servers.push(tokio::spawn(serve::serve(
+            listener,
+            app.clone(),
+            serve::Port::Client,
+            stopping.clone(),
+        )));
     }
 
     let mut failure = consensus.failure();
@@ -239,17 +249,25 @@ async fn join(config: &Config) -> anyhow::Result<Identity> {
     Ok(Identity { cluster_id, member_id: member.id, name: config.name.clone(), peer_urls: own })
 }
 
-/// Refuses to bootstrap a member the running cluster already knows as started: its data
-/// dir was lost, and a member that forgot its log and votes could elect a leader that lacks
-/// committed writes. etcd refuses the same start with the same words.
-async fn refuse_if_bootstrapped(config: &Config, member_id: u64) -> anyhow::Result<()> {
+/// What the other members in `--initial-cluster` say of their cluster, if any answers.
+/// Best effort, as in etcd: peers that are down (all of a new cluster starting, or all but
+/// this member restarting) are no reason not to start.
+async fn running_cluster(config: &Config) -> Option<(u64, Vec<synod_consensus::MemberInfo>)> {
     let peers = other_peer_urls(config);
     if peers.is_empty() {
-        return Ok(());
+        return None;
     }
-    // Best effort, as in etcd: peers that are down (a whole new cluster starting) are no
-    // reason not to start.
-    if let Ok((_, members)) = synod_consensus::discover_cluster(&peers, Duration::from_secs(1)).await
+    synod_consensus::discover_cluster(&peers, PEER_PROBE_TIMEOUT).await.ok()
+}
+
+/// How long a starting member waits for each peer it asks about the cluster.
+const PEER_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Refuses to bootstrap a member the running cluster already knows as started: its data
+/// dir was lost, and a member that forgot its log and votes could help elect a leader that
+/// lacks committed writes. etcd refuses the same start with the same words.
+async fn refuse_if_bootstrapped(config: &Config, member_id: u64) -> anyhow::Result<()> {
+    if let Some((_, members)) = running_cluster(config).await
         && members.iter().any(|m| m.id == member_id && m.started)
     {
         bail!("member {member_id:x} has already been bootstrapped");
@@ -260,18 +278,13 @@ async fn refuse_if_bootstrapped(config: &Config, member_id: u64) -> anyhow::Resu
 /// Refuses to start on a data dir of another cluster than the one its peers form: a member
 /// pointed at the wrong directory must not join with someone else's data.
 async fn check_peers_agree(config: &Config, identity: &Identity) -> anyhow::Result<()> {
-    let peers = other_peer_urls(config);
-    if peers.is_empty() {
-        return Ok(());
-    }
-    // Best effort: the peers may all be down, which is no reason not to start.
-    if let Ok((cluster_id, _)) = synod_consensus::discover_cluster(&peers, Duration::from_millis(500)).await
+    if let Some((cluster_id, _)) = running_cluster(config).await
         && cluster_id != identity.cluster_id
     {
         bail!(
             "the data dir belongs to cluster {:x}, but the members at {} form cluster {cluster_id:x}",
             identity.cluster_id,
-            peers.join(",")
+            other_peer_urls(config).join(",")
         );
     }
     Ok(())
