@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{
@@ -32,11 +32,15 @@ use synod_base::{GroupId, LogIndex, limits};
 use synod_mvcc::{Applied, Response};
 use synod_storage::{LogStore, StateStore};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+// tokio's clock, not std's: the simulator runs on tokio's paused clock.
+use tokio::time::Instant;
 
 use crate::codec;
+use crate::disk_io::DiskIo;
 use crate::log_store::RaftLog;
-use crate::network::{PeerIdentity, PeerNetwork};
+use crate::network::{Dialer, PeerIdentity, PeerNetwork};
 use crate::removed::{REMOVED_MESSAGE, Removed};
+use crate::runtime::SynodRuntime;
 use crate::state_machine::{StateMachine, member_key};
 use crate::types::{MemberNode, Proposal, Raft, TypeConfig};
 
@@ -109,6 +113,10 @@ pub struct ConsensusOptions {
     pub state: Arc<StateStore>,
     /// Told about every durable log write (duration, entries), for metrics.
     pub on_log_flush: Option<crate::log_store::FlushObserver>,
+    /// How to reach the other members (`GrpcDialer` in a server).
+    pub dialer: Arc<dyn Dialer>,
+    /// Where blocking disk work runs (`DiskIo::Threads` in a server).
+    pub disk_io: DiskIo,
 }
 
 /// The consensus view of a member, for MemberList.
@@ -184,7 +192,9 @@ pub(crate) struct Inner {
     leader_lease: Duration,
     /// The leader this member last accepted an AppendEntries (or heartbeat) from, and when.
     leader_contact: Mutex<Option<(u64, Instant)>>,
-    stop_checkpointer: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    /// Dropping it stops the checkpointer.
+    stop_checkpointer: Mutex<Option<watch::Sender<()>>>,
+    pub(crate) disk_io: DiskIo,
 }
 
 impl Inner {
@@ -244,17 +254,19 @@ fn forward_failure(status: &tonic::Status) -> ConsensusError {
     }
 }
 
-/// A member id for a member added at runtime: from its peer URLs, the cluster and the time,
-/// as etcd does, so that a member removed and added again gets a new id (a raft member id
-/// must never come back with an empty log).
+/// A member id for a member added at runtime: from its peer URLs, the cluster and a random
+/// number (etcd uses the time), so that a member removed and added again gets a new id (a
+/// raft member id must never come back with an empty log). The random number comes from
+/// openraft's runtime, which the simulator seeds.
 fn added_member_id(peer_urls: &[String], cluster_id: u64) -> u64 {
+    use rand_openraft::Rng as _;
     let mut urls = peer_urls.to_vec();
     urls.sort();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let nonce = <SynodRuntime as openraft::AsyncRuntime>::thread_rng().next_u64();
     let mut hasher = Sha256::new();
     hasher.update(urls.join(",").as_bytes());
     hasher.update(cluster_id.to_be_bytes());
-    hasher.update(now.as_nanos().to_be_bytes());
+    hasher.update(nonce.to_be_bytes());
     u64::from_be_bytes(hasher.finalize()[..8].try_into().expect("32-byte digest"))
 }
 
@@ -315,12 +327,18 @@ impl Consensus {
         }
         .validate()
         .map_err(|e| failed("consensus configuration", &e))?;
-        let log = RaftLog::open(options.log.clone(), options.group, options.on_log_flush.clone())
-            .map_err(|e| failed("open the raft log", &e))?;
+        let log =
+            RaftLog::open(options.log.clone(), options.group, options.on_log_flush.clone(), options.disk_io)
+                .map_err(|e| failed("open the raft log", &e))?;
         let removed = Removed::new(options.member_id);
-        let state_machine =
-            StateMachine::open(options.state.clone(), options.group, &options.snapshot_dir, removed.clone())
-                .map_err(|e| failed("open the state machine", &e))?;
+        let state_machine = StateMachine::open(
+            options.state.clone(),
+            options.group,
+            &options.snapshot_dir,
+            removed.clone(),
+            options.disk_io,
+        )
+        .map_err(|e| failed("open the state machine", &e))?;
         // An AppendEntries carries up to `max_payload_entries` entries of up to a request
         // each; a snapshot chunk is small.
         let message_bytes_max = (64 * (options.max_request_bytes as usize + 4096)).max(16 * 1024 * 1024);
@@ -332,6 +350,8 @@ impl Consensus {
                 message_bytes_max,
             },
             removed.clone(),
+            options.dialer.clone(),
+            options.disk_io,
         );
         let raft =
             Raft::new(options.member_id, Arc::new(config), network.clone(), log, state_machine.clone())
@@ -366,6 +386,7 @@ impl Consensus {
             leader_lease: Duration::from_millis(leader_lease_ms),
             leader_contact: Mutex::new(None),
             stop_checkpointer: Mutex::new(None),
+            disk_io: options.disk_io,
         });
         let consensus = Consensus { inner };
         consensus.start_checkpointer();
@@ -516,7 +537,7 @@ impl Consensus {
     pub async fn propose(&self, command: Command) -> Result<Applied, ConsensusError> {
         let _budget = self.budget(command.encoded_len())?;
         let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
-        match tokio::time::timeout_at(deadline.into(), self.propose_until(command, deadline)).await {
+        match tokio::time::timeout_at(deadline, self.propose_until(command, deadline)).await {
             Ok(outcome) => {
                 outcome?.ok_or_else(|| ConsensusError::Failed("the command produced no outcome".into()))
             }
@@ -678,7 +699,7 @@ impl Consensus {
     /// Waits until a read of the local state is linearizable.
     pub async fn read_barrier(&self) -> Result<(), ConsensusError> {
         let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
-        match tokio::time::timeout_at(deadline.into(), self.read_barrier_until(deadline)).await {
+        match tokio::time::timeout_at(deadline, self.read_barrier_until(deadline)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(ConsensusError::Timeout),
         }
@@ -753,7 +774,7 @@ impl Consensus {
         change: MemberChange,
     ) -> Result<(Option<u64>, Vec<MemberInfo>), ConsensusError> {
         let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
-        let outcome = tokio::time::timeout_at(deadline.into(), async {
+        let outcome = tokio::time::timeout_at(deadline, async {
             loop {
                 let m = self.metrics();
                 match m.current_leader {
@@ -827,7 +848,7 @@ impl Consensus {
                 }
             }
         };
-        tokio::time::timeout_at(deadline.into(), attempts).await.map_err(|_| ConsensusError::Timeout)?
+        tokio::time::timeout_at(deadline, attempts).await.map_err(|_| ConsensusError::Timeout)?
     }
 
     async fn wait_membership_settled(&self) {
@@ -1123,33 +1144,34 @@ impl Consensus {
 
     /// Checkpoints the applied state every `STATE_CHECKPOINT_INTERVAL_MS` when it changed.
     fn start_checkpointer(&self) {
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (stop, mut stopped) = watch::channel(());
         *self.inner.stop_checkpointer.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
         let consensus = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("synod-checkpoint-{}", self.inner.group.0))
-            .spawn(move || {
-                let interval = Duration::from_millis(limits::STATE_CHECKPOINT_INTERVAL_MS);
-                let mut durable = consensus.inner.state.applied();
-                loop {
-                    match stopped.recv_timeout(interval) {
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                        _ => return,
-                    }
-                    let applied = consensus.inner.state.applied();
-                    if applied == durable {
-                        continue;
-                    }
-                    if let Err(e) = consensus.inner.state.checkpoint() {
-                        consensus.fail(format!("state checkpoint failed: {e}"));
-                        return;
-                    }
-                    durable = applied;
+        tokio::spawn(async move {
+            let interval = Duration::from_millis(limits::STATE_CHECKPOINT_INTERVAL_MS);
+            let mut durable = consensus.inner.state.applied();
+            loop {
+                // Only the stop can end the wait early (its sender is dropped).
+                if tokio::time::timeout(interval, stopped.changed()).await.is_ok() {
+                    return;
                 }
-            });
-        if let Err(e) = spawned {
-            self.fail(format!("start the checkpoint thread: {e}"));
-        }
+                let applied = consensus.inner.state.applied();
+                if applied == durable {
+                    continue;
+                }
+                let state = consensus.inner.state.clone();
+                if let Err(e) = consensus
+                    .inner
+                    .disk_io
+                    .run(move || state.checkpoint().map_err(std::io::Error::other))
+                    .await
+                {
+                    consensus.fail(format!("state checkpoint failed: {e}"));
+                    return;
+                }
+                durable = applied;
+            }
+        });
     }
 
     /// Stops the group and makes the state durable.
@@ -1159,12 +1181,15 @@ impl Consensus {
         }
         self.inner.stop_checkpointer.lock().unwrap_or_else(|p| p.into_inner()).take();
         let state = self.inner.state.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = state.checkpoint() {
-                tracing::error!(error = %e, "final checkpoint failed; the log replays on restart");
-            }
-        })
-        .await;
+        let checkpoint = self.inner.disk_io.run(move || state.checkpoint().map_err(std::io::Error::other));
+        if let Err(e) = checkpoint.await {
+            tracing::error!(error = %e, "final checkpoint failed; the log replays on restart");
+        }
+    }
+
+    /// Where this member runs its blocking disk work.
+    pub fn disk_io(&self) -> DiskIo {
+        self.inner.disk_io
     }
 }
 
@@ -1246,7 +1271,12 @@ mod tests {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let identity =
             PeerIdentity { group: GroupId::FIRST, member_id: 1, cluster_id: 1, message_bytes_max: 1 << 20 };
-        let network = PeerNetwork::new(identity, Removed::new(1));
+        let network = PeerNetwork::new(
+            identity,
+            Removed::new(1),
+            Arc::new(crate::network::GrpcDialer),
+            DiskIo::Threads,
+        );
         let mut client = network.client(2, &[format!("http://127.0.0.1:{port}")]).unwrap();
         let request = pb::ForwardRequest { group_id: 0, command: None };
         let status = client.forward(network.request(2, request, Duration::from_secs(5))).await.unwrap_err();

@@ -12,10 +12,12 @@
 
 mod codec;
 mod consensus;
+mod disk_io;
 mod log_store;
 mod network;
 mod peer_service;
 mod removed;
+mod runtime;
 mod state_machine;
 #[cfg(test)]
 mod storage_suite;
@@ -25,7 +27,9 @@ pub use consensus::{
     Bootstrap, Consensus, ConsensusError, ConsensusOptions, ConsensusStatus, MemberChange, MemberInfo,
     discover_cluster,
 };
+pub use disk_io::DiskIo;
 pub use log_store::FlushObserver;
-pub use network::{CLUSTER_ID_HEADER, FROM_HEADER, TO_HEADER};
+pub use network::{CLUSTER_ID_HEADER, Dialer, FROM_HEADER, GrpcDialer, PeerChannel, PeerError, TO_HEADER};
 pub use removed::REMOVED_MESSAGE;
+pub use runtime::seed_thread_rng;
 pub use types::MemberNode;

@@ -1,7 +1,7 @@
 //! [`RaftLog`]: openraft's log storage on synod's `LogStore` (`raftlog.redb`).
 //!
-//! One writer thread owns every write to the log file. An `append` hands its entries to it
-//! and returns at once (openraft may replicate them to followers while the local fsync is
+//! One writer owns every write to the log file: a thread of its own in a server, a task in
+//! the simulator (`DiskIo`). An `append` hands its entries to it and returns at once (openraft may replicate them to followers while the local fsync is
 //! in flight); the writer folds everything queued into one transaction and one fsync (group
 //! commit), then reports each append flushed, in order. Votes, truncations and purges go
 //! through the same queue, so no write can become durable before an earlier one, and wait
@@ -23,9 +23,10 @@ use prost::Message;
 use synod_api::synodpb as pb;
 use synod_base::{GroupId, LogIndex};
 use synod_storage::{Durability, LogOp, LogStore};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
+use crate::disk_io::DiskIo;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 /// Told the duration and entry count of every durable log write, for metrics.
@@ -33,7 +34,7 @@ pub type FlushObserver = Arc<dyn Fn(std::time::Duration, usize) + Send + Sync>;
 
 /// Entries kept in memory behind the newest flushed one, for replication to read.
 const TAIL_FLUSHED_MAX: usize = 4096;
-/// Writes waiting for the writer thread; openraft sends at most a few at a time.
+/// Writes waiting for the writer; openraft sends at most a few at a time.
 const QUEUE_MAX: usize = 1024;
 
 fn vote_key(group: GroupId) -> String {
@@ -74,7 +75,7 @@ impl Tail {
     }
 }
 
-/// A write for the writer thread.
+/// A write for the writer.
 enum Write {
     Append { entries: Vec<(u64, Vec<u8>)>, last: u64, epoch: u64, callback: IOFlushed<TypeConfig> },
     Other { ops: Vec<OwnedOp>, durable: bool, done: oneshot::Sender<Result<(), String>> },
@@ -92,7 +93,7 @@ struct Inner {
     tail: Mutex<Tail>,
     vote: Mutex<Option<Vote>>,
     purged: Mutex<Option<LogId>>,
-    queue: std::sync::mpsc::SyncSender<Write>,
+    queue: mpsc::Sender<Write>,
 }
 
 /// openraft's log storage and log reader for one consensus group.
@@ -106,18 +107,19 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RaftLog {
-    /// Opens the group's log on `store` and starts its writer thread.
+    /// Opens the group's log on `store` and starts its writer where `disk_io` says.
     pub fn open(
         store: Arc<LogStore>,
         group: GroupId,
         observer: Option<FlushObserver>,
+        disk_io: DiskIo,
     ) -> io::Result<RaftLog> {
         let vote = store.meta(&vote_key(group)).map_err(io_error)?;
         let vote = codec::decode_vote(vote.as_deref()).map_err(io_error)?;
         let purged = store.meta(&purged_key(group)).map_err(io_error)?;
         let purged = codec::decode_log_id(purged.as_deref()).map_err(io_error)?;
         let flushed_through = store.bounds(group).map_err(io_error)?.map_or(0, |(_, last)| last.0);
-        let (queue, writes) = std::sync::mpsc::sync_channel(QUEUE_MAX);
+        let (queue, mut writes) = mpsc::channel(QUEUE_MAX);
         let inner = Arc::new(Inner {
             group,
             store: store.clone(),
@@ -126,10 +128,23 @@ impl RaftLog {
             purged: Mutex::new(purged),
             queue,
         });
-        let writer = Arc::downgrade(&inner);
-        std::thread::Builder::new()
-            .name(format!("synod-raft-log-{}", group.0))
-            .spawn(move || write_loop(&store, group, writes, writer, observer))?;
+        let mut writer = Writer { store, group, inner: Arc::downgrade(&inner), observer, failed: None };
+        match disk_io {
+            DiskIo::Threads => {
+                std::thread::Builder::new().name(format!("synod-raft-log-{}", group.0)).spawn(move || {
+                    while let Some(first) = writes.blocking_recv() {
+                        writer.write(take_batch(first, &mut writes));
+                    }
+                })?;
+            }
+            DiskIo::Inline => {
+                tokio::spawn(async move {
+                    while let Some(first) = writes.recv().await {
+                        writer.write(take_batch(first, &mut writes));
+                    }
+                });
+            }
+        }
         Ok(RaftLog { inner })
     }
 
@@ -175,33 +190,43 @@ impl RaftLog {
         self.inner
             .queue
             .send(Write::Other { ops, durable, done })
+            .await
             .map_err(|_| io_error("the log writer has stopped"))?;
         outcome.await.map_err(|_| io_error("the log writer has stopped"))?.map_err(io_error)
     }
 }
 
-fn write_loop(
-    store: &LogStore,
+/// The first queued write and every other one already waiting: one transaction, one fsync.
+fn take_batch(first: Write, writes: &mut mpsc::Receiver<Write>) -> Vec<Write> {
+    let mut batch = vec![first];
+    while batch.len() < QUEUE_MAX {
+        match writes.try_recv() {
+            Ok(write) => batch.push(write),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// The log's one writer.
+struct Writer {
+    store: Arc<LogStore>,
     group: GroupId,
-    writes: std::sync::mpsc::Receiver<Write>,
     inner: std::sync::Weak<Inner>,
     observer: Option<FlushObserver>,
-) {
-    let mut failed: Option<String> = None;
-    while let Ok(first) = writes.recv() {
-        let mut batch = vec![first];
-        while batch.len() < QUEUE_MAX {
-            match writes.try_recv() {
-                Ok(write) => batch.push(write),
-                Err(_) => break,
-            }
-        }
+    /// The first failure: every later write fails with it, so nothing lands after a gap.
+    failed: Option<String>,
+}
+
+impl Writer {
+    /// Writes `batch` durably (as far as its writes ask) and reports each write done.
+    fn write(&mut self, batch: Vec<Write>) {
         let started = std::time::Instant::now();
-        let outcome = match &failed {
+        let outcome = match &self.failed {
             Some(error) => Err(error.clone()),
-            None => write_batch(store, group, &batch).map_err(|e| e.to_string()),
+            None => write_batch(&self.store, self.group, &batch).map_err(|e| e.to_string()),
         };
-        if let Some(observe) = &observer {
+        if let Some(observe) = &self.observer {
             let entries = batch
                 .iter()
                 .map(|w| if let Write::Append { entries, .. } = w { entries.len() } else { 0 })
@@ -209,10 +234,10 @@ fn write_loop(
             observe(started.elapsed(), entries);
         }
         if let Err(error) = &outcome {
-            if failed.is_none() {
+            if self.failed.is_none() {
                 tracing::error!(error = %error, "log write failed; the group stops");
             }
-            failed = Some(error.clone());
+            self.failed = Some(error.clone());
         }
         let mut flushed_through = None;
         for write in batch {
@@ -228,7 +253,7 @@ fn write_loop(
                 }
             }
         }
-        if let (Some((last, epoch)), Some(inner)) = (flushed_through, inner.upgrade()) {
+        if let (Some((last, epoch)), Some(inner)) = (flushed_through, self.inner.upgrade()) {
             let mut tail = lock(&inner.tail);
             if tail.epoch == epoch {
                 tail.flushed_through = tail.flushed_through.max(last);
@@ -369,6 +394,7 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
         self.inner
             .queue
             .send(Write::Append { entries: encoded, last, epoch, callback })
+            .await
             .map_err(|_| io_error("the log writer has stopped"))
     }
 

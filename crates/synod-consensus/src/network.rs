@@ -23,9 +23,11 @@ use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use synod_api::synodpb as pb;
 use synod_api::synodpb::raft_client::RaftClient;
 use synod_base::GroupId;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+use tower::ServiceExt as _;
 
 use crate::codec;
+use crate::disk_io::DiskIo;
 use crate::removed::{REMOVED_MESSAGE, Removed};
 use crate::state_machine::{SnapshotFile, StateSnapshot};
 use crate::types::{MemberNode, TypeConfig, Vote};
@@ -50,8 +52,56 @@ pub struct PeerIdentity {
     pub message_bytes_max: usize,
 }
 
+/// A connection to a member's peer service, in the shape tonic's generated client takes.
+pub type PeerChannel = tower::util::BoxCloneSyncService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    PeerError,
+>;
+
+/// Why a peer call failed below gRPC. A concrete type rather than `BoxError`, which
+/// openraft's `Send` futures cannot carry; tonic still finds the cause (a refused
+/// connection, a status) through `source`.
+#[derive(Debug)]
+pub struct PeerError(pub tower::BoxError);
+
+impl std::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for PeerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// How a member reaches another member's peer URL: over gRPC in a server, through the
+/// simulated network in synod-sim. The code above the channel is the same in both.
+pub trait Dialer: Send + Sync + 'static {
+    /// A lazily connected channel to member `target` at `url`.
+    fn dial(&self, target: u64, url: &str) -> Result<PeerChannel, String>;
+}
+
+/// Dials over TCP with tonic: what a server runs with.
+pub struct GrpcDialer;
+
+impl Dialer for GrpcDialer {
+    fn dial(&self, target: u64, url: &str) -> Result<PeerChannel, String> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| format!("member {target:x} peer URL {url}: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .http2_adaptive_window(true);
+        Ok(PeerChannel::new(endpoint.connect_lazy().map_err(|e| PeerError(e.into()))))
+    }
+}
+
 /// A member's connection, with the peer URLs it was made for.
-type Channels = HashMap<u64, (Vec<String>, Channel)>;
+type Channels = HashMap<u64, (Vec<String>, PeerChannel)>;
 
 /// Connections to the other members, shared by all of openraft's replication tasks.
 #[derive(Clone)]
@@ -61,15 +111,24 @@ pub struct PeerNetwork {
     /// Members the last call could not reach; logged once when they go and when they return.
     unreachable: Arc<Mutex<HashMap<u64, String>>>,
     removed: Removed,
+    dialer: Arc<dyn Dialer>,
+    disk_io: DiskIo,
 }
 
 impl PeerNetwork {
-    pub(crate) fn new(identity: PeerIdentity, removed: Removed) -> PeerNetwork {
+    pub(crate) fn new(
+        identity: PeerIdentity,
+        removed: Removed,
+        dialer: Arc<dyn Dialer>,
+        disk_io: DiskIo,
+    ) -> PeerNetwork {
         PeerNetwork {
             identity,
             channels: Arc::new(Mutex::new(HashMap::new())),
             unreachable: Arc::new(Mutex::new(HashMap::new())),
             removed,
+            dialer,
+            disk_io,
         }
     }
 
@@ -99,20 +158,13 @@ impl PeerNetwork {
     }
 
     /// A client for member `target` at the first of its peer URLs, reusing the connection.
-    pub fn client(&self, target: u64, peer_urls: &[String]) -> Result<RaftClient<Channel>, String> {
+    pub fn client(&self, target: u64, peer_urls: &[String]) -> Result<RaftClient<PeerChannel>, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match channels.get(&target) {
             Some((urls, channel)) if urls == peer_urls => channel.clone(),
             _ => {
                 let url = peer_urls.first().ok_or_else(|| format!("member {target:x} has no peer URL"))?;
-                let endpoint = Endpoint::from_shared(url.clone())
-                    .map_err(|e| format!("member {target:x} peer URL {url}: {e}"))?
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(Duration::from_secs(5))
-                    .http2_adaptive_window(true);
-                let channel = endpoint.connect_lazy();
+                let channel = self.dialer.dial(target, url)?;
                 channels.insert(target, (peer_urls.to_vec(), channel.clone()));
                 channel
             }
@@ -149,11 +201,11 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 pub struct PeerClient {
     target: u64,
     network: PeerNetwork,
-    client: Result<RaftClient<Channel>, String>,
+    client: Result<RaftClient<PeerChannel>, String>,
 }
 
 impl PeerClient {
-    fn client(&self) -> Result<RaftClient<Channel>, RPCError<TypeConfig>> {
+    fn client(&self) -> Result<RaftClient<PeerChannel>, RPCError<TypeConfig>> {
         self.client.clone().map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
     }
 
@@ -270,24 +322,34 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         // A generous bound for the whole transfer: 10 s per 64 MiB and a minute on top.
         let deadline = Duration::from_secs(60 + 10 * size / (64 * 1024 * 1024));
         let (chunks, stream) = tokio::sync::mpsc::channel::<pb::SnapshotChunk>(4);
-        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut file = std::fs::File::open(&path)?;
+        let disk_io = self.network.disk_io;
+        let reader = tokio::spawn(async move {
+            let mut file = {
+                let path = path.clone();
+                disk_io.run(move || std::fs::File::open(&path)).await?
+            };
             let mut first = Some((codec::vote(&vote), meta));
             loop {
-                let mut data = vec![0u8; SNAPSHOT_CHUNK_BYTES];
-                let mut filled = 0;
-                while filled < data.len() {
-                    match file.read(&mut data[filled..])? {
-                        0 => break,
-                        n => filled += n,
-                    }
-                }
-                data.truncate(filled);
-                let done = filled < SNAPSHOT_CHUNK_BYTES;
+                let (returned, data) = disk_io
+                    .run(move || {
+                        let mut data = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+                        let mut filled = 0;
+                        while filled < data.len() {
+                            match file.read(&mut data[filled..])? {
+                                0 => break,
+                                n => filled += n,
+                            }
+                        }
+                        data.truncate(filled);
+                        Ok((file, data))
+                    })
+                    .await?;
+                file = returned;
+                let done = data.len() < SNAPSHOT_CHUNK_BYTES;
                 let (vote, meta) = first.take().map_or((None, None), |(v, m)| (Some(v), Some(m)));
                 let chunk = pb::SnapshotChunk { group_id: group, vote, meta, data, done };
-                if chunks.blocking_send(chunk).is_err() || done {
-                    return Ok(());
+                if chunks.send(chunk).await.is_err() || done {
+                    return Ok::<(), std::io::Error>(());
                 }
             }
         });
@@ -305,7 +367,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 })),
             }
         };
+        // Biased, like every select on the simulator's path: tokio's random branch order
+        // would make runs differ.
         let response = tokio::select! {
+            biased;
             response = transfer => response?,
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use openraft::errors::RaftError;
@@ -16,7 +16,7 @@ use openraft::storage::Snapshot;
 use synod_api::synodpb::{self as pb, raft_server};
 use synod_base::limits;
 use synod_storage::StateStore;
-use tokio::io::AsyncWriteExt as _;
+use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
@@ -103,7 +103,9 @@ impl PeerService {
         let incoming = Incoming {
             path: self.inner.snapshot_dir.join(format!("incoming-{}-{sequence}.tmp", std::process::id())),
         };
-        let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(&incoming.path).await.map_err(io)?);
+        let disk_io = self.inner.disk_io;
+        let path = incoming.path.clone();
+        let mut file = disk_io.run(move || std::fs::File::create(&path)).await.map_err(io)?;
         let limit = self.inner.snapshot_bytes_max;
         let mut received = 0u64;
         let mut chunk = first;
@@ -112,7 +114,14 @@ impl PeerService {
             if received > limit {
                 return Err(Status::resource_exhausted(format!("a snapshot larger than {limit} bytes")));
             }
-            file.write_all(&chunk.data).await.map_err(io)?;
+            let data = std::mem::take(&mut chunk.data);
+            file = disk_io
+                .run(move || {
+                    std::io::Write::write_all(&mut file, &data)?;
+                    Ok(file)
+                })
+                .await
+                .map_err(io)?;
             if chunk.done {
                 break;
             }
@@ -121,15 +130,15 @@ impl PeerService {
                 None => return Err(Status::invalid_argument("snapshot stream ended early")),
             };
         }
-        file.flush().await.map_err(io)?;
-        file.into_inner().sync_all().await.map_err(io)?;
         let path = incoming.path.clone();
-        let checked = tokio::task::spawn_blocking(move || {
-            let mut input = std::io::BufReader::new(std::fs::File::open(&path)?);
-            StateStore::check_snapshot(&mut input).map_err(std::io::Error::other)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("check the incoming snapshot: {e}")))?;
+        let checked = disk_io
+            .run(move || {
+                file.sync_all()?;
+                let mut input = std::io::BufReader::new(std::fs::File::open(&path)?);
+                Ok(StateStore::check_snapshot(&mut input).map_err(|e| e.to_string()))
+            })
+            .await
+            .map_err(io)?;
         if let Err(error) = checked {
             tracing::warn!(%error, "refused a damaged snapshot");
             return Err(Status::data_loss(format!("the snapshot stream is damaged: {error}")));

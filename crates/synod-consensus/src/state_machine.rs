@@ -27,6 +27,7 @@ use synod_base::{GroupId, LogIndex};
 use synod_storage::StateStore;
 
 use crate::codec;
+use crate::disk_io::DiskIo;
 use crate::removed::Removed;
 use crate::types::{Entry, LogId, Proposal, Reply, SnapshotMeta, StoredMembership, TypeConfig};
 
@@ -66,6 +67,7 @@ struct Inner {
     /// Snapshots received from a leader and imported since the member started.
     installed: AtomicU64,
     removed: Removed,
+    disk_io: DiskIo,
 }
 
 /// openraft's state machine and snapshot builder for one consensus group.
@@ -78,11 +80,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs blocking storage work off the async workers.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
-    tokio::task::spawn_blocking(work).await.map_err(io_error)?
-}
-
 impl StateMachine {
     /// Opens the state machine on `state`, with snapshots kept in `snapshot_dir`.
     pub(crate) fn open(
@@ -90,6 +87,7 @@ impl StateMachine {
         group: GroupId,
         snapshot_dir: &Path,
         removed: Removed,
+        disk_io: DiskIo,
     ) -> io::Result<StateMachine> {
         fs::create_dir_all(snapshot_dir)?;
         remove_leftovers(snapshot_dir)?;
@@ -106,6 +104,7 @@ impl StateMachine {
                 files: Mutex::new(()),
                 installed: AtomicU64::new(0),
                 removed,
+                disk_io,
             }),
         })
     }
@@ -155,26 +154,30 @@ impl StateMachine {
         if let Some(m) = &membership {
             extra.push((membership_key(group), codec::stored_membership(m).encode_to_vec()));
         }
-        let (batch, outcomes) = blocking(move || {
-            let entries: Vec<(LogIndex, Option<&Command>)> = batch
-                .iter()
-                .map(|(entry, _)| {
-                    let command = match &entry.payload {
-                        EntryPayload::Normal(Proposal(c))
-                            if !matches!(c.op, Some(command::Op::MemberAttributes(_))) =>
-                        {
-                            Some(c)
-                        }
-                        _ => None,
-                    };
-                    (LogIndex(entry.index()), command)
-                })
-                .collect();
-            let extra: Vec<(&str, &[u8])> = extra.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
-            let outcomes = state.apply(&entries, &extra).map_err(io_error)?;
-            Ok((batch, outcomes))
-        })
-        .await?;
+        let (batch, outcomes) = self
+            .inner
+            .disk_io
+            .run(move || {
+                let entries: Vec<(LogIndex, Option<&Command>)> = batch
+                    .iter()
+                    .map(|(entry, _)| {
+                        let command = match &entry.payload {
+                            EntryPayload::Normal(Proposal(c))
+                                if !matches!(c.op, Some(command::Op::MemberAttributes(_))) =>
+                            {
+                                Some(c)
+                            }
+                            _ => None,
+                        };
+                        (LogIndex(entry.index()), command)
+                    })
+                    .collect();
+                let extra: Vec<(&str, &[u8])> =
+                    extra.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+                let outcomes = state.apply(&entries, &extra).map_err(io_error)?;
+                Ok((batch, outcomes))
+            })
+            .await?;
         {
             let mut applied = lock(&self.inner.applied);
             applied.0 = Some(last_log_id);
@@ -312,26 +315,31 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 
     async fn build_snapshot(&mut self) -> Result<StateSnapshot, io::Error> {
         let inner = self.inner.clone();
-        let (meta, path) = blocking(move || {
-            let group = inner.group;
-            let building = inner.snapshot_dir.join(BUILDING_FILE);
-            let keys = [applied_key(group), membership_key(group)];
-            let (_, values) = {
-                let mut out = BufWriter::new(fs::File::create(&building)?);
-                let exported =
-                    inner.state.export(&mut out, &[keys[0].as_str(), keys[1].as_str()]).map_err(io_error)?;
-                out.flush()?;
-                exported
-            };
-            let last_log_id = codec::decode_log_id(values[0].as_deref()).map_err(io_error)?;
-            let last_membership = codec::decode_membership(values[1].as_deref()).map_err(io_error)?;
-            // Durable state at or past the snapshot before openraft may purge the log behind
-            // it.
-            inner.state.checkpoint().map_err(io_error)?;
-            let meta = SnapshotMeta { last_log_id, last_membership };
-            inner.make_current(&meta, &building)
-        })
-        .await?;
+        let (meta, path) = self
+            .inner
+            .disk_io
+            .run(move || {
+                let group = inner.group;
+                let building = inner.snapshot_dir.join(BUILDING_FILE);
+                let keys = [applied_key(group), membership_key(group)];
+                let (_, values) = {
+                    let mut out = BufWriter::new(fs::File::create(&building)?);
+                    let exported = inner
+                        .state
+                        .export(&mut out, &[keys[0].as_str(), keys[1].as_str()])
+                        .map_err(io_error)?;
+                    out.flush()?;
+                    exported
+                };
+                let last_log_id = codec::decode_log_id(values[0].as_deref()).map_err(io_error)?;
+                let last_membership = codec::decode_membership(values[1].as_deref()).map_err(io_error)?;
+                // Durable state at or past the snapshot before openraft may purge the log behind
+                // it.
+                inner.state.checkpoint().map_err(io_error)?;
+                let meta = SnapshotMeta { last_log_id, last_membership };
+                inner.make_current(&meta, &building)
+            })
+            .await?;
         tracing::info!(group = self.inner.group.0, last_log_id = ?meta.last_log_id.map(|l| l.index), "built snapshot");
         Ok(Snapshot { meta, snapshot: SnapshotFile { path } })
     }
@@ -374,24 +382,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let inner = self.inner.clone();
         let meta = meta.clone();
         let installed = meta.clone();
-        blocking(move || {
-            let already = lock(&inner.applied).0;
-            // At startup openraft hands back our own current snapshot when it is newer than
-            // the durable state; a snapshot the state already covers needs no import.
-            if already < meta.last_log_id {
-                let mut input = BufReader::new(fs::File::open(&snapshot.path)?);
-                inner.state.import(&mut input).map_err(io_error)?;
-                inner.installed.fetch_add(1, Ordering::Relaxed);
-                inner.removed.set(read_removed(&inner.state, inner.group)?);
-            }
-            inner.make_current(&meta, &snapshot.path)?;
-            let mut applied = lock(&inner.applied);
-            if applied.0 < meta.last_log_id {
-                *applied = (meta.last_log_id, meta.last_membership.clone());
-            }
-            Ok(())
-        })
-        .await?;
+        self.inner
+            .disk_io
+            .run(move || {
+                let already = lock(&inner.applied).0;
+                // At startup openraft hands back our own current snapshot when it is newer than
+                // the durable state; a snapshot the state already covers needs no import.
+                if already < meta.last_log_id {
+                    let mut input = BufReader::new(fs::File::open(&snapshot.path)?);
+                    inner.state.import(&mut input).map_err(io_error)?;
+                    inner.installed.fetch_add(1, Ordering::Relaxed);
+                    inner.removed.set(read_removed(&inner.state, inner.group)?);
+                }
+                inner.make_current(&meta, &snapshot.path)?;
+                let mut applied = lock(&inner.applied);
+                if applied.0 < meta.last_log_id {
+                    *applied = (meta.last_log_id, meta.last_membership.clone());
+                }
+                Ok(())
+            })
+            .await?;
         tracing::info!(group = self.inner.group.0, last_log_id = ?installed.last_log_id.map(|l| l.index), "installed snapshot");
         Ok(())
     }

@@ -10,6 +10,7 @@ use synod_base::GroupId;
 use synod_storage::{LogStore, StateStore};
 use tempfile::TempDir;
 
+use crate::disk_io::DiskIo;
 use crate::log_store::RaftLog;
 use crate::removed::Removed;
 use crate::state_machine::StateMachine;
@@ -25,11 +26,12 @@ impl StoreBuilder<TypeConfig, RaftLog, StateMachine, TempDir> for Builder {
         let dir = tempfile::tempdir().map_err(error)?;
         let log =
             LogStore::open(&dir.path().join("raftlog.redb")).map_err(|e| error(std::io::Error::other(e)))?;
-        let log = RaftLog::open(Arc::new(log), GroupId::FIRST, None).map_err(error)?;
+        let log = RaftLog::open(Arc::new(log), GroupId::FIRST, None, DiskIo::Threads).map_err(error)?;
         let state = StateStore::open(&dir.path().join("state.redb"), GroupId::FIRST)
             .map_err(|e| error(std::io::Error::other(e)))?;
+        let snapshots = dir.path().join("snap");
         let state_machine =
-            StateMachine::open(Arc::new(state), GroupId::FIRST, &dir.path().join("snap"), Removed::new(0))
+            StateMachine::open(Arc::new(state), GroupId::FIRST, &snapshots, Removed::new(0), DiskIo::Threads)
                 .map_err(error)?;
         Ok((dir, log, state_machine))
     }

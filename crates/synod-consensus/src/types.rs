@@ -49,6 +49,7 @@ openraft::declare_raft_types!(
         R = Reply,
         NodeId = u64,
         Node = MemberNode,
+        AsyncRuntime = crate::runtime::SynodRuntime,
 );
 
 pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;

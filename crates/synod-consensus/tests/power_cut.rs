@@ -68,6 +68,8 @@ async fn start(disks: &Disks, snapshot_count: u64, catchup_entries: u64) -> (Con
         log,
         state: state.clone(),
         on_log_flush: None,
+        dialer: Arc::new(synod_consensus::GrpcDialer),
+        disk_io: synod_consensus::DiskIo::Threads,
     })
     .await
     .expect("start consensus");

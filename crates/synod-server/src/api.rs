@@ -30,7 +30,7 @@ use tonic::{Request, Status};
 use crate::config::{Config, Url};
 use crate::errors;
 use crate::metrics::Metrics;
-use synod_consensus::{Consensus, MemberChange, MemberInfo};
+use synod_consensus::{Consensus, DiskIo, MemberChange, MemberInfo};
 
 /// The etcd version synod reports and behaves as.
 pub const ETCD_VERSION: &str = "3.5.0";
@@ -50,14 +50,10 @@ struct Inner {
     metrics: Arc<Metrics>,
     max_request_bytes: u64,
     quota_backend_bytes: Option<u64>,
+    unsafe_local_reads: bool,
 }
 
 type Reply<T> = Result<tonic::Response<T>, Status>;
-
-/// Blocking storage work on a runtime worker: tells tokio to move other tasks away first.
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(work)
-}
 
 impl Api {
     pub fn new(config: &Config, consensus: Consensus, state: Arc<StateStore>, metrics: Arc<Metrics>) -> Api {
@@ -71,7 +67,17 @@ impl Api {
                 metrics,
                 max_request_bytes: config.max_request_bytes,
                 quota_backend_bytes: config.quota_backend_bytes,
+                unsafe_local_reads: config.unsafe_local_reads,
             }),
+        }
+    }
+
+    /// Blocking storage work on a runtime worker: tells tokio to move other tasks away
+    /// first. The simulator's one thread has no other worker, and runs it in place.
+    fn blocking<T>(&self, work: impl FnOnce() -> T) -> T {
+        match self.inner.consensus.disk_io() {
+            DiskIo::Threads => tokio::task::block_in_place(work),
+            DiskIo::Inline => work(),
         }
     }
 
@@ -163,7 +169,7 @@ impl Api {
     }
 
     async fn linearizable(&self, serializable: bool) -> Result<(), Status> {
-        if serializable {
+        if serializable || self.inner.unsafe_local_reads {
             return Ok(());
         }
         self.inner.consensus.read_barrier().await.map_err(errors::consensus)
@@ -220,7 +226,7 @@ impl Api {
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, Status> {
         check::range(&request)?;
         self.linearizable(request.serializable).await?;
-        let mut response = blocking(|| self.inner.state.range(&request)).map_err(errors::storage)??;
+        let mut response = self.blocking(|| self.inner.state.range(&request)).map_err(errors::storage)??;
         self.fill(&mut response.header);
         Ok(response)
     }
@@ -256,7 +262,7 @@ impl Api {
                 |op| matches!(&op.request, Some(request_op::Request::RequestRange(r)) if r.serializable),
             );
             self.linearizable(serializable).await?;
-            blocking(|| self.inner.state.read_txn(&request)).map_err(errors::storage)??
+            self.blocking(|| self.inner.state.read_txn(&request)).map_err(errors::storage)??
         } else {
             match self.propose(Command { op: Some(command::Op::Txn(request)) }).await? {
                 Response::Txn(response) => response,
@@ -277,7 +283,7 @@ impl Api {
         // durable before the reply, as etcd forces a backend commit.
         if physical {
             let consensus = self.inner.consensus.clone();
-            blocking(move || consensus.checkpoint()).map_err(errors::consensus)?;
+            self.blocking(move || consensus.checkpoint()).map_err(errors::consensus)?;
         }
         // etcd reports the revision at reply time.
         response.header = None;
@@ -343,7 +349,7 @@ impl Api {
     pub async fn defragment(&self, _request: DefragmentRequest) -> Result<DefragmentResponse, Status> {
         let state = self.inner.state.clone();
         tracing::info!("starting defragment");
-        blocking(move || state.defragment(Duration::from_secs(30))).map_err(errors::storage)?;
+        self.blocking(move || state.defragment(Duration::from_secs(30))).map_err(errors::storage)?;
         let stats = self.inner.state.stats();
         self.inner.metrics.db_size_bytes.set(stats.size_bytes as i64);
         tracing::info!(size_bytes = stats.size_bytes, "finished defragment");
@@ -418,12 +424,12 @@ impl Api {
 
     pub async fn hash_kv(&self, request: HashKvRequest) -> Result<HashKvResponse, Status> {
         let (hash, compact_revision, hash_revision) =
-            blocking(|| self.inner.state.hash_kv(request.revision)).map_err(errors::storage)??;
+            self.blocking(|| self.inner.state.hash_kv(request.revision)).map_err(errors::storage)??;
         Ok(HashKvResponse { header: Some(self.header(0)), hash, compact_revision, hash_revision })
     }
 
     pub async fn hash(&self, _request: HashRequest) -> Result<HashResponse, Status> {
-        let (hash, _, _) = blocking(|| self.inner.state.hash_kv(0)).map_err(errors::storage)??;
+        let (hash, _, _) = self.blocking(|| self.inner.state.hash_kv(0)).map_err(errors::storage)??;
         Ok(HashResponse { header: Some(self.header(0)), hash })
     }
 

@@ -220,6 +220,13 @@ pub struct Flags {
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, value_enum, default_value = "info", value_name = "LEVEL")]
     pub log_level: LogLevel,
+
+    /// Breaks linearizability on purpose: linearizable reads are served from local state
+    /// without ReadIndex, so a lagging or partitioned member answers stale data. It exists
+    /// only so the test harnesses can show that they catch a safety bug (the negative
+    /// control of synod-sim and synod-chaos); never use it otherwise.
+    #[arg(long, hide = true)]
+    pub unsafe_local_reads: bool,
 }
 
 /// A member of the initial cluster: its name and peer URLs.
@@ -249,6 +256,8 @@ pub struct Config {
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
     pub log_level: LogLevel,
+    /// The negative control of the test harnesses (`--unsafe-local-reads`).
+    pub unsafe_local_reads: bool,
 }
 
 impl Flags {
@@ -331,6 +340,7 @@ impl Flags {
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             log_level: self.log_level,
+            unsafe_local_reads: self.unsafe_local_reads,
         })
     }
 }

@@ -29,7 +29,7 @@ use synod_api::etcdserverpb::{
 };
 use synod_api::synodpb::Identity;
 use synod_base::{GroupId, limits};
-use synod_consensus::{Bootstrap, Consensus, ConsensusOptions, MemberNode};
+use synod_consensus::{Bootstrap, Consensus, ConsensusOptions, DiskIo, GrpcDialer, MemberNode};
 use synod_storage::{DataDir, LogStore, StateStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -51,6 +51,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// Runs a member until `stop` resolves or it hits a fatal failure. Tests use this to run a
 /// member inside their own process; it needs a multi-threaded tokio runtime.
 pub async fn run_until(config: Config, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    if config.unsafe_local_reads {
+        tracing::warn!(
+            "--unsafe-local-reads is on: linearizable reads skip ReadIndex and may return stale data; \
+             this exists only to test the test harnesses"
+        );
+    }
     // Listen first, as etcd does: a port in use fails the start before any data is touched.
     let mut client_listeners = Vec::new();
     for url in &config.listen_client_urls {
@@ -96,6 +102,8 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
                 flush_metrics.log_batch_entries.observe(entries as f64);
             }
         })),
+        dialer: Arc::new(GrpcDialer),
+        disk_io: DiskIo::Threads,
     })
     .await
     .context("start consensus")?;

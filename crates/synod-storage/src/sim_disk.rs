@@ -24,6 +24,8 @@ struct Images {
     unsynced: Vec<Change>,
     syncs: u64,
     powered_off: bool,
+    /// Bumped by every [`SimDisk::reboot`]: handles from an earlier boot are dead.
+    boot: u64,
 }
 
 enum Change {
@@ -35,6 +37,8 @@ enum Change {
 #[derive(Clone, Default)]
 pub struct SimDisk {
     images: Arc<Mutex<Images>>,
+    /// The boot this handle belongs to.
+    boot: u64,
 }
 
 impl fmt::Debug for SimDisk {
@@ -67,14 +71,27 @@ impl SimDisk {
         self.lock().powered_off = false;
     }
 
+    /// Restores power for a new process: the returned handle works on what was synced
+    /// before the cut, and every handle from before (held by whatever the dead process
+    /// left running) fails all I/O from now on, so nothing it does can land.
+    pub fn reboot(&self) -> SimDisk {
+        let mut images = self.lock();
+        images.powered_off = false;
+        images.boot += 1;
+        SimDisk { images: self.images.clone(), boot: images.boot }
+    }
+
     /// How many times the file was synced.
     pub fn syncs(&self) -> u64 {
         self.lock().syncs
     }
 
-    fn check_powered(images: &Images) -> Result<(), BackendIoError> {
+    fn check_powered(&self, images: &Images) -> Result<(), BackendIoError> {
         if images.powered_off {
             return Err(std::io::Error::other("simulated disk is powered off"));
+        }
+        if images.boot != self.boot {
+            return Err(std::io::Error::other("simulated disk was rebooted by another process"));
         }
         Ok(())
     }
@@ -82,11 +99,18 @@ impl SimDisk {
 
 impl StorageBackend for SimDisk {
     fn len(&self) -> Result<u64, BackendIoError> {
-        Ok(self.lock().written.len() as u64)
+        let images = self.lock();
+        if images.boot != self.boot {
+            return Err(std::io::Error::other("simulated disk was rebooted by another process"));
+        }
+        Ok(images.written.len() as u64)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), BackendIoError> {
         let images = self.lock();
+        if images.boot != self.boot {
+            return Err(std::io::Error::other("simulated disk was rebooted by another process"));
+        }
         let start = usize::try_from(offset).map_err(|_| std::io::Error::other("offset"))?;
         let end = start + out.len();
         if end > images.written.len() {
@@ -98,7 +122,7 @@ impl StorageBackend for SimDisk {
 
     fn set_len(&self, len: u64) -> Result<(), BackendIoError> {
         let mut images = self.lock();
-        SimDisk::check_powered(&images)?;
+        self.check_powered(&images)?;
         images.written.resize(len as usize, 0);
         images.unsynced.push(Change::SetLen(len as usize));
         Ok(())
@@ -106,7 +130,7 @@ impl StorageBackend for SimDisk {
 
     fn sync_data(&self) -> Result<(), BackendIoError> {
         let mut images = self.lock();
-        SimDisk::check_powered(&images)?;
+        self.check_powered(&images)?;
         let images = &mut *images;
         for change in images.unsynced.drain(..) {
             match change {
@@ -126,7 +150,7 @@ impl StorageBackend for SimDisk {
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendIoError> {
         let mut images = self.lock();
-        SimDisk::check_powered(&images)?;
+        self.check_powered(&images)?;
         let start = offset as usize;
         let end = start + data.len();
         if end > images.written.len() {
@@ -170,5 +194,20 @@ mod tests {
         disk.power_cut();
         disk.power_on();
         assert_eq!(read_all(&disk), b"hel\0\0\0", "bytes cut before the sync stay cut");
+    }
+
+    /// After a reboot, only the new boot's handle reaches the disk.
+    #[test]
+    fn a_reboot_kills_the_old_handles() {
+        let disk = SimDisk::new();
+        disk.write(0, b"old").unwrap();
+        disk.sync_data().unwrap();
+        disk.power_cut();
+        let rebooted = disk.reboot();
+        assert!(disk.write(0, b"x").is_err(), "a handle of the dead process wrote");
+        assert!(disk.len().is_err());
+        rebooted.write(3, b"new").unwrap();
+        rebooted.sync_data().unwrap();
+        assert_eq!(read_all(&rebooted), b"oldnew");
     }
 }

@@ -644,6 +644,23 @@ impl StateStore {
         Ok(Ok((hasher.finalize(), compacted, at)))
     }
 
+    /// Every record the keyspace still holds (all revisions since the last compaction), in
+    /// revision order: the key-value as written, and whether it is a deletion's tombstone.
+    /// The simulator reads it to learn which writes of unknown outcome took effect.
+    pub fn records(&self) -> Result<Vec<(KeyValue, bool)>, StorageError> {
+        let txn = self.db_read().begin_read().map_err(engine)?;
+        let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+        let mut records = Vec::new();
+        for item in table.range::<KvKey>(..).map_err(engine)? {
+            let (key, value) = item.map_err(engine)?;
+            let (main, sub) = key.value();
+            let rev = Rev { main: main as i64, sub: sub as i64 };
+            let stored = decode_kv(rev, value.value())?;
+            records.push((stored.kv, stored.tombstone));
+        }
+        Ok(records)
+    }
+
     /// Checks that the file holds exactly the records the key index refers to.
     pub fn verify(&self) -> Result<(), StorageError> {
         let kv = self.kv_read()?;
