@@ -317,6 +317,12 @@ impl Consensus {
             election_timeout_min: (election / 5).max(options.heartbeat_interval_ms + 1),
             election_timeout_max: leader_lease_ms,
             enable_pre_vote: Some(true),
+            // A leader restarted before anyone else campaigns would otherwise take up its
+            // leadership again without an election, on a state machine that may lag the
+            // commit index it had acknowledged (synod does not sync the committed index), and
+            // serve stale reads: synod-chaos caught exactly that. An election makes it learn
+            // the commit index first.
+            enable_leader_restore: Some(false),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_count.max(1)),
             max_in_snapshot_log_to_keep: options.snapshot_catchup_entries,
             // Purge on every snapshot, as etcd compacts its log at each one.
@@ -601,12 +607,15 @@ impl Consensus {
         }
     }
 
-    /// Waits (about an election's time) for a leader that can serve: another member, or this
-    /// one while a quorum acknowledges it. `NoLeader` if none appears.
+    /// Waits (about an election's time) for a leader that can serve: another member this
+    /// one knows how to reach, or this one while a quorum acknowledges it. `NoLeader` if none
+    /// appears.
     ///
     /// openraft refuses proposals on a leader whose quorum has not answered within the
     /// leader lease, naming no leader to forward to; waiting here rather than retrying at
-    /// once keeps such a leader from spinning until the request deadline.
+    /// once keeps such a leader from spinning until the request deadline. So does a member
+    /// that has just joined: it hears from the leader before it has the membership that
+    /// says where the leader is (synod-sim found it spinning there).
     async fn wait_for_leader(&self) -> Result<(), ConsensusError> {
         let me = self.inner.member_id;
         let lease = self.inner.leader_lease;
@@ -620,7 +629,7 @@ impl Consensus {
                         .last_quorum_acked
                         .as_ref()
                         .is_some_and(|at| openraft::Instant::elapsed(&**at) < lease),
-                    Some(_) => true,
+                    Some(leader) => m.membership_config.membership().get_node(&leader).is_some(),
                     None => false,
                 },
                 "a leader that can serve",
@@ -779,12 +788,21 @@ impl Consensus {
                 let m = self.metrics();
                 match m.current_leader {
                     Some(leader) if leader == self.inner.member_id => {
-                        return self.change_on_leader(change.clone(), deadline).await;
+                        match self.change_on_leader(change.clone(), deadline).await {
+                            // This member stepped down before openraft took the change.
+                            Err(ConsensusError::NotLeader) => self.wait_for_new_leader(leader).await?,
+                            outcome => return outcome,
+                        }
                     }
                     Some(leader) => {
                         let node = m.membership_config.membership().get_node(&leader).cloned();
                         let Some(node) = node else { return Err(ConsensusError::NoLeader) };
-                        return self.remote_change(leader, &node, change.clone(), deadline).await;
+                        match self.remote_change(leader, &node, change.clone(), deadline).await {
+                            // It stepped down before taking the change: nothing was
+                            // proposed, so wait for its successor and ask it.
+                            Err(ConsensusError::NotLeader) => self.wait_for_new_leader(leader).await?,
+                            outcome => return outcome,
+                        }
                     }
                     None => self.wait_for_leader().await?,
                 }

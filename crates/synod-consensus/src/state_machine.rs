@@ -147,6 +147,7 @@ impl StateMachine {
             }
         }
         if !gone.is_empty() {
+            tracing::info!(?gone, through = %last_log_id, "members removed for good");
             let ids = self.inner.removed.add(gone).into_iter().collect();
             extra.push((removed_key(group), pb::RemovedMembers { ids }.encode_to_vec()));
         }
