@@ -788,21 +788,12 @@ impl Consensus {
                 let m = self.metrics();
                 match m.current_leader {
                     Some(leader) if leader == self.inner.member_id => {
-                        match self.change_on_leader(change.clone(), deadline).await {
-                            // This member stepped down before openraft took the change.
-                            Err(ConsensusError::NotLeader) => self.wait_for_new_leader(leader).await?,
-                            outcome => return outcome,
-                        }
+                        return self.change_on_leader(change.clone(), deadline).await;
                     }
                     Some(leader) => {
                         let node = m.membership_config.membership().get_node(&leader).cloned();
                         let Some(node) = node else { return Err(ConsensusError::NoLeader) };
-                        match self.remote_change(leader, &node, change.clone(), deadline).await {
-                            // It stepped down before taking the change: nothing was
-                            // proposed, so wait for its successor and ask it.
-                            Err(ConsensusError::NotLeader) => self.wait_for_new_leader(leader).await?,
-                            outcome => return outcome,
-                        }
+                        return self.remote_change(leader, &node, change.clone(), deadline).await;
                     }
                     None => self.wait_for_leader().await?,
                 }
