@@ -25,11 +25,14 @@ use crate::network::{CLUSTER_ID_HEADER, FROM_HEADER, TO_HEADER};
 use crate::removed::REMOVED_MESSAGE;
 use crate::state_machine::SnapshotFile;
 
+/// Numbers the files incoming snapshots are written to, so that a retried transfer never
+/// shares one with an earlier attempt openraft may still be reading. Process-wide: the
+/// simulator runs a member's dead and restarted incarnations in one process, on one
+/// snapshot directory.
+static INCOMING: AtomicU64 = AtomicU64::new(0);
+
 pub struct PeerService {
     inner: Arc<Inner>,
-    /// Numbers the files incoming snapshots are written to, so that a retried transfer
-    /// never shares one with an earlier attempt openraft may still be reading.
-    incoming: AtomicU64,
 }
 
 /// A received snapshot's file, deleted when dropped: after openraft is done with it (an
@@ -46,7 +49,7 @@ impl Drop for Incoming {
 
 impl PeerService {
     pub(crate) fn new(inner: Arc<Inner>) -> PeerService {
-        PeerService { inner, incoming: AtomicU64::new(0) }
+        PeerService { inner }
     }
 
     fn consensus(&self) -> Consensus {
@@ -99,7 +102,7 @@ impl PeerService {
         chunks: &mut Streaming<pb::SnapshotChunk>,
     ) -> Result<Incoming, Status> {
         let io = |e: std::io::Error| Status::internal(format!("store the incoming snapshot: {e}"));
-        let sequence = self.incoming.fetch_add(1, Ordering::Relaxed);
+        let sequence = INCOMING.fetch_add(1, Ordering::Relaxed);
         let incoming = Incoming {
             path: self.inner.snapshot_dir.join(format!("incoming-{}-{sequence}.tmp", std::process::id())),
         };

@@ -122,6 +122,7 @@ mod tests {
 
     use super::*;
 
+    /// A seeded thread draws the same numbers again, and another seed other numbers.
     #[test]
     fn a_seed_replays_the_same_numbers() {
         let draw =
