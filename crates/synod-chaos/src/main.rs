@@ -123,14 +123,18 @@ fn main() -> ExitCode {
     // One thread runs everything (except blocking `nft` calls and the checker): members
     // must be forked from a thread that lives as long as the harness (see `members`).
     let code = runtime.block_on(async {
-        let (mut interrupt, mut terminate) =
-            match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-                (Ok(interrupt), Ok(terminate)) => (interrupt, terminate),
-                (Err(error), _) | (_, Err(error)) => {
-                    eprintln!("synod-chaos: install the signal handlers: {error}");
-                    return EXIT_HARNESS_ERROR;
-                }
-            };
+        // A closed terminal (SIGHUP) must tear the network down too.
+        let (mut interrupt, mut terminate, mut hangup) = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(interrupt), Ok(terminate), Ok(hangup)) => (interrupt, terminate, hangup),
+            (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
+                eprintln!("synod-chaos: install the signal handlers: {error}");
+                return EXIT_HARNESS_ERROR;
+            }
+        };
         // Dropping `run` on a signal drops its guards, which stop the members and remove
         // the network before the process exits.
         let work = async {
@@ -153,6 +157,10 @@ fn main() -> ExitCode {
             }
             _ = terminate.recv() => {
                 eprintln!("synod-chaos: terminated (SIGTERM): tearing down");
+                EXIT_INTERRUPTED
+            }
+            _ = hangup.recv() => {
+                eprintln!("synod-chaos: hung up (SIGHUP): tearing down");
                 EXIT_INTERRUPTED
             }
         }
@@ -593,6 +601,7 @@ impl<T> Drop for AbortOnDrop<T> {
 mod tests {
     use super::*;
 
+    /// --duration takes the units people write.
     #[test]
     fn durations_parse_with_units() {
         assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
@@ -602,6 +611,7 @@ mod tests {
         assert!(parse_duration("5 parsecs").is_err());
     }
 
+    /// --faults all and none expand to the fault kinds they stand for.
     #[test]
     fn fault_lists_expand() {
         let parsed: Vec<Vec<FaultKind>> =

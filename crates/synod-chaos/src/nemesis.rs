@@ -58,8 +58,8 @@ const GAP_MS: std::ops::Range<u64> = 2_000..5_000;
 /// How long a partition or delay lasts.
 const HOLD_MS: std::ops::Range<u64> = 2_000..8_000;
 /// How long a killed member stays down. Short downtimes matter: a leader that is back
-/// before the others time out may resume leading in its old term (openraft's leader
-/// restore), a path longer downtimes never reach.
+/// before the others time out reaches paths longer downtimes never do (they found synod
+/// taking leadership back after a restart without an election, now fixed).
 const DOWN_MS: std::ops::Range<u64> = 200..3_000;
 /// How long a paused member stays stopped.
 const PAUSE_MS: std::ops::Range<u64> = 1_000..6_000;
@@ -375,6 +375,7 @@ async fn wait(duration: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 mod tests {
     use super::*;
 
+    /// A partition cuts every link between its sides, both ways, and none within a side.
     #[test]
     fn cuts_between_sides_go_both_ways_and_stay_across() {
         let cuts = between(&[0], &[1, 2]);

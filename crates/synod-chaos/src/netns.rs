@@ -129,6 +129,7 @@ impl Network {
             bail!("at most {MEMBERS_MAX} members fit the test subnet");
         }
         remove_leftovers().context("remove the leftovers of an earlier run")?;
+        refuse_subnet_in_use()?;
         // From here on a failure drops `network`, which removes what was made so far.
         let network = Network { members: members.to_vec() };
         ip(&["link", "add", BRIDGE, "type", "bridge"])?;
@@ -216,7 +217,35 @@ pub fn check_prerequisites() -> Result<()> {
 
 /// Removes every namespace (with any process still inside it), link and bridge whose name
 /// starts with [`PREFIX`]. Their nftables tables go with their namespaces.
+/// Refuses to run when the host already has an address or route in the test subnet: the
+/// bridge would take that traffic over for the length of the run.
+fn refuse_subnet_in_use() -> Result<()> {
+    let octets = HOST_IP.octets();
+    let prefix = format!("{}.{}.{}.", octets[0], octets[1], octets[2]);
+    let addresses = ip(&["-o", "-4", "addr", "show"])?;
+    let routes = ip(&["-4", "route", "show", "table", "all"])?;
+    let clash = addresses.lines().chain(routes.lines()).find(|line| line.contains(&prefix));
+    match clash {
+        Some(line) => bail!(
+            "the test subnet {prefix}0/24 is already in use on this host ({}); synod-chaos will not take it over",
+            line.trim()
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Removes every namespace, link and process an earlier run may have left, going on past
+/// failures so that one stuck piece does not keep the rest (the bridge above all) in place;
+/// returns the first failure.
 fn remove_leftovers() -> Result<()> {
+    let mut first_error: Option<anyhow::Error> = None;
+    let mut note = |result: Result<()>| {
+        if let Err(error) = result
+            && first_error.is_none()
+        {
+            first_error = Some(error);
+        }
+    };
     let listing = ip(&["netns", "list"])?;
     for ns in listing.lines().filter_map(|line| line.split_whitespace().next()) {
         if !ns.starts_with(&format!("{PREFIX}-")) {
@@ -236,7 +265,7 @@ fn remove_leftovers() -> Result<()> {
             }
         }
         run_quiet(Command::new("ip").args(["netns", "exec", ns, "nft", "delete", "table", "inet", TABLE]));
-        ignore_missing(ip(&["netns", "del", ns]))?;
+        note(ignore_missing(ip(&["netns", "del", ns])));
     }
     let links = ip(&["-o", "link", "show"])?;
     for line in links.lines() {
@@ -245,11 +274,11 @@ fn remove_leftovers() -> Result<()> {
             continue;
         };
         if name.starts_with(&format!("{PREFIX}-")) && name != BRIDGE {
-            ignore_missing(ip(&["link", "del", name]))?;
+            note(ignore_missing(ip(&["link", "del", name])));
         }
     }
-    ignore_missing(ip(&["link", "del", BRIDGE]))?;
-    Ok(())
+    note(ignore_missing(ip(&["link", "del", BRIDGE])));
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Treats "does not exist" errors as success, for idempotent teardown.
@@ -307,6 +336,7 @@ fn run_quiet(command: &mut Command) {
 mod tests {
     use super::*;
 
+    /// A member's address maps back to its index; the host's maps to none.
     #[test]
     fn member_addresses_map_back_to_indexes() {
         assert_eq!(member_ip(0), Ipv4Addr::new(10, 77, 0, 2));
@@ -316,6 +346,7 @@ mod tests {
         assert_eq!(member_index(Ipv4Addr::new(10, 78, 0, 2), 3), None);
     }
 
+    /// Every interface name the run makes fits Linux's 15-character limit.
     #[test]
     fn names_fit_linux_interface_names() {
         assert!(host_veth("abcde").len() <= 15);
