@@ -56,11 +56,6 @@ fn main() -> ExitCode {
         // Small numbers, easy to type back.
         None => (args.first.unwrap_or_else(|| u64::from(rand::random::<u32>())), args.seeds),
     };
-    if !cfg!(tokio_unstable) {
-        eprintln!(
-            "synod-sim: built without --cfg tokio_unstable (.cargo/config.toml): seeds will not replay exactly"
-        );
-    }
     println!(
         "synod-sim: seeds {first}..{} ({count}), {}s of faults each",
         first + count - 1,

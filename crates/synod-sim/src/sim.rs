@@ -161,6 +161,12 @@ pub fn run_within(options: &Options, limit: Duration) -> anyhow::Result<RunOutco
 
 /// Runs one seed to the end on a fresh single-threaded runtime.
 pub fn run(options: &Options) -> anyhow::Result<RunOutcome> {
+    if !cfg!(tokio_unstable) {
+        anyhow::bail!(
+            "synod-sim was built without --cfg tokio_unstable (set in .cargo/config.toml; a RUSTFLAGS \
+             variable replaces it), so tokio's RNG is unseeded and seeds would not replay"
+        );
+    }
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_time().start_paused(true);
     // tokio draws select! branch order and watch wake order from its RNG; seeding it is

@@ -23,6 +23,8 @@ fn options(seed: u64, unsafe_local_reads: bool) -> Options {
     Options { seed, safety_secs: SAFETY_SECS, unsafe_local_reads }
 }
 
+/// Fixed seeds under every fault find nothing: no violation, no lost write, members that
+/// recover and agree.
 #[test]
 fn smoke_seeds_find_no_violation() {
     let seeds = std::sync::Mutex::new(SMOKE_SEEDS);
@@ -54,6 +56,8 @@ fn smoke_seeds_find_no_violation() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A seed decides the whole run: the same seed gives the same history and trace, another
+/// seed a different one.
 #[test]
 fn a_seed_replays_exactly() {
     let first = run(&options(7, false)).expect("the simulation runs");
@@ -68,6 +72,12 @@ fn a_seed_replays_exactly() {
 /// checker that cannot fail proves nothing.
 #[test]
 fn the_negative_control_is_caught() {
-    let caught = (1..5).find(|&seed| !run(&options(seed, true)).expect("the simulation runs").report.is_ok());
+    // A violation or a revision going backwards; an unknown verdict (the checker's budget
+    // ran out) does not count as caught.
+    let caught = (1..5).find(|&seed| {
+        let report = run(&options(seed, true)).expect("the simulation runs").report;
+        matches!(report.verdict, synod_check::Verdict::Violation(_))
+            || !report.revision_regressions.is_empty()
+    });
     assert!(caught.is_some(), "stale reads went unnoticed in 4 seeds");
 }
