@@ -1,11 +1,12 @@
 //! [`RaftLog`]: openraft's log storage on synod's `LogStore` (`raftlog.redb`).
 //!
 //! One writer owns every write to the log file: a thread of its own in a server, a task in
-//! the simulator (`DiskIo`). An `append` hands its entries to it and returns at once (openraft may replicate them to followers while the local fsync is
-//! in flight); the writer folds everything queued into one transaction and one fsync (group
-//! commit), then reports each append flushed, in order. Votes, truncations and purges go
-//! through the same queue, so no write can become durable before an earlier one, and wait
-//! until they are durable, as openraft requires.
+//! the simulator (`DiskIo`). An `append` hands its entries to it and returns at once
+//! (openraft may replicate them to followers while the local fsync is in flight); the
+//! writer folds everything queued into one transaction and one fsync (group commit), then
+//! reports each append flushed, in order. Votes, truncations and purges go through the same
+//! queue, so no write can become durable before an earlier one, and wait until they are
+//! durable, as openraft requires.
 //!
 //! The tail of the log stays in memory (`Tail`): appended entries are readable the moment
 //! `append` returns, before they reach the file, and replication reads recent entries
