@@ -572,8 +572,11 @@ impl Consensus {
                         // The leader we knew stepped down before taking the command: nothing
                         // was proposed, so wait for its successor and try again.
                         Some((leader, node)) => {
+                            let term = self.term();
                             match self.forward(leader, &node, command.clone(), deadline).await {
-                                Err(ConsensusError::NotLeader) => self.wait_for_new_leader(leader).await?,
+                                Err(ConsensusError::NotLeader) => {
+                                    self.wait_for_new_leader(leader, term).await?
+                                }
                                 outcome => return outcome,
                             }
                         }
@@ -641,14 +644,18 @@ impl Consensus {
         }
     }
 
-    /// Waits (about an election's time) until this member follows a leader other than
-    /// `former`; `NoLeader` if none appears.
-    async fn wait_for_new_leader(&self, former: u64) -> Result<(), ConsensusError> {
+    /// Waits (about an election's time) until this member follows a new leader: another
+    /// member than `former`, which led in `term`, or `former` again in a later term (a leader
+    /// that stepped down is often elected again). `NoLeader` if none appears.
+    async fn wait_for_new_leader(&self, former: u64, term: u64) -> Result<(), ConsensusError> {
         let waited = self
             .inner
             .raft
             .wait(Some(self.inner.election_timeout))
-            .metrics(|m| m.current_leader.is_some_and(|l| l != former), "a new leader")
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != former || m.current_term > term),
+                "a new leader",
+            )
             .await;
         waited.map(drop).map_err(|_| ConsensusError::NoLeader)
     }
@@ -720,10 +727,15 @@ impl Consensus {
                 Ok(_) => return Ok(()),
                 Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
                     match self.forward_target(&forward) {
-                        Some((leader, node)) => match self.remote_read_index(leader, &node, deadline).await {
-                            Err(ConsensusError::NotLeader) => self.wait_for_new_leader(leader).await?,
-                            outcome => return outcome,
-                        },
+                        Some((leader, node)) => {
+                            let term = self.term();
+                            match self.remote_read_index(leader, &node, deadline).await {
+                                Err(ConsensusError::NotLeader) => {
+                                    self.wait_for_new_leader(leader, term).await?
+                                }
+                                outcome => return outcome,
+                            }
+                        }
                         None => self.wait_for_leader().await?,
                     }
                 }
