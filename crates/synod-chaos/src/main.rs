@@ -69,15 +69,15 @@ struct Args {
     members: u8,
 
     /// How long the clients run under faults (e.g. 60s, 2m, 1500ms).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_run_duration)]
     duration: Duration,
 
     /// Stop the clients after this many calls, even before --duration.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_ops: u64,
 
     /// Number of concurrent clients; client i talks to member i mod --members.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=64))]
     clients: u32,
 
     /// Number of keys the clients work on.
@@ -555,6 +555,16 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
+/// Parses `--duration`: more than nothing (a run without clients checks nothing) and at
+/// most a day.
+fn parse_run_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() || duration > Duration::from_secs(86_400) {
+        return Err(format!("{text:?}: a run lasts more than 0s and at most 24h"));
+    }
+    Ok(duration)
+}
+
 /// Parses one item of `--faults`: a fault kind, `all` or `none`.
 fn parse_faults(text: &str) -> Result<Vec<FaultKind>, String> {
     match text.trim() {
@@ -609,6 +619,9 @@ mod tests {
         assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
         assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_run_duration("0s").is_err(), "a run without time checks nothing");
+        assert!(parse_run_duration("1e12s").is_err(), "an endless run");
+        assert_eq!(parse_run_duration("30s"), Ok(Duration::from_secs(30)));
     }
 
     /// --faults all and none expand to the fault kinds they stand for.

@@ -17,7 +17,7 @@ const REAL_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(600)
 #[command(name = "synod-sim", version)]
 struct Args {
     /// Run this many seeds, from --first on.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     seeds: u64,
     /// The first seed [default: one drawn at random, and printed].
     #[arg(long)]
@@ -26,11 +26,11 @@ struct Args {
     #[arg(long, conflicts_with_all = ["seeds", "first"])]
     seed: Option<u64>,
     /// Simulated seconds of faults per seed.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
     safety_secs: u64,
     /// Seeds run at once [default: the number of CPUs].
-    #[arg(long)]
-    jobs: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    jobs: Option<u16>,
     /// Run every seed twice and require the same trace hash (replay is exact).
     #[arg(long)]
     check_determinism: bool,
@@ -56,13 +56,13 @@ fn main() -> ExitCode {
         // Small numbers, easy to type back.
         None => (args.first.unwrap_or_else(|| u64::from(rand::random::<u32>())), args.seeds),
     };
-    println!(
-        "synod-sim: seeds {first}..{} ({count}), {}s of faults each",
-        first + count - 1,
-        args.safety_secs
-    );
+    let Some(end) = first.checked_add(count) else {
+        eprintln!("synod-sim: --first {first} with --seeds {count} runs past the largest seed");
+        return ExitCode::from(2);
+    };
+    println!("synod-sim: seeds {first}..{} ({count}), {}s of faults each", end - 1, args.safety_secs);
     let jobs =
-        args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+        args.jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from);
     let next = AtomicU64::new(first);
     let failed: Mutex<Vec<u64>> = Mutex::new(Vec::new());
     let errors = AtomicU64::new(0);
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
             scope.spawn(|| {
                 loop {
                     let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= first + count {
+                    if seed >= end {
                         return;
                     }
                     let options = Options {
