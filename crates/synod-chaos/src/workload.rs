@@ -17,13 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use synod_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use synod_api::etcdserverpb::kv_client::KvClient;
-use synod_api::etcdserverpb::request_op::Request;
-use synod_api::etcdserverpb::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader, TxnRequest,
-};
-use synod_check::{Call, Op, Outcome, Reply};
+use synod_check::etcd::{self, EtcdRequest, EtcdResponse};
+use synod_check::{Call, Op, Outcome};
 use tonic::transport::Channel;
 
 use crate::rpc::{self, CallError};
@@ -215,84 +211,33 @@ impl Client {
 
     /// Remembers what a call revealed about its key.
     fn learn(&mut self, call: &Call, outcome: &Outcome) {
-        let Outcome::Ok { reply, .. } = outcome else { return };
-        let seen = match (call, reply) {
-            (Call::Get { .. }, Reply::Get { value }) => value.clone(),
-            (Call::Put { value, .. }, _) => Some(value.clone()),
-            (Call::Cas { value, .. }, Reply::Cas { succeeded: true }) => Some(value.clone()),
-            (Call::Delete { .. }, _) => None,
-            _ => return,
-        };
-        self.seen.insert(call.object().to_string(), seen);
+        if let Outcome::Ok { reply, .. } = outcome
+            && let Some(seen) = call.revealed(reply)
+        {
+            self.seen.insert(call.object().to_string(), seen);
+        }
     }
 }
 
 /// Makes one call and says how it ended.
 async fn perform(kv: &mut KvClient<Channel>, call: &Call) -> Outcome {
-    let result = match call {
-        Call::Get { key } => {
-            let request = RangeRequest { key: key.as_bytes().to_vec(), ..Default::default() };
-            rpc::bounded(kv.range(request)).await.map(|response| {
-                let value = response.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-                (Reply::Get { value }, revision(response.header))
-            })
+    let result = match etcd::request(call) {
+        Ok(EtcdRequest::Range(request)) => rpc::bounded(kv.range(request)).await.map(EtcdResponse::Range),
+        Ok(EtcdRequest::Put(request)) => rpc::bounded(kv.put(request)).await.map(EtcdResponse::Put),
+        Ok(EtcdRequest::DeleteRange(request)) => {
+            rpc::bounded(kv.delete_range(request)).await.map(EtcdResponse::DeleteRange)
         }
-        Call::Put { key, value } => {
-            let request = PutRequest {
-                key: key.as_bytes().to_vec(),
-                value: value.as_bytes().to_vec(),
-                ..Default::default()
-            };
-            rpc::bounded(kv.put(request)).await.map(|response| (Reply::Put, revision(response.header)))
-        }
-        Call::Delete { key } => {
-            let request = DeleteRangeRequest { key: key.as_bytes().to_vec(), ..Default::default() };
-            rpc::bounded(kv.delete_range(request))
-                .await
-                .map(|response| (Reply::Delete { deleted: response.deleted > 0 }, revision(response.header)))
-        }
-        Call::Cas { key, expect, value } => {
-            let compare = match expect {
-                Some(expect) => Compare {
-                    result: CompareResult::Equal as i32,
-                    target: CompareTarget::Value as i32,
-                    key: key.as_bytes().to_vec(),
-                    target_union: Some(TargetUnion::Value(expect.as_bytes().to_vec())),
-                    ..Default::default()
-                },
-                // A key that does not exist has create_revision 0.
-                None => Compare {
-                    result: CompareResult::Equal as i32,
-                    target: CompareTarget::Create as i32,
-                    key: key.as_bytes().to_vec(),
-                    target_union: Some(TargetUnion::CreateRevision(0)),
-                    ..Default::default()
-                },
-            };
-            let put = PutRequest {
-                key: key.as_bytes().to_vec(),
-                value: value.as_bytes().to_vec(),
-                ..Default::default()
-            };
-            let request = TxnRequest {
-                compare: vec![compare],
-                success: vec![RequestOp { request: Some(Request::RequestPut(put)) }],
-                failure: vec![],
-            };
-            rpc::bounded(kv.txn(request))
-                .await
-                .map(|response| (Reply::Cas { succeeded: response.succeeded }, revision(response.header)))
-        }
-        other => unreachable!("the workload makes no {other:?} calls"),
+        Ok(EtcdRequest::Txn(request)) => rpc::bounded(kv.txn(request)).await.map(EtcdResponse::Txn),
+        // Nothing was sent.
+        Err(error) => return Outcome::Fail { error },
     };
     match result {
-        Ok((reply, revision)) => Outcome::Ok { reply, revision },
+        Ok(response) => {
+            let (reply, revision) = etcd::reply(&response);
+            Outcome::Ok { reply, revision }
+        }
         // The one error that proves the call did not take effect: it was never sent.
         Err(error @ CallError::NotSent(_)) => Outcome::Fail { error: error.to_string() },
         Err(error @ CallError::Unknown(_)) => Outcome::Unknown { error: error.to_string() },
     }
-}
-
-fn revision(header: Option<ResponseHeader>) -> Option<i64> {
-    header.map(|header| header.revision)
 }

@@ -46,6 +46,20 @@ impl Call {
         }
     }
 
+    /// What an answered call revealed about its register's value: `Some(value)`, with
+    /// `None` for an absent key, or `None` when it revealed nothing (a failed compare-and-set,
+    /// or a call on a counter or lock). The workloads pick compare-and-set expectations
+    /// from it.
+    pub fn revealed(&self, reply: &Reply) -> Option<Option<String>> {
+        match (self, reply) {
+            (Call::Get { .. }, Reply::Get { value }) => Some(value.clone()),
+            (Call::Put { value, .. }, Reply::Put) => Some(Some(value.clone())),
+            (Call::Cas { value, .. }, Reply::Cas { succeeded: true }) => Some(Some(value.clone())),
+            (Call::Delete { .. }, Reply::Delete { .. }) => Some(None),
+            _ => None,
+        }
+    }
+
     /// Whether the call only reads: a read whose outcome is unknown is left out of a check.
     pub fn is_read(&self) -> bool {
         matches!(self, Call::Get { .. } | Call::ReadCounter { .. })

@@ -4,14 +4,18 @@
 //!
 //! Both test harnesses, `synod-sim` and `synod-chaos`, record what their clients asked and
 //! what they were told as [`Op`]s and hand the history to [`check`]; [`render_html`] draws
-//! what went wrong. This crate knows nothing of the store: it must not depend on any other
-//! synod crate, so that a history can be checked, and the checker tested, on its own.
+//! what went wrong. The checker knows nothing of the store: it depends on no other synod
+//! crate, so that a history can be checked, and the checker tested, on its own. Only the
+//! `etcd` feature (the harnesses') adds the mapping of calls onto etcd's KV messages
+//! ([`etcd`]), with synod-api's messages and nothing else.
 //!
 //! Linearizability is local (Herlihy and Wing's P-compositionality): a history is
 //! linearizable exactly when the ops on each object are. So the history is split by
 //! [`Call::object`] and each object is searched on its own, which turns one search that is
 //! exponential in the whole history into many small ones.
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod history;
 mod limits;
 mod model;

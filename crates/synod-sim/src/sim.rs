@@ -23,7 +23,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use synod_base::GroupId;
-use synod_check::{Call, Op, Outcome, Reply};
+use synod_check::{Call, Op, Outcome};
 use synod_consensus::{Bootstrap, Consensus, ConsensusOptions, DiskIo, MemberChange, MemberNode};
 use synod_server::api::Api;
 use synod_server::metrics::Metrics;
@@ -102,6 +102,13 @@ struct Disks {
     log: SimDisk,
     state: SimDisk,
     snapshots: PathBuf,
+}
+
+impl Disks {
+    /// Empty disks for member `name`, its snapshots in a directory of its own under `dir`.
+    fn new(dir: &Path, name: &str) -> Disks {
+        Disks { log: SimDisk::new(), state: SimDisk::new(), snapshots: dir.join(name) }
+    }
 }
 
 struct Running {
@@ -219,7 +226,7 @@ async fn simulate(options: Options, dir: &Path) -> anyhow::Result<RunOutcome> {
     let mut slots = BTreeMap::new();
     for &id in &setup.members {
         let name = format!("m{id}");
-        let disks = Disks { log: SimDisk::new(), state: SimDisk::new(), snapshots: dir.join(&name) };
+        let disks = Disks::new(dir, &name);
         slots.insert(id, Slot { name, disks, running: None, starting: false });
     }
     let sim = Arc::new(Sim {
@@ -448,20 +455,10 @@ impl Sim {
                 }
             };
             let op = self.perform(client, member, call).await;
-            if let Outcome::Ok { reply, .. } = &op.outcome {
-                match (&op.call, reply) {
-                    (Call::Get { key }, Reply::Get { value }) => {
-                        seen.insert(key.clone(), value.clone());
-                    }
-                    (Call::Put { key, value }, _)
-                    | (Call::Cas { key, value, .. }, Reply::Cas { succeeded: true }) => {
-                        seen.insert(key.clone(), Some(value.clone()));
-                    }
-                    (Call::Delete { key }, _) => {
-                        seen.insert(key.clone(), None);
-                    }
-                    _ => {}
-                }
+            if let Outcome::Ok { reply, .. } = &op.outcome
+                && let Some(value) = op.call.revealed(reply)
+            {
+                seen.insert(op.call.object().to_string(), value);
             }
             lock(&self.history).push(op);
             tokio::time::sleep(Duration::from_millis(rng.random_range(0..40))).await;
@@ -534,8 +531,7 @@ impl Sim {
                     .and_then(|u| u.strip_prefix("http://"))
                     .and_then(|u| u.split(':').next());
                 let Some(name) = name.map(str::to_string) else { continue };
-                let disks =
-                    Disks { log: SimDisk::new(), state: SimDisk::new(), snapshots: self.dir.join(&name) };
+                let disks = Disks::new(&self.dir, &name);
                 lock(&self.slots).entry(info.id).or_insert(Slot {
                     name: name.clone(),
                     disks,
@@ -705,7 +701,7 @@ impl Sim {
             Ok(Err(e)) => return self.fault(&format!("add {name} refused: {e}")),
             Err(_) => return self.fault(&format!("add {name} timed out")),
         };
-        let disks = Disks { log: SimDisk::new(), state: SimDisk::new(), snapshots: self.dir.join(&name) };
+        let disks = Disks::new(&self.dir, &name);
         lock(&self.slots).insert(id, Slot { name: name.clone(), disks, running: None, starting: false });
         lock(&self.members).push(id);
         self.fault(&format!("added {name} as {id:x}"));
