@@ -195,6 +195,22 @@ pub(crate) struct Inner {
     /// Dropping it stops the checkpointer.
     stop_checkpointer: Mutex<Option<watch::Sender<()>>>,
     pub(crate) disk_io: DiskIo,
+    /// Answers the calls only a leader can answer, on this member while it leads.
+    leader_service: std::sync::OnceLock<Arc<dyn LeaderService>>,
+}
+
+/// A call only the leader can answer, and its answer.
+pub type LeaderCall = pb::leader_call_request::Call;
+pub type LeaderReply = pb::leader_call_response::Reply;
+
+/// What answers [`LeaderCall`]s on the leader: the server's lease keeper. It must fail
+/// with [`ConsensusError::NotLeader`] when this member does not lead, so that the caller
+/// finds the leader and asks again.
+pub trait LeaderService: Send + Sync + 'static {
+    fn call(
+        &self,
+        call: LeaderCall,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<LeaderReply, ConsensusError>> + Send + '_>>;
 }
 
 impl Inner {
@@ -278,6 +294,9 @@ pub(crate) fn applied_to_result(applied: &Applied) -> pb::ApplyResult {
         Ok(Response::Txn(r)) => R::Txn(r.clone()),
         Ok(Response::Compaction(r)) => R::Compaction(*r),
         Ok(Response::Alarm(r)) => R::Alarm(r.clone()),
+        Ok(Response::LeaseGrant(r)) => R::LeaseGrant(r.clone()),
+        Ok(Response::LeaseRevoke(r)) => R::LeaseRevoke(*r),
+        Ok(Response::LeaseCheckpoints) => R::LeaseCheckpoints(pb::Blank {}),
         Err(e) => R::Error(e.message().to_string()),
     };
     pb::ApplyResult { result: Some(result) }
@@ -291,6 +310,9 @@ fn result_to_applied(result: pb::ApplyResult) -> Result<Option<Applied>, Consens
         Some(R::Txn(r)) => Some(Ok(Response::Txn(r))),
         Some(R::Compaction(r)) => Some(Ok(Response::Compaction(r))),
         Some(R::Alarm(r)) => Some(Ok(Response::Alarm(r))),
+        Some(R::LeaseGrant(r)) => Some(Ok(Response::LeaseGrant(r))),
+        Some(R::LeaseRevoke(r)) => Some(Ok(Response::LeaseRevoke(r))),
+        Some(R::LeaseCheckpoints(_)) => Some(Ok(Response::LeaseCheckpoints)),
         Some(R::Error(text)) => match EtcdError::from_message(&text) {
             Some(e) => Some(Err(e)),
             None => return Err(ConsensusError::Failed(text)),
@@ -393,6 +415,7 @@ impl Consensus {
             leader_contact: Mutex::new(None),
             stop_checkpointer: Mutex::new(None),
             disk_io: options.disk_io,
+            leader_service: std::sync::OnceLock::new(),
         });
         let consensus = Consensus { inner };
         consensus.start_checkpointer();
@@ -710,6 +733,83 @@ impl Consensus {
             Err(RaftError::APIError(e)) => Err(ConsensusError::Failed(e.to_string())),
             Err(RaftError::Fatal(e)) => Err(self.fatal(&e)),
         }
+    }
+
+    /// Sets what answers leader calls on this member; once.
+    pub fn set_leader_service(&self, service: Arc<dyn LeaderService>) {
+        if self.inner.leader_service.set(service).is_err() {
+            tracing::warn!("a second leader service was ignored");
+        }
+    }
+
+    /// Has the leader answer `call`: this member's own service if it leads, else the
+    /// leader's over the peer transport, following a change of leader until the request
+    /// deadline.
+    pub async fn call_leader(&self, call: LeaderCall) -> Result<LeaderReply, ConsensusError> {
+        let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
+        match tokio::time::timeout_at(deadline, self.call_leader_until(call, deadline)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(ConsensusError::Timeout),
+        }
+    }
+
+    async fn call_leader_until(
+        &self,
+        call: LeaderCall,
+        deadline: Instant,
+    ) -> Result<LeaderReply, ConsensusError> {
+        loop {
+            let term = self.term();
+            let Some(leader) = self.leader() else {
+                self.wait_for_leader().await?;
+                continue;
+            };
+            let outcome = if leader == self.inner.member_id {
+                self.call_here(call).await
+            } else {
+                self.call_member(leader, call, deadline).await
+            };
+            match outcome {
+                Err(ConsensusError::NotLeader) => self.wait_for_new_leader(leader, term).await?,
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Answers a leader call on this member (the peer service's LeaderCall).
+    pub(crate) async fn call_here(&self, call: LeaderCall) -> Result<LeaderReply, ConsensusError> {
+        match self.inner.leader_service.get() {
+            Some(service) => service.call(call).await,
+            None => Err(ConsensusError::Failed("this member answers no leader calls".into())),
+        }
+    }
+
+    async fn call_member(
+        &self,
+        leader: u64,
+        call: LeaderCall,
+        deadline: Instant,
+    ) -> Result<LeaderReply, ConsensusError> {
+        let node = self
+            .metrics()
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()
+            .ok_or(ConsensusError::NoLeader)?;
+        let mut client =
+            self.inner.network.client(leader, &node.peer_urls).map_err(ConsensusError::Failed)?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let message = pb::LeaderCallRequest { group_id: self.inner.group.0, call: Some(call) };
+        let response = client
+            .leader_call(self.inner.network.request(leader, message, remaining))
+            .await
+            .map_err(|status| forward_failure(&status))?
+            .into_inner();
+        if !response.error.is_empty() {
+            return Err(etcd_error_from_text(&response.error));
+        }
+        response.reply.ok_or_else(|| ConsensusError::Failed("the leader's answer is empty".into()))
     }
 
     /// Waits until a read of the local state is linearizable.

@@ -24,12 +24,12 @@ mod storage_suite;
 mod types;
 
 pub use consensus::{
-    Bootstrap, Consensus, ConsensusError, ConsensusOptions, ConsensusStatus, MemberChange, MemberInfo,
-    discover_cluster,
+    Bootstrap, Consensus, ConsensusError, ConsensusOptions, ConsensusStatus, LeaderCall, LeaderReply,
+    LeaderService, MemberChange, MemberInfo, discover_cluster,
 };
 pub use disk_io::DiskIo;
 pub use log_store::FlushObserver;
 pub use network::{CLUSTER_ID_HEADER, Dialer, FROM_HEADER, GrpcDialer, PeerChannel, PeerError, TO_HEADER};
 pub use removed::REMOVED_MESSAGE;
-pub use runtime::seed_thread_rng;
+pub use runtime::{random_u64, seed_thread_rng};
 pub use types::MemberNode;

@@ -345,4 +345,28 @@ impl raft_server::Raft for PeerService {
         };
         Ok(Response::new(response))
     }
+
+    async fn leader_call(
+        &self,
+        request: Request<pb::LeaderCallRequest>,
+    ) -> Result<Response<pb::LeaderCallResponse>, Status> {
+        self.check(&request)?;
+        let message = request.into_inner();
+        self.check_group(message.group_id)?;
+        let call = message.call.ok_or_else(|| Status::invalid_argument("leader call without a call"))?;
+        let consensus = self.consensus();
+        let response = match consensus.call_here(call).await {
+            Ok(reply) => pb::LeaderCallResponse {
+                reply: Some(reply),
+                leader_id: self.inner.member_id,
+                ..Default::default()
+            },
+            Err(e) => pb::LeaderCallResponse {
+                error: error_text(&e),
+                leader_id: consensus.status().leader.unwrap_or(0),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(response))
+    }
 }

@@ -116,6 +116,13 @@ impl AsyncRuntime for SynodRuntime {
     }
 }
 
+/// A random number from this thread's generator: the OS's entropy in a server, the seed's
+/// sequence under the simulator. For ids a member picks, such as lease ids.
+pub fn random_u64() -> u64 {
+    use rand_openraft::Rng as _;
+    <SynodRuntime as AsyncRuntime>::thread_rng().next_u64()
+}
+
 #[cfg(test)]
 mod tests {
     use rand_openraft::RngExt;

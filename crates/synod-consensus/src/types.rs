@@ -23,6 +23,9 @@ impl fmt::Display for Proposal {
             Some(command::Op::Compaction(_)) => "compaction",
             Some(command::Op::Alarm(_)) => "alarm",
             Some(command::Op::MemberAttributes(_)) => "member_attributes",
+            Some(command::Op::LeaseGrant(_)) => "lease_grant",
+            Some(command::Op::LeaseRevoke(_)) => "lease_revoke",
+            Some(command::Op::LeaseCheckpoints(_)) => "lease_checkpoints",
             None => "unknown",
         };
         f.write_str(kind)

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use synod_api::mvccpb::KeyValue;
+use synod_api::synodpb::LeaseRecord;
 
 use crate::Rev;
 
@@ -39,18 +40,27 @@ pub trait RevisionRead {
 pub trait RevisionWrite: RevisionRead {
     fn put(&mut self, rev: Rev, record: &StoredKv) -> Result<(), BackendError>;
     fn delete(&mut self, rev: Rev) -> Result<(), BackendError>;
+    /// Stores a lease (a grant, or a new checkpoint).
+    fn put_lease(&mut self, record: &LeaseRecord) -> Result<(), BackendError>;
+    fn delete_lease(&mut self, id: i64) -> Result<(), BackendError>;
 }
 
 /// An in-memory backend for tests and fixtures.
 #[derive(Clone, Debug, Default)]
 pub struct MemBackend {
     records: BTreeMap<Rev, StoredKv>,
+    leases: BTreeMap<i64, LeaseRecord>,
 }
 
 impl MemBackend {
     /// Every record, in revision order.
     pub fn records(&self) -> impl Iterator<Item = (&Rev, &StoredKv)> {
         self.records.iter()
+    }
+
+    /// Every stored lease, in id order.
+    pub fn leases(&self) -> impl Iterator<Item = &LeaseRecord> {
+        self.leases.values()
     }
 }
 
@@ -68,6 +78,16 @@ impl RevisionWrite for MemBackend {
 
     fn delete(&mut self, rev: Rev) -> Result<(), BackendError> {
         self.records.remove(&rev);
+        Ok(())
+    }
+
+    fn put_lease(&mut self, record: &LeaseRecord) -> Result<(), BackendError> {
+        self.leases.insert(record.id, *record);
+        Ok(())
+    }
+
+    fn delete_lease(&mut self, id: i64) -> Result<(), BackendError> {
+        self.leases.remove(&id);
         Ok(())
     }
 }

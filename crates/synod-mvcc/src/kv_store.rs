@@ -11,13 +11,15 @@ use synod_api::EtcdError;
 use synod_api::etcdserverpb::alarm_request::AlarmAction;
 use synod_api::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    ResponseHeader, ResponseOp, TxnRequest, TxnResponse, request_op, response_op,
+    DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
+    ResponseOp, TxnRequest, TxnResponse, request_op, response_op,
 };
 use synod_api::mvccpb::KeyValue;
-use synod_api::synodpb::{Command, command};
+use synod_api::synodpb::{Command, LeaseCheckpoints, LeaseRecord, command};
 
 use crate::backend::{BackendError, RevisionRead, RevisionWrite, StoredKv};
+use crate::lease::{Leases, MAX_LEASE_TTL};
 use crate::range::{self, RangePlan};
 use crate::tree_index::{KeyRange, TreeIndex};
 use crate::txn::{self, View, branch, path_len};
@@ -31,6 +33,9 @@ pub enum Response {
     Txn(TxnResponse),
     Compaction(CompactionResponse),
     Alarm(AlarmResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    LeaseCheckpoints,
 }
 
 /// The outcome of applying one command: a response, or the etcd error the client gets.
@@ -60,6 +65,7 @@ pub struct KvStore {
     current: i64,
     compacted: i64,
     alarms: BTreeSet<(u64, i32)>,
+    leases: Leases,
 }
 
 impl KvStore {
@@ -74,18 +80,22 @@ impl KvStore {
             current: meta.current_revision,
             compacted: meta.compact_revision,
             alarms: meta.alarms.into_iter().collect(),
+            leases: Leases::default(),
         }
     }
 
-    /// Rebuilds the store from persisted meta and every stored record in revision order.
+    /// Rebuilds the store from persisted meta, every stored record in revision order, and
+    /// the stored leases; each key is attached to the lease its newest record names.
     ///
     /// The records may come from another member (a snapshot), so anything that does not
     /// fit together is an error, not a panic.
     pub fn restore<E: From<BackendError>>(
         meta: Meta,
         records: impl IntoIterator<Item = Result<(Rev, StoredKv), E>>,
+        leases: impl IntoIterator<Item = Result<LeaseRecord, E>>,
     ) -> Result<KvStore, E> {
         let mut store = KvStore::from_meta(meta);
+        let mut key_lease: std::collections::HashMap<Vec<u8>, i64> = Default::default();
         let mut last = Rev::default();
         for record in records {
             let (rev, stored) = record?;
@@ -102,6 +112,17 @@ impl KvStore {
                 .index
                 .restore(&kv.key, rev, kv.create_revision, kv.version, stored.tombstone)
                 .map_err(corrupt)?;
+            if stored.tombstone || kv.lease == 0 {
+                key_lease.remove(&kv.key);
+            } else {
+                key_lease.insert(kv.key.clone(), kv.lease);
+            }
+        }
+        for lease in leases {
+            store.leases.insert(lease?);
+        }
+        for (key, lease) in key_lease {
+            store.leases.attach(&key, lease);
         }
         Ok(store)
     }
@@ -146,10 +167,27 @@ impl KvStore {
         if self.alarm_raised(AlarmType::Corrupt) { Err(EtcdError::Corrupt) } else { Ok(()) }
     }
 
-    /// Leases arrive with the lease service; until then no lease exists, so a put naming one
-    /// gets etcd's "requested lease not found".
-    fn lease_exists(&self, _lease: i64) -> bool {
-        false
+    fn lease_exists(&self, lease: i64) -> bool {
+        self.leases.contains(lease)
+    }
+
+    pub fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
+    /// The key-value `key` had at revision `at`, if it existed then and `at` is not
+    /// compacted (a watch event's previous value).
+    pub fn kv_at(
+        &self,
+        backend: &impl RevisionRead,
+        key: &[u8],
+        at: i64,
+    ) -> Result<Option<KeyValue>, BackendError> {
+        if at < self.compacted.max(1) || at > self.current {
+            return Ok(None);
+        }
+        let kvs = range::kvs_at(&self.index, backend, &KeyRange::Single(key), at)?;
+        Ok(kvs.into_iter().next())
     }
 
     /// Plans a Range at the newest revision. Call under the same lock that guards applies,
@@ -223,6 +261,9 @@ impl KvStore {
             Some(command::Op::Txn(r)) => self.apply_txn(backend, r),
             Some(command::Op::Compaction(r)) => self.apply_compaction(backend, r),
             Some(command::Op::Alarm(r)) => Ok(self.apply_alarm(r)),
+            Some(command::Op::LeaseGrant(r)) => self.apply_lease_grant(backend, r),
+            Some(command::Op::LeaseRevoke(r)) => self.apply_lease_revoke(backend, r),
+            Some(command::Op::LeaseCheckpoints(r)) => self.apply_lease_checkpoints(backend, r),
             // Member attributes belong to the consensus layer, which keeps them itself; one
             // that reaches the key-value store changes nothing here.
             Some(command::Op::MemberAttributes(_)) => Ok(Err(EtcdError::NotCapable)),
@@ -340,9 +381,80 @@ impl KvStore {
         Ok(Response::Alarm(AlarmResponse { header: None, alarms }))
     }
 
+    /// A grant as etcd's lessor makes it: the serving member chose the id and clamped the
+    /// TTL to the minimum before proposing; an id in use or a TTL beyond the maximum fails.
+    fn apply_lease_grant(
+        &mut self,
+        backend: &mut impl RevisionWrite,
+        request: &LeaseGrantRequest,
+    ) -> Result<Applied, BackendError> {
+        if let Err(e) = self.corrupt() {
+            return Ok(Err(e));
+        }
+        if self.out_of_space() {
+            return Ok(Err(EtcdError::NoSpace));
+        }
+        if request.id == 0 {
+            return Ok(Err(EtcdError::LeaseNotFound));
+        }
+        if request.ttl > MAX_LEASE_TTL {
+            return Ok(Err(EtcdError::LeaseTtlTooLarge));
+        }
+        if self.leases.contains(request.id) {
+            return Ok(Err(EtcdError::LeaseExist));
+        }
+        let record = LeaseRecord { id: request.id, ttl: request.ttl, remaining_ms: 0 };
+        backend.put_lease(&record)?;
+        self.leases.insert(record);
+        Ok(Ok(Response::LeaseGrant(LeaseGrantResponse {
+            header: Some(ResponseHeader { revision: self.current, ..Default::default() }),
+            id: request.id,
+            ttl: request.ttl,
+            error: String::new(),
+        })))
+    }
+
+    /// Revokes a lease and deletes the keys attached to it, all at one revision, in key
+    /// order (etcd's lessor deletes them in one write txn).
+    fn apply_lease_revoke(
+        &mut self,
+        backend: &mut impl RevisionWrite,
+        request: &LeaseRevokeRequest,
+    ) -> Result<Applied, BackendError> {
+        if let Err(e) = self.corrupt() {
+            return Ok(Err(e));
+        }
+        let Some(keys) = self.leases.remove(request.id) else {
+            return Ok(Err(EtcdError::LeaseNotFound));
+        };
+        backend.delete_lease(request.id)?;
+        let mut write = self.write(backend);
+        for key in &keys {
+            write.delete_range(&DeleteRangeRequest { key: key.clone(), ..Default::default() })?;
+        }
+        self.current = write.end();
+        Ok(Ok(Response::LeaseRevoke(LeaseRevokeResponse {
+            header: Some(ResponseHeader { revision: self.current, ..Default::default() }),
+        })))
+    }
+
+    fn apply_lease_checkpoints(
+        &mut self,
+        backend: &mut impl RevisionWrite,
+        request: &LeaseCheckpoints,
+    ) -> Result<Applied, BackendError> {
+        for checkpoint in &request.checkpoints {
+            if let Some(record) = self.leases.checkpoint(checkpoint.id, checkpoint.remaining_ms) {
+                backend.put_lease(record)?;
+            }
+        }
+        Ok(Ok(Response::LeaseCheckpoints))
+    }
+
     fn write<'a, B: RevisionWrite>(&'a mut self, backend: &'a mut B) -> WriteTxn<'a, B> {
         WriteTxn {
             index: &mut self.index,
+            leases: &mut self.leases,
             backend,
             begin: self.current,
             compacted: self.compacted,
@@ -372,6 +484,7 @@ impl KvStore {
 /// One write request in progress: etcd's `storeTxnWrite`.
 struct WriteTxn<'a, B> {
     index: &'a mut TreeIndex,
+    leases: &'a mut Leases,
     backend: &'a mut B,
     begin: i64,
     compacted: i64,
@@ -441,6 +554,7 @@ impl<B: RevisionWrite> WriteTxn<'_, B> {
             KeyValue { key: key.to_vec(), create_revision, mod_revision: rev.main, version, value, lease };
         self.backend.put(rev, &StoredKv { kv, tombstone: false })?;
         self.index.put(key, rev);
+        self.leases.attach(key, lease);
         Ok(rev.main)
     }
 
@@ -455,6 +569,7 @@ impl<B: RevisionWrite> WriteTxn<'_, B> {
             let kv = KeyValue { key: key.clone(), ..Default::default() };
             self.backend.put(rev, &StoredKv { kv, tombstone: true })?;
             self.index.tombstone(key, rev);
+            self.leases.detach(key);
         }
         let revision = self.read_revision();
         Ok(DeleteRangeResponse {

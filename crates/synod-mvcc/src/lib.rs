@@ -16,6 +16,7 @@ pub mod backend;
 pub mod check;
 mod key_index;
 mod kv_store;
+pub mod lease;
 mod range;
 mod rev;
 mod tree_index;
@@ -23,6 +24,7 @@ mod txn;
 
 pub use backend::{BackendError, MemBackend, RevisionRead, RevisionWrite, StoredKv};
 pub use kv_store::{Applied, KvStore, Meta, Response};
+pub use lease::{Lease, Leases, MAX_LEASE_TTL};
 pub use range::RangePlan;
 pub use rev::Rev;
 pub use txn::is_read_only as txn_is_read_only;

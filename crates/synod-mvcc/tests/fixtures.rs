@@ -16,6 +16,8 @@
 //!                            an op may be `txn` with its own, further indented, lines
 //!   compact REV
 //!   alarm activate|deactivate|get [nospace|corrupt] [member=N]
+//!   lease grant ID TTL | lease revoke ID | lease checkpoint ID REMAINING_MS
+//!   leases                   every lease with its TTL, checkpoint and attached keys
 //!   restart                  rebuild the store from its persisted meta and records, as a
 //!                            member does when it starts
 //! A compare is TARGET(KEY[..END]) OP VALUE with TARGET one of value, version, create, mod,
@@ -29,11 +31,12 @@ use synod_api::etcdserverpb::alarm_request::AlarmAction;
 use synod_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use synod_api::etcdserverpb::range_request::{SortOrder, SortTarget};
 use synod_api::etcdserverpb::{
-    AlarmRequest, AlarmType, CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
-    RangeResponse, RequestOp, TxnRequest, TxnResponse, request_op, response_op,
+    AlarmRequest, AlarmType, CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest,
+    LeaseRevokeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse,
+    request_op, response_op,
 };
 use synod_api::mvccpb::KeyValue;
-use synod_api::synodpb::{Command, command};
+use synod_api::synodpb::{Command, LeaseCheckpoint, LeaseCheckpoints, command};
 use synod_mvcc::{KvStore, MemBackend, Response};
 
 #[test]
@@ -122,7 +125,8 @@ fn run_case(store: &mut KvStore, backend: &mut MemBackend, command: &[&str]) -> 
             let records = backend
                 .records()
                 .map(|(rev, stored)| Ok::<_, synod_mvcc::BackendError>((*rev, stored.clone())));
-            *store = KvStore::restore(store.meta(), records).expect("restore");
+            let leases = backend.leases().map(|l| Ok(*l));
+            *store = KvStore::restore(store.meta(), records, leases).expect("restore");
             writeln!(
                 out,
                 "restarted at rev={} compacted={}",
@@ -130,6 +134,25 @@ fn run_case(store: &mut KvStore, backend: &mut MemBackend, command: &[&str]) -> 
                 store.compact_revision()
             )
             .unwrap();
+        }
+        "leases" => {
+            for lease in store.leases().records() {
+                let keys = &store.leases().get(lease.id).expect("listed lease exists").keys;
+                let keys: Vec<String> =
+                    keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+                writeln!(
+                    out,
+                    "lease {} ttl={} remaining_ms={} keys=[{}]",
+                    lease.id,
+                    lease.ttl,
+                    lease.remaining_ms,
+                    keys.join(" ")
+                )
+                .unwrap();
+            }
+            let stored: Vec<_> = backend.leases().copied().collect();
+            let live: Vec<_> = store.leases().records().copied().collect();
+            assert_eq!(stored, live, "the backend stores the leases the store has");
         }
         "range" => match store.plan_range(&range_request(&words[1..])) {
             Ok(plan) => print_range(&mut out, "", &plan.execute(backend).expect("backend")),
@@ -191,6 +214,17 @@ fn parse_write(words: &[&str]) -> command::Op {
                 }
             }
             command::Op::Alarm(request)
+        }
+        "lease" => {
+            let number = |i: usize| -> i64 { words[i].parse().expect("lease number") };
+            match words[1] {
+                "grant" => command::Op::LeaseGrant(LeaseGrantRequest { id: number(2), ttl: number(3) }),
+                "revoke" => command::Op::LeaseRevoke(LeaseRevokeRequest { id: number(2) }),
+                "checkpoint" => command::Op::LeaseCheckpoints(LeaseCheckpoints {
+                    checkpoints: vec![LeaseCheckpoint { id: number(2), remaining_ms: number(3) }],
+                }),
+                other => panic!("unknown lease action {other}"),
+            }
         }
         other => panic!("unknown command {other}"),
     }
@@ -465,6 +499,9 @@ fn print_response(out: &mut String, response: &Response) {
         }
         Response::Txn(t) => print_txn(out, "", t),
         Response::Compaction(c) => writeln!(out, "compact rev={}", revision(&c.header)).unwrap(),
+        Response::LeaseGrant(g) => writeln!(out, "lease granted id={} ttl={}", g.id, g.ttl).unwrap(),
+        Response::LeaseRevoke(r) => writeln!(out, "lease revoked rev={}", revision(&r.header)).unwrap(),
+        Response::LeaseCheckpoints => writeln!(out, "lease checkpointed").unwrap(),
         Response::Alarm(a) => {
             let alarms: Vec<String> =
                 a.alarms.iter().map(|m| format!("{}:{}", m.member_id, m.alarm)).collect();

@@ -26,4 +26,4 @@ mod state_store;
 pub use data_dir::DataDir;
 pub use error::StorageError;
 pub use log_store::{Durability, LogOp, LogStore};
-pub use state_store::{ExportSummary, MetaValues, StateStats, StateStore};
+pub use state_store::{ApplyObserver, ExportSummary, History, MetaValues, StateStats, StateStore};

@@ -15,7 +15,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -25,7 +25,7 @@ use redb::{
 use synod_api::EtcdError;
 use synod_api::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse, TxnRequest, TxnResponse};
 use synod_api::mvccpb::KeyValue;
-use synod_api::synodpb::Command;
+use synod_api::synodpb::{Command, LeaseRecord};
 use synod_base::{GroupId, LogIndex};
 use synod_mvcc::{Applied, BackendError, KvStore, Meta, Rev, RevisionRead, RevisionWrite, StoredKv};
 
@@ -42,6 +42,36 @@ const COMPACT_REVISION: &str = "compact_revision";
 const ALARMS: &str = "alarms";
 /// The meta keys the state itself owns; callers' extra meta must use others.
 const STATE_KEYS: &[&str] = &[APPLIED_INDEX, REVISION, COMPACT_REVISION, ALARMS];
+/// Leases live in the meta table as `lease/<id in hex>`, so snapshots carry them as they
+/// carry every meta value.
+const LEASE_PREFIX: &str = "lease/";
+
+fn lease_key(id: i64) -> String {
+    format!("{LEASE_PREFIX}{:016x}", id as u64)
+}
+
+/// Told of every change to the state, in order, while applies wait: the watch hub
+/// follows the store through it.
+pub trait ApplyObserver: Send + Sync {
+    /// A batch of entries was applied: `changes` are the records it wrote, in revision
+    /// order (empty if none), and `revision` is the store's revision now.
+    fn applied(&self, revision: i64, changes: Vec<(Rev, StoredKv)>);
+    /// The whole state was replaced (a snapshot was installed); it is now at `revision`.
+    fn replaced(&self, revision: i64);
+}
+
+/// Records one [`StateStore::history`] call reads at most (finishing the revision it is
+/// in), so that a watch of rare keys catches up in steps rather than one long scan.
+const HISTORY_SCAN_MAX: usize = 100_000;
+
+/// What [`StateStore::history`] found from a revision on.
+#[derive(Debug)]
+pub enum History {
+    /// The revision asked for is compacted; the oldest revision kept is this one.
+    Compacted(i64),
+    /// The records of revisions `from..=through` whose keys were asked for.
+    Changes { changes: Vec<(Rev, StoredKv)>, through: i64 },
+}
 
 /// The values of the meta keys an export was asked for, in the order asked (None: absent).
 pub type MetaValues = Vec<Option<Vec<u8>>>;
@@ -179,6 +209,7 @@ pub struct StateStore {
     /// Set when an apply failed part-way: the in-memory index no longer matches the file,
     /// so nothing more may be read or applied until the member restarts.
     broken: AtomicBool,
+    observer: OnceLock<Arc<dyn ApplyObserver>>,
 }
 
 impl StateStore {
@@ -223,6 +254,7 @@ impl StateStore {
             size_bytes: AtomicU64::new(0),
             in_use_bytes: AtomicU64::new(0),
             broken: AtomicBool::new(false),
+            observer: OnceLock::new(),
         };
         store.refresh_stats()?;
         tracing::info!(
@@ -237,6 +269,16 @@ impl StateStore {
 
     pub fn group(&self) -> GroupId {
         self.group
+    }
+
+    /// Sets the one observer of applies; it first hears of the revision the store is at.
+    /// Fails if one is set already.
+    pub fn set_observer(&self, observer: Arc<dyn ApplyObserver>) -> Result<(), StorageError> {
+        let kv = self.kv_read()?;
+        observer.replaced(kv.current_revision());
+        self.observer.set(observer).map_err(|_| StorageError::corrupt("state", "a second apply observer"))?;
+        drop(kv);
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -363,10 +405,18 @@ impl StateStore {
         let mut txn = db.begin_write().map_err(engine)?;
         txn.set_durability(Durability::None).map_err(engine)?;
         let mut outcomes = Vec::with_capacity(entries.len());
+        let observer = self.observer.get();
+        let mut changes = Vec::new();
         {
             let mut table =
                 txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
-            let mut writer = TableWriter { table: &mut table };
+            let mut meta =
+                txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
+            let mut writer = TableWriter {
+                table: &mut table,
+                meta: &mut meta,
+                changes: observer.is_some().then_some(&mut changes),
+            };
             for (_, command) in entries {
                 let outcome = match command {
                     Some(command) => Some(kv.apply(&mut writer, command)?),
@@ -374,36 +424,109 @@ impl StateStore {
                 };
                 outcomes.push(outcome);
             }
+            write_meta(&mut meta, kv, last, extra_meta)?;
         }
-        self.write_meta(&txn, kv, last, extra_meta)?;
         txn.commit().map_err(engine)?;
+        if let Some(observer) = observer {
+            observer.applied(kv.current_revision(), changes);
+        }
         Ok(outcomes)
     }
 
-    fn write_meta(
-        &self,
-        txn: &redb::WriteTransaction,
-        kv: &KvStore,
-        applied: LogIndex,
-        extra: &[(&str, &[u8])],
-    ) -> Result<(), StorageError> {
-        let mut meta =
-            txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
-        let m = kv.meta();
-        let mut put = |key: &str, value: &[u8]| {
-            meta.insert(key, record::seal(value).as_slice()).map(drop).map_err(engine)
-        };
-        put(APPLIED_INDEX, &applied.0.to_le_bytes())?;
-        put(REVISION, &(m.current_revision as u64).to_le_bytes())?;
-        put(COMPACT_REVISION, &(m.compact_revision as u64).to_le_bytes())?;
-        put(ALARMS, &encode_alarms(&m.alarms))?;
-        for (key, value) in extra {
-            assert!(!STATE_KEYS.contains(key), "extra meta key {key} is the state's own");
-            put(key, value)?;
-        }
-        Ok(())
+    /// Changes whenever a lease is granted or removed.
+    pub fn lease_generation(&self) -> Result<u64, StorageError> {
+        Ok(self.kv_read()?.leases().generation())
     }
 
+    /// The stored leases, in id order.
+    pub fn leases(&self) -> Result<Vec<LeaseRecord>, StorageError> {
+        Ok(self.kv_read()?.leases().records().copied().collect())
+    }
+
+    /// One lease and the keys attached to it.
+    pub fn lease(&self, id: i64) -> Result<Option<synod_mvcc::Lease>, StorageError> {
+        Ok(self.kv_read()?.leases().get(id).cloned())
+    }
+
+    /// The records written at revisions `from` and later whose keys `keep` accepts, read
+    /// from one consistent view: at least one whole revision, then whole revisions until
+    /// they hold about `bytes_max` bytes (or [`HISTORY_SCAN_MAX`] records were read). A
+    /// watch catches up from here.
+    pub fn history(
+        &self,
+        from: i64,
+        keep: &dyn Fn(&[u8]) -> bool,
+        bytes_max: usize,
+    ) -> Result<History, StorageError> {
+        let (txn, current, compacted) = {
+            let kv = self.kv_read()?;
+            let txn = self.db_read().begin_read().map_err(engine)?;
+            (txn, kv.current_revision(), kv.compact_revision())
+        };
+        if from < compacted {
+            return Ok(History::Compacted(compacted));
+        }
+        let from = from.max(1);
+        let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+        let mut changes = Vec::new();
+        let mut bytes = 0;
+        let mut through = current;
+        let revisions = (from as u64, 0)..=(current.max(0) as u64, u64::MAX);
+        for (scanned, item) in table.range::<KvKey>(revisions).map_err(engine)?.enumerate() {
+            let (key, value) = item.map_err(engine)?;
+            let (main, sub) = key.value();
+            let rev = Rev::new(main as i64, sub as i64);
+            if (bytes >= bytes_max || scanned >= HISTORY_SCAN_MAX) && sub == 0 {
+                through = rev.main - 1;
+                break;
+            }
+            let stored = decode_kv(rev, value.value())?;
+            if keep(&stored.kv.key) {
+                bytes += stored.kv.key.len() + stored.kv.value.len() + 32;
+                changes.push((rev, stored));
+            }
+        }
+        Ok(History::Changes { changes, through })
+    }
+
+    /// The key-values the keys had at the given revisions, where they existed then and the
+    /// revision is not compacted: the previous values of watch events.
+    pub fn values_at(&self, lookups: &[(&[u8], i64)]) -> Result<Vec<Option<KeyValue>>, StorageError> {
+        // Under the index lock, so that the index and the snapshot agree: applies wait for
+        // these few point reads.
+        let kv = self.kv_read()?;
+        let txn = self.db_read().begin_read().map_err(engine)?;
+        let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+        let reader = TableReader { table: &table };
+        lookups.iter().map(|(key, at)| Ok(kv.kv_at(&reader, key, *at)?)).collect()
+    }
+}
+
+/// Writes the state's own meta and the caller's extra meta in an apply transaction.
+fn write_meta(
+    meta: &mut Table<'_, &'static str, &'static [u8]>,
+    kv: &KvStore,
+    applied: LogIndex,
+    extra: &[(&str, &[u8])],
+) -> Result<(), StorageError> {
+    let m = kv.meta();
+    let mut put =
+        |key: &str, value: &[u8]| meta.insert(key, record::seal(value).as_slice()).map(drop).map_err(engine);
+    put(APPLIED_INDEX, &applied.0.to_le_bytes())?;
+    put(REVISION, &(m.current_revision as u64).to_le_bytes())?;
+    put(COMPACT_REVISION, &(m.compact_revision as u64).to_le_bytes())?;
+    put(ALARMS, &encode_alarms(&m.alarms))?;
+    for (key, value) in extra {
+        assert!(
+            !STATE_KEYS.contains(key) && !key.starts_with(LEASE_PREFIX),
+            "extra meta key {key} is the state's own"
+        );
+        put(key, value)?;
+    }
+    Ok(())
+}
+
+impl StateStore {
     /// A metadata value written by [`StateStore::apply`]'s `extra_meta`, as of the newest
     /// applied state.
     pub fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
@@ -587,6 +710,9 @@ impl StateStore {
         .inspect_err(|_| self.broken.store(true, Ordering::Release))?;
         *kv = restored;
         self.applied_plus_one.store(applied.map_or(0, |a| a + 1), Ordering::Release);
+        if let Some(observer) = self.observer.get() {
+            observer.replaced(kv.current_revision());
+        }
         drop(kv);
         self.refresh_stats()?;
         Ok(summary)
@@ -702,8 +828,25 @@ fn load(db: &Database, kv_table: &str, meta_table: &str) -> Result<(KvStore, Opt
         let rev = Rev::new(main as i64, sub as i64);
         Ok::<_, StorageError>((rev, decode_kv(rev, value.value())?))
     });
-    let kv = KvStore::restore(state_meta, records)?;
+    let leases = meta.range::<&str>(LEASE_PREFIX..).map_err(engine)?.map_while(|item| match item {
+        Ok((key, value)) if key.value().starts_with(LEASE_PREFIX) => {
+            Some(decode_lease(key.value(), value.value()))
+        }
+        Ok(_) => None,
+        Err(e) => Some(Err(engine(e))),
+    });
+    let kv = KvStore::restore(state_meta, records, leases)?;
     Ok((kv, applied))
+}
+
+fn decode_lease(key: &str, frame: &[u8]) -> Result<LeaseRecord, StorageError> {
+    let corrupt = |detail: String| StorageError::corrupt(format!("state meta {key}"), detail);
+    let payload = record::open(frame).map_err(corrupt)?;
+    let lease = LeaseRecord::decode(payload).map_err(|e| corrupt(format!("undecodable lease: {e}")))?;
+    if key != lease_key(lease.id) {
+        return Err(corrupt(format!("holds lease {:x}", lease.id)));
+    }
+    Ok(lease)
 }
 
 fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64, StorageError> {
@@ -767,9 +910,12 @@ fn table_key(rev: Rev) -> KvKey {
     (rev.main as u64, rev.sub as u64)
 }
 
-/// The state machine's view of the records table inside an apply transaction.
+/// The state machine's view of the records and meta tables inside an apply transaction.
 struct TableWriter<'a, 'txn> {
     table: &'a mut KvTable<'txn>,
+    meta: &'a mut Table<'txn, &'static str, &'static [u8]>,
+    /// Where the records written go too, when someone watches.
+    changes: Option<&'a mut Vec<(Rev, StoredKv)>>,
 }
 
 impl RevisionRead for TableWriter<'_, '_> {
@@ -784,11 +930,25 @@ impl RevisionRead for TableWriter<'_, '_> {
 impl RevisionWrite for TableWriter<'_, '_> {
     fn put(&mut self, rev: Rev, stored: &StoredKv) -> Result<(), BackendError> {
         self.table.insert(table_key(rev), encode_kv(stored).as_slice()).map_err(backend_io)?;
+        if let Some(changes) = &mut self.changes {
+            changes.push((rev, stored.clone()));
+        }
         Ok(())
     }
 
     fn delete(&mut self, rev: Rev) -> Result<(), BackendError> {
         self.table.remove(table_key(rev)).map_err(backend_io)?;
+        Ok(())
+    }
+
+    fn put_lease(&mut self, lease: &LeaseRecord) -> Result<(), BackendError> {
+        let value = record::seal(&lease.encode_to_vec());
+        self.meta.insert(lease_key(lease.id).as_str(), value.as_slice()).map_err(backend_io)?;
+        Ok(())
+    }
+
+    fn delete_lease(&mut self, id: i64) -> Result<(), BackendError> {
+        self.meta.remove(lease_key(id).as_str()).map_err(backend_io)?;
         Ok(())
     }
 }
