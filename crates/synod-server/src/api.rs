@@ -29,7 +29,9 @@ use tonic::{Request, Status};
 
 use crate::config::{Config, Url};
 use crate::errors;
+use crate::lease::Lessor;
 use crate::metrics::Metrics;
+use crate::watch::WatchHub;
 use synod_consensus::{Consensus, DiskIo, MemberChange, MemberInfo};
 
 /// The etcd version synod reports and behaves as.
@@ -48,33 +50,70 @@ struct Inner {
     consensus: Consensus,
     state: Arc<StateStore>,
     metrics: Arc<Metrics>,
+    lessor: Lessor,
+    watch_hub: Arc<WatchHub>,
+    watch_progress_interval: Duration,
     max_request_bytes: u64,
     quota_backend_bytes: Option<u64>,
     unsafe_local_reads: bool,
 }
 
-type Reply<T> = Result<tonic::Response<T>, Status>;
+pub(crate) type Reply<T> = Result<tonic::Response<T>, Status>;
 
 impl Api {
-    pub fn new(config: &Config, consensus: Consensus, state: Arc<StateStore>, metrics: Arc<Metrics>) -> Api {
+    /// The API of a member; it follows the state's applies for watches from here on.
+    pub fn new(
+        config: &Config,
+        consensus: Consensus,
+        state: Arc<StateStore>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Api, synod_storage::StorageError> {
         if let Some(quota) = config.quota_backend_bytes {
             metrics.quota_backend_bytes.set(quota as i64);
         }
-        Api {
+        let lessor = Lessor::new(
+            consensus.clone(),
+            state.clone(),
+            Lessor::min_ttl(config.heartbeat_interval_ms, config.election_timeout_ms),
+            config.lease_checkpoint_interval,
+        );
+        consensus.set_leader_service(Arc::new(lessor.clone()));
+        let watch_hub = Arc::new(WatchHub::new());
+        state.set_observer(watch_hub.clone())?;
+        Ok(Api {
             inner: Arc::new(Inner {
                 consensus,
                 state,
                 metrics,
+                lessor,
+                watch_hub,
+                watch_progress_interval: config.watch_progress_notify_interval,
                 max_request_bytes: config.max_request_bytes,
                 quota_backend_bytes: config.quota_backend_bytes,
                 unsafe_local_reads: config.unsafe_local_reads,
             }),
-        }
+        })
+    }
+
+    pub fn lessor(&self) -> &Lessor {
+        &self.inner.lessor
+    }
+
+    pub(crate) fn watch_hub(&self) -> &Arc<WatchHub> {
+        &self.inner.watch_hub
+    }
+
+    pub(crate) fn watch_progress_interval(&self) -> Duration {
+        self.inner.watch_progress_interval
+    }
+
+    pub(crate) fn max_request_bytes(&self) -> u64 {
+        self.inner.max_request_bytes
     }
 
     /// Blocking storage work on a runtime worker: tells tokio to move other tasks away
     /// first. The simulator's one thread has no other worker, and runs it in place.
-    fn blocking<T>(&self, work: impl FnOnce() -> T) -> T {
+    pub(crate) fn blocking<T>(&self, work: impl FnOnce() -> T) -> T {
         match self.inner.consensus.disk_io() {
             DiskIo::Threads => tokio::task::block_in_place(work),
             DiskIo::Inline => work(),
@@ -132,13 +171,13 @@ impl Api {
         ResponseHeader { revision: 0, ..self.header(1) }
     }
 
-    fn fill(&self, header: &mut Option<ResponseHeader>) {
+    pub(crate) fn fill(&self, header: &mut Option<ResponseHeader>) {
         let revision = header.as_ref().map_or(0, |h| h.revision);
         *header = Some(self.header(revision));
     }
 
     /// Proposes a command after etcd's size check and returns its applied outcome.
-    async fn propose(&self, command: Command) -> Result<Response, Status> {
+    pub(crate) async fn propose(&self, command: Command) -> Result<Response, Status> {
         let encoded = command.encode_to_vec();
         if encoded.len() as u64 > self.inner.max_request_bytes {
             return Err(EtcdError::RequestTooLarge.into());
@@ -150,7 +189,7 @@ impl Api {
 
     /// etcd's quota check, made before anything else for writes that add data: if the
     /// state file would outgrow the quota, raise the NOSPACE alarm and refuse.
-    async fn check_quota(&self, cost: u64) -> Result<(), Status> {
+    pub(crate) async fn check_quota(&self, cost: u64) -> Result<(), Status> {
         let Some(quota) = self.inner.quota_backend_bytes else {
             return Ok(());
         };
@@ -168,7 +207,7 @@ impl Api {
         Err(EtcdError::NoSpace.into())
     }
 
-    async fn linearizable(&self, serializable: bool) -> Result<(), Status> {
+    pub(crate) async fn linearizable(&self, serializable: bool) -> Result<(), Status> {
         if serializable || self.inner.unsafe_local_reads {
             return Ok(());
         }
@@ -176,7 +215,7 @@ impl Api {
     }
 
     /// Serves one unary call: etcd's `hasleader` check, the handler, and the RPC metrics.
-    async fn unary<Req: ServedByLearner, T, F>(
+    pub(crate) async fn unary<Req: ServedByLearner, T, F>(
         &self,
         service: &'static str,
         method: &'static str,
@@ -213,7 +252,7 @@ impl Api {
         Ok(())
     }
 
-    fn record<T>(&self, service: &'static str, method: &'static str, reply: Reply<T>) -> Reply<T> {
+    pub(crate) fn record<T>(&self, service: &'static str, method: &'static str, reply: Reply<T>) -> Reply<T> {
         let code = reply.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
         self.inner.metrics.rpc_done(service, method, code);
         reply

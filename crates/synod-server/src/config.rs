@@ -5,6 +5,7 @@
 //! is a flag whose feature synod does not have yet: nothing is silently ignored.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 use synod_base::limits;
@@ -67,6 +68,38 @@ impl std::fmt::Display for Url {
 
 fn url(text: &str) -> Result<Url, String> {
     Url::parse(text.trim())
+}
+
+/// Parses a Go duration as etcd's flags take them: a sequence of decimal numbers with
+/// units (ns, us, µs, ms, s, m, h), such as `10m`, `1h30m` or `1.5s`.
+fn go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration (examples: 10m, 30s, 500ms)");
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds;
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
 /// Parses a size in bytes; etcd takes plain integers.
@@ -217,6 +250,17 @@ pub struct Flags {
     #[arg(long, default_value_t = limits::LOG_CATCHUP_ENTRIES, value_name = "COUNT")]
     pub experimental_snapshot_catchup_entries: u64,
 
+    /// Interval between a watch's progress notifications (a Go duration: 10m, 30s, 500ms).
+    #[arg(long, default_value = "10m", value_parser = go_duration, value_name = "DURATION")]
+    pub experimental_watch_progress_notify_interval: Duration,
+
+    /// How often the leader checkpoints the remaining time of leases nobody renewed, so a
+    /// new leader does not give them a fresh TTL. A lease outlives its deadline after a
+    /// leader change by about this much at most (etcd checkpoints every 5m, and only
+    /// with --experimental-enable-lease-checkpoint; synod always does).
+    #[arg(long, default_value = "5s", value_parser = go_duration, value_name = "DURATION")]
+    pub experimental_lease_checkpoint_interval: Duration,
+
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, value_enum, default_value = "info", value_name = "LEVEL")]
     pub log_level: LogLevel,
@@ -256,6 +300,8 @@ pub struct Config {
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
     pub log_level: LogLevel,
+    pub watch_progress_notify_interval: Duration,
+    pub lease_checkpoint_interval: Duration,
     /// The negative control of the test harnesses (`--unsafe-local-reads`).
     pub unsafe_local_reads: bool,
 }
@@ -300,6 +346,12 @@ impl Flags {
                 self.auto_compaction_retention
             ));
         }
+        if self.experimental_watch_progress_notify_interval < Duration::from_millis(100) {
+            return Err("--experimental-watch-progress-notify-interval must be at least 100ms".into());
+        }
+        if self.experimental_lease_checkpoint_interval < Duration::from_millis(100) {
+            return Err("--experimental-lease-checkpoint-interval must be at least 100ms".into());
+        }
         let initial_cluster = match &self.initial_cluster {
             Some(text) => parse_initial_cluster(text)?,
             None => vec![InitialMember {
@@ -340,6 +392,8 @@ impl Flags {
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             log_level: self.log_level,
+            watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
+            lease_checkpoint_interval: self.experimental_lease_checkpoint_interval,
             unsafe_local_reads: self.unsafe_local_reads,
         })
     }
@@ -437,5 +491,20 @@ mod tests {
         let config =
             parse(&["--initial-cluster", "default=http://localhost:2380,b=http://10.0.0.2:2380"]).unwrap();
         assert_eq!(config.initial_cluster.len(), 2);
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(go_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(go_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(go_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(go_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "10", "5x", "m", "1e400h", "-5s"] {
+            assert!(go_duration(bad).is_err(), "{bad:?} parsed");
+        }
+        assert!(parse(&["--experimental-lease-checkpoint-interval", "10ms"]).is_err());
+        let config = parse(&["--experimental-watch-progress-notify-interval", "2s"]).unwrap();
+        assert_eq!(config.watch_progress_notify_interval, Duration::from_secs(2));
     }
 }

@@ -15,8 +15,11 @@ pub mod config;
 pub mod errors;
 pub mod gateway;
 pub mod identity;
+pub mod lease;
+mod lease_api;
 pub mod metrics;
 pub mod serve;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,14 +28,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use prost::Message;
 use synod_api::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use synod_api::synodpb::Identity;
 use synod_base::{GroupId, limits};
 use synod_consensus::{Bootstrap, Consensus, ConsensusOptions, DiskIo, GrpcDialer, MemberNode};
 use synod_storage::{DataDir, LogStore, StateStore};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::config::{ClusterState, Config, Url};
 use crate::metrics::Metrics;
@@ -108,13 +111,16 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
     .await
     .context("start consensus")?;
 
-    let api = api::Api::new(&config, consensus.clone(), state, metrics);
+    let api = api::Api::new(&config, consensus.clone(), state, metrics).context("start the API")?;
+    let lessor = tokio::spawn(api.lessor().clone().run());
     let grpc_limit = (config.max_request_bytes + limits::GRPC_OVERHEAD_BYTES) as usize;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
     let grpc = tonic::service::Routes::new(KvServer::new(api.clone()).max_decoding_message_size(grpc_limit))
         .add_service(MaintenanceServer::new(api.clone()).max_decoding_message_size(grpc_limit))
         .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(grpc_limit))
+        .add_service(WatchServer::new(api.clone()).max_decoding_message_size(grpc_limit))
+        .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(grpc_limit))
         .add_service(health_service)
         .prepare()
         .into_axum_router();
@@ -132,7 +138,7 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         )
         .fallback(gateway::fallback);
 
-    let (stop_servers, stopping) = watch::channel(false);
+    let (stop_servers, stopping) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     for (url, listener) in peer_listeners {
         tracing::info!(address = %url, "listening for peers");
@@ -158,6 +164,7 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         () = stop => Ok(()),
         message = failed(&mut failure) => Err(anyhow::anyhow!("{message}")),
     };
+    lessor.abort();
     let _ = stop_servers.send(true);
     for server in servers {
         let _ = server.await;
@@ -299,7 +306,7 @@ async fn check_peers_agree(config: &Config, identity: &Identity) -> anyhow::Resu
 }
 
 /// Resolves with the failure message once the member hits a fatal failure.
-async fn failed(failure: &mut watch::Receiver<Option<String>>) -> String {
+async fn failed(failure: &mut tokio::sync::watch::Receiver<Option<String>>) -> String {
     match failure.wait_for(Option::is_some).await {
         Ok(message) => message.clone().unwrap_or_default(),
         // The consensus group is gone without reporting a failure; nothing will arrive.

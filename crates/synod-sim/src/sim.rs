@@ -408,7 +408,9 @@ impl Sim {
         .await
         .context("start consensus")?;
         let server = PeerServer::new(consensus.peer_service());
-        Ok((Api::new(&self.config, consensus, state, Arc::new(Metrics::new())), server))
+        let api =
+            Api::new(&self.config, consensus, state, Arc::new(Metrics::new())).context("start the API")?;
+        Ok((api, server))
     }
 
     /// Cuts member `id`'s power: its unsynced writes are lost, it drops off the network, and
