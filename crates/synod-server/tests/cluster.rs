@@ -190,6 +190,12 @@ fn leader_kill_9_fails_over_and_loses_nothing() {
     });
     eprintln!("writes resumed {failover:?} after kill -9 of the leader");
     assert!(failover < Duration::from_secs(2), "writes resumed only after {failover:?}");
+    // The load goes on through the survivors before it stops.
+    let resumed_at = runtime.block_on(current_revision(&cluster.members[survivor]));
+    wait_for("the load to go on through the survivors", DEADLINE, || {
+        let revision = runtime.block_on(current_revision(&cluster.members[survivor]));
+        (revision > resumed_at + 20).then_some(())
+    });
 
     let (acked, errors) = load.stop(&runtime);
     let killed_name = cluster.members[leader].name.clone();
