@@ -151,6 +151,10 @@ impl Api {
         &self.inner.state
     }
 
+    pub fn state_handle(&self) -> Arc<StateStore> {
+        self.inner.state.clone()
+    }
+
     /// A response header: this member, the raft term, and `revision` (the current store
     /// revision when 0, as etcd's `header.fill` does).
     pub fn header(&self, revision: i64) -> ResponseHeader {

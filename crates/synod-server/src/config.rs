@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
+
+use crate::compactor::Retention;
 use synod_base::limits;
 
 /// A URL from a `--*-urls` or `--initial-cluster` flag: `http://host:port`.
@@ -100,6 +102,32 @@ fn go_duration(text: &str) -> Result<Duration, String> {
         total += number * seconds;
     }
     Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+/// etcd's reading of `--auto-compaction-retention`: in periodic mode a duration, or a
+/// whole number of hours; in revision mode a number of revisions. 0 turns it off.
+fn auto_compaction(mode: AutoCompactionMode, retention: &str) -> Result<Option<Retention>, String> {
+    let retention = retention.trim();
+    let bad = |what: &str| format!("--auto-compaction-retention={retention:?} is not {what}");
+    let retention = match mode {
+        AutoCompactionMode::Periodic => match retention.parse::<u64>() {
+            Ok(hours) => Retention::Period(Duration::from_secs(hours.saturating_mul(3600))),
+            Err(_) => {
+                Retention::Period(go_duration(retention).map_err(|_| bad("a duration (1h, 30m) or hours"))?)
+            }
+        },
+        AutoCompactionMode::Revision => Retention::Revisions(
+            retention.parse::<i64>().ok().filter(|r| *r >= 0).ok_or_else(|| bad("a number of revisions"))?,
+        ),
+    };
+    Ok(match retention {
+        Retention::Period(period) if period.is_zero() => None,
+        Retention::Revisions(0) => None,
+        Retention::Period(period) if period < Duration::from_secs(1) => {
+            return Err(format!("--auto-compaction-retention={period:?} is shorter than a second"));
+        }
+        retention => Some(retention),
+    })
 }
 
 /// Parses a size in bytes; etcd takes plain integers.
@@ -300,6 +328,8 @@ pub struct Config {
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
     pub log_level: LogLevel,
+    /// What automatic compaction keeps; `None` when it is off.
+    pub auto_compaction: Option<Retention>,
     pub watch_progress_notify_interval: Duration,
     pub lease_checkpoint_interval: Duration,
     /// The negative control of the test harnesses (`--unsafe-local-reads`).
@@ -340,12 +370,7 @@ impl Flags {
                 self.election_timeout
             ));
         }
-        if self.auto_compaction_retention.trim() != "0" {
-            return Err(format!(
-                "--auto-compaction-retention={} is not supported yet: automatic compaction arrives with the watch and lease work; compact with `synodctl compaction` meanwhile",
-                self.auto_compaction_retention
-            ));
-        }
+        let auto_compaction = auto_compaction(self.auto_compaction_mode, &self.auto_compaction_retention)?;
         if self.experimental_watch_progress_notify_interval < Duration::from_millis(100) {
             return Err("--experimental-watch-progress-notify-interval must be at least 100ms".into());
         }
@@ -392,6 +417,7 @@ impl Flags {
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             log_level: self.log_level,
+            auto_compaction,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             lease_checkpoint_interval: self.experimental_lease_checkpoint_interval,
             unsafe_local_reads: self.unsafe_local_reads,
@@ -477,8 +503,9 @@ mod tests {
         assert!(err.contains("https"), "{err}");
         let err = parse(&["--election-timeout", "300"]).unwrap_err();
         assert!(err.contains("--election-timeout"), "{err}");
-        let err = parse(&["--auto-compaction-retention", "1h"]).unwrap_err();
-        assert!(err.contains("not supported yet"), "{err}");
+        let err =
+            parse(&["--auto-compaction-mode", "revision", "--auto-compaction-retention", "1h"]).unwrap_err();
+        assert!(err.contains("--auto-compaction-retention"), "{err}");
     }
 
     /// The initial cluster must list this member with its advertised peer URLs.
@@ -506,5 +533,22 @@ mod tests {
         assert!(parse(&["--experimental-lease-checkpoint-interval", "10ms"]).is_err());
         let config = parse(&["--experimental-watch-progress-notify-interval", "2s"]).unwrap();
         assert_eq!(config.watch_progress_notify_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn auto_compaction_retention() {
+        let with = |mode: &str, retention: &str| {
+            parse(&["--auto-compaction-mode", mode, "--auto-compaction-retention", retention])
+                .map(|c| c.auto_compaction)
+        };
+        assert_eq!(with("periodic", "0"), Ok(None));
+        assert_eq!(with("periodic", "2"), Ok(Some(Retention::Period(Duration::from_secs(7200)))));
+        assert_eq!(with("periodic", "30m"), Ok(Some(Retention::Period(Duration::from_secs(1800)))));
+        assert_eq!(with("revision", "1000"), Ok(Some(Retention::Revisions(1000))));
+        assert_eq!(with("revision", "0"), Ok(None));
+        assert!(with("revision", "1h").is_err());
+        assert!(with("revision", "-5").is_err());
+        assert!(with("periodic", "soon").is_err());
+        assert!(with("periodic", "10ms").is_err());
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod api;
 mod authority;
+pub mod compactor;
 pub mod config;
 pub mod errors;
 pub mod gateway;
@@ -113,6 +114,9 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
 
     let api = api::Api::new(&config, consensus.clone(), state, metrics).context("start the API")?;
     let lessor = tokio::spawn(api.lessor().clone().run());
+    let compactor = config
+        .auto_compaction
+        .map(|retention| tokio::spawn(compactor::run(consensus.clone(), api.state_handle(), retention)));
     let grpc_limit = (config.max_request_bytes + limits::GRPC_OVERHEAD_BYTES) as usize;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
@@ -165,6 +169,9 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         message = failed(&mut failure) => Err(anyhow::anyhow!("{message}")),
     };
     lessor.abort();
+    if let Some(compactor) = compactor {
+        compactor.abort();
+    }
     let _ = stop_servers.send(true);
     for server in servers {
         let _ = server.await;

@@ -679,3 +679,57 @@ fn etcdctl_watch_lease_lock_and_elect_on_a_cluster() {
     assert_eq!(bob.lines(2)[1], "bob");
     assert_eq!(observer.lines(2)[1], "bob");
 }
+
+/// With `--auto-compaction-mode periodic --auto-compaction-retention 2s`, the leader
+/// compacts to a revision the store had at least two seconds earlier, and goes on doing so.
+#[test]
+fn periodic_auto_compaction_keeps_the_retention_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let synod = Server::synod_with(
+        dir.path(),
+        &["--auto-compaction-mode", "periodic", "--auto-compaction-retention", "2s"],
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut kv = kv_at(&synod.endpoint()).await;
+        let mut maintenance =
+            synod_api::etcdserverpb::maintenance_client::MaintenanceClient::connect(synod.endpoint())
+                .await
+                .expect("connect");
+        // (when, revision) of every write, to know what the store had when.
+        let mut written: Vec<(Instant, i64)> = Vec::new();
+        let start = Instant::now();
+        let mut compactions = Vec::new();
+        while compactions.len() < 2 {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "two auto-compactions within 20 s: {compactions:?}"
+            );
+            let response = kv.put(put("churn", "v")).await.expect("put").into_inner();
+            written.push((Instant::now(), response.header.expect("header").revision));
+            let hash = maintenance
+                .hash_kv(synod_api::etcdserverpb::HashKvRequest { revision: 0 })
+                .await
+                .expect("hash kv")
+                .into_inner();
+            let now = Instant::now();
+            if hash.compact_revision > 0 && compactions.last() != Some(&hash.compact_revision) {
+                // The compaction revision was current two seconds ago or earlier: every
+                // revision written in the last two seconds (less the time a reply takes)
+                // is above it.
+                let recent =
+                    written.iter().filter(|(at, _)| now.duration_since(*at) < Duration::from_millis(1900));
+                for (_, revision) in recent {
+                    assert!(
+                        *revision > hash.compact_revision,
+                        "compacted to {} while {revision} is recent",
+                        hash.compact_revision
+                    );
+                }
+                compactions.push(hash.compact_revision);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(compactions[1] > compactions[0]);
+    });
+}
