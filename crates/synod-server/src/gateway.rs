@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use http::{StatusCode, header};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use synod_api::etcdserverpb::{AlarmType, RangeRequest};
+use synod_api::etcdserverpb::{AlarmType, LeaseKeepAliveRequest, RangeRequest, WatchRequest};
 use tonic::Status;
 
 use crate::api::{Api, ETCD_VERSION};
@@ -96,7 +96,16 @@ pub fn router(api: Api, body_limit_bytes: usize) -> Router {
             .route(&format!("{prefix}/cluster/member/add"), unary!(member_add))
             .route(&format!("{prefix}/cluster/member/remove"), unary!(member_remove))
             .route(&format!("{prefix}/cluster/member/update"), unary!(member_update))
-            .route(&format!("{prefix}/cluster/member/promote"), unary!(member_promote));
+            .route(&format!("{prefix}/cluster/member/promote"), unary!(member_promote))
+            .route(&format!("{prefix}/lease/grant"), unary!(lease_grant))
+            .route(&format!("{prefix}/lease/revoke"), unary!(lease_revoke))
+            .route(&format!("{prefix}/kv/lease/revoke"), unary!(lease_revoke))
+            .route(&format!("{prefix}/lease/timetolive"), unary!(lease_time_to_live))
+            .route(&format!("{prefix}/kv/lease/timetolive"), unary!(lease_time_to_live))
+            .route(&format!("{prefix}/lease/leases"), unary!(lease_leases))
+            .route(&format!("{prefix}/kv/lease/leases"), unary!(lease_leases))
+            .route(&format!("{prefix}/lease/keepalive"), post(keep_alive))
+            .route(&format!("{prefix}/watch"), post(watch));
     }
     router
         .route("/health", get(health))
@@ -106,6 +115,72 @@ pub fn router(api: Api, body_limit_bytes: usize) -> Router {
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_limit_bytes))
         .with_state(api)
+}
+
+/// The requests of a streaming call's body: JSON objects one after another, as
+/// grpc-gateway reads them (an empty body is one empty request).
+fn stream_requests<Req: DeserializeOwned + Default>(body: &[u8]) -> Result<Vec<Req>, Status> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(vec![Req::default()]);
+    }
+    serde_json::Deserializer::from_slice(body)
+        .into_iter::<serde_json::Value>()
+        .map(|value| {
+            let mut value = value.map_err(|e| Status::invalid_argument(e.to_string()))?;
+            drop_nulls(&mut value);
+            serde_json::from_value::<Req>(value).map_err(|e| Status::invalid_argument(e.to_string()))
+        })
+        .collect()
+}
+
+/// A streaming call's responses as grpc-gateway writes them: one JSON object per line,
+/// `{"result": ...}`, or `{"error": ...}` for the failure that ends the stream.
+fn stream_response<Resp: Serialize + Send + 'static>(
+    responses: impl futures::Stream<Item = Result<Resp, Status>> + Send + 'static,
+) -> Response {
+    use futures::StreamExt as _;
+    let lines = responses.map(|reply| {
+        // Written by hand around the response, so that its fields keep their order.
+        let (wrapper, inner) = match reply {
+            Ok(response) => ("result", serde_json::to_vec(&response)),
+            Err(status) => ("error", serde_json::to_vec(&errors::http_body(&status))),
+        };
+        let mut bytes = format!("{{\"{wrapper}\":").into_bytes();
+        bytes.extend(inner.expect("responses serialize"));
+        bytes.extend_from_slice(b"}\n");
+        Ok::<_, std::convert::Infallible>(Bytes::from(bytes))
+    });
+    ([(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(lines)).into_response()
+}
+
+fn stream_error(status: Status) -> Response {
+    (errors::http_status(status.code()), axum::Json(errors::http_body(&status))).into_response()
+}
+
+/// `/v3/watch`: the body's requests (usually one create request); events stream back
+/// until the client disconnects, as etcd's watch outlives the end of the request body.
+async fn watch(State(api): State<Api>, body: Bytes) -> Response {
+    let requests = match stream_requests::<WatchRequest>(&body) {
+        Ok(requests) => requests,
+        Err(status) => return stream_error(status),
+    };
+    if let Err(status) = api.admit(&WatchRequest::default(), &tonic::metadata::MetadataMap::new()) {
+        return stream_error(status);
+    }
+    let responses = api.watch_stream(futures::stream::iter(requests.into_iter().map(Ok)));
+    stream_response(tokio_stream::wrappers::ReceiverStream::new(responses))
+}
+
+/// `/v3/lease/keepalive`: one renewal per request in the body.
+async fn keep_alive(State(api): State<Api>, body: Bytes) -> Response {
+    let requests = match stream_requests::<LeaseKeepAliveRequest>(&body) {
+        Ok(requests) => requests,
+        Err(status) => return stream_error(status),
+    };
+    if let Err(status) = api.admit(&LeaseKeepAliveRequest::default(), &tonic::metadata::MetadataMap::new()) {
+        return stream_error(status);
+    }
+    stream_response(api.keep_alive_stream(futures::stream::iter(requests.into_iter().map(Ok))))
 }
 
 #[derive(Serialize)]

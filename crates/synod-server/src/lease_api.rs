@@ -135,9 +135,7 @@ impl lease_server::Lease for Api {
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Reply<Self::LeaseKeepAliveStream> {
         self.admit(&LeaseKeepAliveRequest::default(), request.metadata())?;
-        let api = self.clone();
-        let requests = request.into_inner();
-        let responses = async_stream_keep_alive(api, requests);
+        let responses = self.keep_alive_stream(request.into_inner());
         Ok(tonic::Response::new(Box::pin(responses)))
     }
 
@@ -153,12 +151,22 @@ impl lease_server::Lease for Api {
     }
 }
 
-/// The responses of one KeepAlive stream: a renewal per request, ending at the first
-/// failure or when the client stops sending.
-fn async_stream_keep_alive(
+impl Api {
+    /// The responses of one KeepAlive stream: a renewal per request, ending at the first
+    /// failure or when the client stops sending. The gRPC service and the JSON gateway
+    /// share it.
+    pub(crate) fn keep_alive_stream(
+        &self,
+        requests: impl Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + 'static,
+    ) -> impl Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static {
+        keep_alive_responses(self.clone(), requests)
+    }
+}
+
+fn keep_alive_responses(
     api: Api,
-    requests: Streaming<LeaseKeepAliveRequest>,
-) -> impl Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send {
+    requests: impl Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + 'static,
+) -> impl Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static {
     let renewals = requests.then(move |request| {
         let api = api.clone();
         async move {

@@ -30,6 +30,7 @@ use synod_base::limits;
 use synod_mvcc::{Rev, StoredKv};
 use synod_storage::{ApplyObserver, History};
 use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
 
@@ -233,7 +234,10 @@ impl Stream {
         Some(ResponseHeader { revision, ..self.api.header(1) })
     }
 
-    async fn run(mut self, mut requests: Streaming<WatchRequest>) -> Result<(), Stop> {
+    async fn run(
+        mut self,
+        mut requests: impl futures::Stream<Item = Result<WatchRequest, Status>> + Unpin,
+    ) -> Result<(), Stop> {
         let hub = self.api.watch_hub().clone();
         let mut applied = hub.revision.subscribe();
         let mut progress = tokio::time::interval(self.api.watch_progress_interval());
@@ -253,11 +257,11 @@ impl Stream {
             tokio::select! {
                 biased;
                 () = self.tx.closed() => return Err(Stop::Closed),
-                message = requests.message(), if reading => match message {
-                    Ok(Some(request)) => self.handle(request, &hub).await?,
+                message = requests.next(), if reading => match message {
+                    Some(Ok(request)) => self.handle(request, &hub).await?,
                     // A client that half-closes keeps its watches, as with etcd.
-                    Ok(None) => reading = false,
-                    Err(_) => return Err(Stop::Closed),
+                    None => reading = false,
+                    Some(Err(_)) => return Err(Stop::Closed),
                 },
                 changed = applied.changed(), if !behind => {
                     if changed.is_err() {
@@ -504,6 +508,18 @@ impl watch_server::Watch for Api {
 
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Reply<Self::WatchStream> {
         self.admit(&WatchRequest::default(), request.metadata())?;
+        Ok(tonic::Response::new(ReceiverStream::new(self.watch_stream(request.into_inner()))))
+    }
+}
+
+impl Api {
+    /// Starts serving one Watch stream's `requests`; its responses come out of the
+    /// receiver, and it stops when the receiver is dropped. The gRPC service and the JSON
+    /// gateway share it.
+    pub(crate) fn watch_stream(
+        &self,
+        requests: impl futures::Stream<Item = Result<WatchRequest, Status>> + Unpin + Send + 'static,
+    ) -> mpsc::Receiver<Result<WatchResponse, Status>> {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let stream = Stream {
             api: self.clone(),
@@ -513,12 +529,11 @@ impl watch_server::Watch for Api {
             progress_requested: None,
             max_response_bytes: (self.max_request_bytes() + limits::GRPC_OVERHEAD_BYTES) as usize,
         };
-        let requests = request.into_inner();
         tokio::spawn(async move {
             if let Err(Stop::Failed(status)) = stream.run(requests).await {
                 let _ = tx.send(Err(status)).await;
             }
         });
-        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+        rx
     }
 }

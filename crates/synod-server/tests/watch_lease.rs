@@ -733,3 +733,85 @@ fn periodic_auto_compaction_keeps_the_retention_period() {
         assert!(compactions[1] > compactions[0]);
     });
 }
+
+/// Posts `body` to the JSON gateway at `address` and returns the JSON objects of the
+/// response body (one for a unary call, one per line for a stream), reading until `count`
+/// objects arrived or the server closed the response.
+fn gateway(address: &str, path: &str, body: &str, count: usize) -> Vec<Value> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(RESPONSE_DEADLINE)).expect("read timeout");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send request");
+    let mut raw = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let objects = gateway_objects(&raw);
+        if objects.len() >= count {
+            return objects;
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => return objects,
+            Ok(n) => raw.extend_from_slice(&buffer[..n]),
+            Err(e) => panic!(
+                "{path}: no complete response within {RESPONSE_DEADLINE:?} ({e}): {}",
+                String::from_utf8_lossy(&raw)
+            ),
+        }
+    }
+}
+
+/// The JSON objects in an HTTP response read so far: the body's lines, chunked or not,
+/// with ids and terms removed.
+fn gateway_objects(raw: &[u8]) -> Vec<Value> {
+    let text = String::from_utf8_lossy(raw);
+    let Some((_, body)) = text.split_once("\r\n\r\n") else { return Vec::new() };
+    // Chunk-size lines are hex numbers; every JSON object is on a line of its own.
+    body.split(['\r', '\n'])
+        .filter(|line| line.starts_with('{'))
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .map(|mut value| {
+            normalize(&mut value);
+            value
+        })
+        .collect()
+}
+
+/// The JSON gateway's lease routes and its watch stream answer as etcd's do.
+#[test]
+fn gateway_lease_and_watch_match_etcd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(etcd) = Server::etcd(dir.path()) else { return };
+    let synod = Server::synod(dir.path());
+    let session = |address: &str| {
+        let mut seen = Vec::new();
+        seen.extend(gateway(address, "/v3/lease/grant", r#"{"TTL":60,"ID":200}"#, 1));
+        seen.extend(gateway(address, "/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy","lease":"200"}"#, 1));
+        seen.extend(gateway(address, "/v3/kv/lease/leases", "", 1));
+        seen.extend(gateway(address, "/v3/lease/keepalive", r#"{"ID":200} {"ID":201}"#, 2));
+        let mut ttl = gateway(address, "/v3/lease/timetolive", r#"{"ID":200,"keys":true}"#, 1);
+        ttl[0].as_object_mut().expect("object").remove("TTL");
+        seen.extend(ttl);
+        let watch = r#"{"create_request":{"key":"Zm9v","start_revision":1,"prev_kv":true}}"#;
+        seen.extend(gateway(address, "/v3/watch", watch, 2));
+        seen.extend(gateway(address, "/v3/kv/lease/revoke", r#"{"ID":200}"#, 1));
+        seen.extend(gateway(address, "/v3/lease/revoke", r#"{"ID":200}"#, 1));
+        seen.extend(gateway(
+            address,
+            "/v3/watch",
+            r#"{"create_request":{"key":"Zm9v","range_end":"YQ=="}}"#,
+            1,
+        ));
+        seen
+    };
+    let expected = session(&etcd.address());
+    let actual = session(&synod.address());
+    assert_eq!(expected.len(), actual.len(), "synod {actual:#?}\netcd {expected:#?}");
+    for (i, (e, a)) in expected.iter().zip(&actual).enumerate() {
+        assert_eq!(a, e, "gateway answer {i} differs:\nsynod {a}\netcd  {e}");
+    }
+}
