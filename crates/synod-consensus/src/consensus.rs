@@ -780,7 +780,36 @@ impl Consensus {
     pub(crate) async fn call_here(&self, call: LeaderCall) -> Result<LeaderReply, ConsensusError> {
         match self.inner.leader_service.get() {
             Some(service) => service.call(call).await,
-            None => Err(ConsensusError::Failed("this member answers no leader calls".into())),
+            // Still starting: the caller looks for the leader again.
+            None => Err(ConsensusError::NotLeader),
+        }
+    }
+
+    /// Proposes `command` only if this member leads, never handing it to another member:
+    /// what the leader decides alone (lease expiry and checkpoints) must not be applied
+    /// under a later leader that did not decide it. `NotLeader` otherwise.
+    pub async fn propose_here(&self, command: Command) -> Result<Applied, ConsensusError> {
+        let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
+        match tokio::time::timeout_at(deadline, self.propose_on_leader(command)).await {
+            Ok(outcome) => {
+                outcome?.1.ok_or_else(|| ConsensusError::Failed("the command produced no outcome".into()))
+            }
+            Err(_) => Err(ConsensusError::Timeout),
+        }
+    }
+
+    /// Confirms by a round of heartbeats that this member leads, then waits until it has
+    /// applied everything committed before: `NotLeader` if it does not lead. Never
+    /// forwarded, unlike [`Consensus::read_barrier`].
+    pub async fn leader_barrier(&self) -> Result<(), ConsensusError> {
+        let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
+        let read = match tokio::time::timeout_at(deadline, self.read_index_on_leader()).await {
+            Ok(read) => read?,
+            Err(_) => return Err(ConsensusError::Timeout),
+        };
+        match read {
+            Some(log_id) => self.wait_applied(log_id.index, deadline).await,
+            None => Ok(()),
         }
     }
 

@@ -8,12 +8,16 @@
 //! every lease a fresh TTL (etcd #9395).
 //!
 //! No lease expires before the deadline its holder was told:
-//! - a renewal counts from the moment it arrived, and is answered only after a read barrier
-//!   confirmed this member still leads, so any later leader was elected after that moment;
+//! - a renewal counts from a moment just before a round of heartbeats confirmed that this
+//!   member still leads (never a barrier forwarded to another member), so any later leader
+//!   was elected after that moment;
 //! - a new leader starts its clocks only after it applied everything earlier leaders
 //!   committed, and from a checkpoint's remaining time, which was measured before the
 //!   checkpoint was written; a renewal of a checkpointed lease first clears the checkpoint
-//!   through the log, after any checkpoint already on its way.
+//!   through the log, after any checkpoint already on its way, and no checkpoint of a
+//!   lease is taken while it is being renewed;
+//! - everything the keeper proposes (revocations, checkpoints, clears) is proposed only
+//!   while this member leads, never handed to another leader that did not decide it.
 //!
 //! A lease may live past its deadline by at most one checkpoint interval plus the failover
 //! time (full TTL for a lease renewed within the last interval before the failover).
@@ -51,6 +55,8 @@ struct Tracked {
     checkpointed: bool,
     /// A revocation is on its way.
     revoking: bool,
+    /// Renewals under way: no checkpoint is taken while one is.
+    renewing: u32,
 }
 
 impl Tracked {
@@ -68,6 +74,7 @@ impl Tracked {
             checkpointed_at: None,
             checkpointed: record.remaining_ms > 0,
             revoking: false,
+            renewing: 0,
         }
     }
 }
@@ -157,7 +164,7 @@ impl Lessor {
         if self.book().term == Some(term) {
             return Ok(term);
         }
-        self.inner.consensus.read_barrier().await?;
+        self.inner.consensus.leader_barrier().await?;
         if self.leading_term() != Some(term) {
             return Err(ConsensusError::NotLeader);
         }
@@ -206,8 +213,9 @@ impl Lessor {
     /// Starts the clock of a lease granted through this member while it leads.
     fn granted(&self, id: i64, ttl: i64) {
         let now = Instant::now();
+        let leading = self.leading_term();
         let mut book = self.book();
-        if book.term.is_some() {
+        if book.term.is_some() && book.term == leading {
             let record = LeaseRecord { id, ttl, remaining_ms: 0 };
             book.leases.entry(id).or_insert_with(|| Tracked::taken_over(&record, now));
         }
@@ -215,11 +223,9 @@ impl Lessor {
 
     /// Renews a lease on the leader; its TTL, or 0 if it does not exist or expired.
     pub async fn renew(&self, id: i64) -> Result<i64, ConsensusError> {
-        let start = Instant::now();
         let term = self.ensure_book().await?;
-        // Leadership confirmed after `start`: a later leader was elected after it.
-        self.inner.consensus.read_barrier().await?;
-        let needs_clear = {
+        let now = Instant::now();
+        let (ttl, checkpointed) = {
             let mut book = self.book();
             if book.term != Some(term) {
                 return Err(ConsensusError::NotLeader);
@@ -233,32 +239,57 @@ impl Lessor {
                     else {
                         return Ok(0);
                     };
-                    entry.insert(Tracked::taken_over(&lease.record, start))
+                    entry.insert(Tracked::taken_over(&lease.record, now))
                 }
             };
-            if tracked.revoking || tracked.expiry <= start {
+            if tracked.revoking || tracked.expiry <= now {
                 return Ok(0);
             }
-            tracked.renewed = start;
-            tracked.checkpointed_at = None;
-            tracked.checkpointed
+            tracked.renewing += 1;
+            (tracked.ttl, tracked.checkpointed)
         };
-        if needs_clear {
+        let renewed = self.finish_renewal(id, term, ttl, checkpointed).await;
+        if let Some(tracked) = self.book().leases.get_mut(&id) {
+            tracked.renewing = tracked.renewing.saturating_sub(1);
+        }
+        renewed
+    }
+
+    /// The rest of a renewal, while no checkpoint of the lease can be taken: clears a
+    /// checkpoint the state holds or may soon hold (one proposed before the renewal
+    /// began), confirms leadership, and only then restarts the lease's clock, from a moment
+    /// before the confirmation (so any later leader was elected after it).
+    async fn finish_renewal(
+        &self,
+        id: i64,
+        term: u64,
+        ttl: i64,
+        checkpointed: bool,
+    ) -> Result<i64, ConsensusError> {
+        let storage = |e: synod_storage::StorageError| ConsensusError::Failed(e.to_string());
+        let applied = self.inner.state.lease(id).map_err(storage)?.is_some_and(|l| l.record.remaining_ms > 0);
+        let clear = checkpointed || applied;
+        if clear {
+            // After any checkpoint on its way: checkpoints hold this lock while proposed.
             let _order = self.inner.order.lock().await;
             let clear = LeaseCheckpoints { checkpoints: vec![LeaseCheckpoint { id, remaining_ms: 0 }] };
             self.propose(command::Op::LeaseCheckpoints(clear)).await?;
-            if let Some(tracked) = self.book().leases.get_mut(&id) {
-                tracked.checkpointed = false;
-            }
         }
+        let start = Instant::now();
+        self.inner.consensus.leader_barrier().await?;
         let mut book = self.book();
-        if book.term != Some(term) {
+        if book.term != Some(term) || self.leading_term() != Some(term) {
             return Err(ConsensusError::NotLeader);
         }
         match book.leases.get_mut(&id) {
             Some(tracked) if !tracked.revoking => {
-                tracked.expiry = start + ttl_duration(tracked.ttl);
-                Ok(tracked.ttl)
+                tracked.expiry = start + ttl_duration(ttl);
+                tracked.renewed = start;
+                tracked.checkpointed_at = None;
+                if clear {
+                    tracked.checkpointed = false;
+                }
+                Ok(ttl)
             }
             _ => Ok(0),
         }
@@ -290,8 +321,10 @@ impl Lessor {
         })
     }
 
+    /// Proposes on this member only while it leads: what the leader decides alone must
+    /// not be applied under another leader.
     async fn propose(&self, op: command::Op) -> Result<Response, ConsensusError> {
-        match self.inner.consensus.propose(Command { op: Some(op) }).await? {
+        match self.inner.consensus.propose_here(Command { op: Some(op) }).await? {
             Ok(response) => Ok(response),
             Err(e) => Err(ConsensusError::Etcd(e)),
         }
@@ -306,9 +339,14 @@ impl Lessor {
         loop {
             tick.tick().await;
             if self.leading_term().is_none() {
-                let mut book = self.book();
-                if book.term.is_some() {
-                    *book = Book::default();
+                // Another member leads: these clocks are of no use any more. (A leader
+                // that briefly cannot confirm its quorum keeps them for its term.)
+                let consensus = &self.inner.consensus;
+                if consensus.leader().is_some_and(|l| l != consensus.member_id()) {
+                    let mut book = self.book();
+                    if book.term.is_some() {
+                        *book = Book::default();
+                    }
                 }
                 continue;
             }
@@ -383,6 +421,7 @@ impl Lessor {
             for (id, tracked) in &mut book.leases {
                 let since = tracked.checkpointed_at.unwrap_or(tracked.renewed);
                 if tracked.revoking
+                    || tracked.renewing > 0
                     || now.saturating_duration_since(since) < interval
                     || tracked.expiry <= now
                 {

@@ -382,7 +382,7 @@ impl Stream {
             let from = watcher.next;
             let found = match hub.read(from, &|e| watcher.wants(e), CHUNK_BYTES) {
                 Some(read) => Ok(read),
-                None => self.read_stored(watcher, from),
+                None => self.read_stored(watcher, from)?,
             };
             let (events, through) = match found {
                 Ok(read) => read,
@@ -412,27 +412,19 @@ impl Stream {
         Ok(behind)
     }
 
-    /// Reads a watcher's events from storage; `Err` with the compaction revision if the
-    /// revisions it is owed are gone.
-    fn read_stored(&self, watcher: &Watcher, from: i64) -> Result<(Vec<Event>, i64), i64> {
+    /// Reads a watcher's events from storage: `Ok(Err(_))` with the compaction revision if
+    /// the revisions it is owed are gone. A state that cannot be read ends the stream with
+    /// the error (the client resumes on another member).
+    fn read_stored(&self, watcher: &Watcher, from: i64) -> Result<Result<(Vec<Event>, i64), i64>, Stop> {
         let keys = watcher.keys.clone();
         let state = self.api.state();
         let history = self.api.blocking(|| state.history(from, &|key| keys.contains(key), CHUNK_BYTES));
-        match history {
-            Ok(History::Compacted(compacted)) => Err(compacted),
-            Ok(History::Changes { changes, through }) => Ok((
-                changes
-                    .into_iter()
-                    .map(|(rev, stored)| event(rev, stored))
-                    .filter(|e| watcher.wants(e))
-                    .collect(),
-                through,
-            )),
-            Err(e) => {
-                // Nothing is sent from a state that cannot be read; the watcher is retried
-                // on the next change.
-                errors::storage(e);
-                Ok((Vec::new(), from - 1))
+        match history.map_err(|e| Stop::Failed(errors::storage(e)))? {
+            History::Compacted(compacted) => Ok(Err(compacted)),
+            History::Changes { changes, through } => {
+                let events =
+                    changes.into_iter().map(|(rev, stored)| event(rev, stored)).filter(|e| watcher.wants(e));
+                Ok(Ok((events.collect(), through)))
             }
         }
     }
