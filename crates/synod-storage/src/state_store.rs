@@ -64,6 +64,9 @@ pub trait ApplyObserver: Send + Sync {
 /// in), so that a watch of rare keys catches up in steps rather than one long scan.
 const HISTORY_SCAN_MAX: usize = 100_000;
 
+/// Point reads [`StateStore::values_at`] makes per hold of the index lock.
+const VALUES_AT_CHUNK: usize = 256;
+
 /// What [`StateStore::history`] found from a revision on.
 #[derive(Debug)]
 pub enum History {
@@ -492,13 +495,20 @@ impl StateStore {
     /// The key-values the keys had at the given revisions, where they existed then and the
     /// revision is not compacted: the previous values of watch events.
     pub fn values_at(&self, lookups: &[(&[u8], i64)]) -> Result<Vec<Option<KeyValue>>, StorageError> {
-        // Under the index lock, so that the index and the snapshot agree: applies wait for
-        // these few point reads.
-        let kv = self.kv_read()?;
-        let txn = self.db_read().begin_read().map_err(engine)?;
-        let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
-        let reader = TableReader { table: &table };
-        lookups.iter().map(|(key, at)| Ok(kv.kv_at(&reader, key, *at)?)).collect()
+        let mut values = Vec::with_capacity(lookups.len());
+        // A few at a time under the index lock, so that applies wait only briefly; a value
+        // at a past revision stays what it was, or is compacted away.
+        for chunk in lookups.chunks(VALUES_AT_CHUNK) {
+            let kv = self.kv_read()?;
+            let txn = self.db_read().begin_read().map_err(engine)?;
+            let table =
+                txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+            let reader = TableReader { table: &table };
+            for (key, at) in chunk {
+                values.push(kv.kv_at(&reader, key, *at)?);
+            }
+        }
+        Ok(values)
     }
 }
 
@@ -734,6 +744,94 @@ impl StateStore {
             |main, sub, value| table.insert((main, sub), value).map(drop).map_err(engine),
             |key, value| meta.insert(key, value).map(drop).map_err(engine),
         )
+    }
+
+    /// Fills an empty store with the keyspace of a snapshot stream [`StateStore::export`]
+    /// wrote: its records, revision, compaction revision and leases, but nothing of the
+    /// consensus group it came from (applied index, membership, alarms), so that a new
+    /// cluster can start on it (`synodctl snapshot restore`). Durable when it returns.
+    pub fn restore_snapshot(&self, input: &mut dyn Read) -> Result<ExportSummary, StorageError> {
+        self.restore_with(|txn, table| {
+            let mut meta =
+                txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
+            walk_snapshot(
+                input,
+                |main, sub, value| table.insert((main, sub), value).map(drop).map_err(engine),
+                |key, value| {
+                    if [REVISION, COMPACT_REVISION].contains(&key) || key.starts_with(LEASE_PREFIX) {
+                        meta.insert(key, value).map_err(engine)?;
+                    }
+                    Ok(())
+                },
+            )
+        })
+    }
+
+    /// Fills an empty store with records read from elsewhere (an etcd snapshot), in
+    /// revision order, with the store's revision, compaction revision and leases. Durable
+    /// when it returns.
+    pub fn restore_records(
+        &self,
+        records: &mut dyn Iterator<Item = Result<(Rev, StoredKv), StorageError>>,
+        leases: &[LeaseRecord],
+        revision: i64,
+        compact_revision: i64,
+    ) -> Result<ExportSummary, StorageError> {
+        self.restore_with(|txn, table| {
+            let mut summary = ExportSummary::default();
+            for record in records {
+                let (rev, stored) = record?;
+                if rev.main < 1 || rev.sub < 0 || rev.main > revision {
+                    return Err(StorageError::corrupt(
+                        "restored records",
+                        format!("a record at revision {rev} of {revision}"),
+                    ));
+                }
+                table.insert(table_key(rev), encode_kv(&stored).as_slice()).map_err(engine)?;
+                summary.records += 1;
+            }
+            let mut meta =
+                txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
+            let mut put = |key: &str, value: &[u8]| {
+                summary.meta += 1;
+                meta.insert(key, record::seal(value).as_slice()).map(drop).map_err(engine)
+            };
+            put(REVISION, &(revision as u64).to_le_bytes())?;
+            put(COMPACT_REVISION, &(compact_revision as u64).to_le_bytes())?;
+            for lease in leases {
+                put(&lease_key(lease.id), &lease.encode_to_vec())?;
+            }
+            Ok(summary)
+        })
+    }
+
+    /// Runs `fill` on an empty store in one durable transaction, then rebuilds the key
+    /// index from what it wrote (which checks that the records fit together).
+    fn restore_with(
+        &self,
+        fill: impl FnOnce(&redb::WriteTransaction, &mut KvTable<'_>) -> Result<ExportSummary, StorageError>,
+    ) -> Result<ExportSummary, StorageError> {
+        let mut kv = self.kv_write()?;
+        if self.applied().is_some() || kv.current_revision() != 1 || !kv.leases().is_empty() {
+            return Err(StorageError::corrupt("state", "a snapshot is restored only into an empty data dir"));
+        }
+        let summary = {
+            let db = self.db_read();
+            let mut txn = db.begin_write().map_err(engine)?;
+            txn.set_durability(Durability::Immediate).map_err(engine)?;
+            let summary = {
+                let mut table =
+                    txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+                fill(&txn, &mut table)?
+            };
+            txn.commit().map_err(engine)?;
+            summary
+        };
+        let (restored, _) = load(&self.db_read(), &self.kv_table, &self.meta_table)?;
+        *kv = restored;
+        drop(kv);
+        self.refresh_stats()?;
+        Ok(summary)
     }
 
     /// Checks a stream [`StateStore::export`] wrote without importing it: every frame's

@@ -94,6 +94,49 @@ pub enum Command {
     /// Starts a cluster of synod members on this machine's loopback, for trying it out:
     /// prints their endpoints and stops them all on Ctrl-C. (synod's own; not in etcdctl.)
     LocalCluster(LocalClusterArgs),
+    /// Saves a member's state to a file, or restores a data directory from one (also from
+    /// a snapshot saved from etcd).
+    Snapshot(SnapshotArgs),
+}
+
+/// `snapshot <subcommand>`
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    #[command(subcommand)]
+    pub command: SnapshotCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Stores a snapshot of one member's state (exactly one endpoint) to the given file.
+    Save {
+        /// <filename>
+        args: Vec<String>,
+    },
+    /// Creates a data directory from a snapshot file, synod's or etcd's, keeping keys,
+    /// revisions and leases; start each member of the new cluster on its own restored
+    /// directory with `--initial-cluster-state new`.
+    Restore(SnapshotRestoreArgs),
+}
+
+/// `snapshot restore <filename> [--data-dir DIR] [--name NAME] [--skip-hash-check]`
+#[derive(Debug, Args)]
+pub struct SnapshotRestoreArgs {
+    /// Path to the data directory to create [default: <name>.synod].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    /// The member's name, for the default data directory.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+
+    /// Restore a file without the SHA-256 trailer (copied from a data dir).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub skip_hash_check: bool,
+
+    /// <filename>
+    pub args: Vec<String>,
 }
 
 /// `local-cluster [--members N] [--dir DIR] [--base-port PORT] [-- synod flags...]`

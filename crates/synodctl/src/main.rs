@@ -14,6 +14,7 @@
 mod cli;
 mod client;
 mod commands;
+mod etcd_snapshot;
 mod exit;
 mod go_fmt;
 mod limits;

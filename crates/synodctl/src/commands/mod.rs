@@ -10,13 +10,14 @@ mod get;
 mod local_cluster;
 mod member;
 mod put;
+mod snapshot;
 mod txn;
 
 use std::io::Write;
 
 use anyhow::Context as _;
 
-use crate::cli::{Cli, Command, EndpointCommand, GlobalFlags, MemberCommand};
+use crate::cli::{Cli, Command, EndpointCommand, GlobalFlags, MemberCommand, SnapshotCommand};
 use crate::client::{Client, ClientConfig};
 use crate::exit::{CtlError, CtlResult};
 use crate::printer::{Format, Output, Printer};
@@ -73,6 +74,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             MemberCommand::List => member::list(&context).await,
         },
         Command::LocalCluster(args) => local_cluster::run(&args).await,
+        Command::Snapshot(args) => match args.command {
+            SnapshotCommand::Save { args } => snapshot::save(&context, &args).await,
+            SnapshotCommand::Restore(args) => snapshot::restore(&args),
+        },
     }
 }
 

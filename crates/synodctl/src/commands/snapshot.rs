@@ -1,0 +1,136 @@
+//! `snapshot save` and `snapshot restore`: a member's whole state to a file, and a new
+//! data directory from such a file.
+//!
+//! A snapshot file is what Maintenance.Snapshot streams: synod's state export, padded to a
+//! multiple of 512 bytes, then its SHA-256 (the shape `etcdctl snapshot save` writes and
+//! checks). `restore` also takes a snapshot saved from etcd (a bbolt database), so that an
+//! etcd cluster's keys, revisions and leases move onto synod.
+
+use std::io::{Read, Seek, Write};
+
+use anyhow::Context as _;
+use sha2::Digest as _;
+use synod_api::etcdserverpb::SnapshotRequest;
+use synod_base::GroupId;
+use synod_storage::{DataDir, StateStore};
+
+use super::Context;
+use crate::cli::SnapshotRestoreArgs;
+use crate::etcd_snapshot;
+use crate::exit::CtlError;
+
+/// The bytes a snapshot's checksum takes at its end.
+const CHECKSUM_BYTES: u64 = 32;
+
+pub async fn save(context: &Context, args: &[String]) -> anyhow::Result<()> {
+    let [path] = args else {
+        return Err(CtlError::bad_args("snapshot save expects one argument").into());
+    };
+    if context.endpoints.len() != 1 {
+        return Err(CtlError::bad_args(format!(
+            "snapshot must be requested to one selected node, not multiple {:?}",
+            context.endpoints
+        ))
+        .into());
+    }
+    let client = context.connect().await?;
+    let mut stream = client.call(client.maintenance().snapshot(SnapshotRequest {})).await?;
+    let part = format!("{path}.part");
+    let mut file = std::fs::File::create(&part).with_context(|| format!("create {part}"))?;
+    let mut size = 0u64;
+    while let Some(message) =
+        stream.message().await.map_err(|s| CtlError::request(crate::client::request_error(&s)))?
+    {
+        file.write_all(&message.blob).with_context(|| format!("write {part}"))?;
+        size += message.blob.len() as u64;
+    }
+    if size % 512 != CHECKSUM_BYTES {
+        return Err(CtlError::request(format!("sha256 checksum not found [bytes: {size}]")).into());
+    }
+    file.sync_all().with_context(|| format!("sync {part}"))?;
+    std::fs::rename(&part, path).with_context(|| format!("rename {part} to {path}"))?;
+    println!("Snapshot saved at {path}");
+    Ok(())
+}
+
+pub fn restore(args: &SnapshotRestoreArgs) -> anyhow::Result<()> {
+    let [path] = args.args.as_slice() else {
+        return Err(CtlError::bad_args("snapshot restore requires exactly one argument").into());
+    };
+    let data_dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => format!("{}.synod", args.name).into(),
+    };
+    if data_dir.exists() && std::fs::read_dir(&data_dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        return Err(CtlError::request(format!("data-dir {:?} exists", data_dir.display())).into());
+    }
+    let mut file = std::fs::File::open(path).with_context(|| format!("open {path}"))?;
+    let body = checked_body(&mut file, args.skip_hash_check).map_err(CtlError::request)?;
+    let restored =
+        restore_into(&mut file, body, &data_dir).map_err(|e| CtlError::request(format!("{path}: {e:#}")));
+    let (from, summary, revision, leases) = match restored {
+        Ok(restored) => restored,
+        Err(e) => {
+            // Leave nothing half made behind.
+            let _ = std::fs::remove_dir_all(&data_dir);
+            return Err(e.into());
+        }
+    };
+    println!(
+        "restored {from} snapshot {path} into {}: revision {revision}, {} records, {leases} leases",
+        data_dir.display(),
+        summary.records
+    );
+    println!(
+        "start every member of the new cluster on its restored data dir with --initial-cluster-state new and the same --initial-cluster"
+    );
+    Ok(())
+}
+
+/// Creates the data dir and fills its state; returns the snapshot's origin, what was
+/// moved, the revision and the number of leases.
+fn restore_into(
+    file: &mut std::fs::File,
+    body: u64,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(&'static str, synod_storage::ExportSummary, i64, usize)> {
+    let dir = DataDir::open(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let state = StateStore::open(&dir.state_path(), GroupId::FIRST).context("open the new state")?;
+    let (from, summary) = if etcd_snapshot::is_bbolt(file)? {
+        let etcd = etcd_snapshot::read(file, body).map_err(anyhow::Error::msg)?;
+        let mut records = etcd.records.into_iter().map(Ok);
+        let summary =
+            state.restore_records(&mut records, &etcd.leases, etcd.revision, etcd.compact_revision)?;
+        ("etcd", summary)
+    } else {
+        file.rewind()?;
+        let summary = state.restore_snapshot(&mut file.take(body))?;
+        ("synod", summary)
+    };
+    dir.sync()?;
+    Ok((from, summary, state.current_revision()?, state.leases()?.len()))
+}
+
+/// Checks the SHA-256 at the end of a snapshot file and returns the length of what it
+/// covers. A file without one (copied from a data dir) needs `--skip-hash-check`.
+fn checked_body(file: &mut std::fs::File, skip_hash_check: bool) -> Result<u64, String> {
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    if skip_hash_check {
+        return Ok(size);
+    }
+    if size % 512 != CHECKSUM_BYTES {
+        return Err(
+            "snapshot file has no sha256 checksum (use --skip-hash-check for a file copied from a data dir)"
+                .into(),
+        );
+    }
+    let body = size - CHECKSUM_BYTES;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut (&mut *file).take(body), &mut hasher).map_err(|e| e.to_string())?;
+    let mut expected = [0u8; CHECKSUM_BYTES as usize];
+    file.read_exact(&mut expected).map_err(|e| e.to_string())?;
+    if hasher.finalize().as_slice() != expected {
+        return Err("expected sha256 does not match the snapshot's content".into());
+    }
+    Ok(body)
+}
