@@ -114,11 +114,11 @@ impl Api {
         self.inner.watch_progress_interval
     }
 
-    /// Maintenance.Snapshot: the whole state, as of one revision, in synod's snapshot
-    /// format padded to a multiple of 512 bytes, then its SHA-256 as the last message, the
-    /// shape `etcdctl snapshot save` checks (`synodctl snapshot restore` reads it). The
-    /// state is staged in an unlinked file in the member directory, so a large state costs
-    /// disk, not memory, and nothing is left behind by a crash.
+    /// Maintenance.Snapshot: the keyspace, as of one revision, as an etcd snapshot (a bbolt
+    /// database with etcd's buckets, which `etcdctl snapshot status` reads and `synodctl
+    /// snapshot restore` restores), then its SHA-256 as the last message, as etcd sends it.
+    /// The database is staged in an unlinked file in the member directory, so a large state
+    /// costs disk, not memory, and nothing is left behind by a crash.
     fn snapshot_stream(&self) -> tokio::sync::mpsc::Receiver<Result<SnapshotResponse, Status>> {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let api = self.clone();
@@ -135,33 +135,20 @@ impl Api {
         tx: &tokio::sync::mpsc::Sender<Result<SnapshotResponse, Status>>,
     ) -> Result<(), Status> {
         use sha2::Digest as _;
-        use std::io::{Read as _, Seek as _, Write as _};
+        use std::io::{Read as _, Seek as _};
         let io = |e: std::io::Error| Status::internal(format!("synod: staging the snapshot: {e}"));
         let path =
             self.inner.member_dir.join(format!("client-snapshot-{:016x}.tmp", synod_consensus::random_u64()));
         let mut file =
             std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io)?;
         std::fs::remove_file(&path).map_err(io)?;
-        let (_, values) = {
-            let mut out = std::io::BufWriter::new(&mut file);
-            let exported = self.inner.state.export(&mut out, &["revision"]).map_err(errors::storage)?;
-            out.flush().map_err(io)?;
-            exported
-        };
-        let revision = values
-            .first()
-            .and_then(|v| v.as_deref())
-            .and_then(|v| <[u8; 8]>::try_from(v).ok())
-            .map_or(1, |v| u64::from_le_bytes(v) as i64);
-        let size = file.stream_position().map_err(io)?;
-        let padded = size.div_ceil(512) * 512;
-        file.write_all(&vec![0; (padded - size) as usize]).map_err(io)?;
+        let (revision, size) = self.inner.state.write_etcd_snapshot(&mut file).map_err(errors::storage)?;
         file.rewind().map_err(io)?;
         let mut hasher = sha2::Sha256::new();
         let mut sent = 0u64;
         let mut buffer = vec![0u8; SNAPSHOT_CHUNK_BYTES];
         let mut header = Some(self.header(revision));
-        while sent < padded {
+        while sent < size {
             let n = file.read(&mut buffer).map_err(io)?;
             if n == 0 {
                 return Err(Status::internal("synod: the staged snapshot ended early"));
@@ -170,7 +157,7 @@ impl Api {
             sent += n as u64;
             let chunk = SnapshotResponse {
                 header: header.take(),
-                remaining_bytes: padded - sent,
+                remaining_bytes: size - sent,
                 blob: buffer[..n].to_vec(),
                 ..Default::default()
             };

@@ -23,6 +23,8 @@ mod record;
 pub mod sim_disk;
 mod state_store;
 
+pub mod etcd_snapshot;
+
 pub use data_dir::DataDir;
 pub use error::StorageError;
 pub use log_store::{Durability, LogOp, LogStore};

@@ -746,30 +746,31 @@ impl StateStore {
         )
     }
 
-    /// Fills an empty store with the keyspace of a snapshot stream [`StateStore::export`]
-    /// wrote: its records, revision, compaction revision and leases, but nothing of the
-    /// consensus group it came from (applied index, membership, alarms), so that a new
-    /// cluster can start on it (`synodctl snapshot restore`). Durable when it returns.
-    pub fn restore_snapshot(&self, input: &mut dyn Read) -> Result<ExportSummary, StorageError> {
-        self.restore_with(|txn, table| {
-            let mut meta =
-                txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
-            walk_snapshot(
-                input,
-                |main, sub, value| table.insert((main, sub), value).map(drop).map_err(engine),
-                |key, value| {
-                    if [REVISION, COMPACT_REVISION].contains(&key) || key.starts_with(LEASE_PREFIX) {
-                        meta.insert(key, value).map_err(engine)?;
-                    }
-                    Ok(())
-                },
-            )
-        })
+    /// Writes the keyspace, from one consistent read, as an etcd snapshot (a bbolt
+    /// database; see [`crate::etcd_snapshot`]) for Maintenance.Snapshot. Returns the
+    /// revision it holds and the bytes written.
+    pub fn write_etcd_snapshot(&self, out: &mut std::fs::File) -> Result<(i64, u64), StorageError> {
+        let (txn, revision, compacted, leases) = {
+            let kv = self.kv_read()?;
+            let txn = self.db_read().begin_read().map_err(engine)?;
+            let leases: Vec<LeaseRecord> = kv.leases().records().copied().collect();
+            (txn, kv.current_revision(), kv.compact_revision(), leases)
+        };
+        let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+        let mut records = table.range::<KvKey>(..).map_err(engine)?.map(|item| {
+            let (key, value) = item.map_err(engine)?;
+            let (main, sub) = key.value();
+            let rev = Rev::new(main as i64, sub as i64);
+            Ok((rev, decode_kv(rev, value.value())?))
+        });
+        let bytes = crate::etcd_snapshot::write(out, &mut records, compacted, &leases)?;
+        Ok((revision, bytes))
     }
 
-    /// Fills an empty store with records read from elsewhere (an etcd snapshot), in
-    /// revision order, with the store's revision, compaction revision and leases. Durable
-    /// when it returns.
+    /// Fills an empty store with records read from a snapshot (synod's or etcd's), in
+    /// revision order, with the store's revision, compaction revision and leases, but
+    /// nothing of the cluster it came from, so that a new cluster can start on it
+    /// (`synodctl snapshot restore`). Durable when it returns.
     pub fn restore_records(
         &self,
         records: &mut dyn Iterator<Item = Result<(Rev, StoredKv), StorageError>>,

@@ -14,7 +14,6 @@
 mod cli;
 mod client;
 mod commands;
-mod etcd_snapshot;
 mod exit;
 mod go_fmt;
 mod limits;

@@ -1,22 +1,20 @@
 //! `snapshot save` and `snapshot restore`: a member's whole state to a file, and a new
 //! data directory from such a file.
 //!
-//! A snapshot file is what Maintenance.Snapshot streams: synod's state export, padded to a
-//! multiple of 512 bytes, then its SHA-256 (the shape `etcdctl snapshot save` writes and
-//! checks). `restore` also takes a snapshot saved from etcd (a bbolt database), so that an
-//! etcd cluster's keys, revisions and leases move onto synod.
+//! A snapshot file is what Maintenance.Snapshot streams, from synod as from etcd: a bbolt
+//! database with etcd's buckets, then its SHA-256. So `restore` takes etcd's snapshots too,
+//! and an etcd cluster's keys, revisions and leases move onto synod.
 
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 
 use anyhow::Context as _;
 use sha2::Digest as _;
 use synod_api::etcdserverpb::SnapshotRequest;
 use synod_base::GroupId;
-use synod_storage::{DataDir, StateStore};
+use synod_storage::{DataDir, StateStore, etcd_snapshot};
 
 use super::Context;
 use crate::cli::SnapshotRestoreArgs;
-use crate::etcd_snapshot;
 use crate::exit::CtlError;
 
 /// The bytes a snapshot's checksum takes at its end.
@@ -68,7 +66,7 @@ pub fn restore(args: &SnapshotRestoreArgs) -> anyhow::Result<()> {
     let body = checked_body(&mut file, args.skip_hash_check).map_err(CtlError::request)?;
     let restored =
         restore_into(&mut file, body, &data_dir).map_err(|e| CtlError::request(format!("{path}: {e:#}")));
-    let (from, summary, revision, leases) = match restored {
+    let (summary, revision, leases) = match restored {
         Ok(restored) => restored,
         Err(e) => {
             // Leave nothing half made behind.
@@ -77,7 +75,7 @@ pub fn restore(args: &SnapshotRestoreArgs) -> anyhow::Result<()> {
         }
     };
     println!(
-        "restored {from} snapshot {path} into {}: revision {revision}, {} records, {leases} leases",
+        "restored snapshot {path} into {}: revision {revision}, {} records, {leases} leases",
         data_dir.display(),
         summary.records
     );
@@ -87,28 +85,28 @@ pub fn restore(args: &SnapshotRestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the data dir and fills its state; returns the snapshot's origin, what was
-/// moved, the revision and the number of leases.
+/// Creates the data dir and fills its state; returns what was moved, the revision and
+/// the number of leases.
 fn restore_into(
     file: &mut std::fs::File,
     body: u64,
     data_dir: &std::path::Path,
-) -> anyhow::Result<(&'static str, synod_storage::ExportSummary, i64, usize)> {
+) -> anyhow::Result<(synod_storage::ExportSummary, i64, usize)> {
     let dir = DataDir::open(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let state = StateStore::open(&dir.state_path(), GroupId::FIRST).context("open the new state")?;
-    let (from, summary) = if etcd_snapshot::is_bbolt(file)? {
-        let etcd = etcd_snapshot::read(file, body).map_err(anyhow::Error::msg)?;
-        let mut records = etcd.records.into_iter().map(Ok);
-        let summary =
-            state.restore_records(&mut records, &etcd.leases, etcd.revision, etcd.compact_revision)?;
-        ("etcd", summary)
-    } else {
-        file.rewind()?;
-        let summary = state.restore_snapshot(&mut file.take(body))?;
-        ("synod", summary)
-    };
+    if !etcd_snapshot::is_bbolt(file)? {
+        anyhow::bail!("not a snapshot: no bbolt database at its start");
+    }
+    let snapshot = etcd_snapshot::read(file, body).map_err(anyhow::Error::msg)?;
+    let mut records = snapshot.records.into_iter().map(Ok);
+    let summary = state.restore_records(
+        &mut records,
+        &snapshot.leases,
+        snapshot.revision,
+        snapshot.compact_revision,
+    )?;
     dir.sync()?;
-    Ok((from, summary, state.current_revision()?, state.leases()?.len()))
+    Ok((summary, state.current_revision()?, state.leases()?.len()))
 }
 
 /// Checks the SHA-256 at the end of a snapshot file and returns the length of what it
