@@ -582,8 +582,13 @@ mod round_trip {
             (1..40).map(|id| LeaseRecord { id: id * 1_000_003, ttl: 60, remaining_ms: id * 1000 }).collect();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("snapshot.db");
-        let mut file =
-            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
         let mut source = records.clone().into_iter().map(Ok);
         let bytes = write(&mut file, &mut source, 1500, &leases).expect("write");
         assert_eq!(bytes % PAGE_SIZE as u64, 0);
