@@ -195,6 +195,9 @@ struct Db<'a> {
     page_size: usize,
     pages: u64,
     root: u64,
+    /// Pages read so far: each belongs to one tree once, so a page met again is damage (a
+    /// cycle, or pages shared so as to make a walk take forever), as bbolt's check says.
+    seen: std::cell::RefCell<std::collections::HashSet<u64>>,
 }
 
 impl<'a> Db<'a> {
@@ -219,12 +222,15 @@ impl<'a> Db<'a> {
             }
         }
         let (_, root) = best.ok_or("neither meta page is valid (not an etcd snapshot, or damaged)")?;
-        Ok(Db { file, page_size, pages, root })
+        Ok(Db { file, page_size, pages, root, seen: Default::default() })
     }
 
     fn page(&self, id: u64) -> Result<Page, String> {
         if id < 2 || id >= self.pages {
             return Err(format!("page {id} outside the database's {} pages", self.pages));
+        }
+        if !self.seen.borrow_mut().insert(id) {
+            return Err(format!("page {id} is referenced twice"));
         }
         let mut head = vec![0u8; PAGE_HEADER];
         let offset = id * self.page_size as u64;
@@ -316,6 +322,33 @@ mod tests {
         key[17] = b'x';
         assert!(revision_key(&key).is_err());
         assert!(revision_key(b"short").is_err());
+    }
+
+    /// A branch whose children all point at one page would make a walk exponential; the
+    /// second visit of a page is refused instead.
+    #[test]
+    fn a_page_referenced_twice_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("shared.db");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let mut none = std::iter::empty();
+        let bytes = write(&mut file, &mut none, -1, &[]).expect("write");
+        // The root bucket page is the last one; point the "key" bucket at the root page itself.
+        let root = bytes / PAGE_SIZE as u64 - 1;
+        let mut page = vec![0u8; PAGE_SIZE];
+        file.read_exact_at(&mut page, root * PAGE_SIZE as u64).unwrap();
+        let (at, [_, pos, key_len, _]) = Page { bytes: page.clone() }.element(0).unwrap();
+        let value_at = at + pos as usize + key_len as usize;
+        page[value_at..value_at + 8].copy_from_slice(&root.to_le_bytes());
+        file.write_all_at(&page, root * PAGE_SIZE as u64).unwrap();
+        let error = read(&mut file, bytes).err().expect("refused");
+        assert!(error.contains("twice"), "{error}");
     }
 
     #[test]
