@@ -48,13 +48,14 @@ impl Schedule {
     /// How often [`Schedule::tick`] wants to be called.
     pub fn interval(&self) -> Duration {
         match self.retention {
-            Retention::Period(period) => (period / 10).max(Duration::from_millis(100)),
+            Retention::Period(period) => (period.min(PERIODIC_MAX) / 10).max(Duration::from_millis(100)),
             Retention::Revisions(_) => REVISION_CHECK,
         }
     }
 
     /// Called every [`Schedule::interval`] with the store's revisions: the revision to
-    /// compact to now, if any.
+    /// compact to now, if any. Until [`Schedule::done`] says a compaction happened, later
+    /// ticks ask again (a follower's, or a failed compaction, does not count).
     pub fn tick(&mut self, now: Instant, current: i64, compacted: i64) -> Option<i64> {
         let target = match self.retention {
             Retention::Revisions(keep) => current - keep,
@@ -75,8 +76,12 @@ impl Schedule {
         if target <= compacted.max(0) || target > current {
             return None;
         }
-        self.last_compaction = now;
         Some(target)
+    }
+
+    /// A compaction the last tick asked for happened (or someone compacted further).
+    pub fn done(&mut self, now: Instant) {
+        self.last_compaction = now;
     }
 }
 
@@ -90,7 +95,8 @@ pub async fn run(consensus: Consensus, state: std::sync::Arc<StateStore>, retent
         let (Ok(current), Ok(compacted)) = (state.current_revision(), state.compact_revision()) else {
             continue;
         };
-        let Some(target) = schedule.tick(Instant::now(), current, compacted) else {
+        let now = Instant::now();
+        let Some(target) = schedule.tick(now, current, compacted) else {
             continue;
         };
         if consensus.leader() != Some(consensus.member_id()) {
@@ -99,9 +105,12 @@ pub async fn run(consensus: Consensus, state: std::sync::Arc<StateStore>, retent
         tracing::info!(revision = target, ?retention, "starting auto-compaction");
         let compact = CompactionRequest { revision: target, physical: false };
         match consensus.propose(Command { op: Some(command::Op::Compaction(compact)) }).await {
-            Ok(Ok(_)) => tracing::info!(revision = target, "finished auto-compaction"),
+            Ok(Ok(_)) => {
+                schedule.done(now);
+                tracing::info!(revision = target, "finished auto-compaction");
+            }
             // Someone compacted further meanwhile.
-            Ok(Err(EtcdError::Compacted)) => {}
+            Ok(Err(EtcdError::Compacted)) => schedule.done(now),
             Ok(Err(e)) => tracing::warn!(revision = target, error = %e, "auto-compaction refused"),
             Err(ConsensusError::NotLeader | ConsensusError::NoLeader | ConsensusError::LeaderChanged) => {}
             Err(e) => tracing::warn!(revision = target, error = %e, "auto-compaction failed"),
@@ -120,6 +129,8 @@ mod tests {
         assert_eq!(schedule.interval(), Duration::from_secs(300));
         assert_eq!(schedule.tick(start, 50, -1), None, "nothing to compact below N");
         assert_eq!(schedule.tick(start, 150, -1), Some(50));
+        assert_eq!(schedule.tick(start, 150, -1), Some(50), "asked again until it happens");
+        schedule.done(start);
         assert_eq!(schedule.tick(start, 150, 50), None, "already compacted there");
         assert_eq!(schedule.tick(start, 400, 50), Some(300));
     }
@@ -137,6 +148,7 @@ mod tests {
             let current = 10 * s as i64 + 1;
             let compacted = compactions.last().map_or(-1, |&(_, r)| r);
             if let Some(revision) = schedule.tick(now, current, compacted) {
+                schedule.done(now);
                 compactions.push((s, revision));
             }
         }
@@ -154,10 +166,27 @@ mod tests {
             let now = start + Duration::from_secs(minutes * 60);
             let compacted = compactions.last().map_or(-1, |&(_, r)| r);
             if let Some(revision) = schedule.tick(now, minutes as i64 + 1, compacted) {
+                schedule.done(now);
                 compactions.push((minutes, revision));
             }
         }
         // First once five hours of history exist, then hourly, each keeping five hours.
         assert_eq!(compactions, vec![(300, 1), (360, 61), (420, 121), (480, 181)]);
+    }
+
+    #[test]
+    fn a_periodic_compaction_that_did_not_happen_is_asked_for_again() {
+        let start = Instant::now();
+        let period = Duration::from_secs(10);
+        let mut schedule = Schedule::new(Retention::Period(period), start);
+        for s in 0..10u64 {
+            assert_eq!(schedule.tick(start + Duration::from_secs(s), s as i64 + 1, -1), None);
+        }
+        let at = |s: u64| start + Duration::from_secs(s);
+        assert_eq!(schedule.tick(at(10), 11, -1), Some(1));
+        // Not done (a follower, or a failed proposal): the next tick asks again.
+        assert_eq!(schedule.tick(at(11), 12, -1), Some(2));
+        schedule.done(at(11));
+        assert_eq!(schedule.tick(at(12), 13, 2), None);
     }
 }

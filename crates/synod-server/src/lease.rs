@@ -69,7 +69,7 @@ impl Tracked {
         };
         Tracked {
             ttl: record.ttl,
-            expiry: now + remaining,
+            expiry: deadline(now, remaining),
             renewed: now,
             checkpointed_at: None,
             checkpointed: record.remaining_ms > 0,
@@ -77,6 +77,12 @@ impl Tracked {
             renewing: 0,
         }
     }
+}
+
+/// `from + after`, or as far as a clock goes: a lease is at most `MAX_LEASE_TTL` long.
+fn deadline(from: Instant, after: Duration) -> Instant {
+    from.checked_add(after.min(Duration::from_secs(synod_mvcc::MAX_LEASE_TTL as u64)))
+        .unwrap_or_else(|| from + Duration::from_secs(365 * 24 * 3600))
 }
 
 fn ttl_duration(ttl: i64) -> Duration {
@@ -248,11 +254,9 @@ impl Lessor {
             tracked.renewing += 1;
             (tracked.ttl, tracked.checkpointed)
         };
-        let renewed = self.finish_renewal(id, term, ttl, checkpointed).await;
-        if let Some(tracked) = self.book().leases.get_mut(&id) {
-            tracked.renewing = tracked.renewing.saturating_sub(1);
-        }
-        renewed
+        // Undone however the renewal ends, also when its caller gives up on it.
+        let _renewing = Renewing { lessor: self, id };
+        self.finish_renewal(id, term, ttl, checkpointed).await
     }
 
     /// The rest of a renewal, while no checkpoint of the lease can be taken: clears a
@@ -273,7 +277,7 @@ impl Lessor {
             // After any checkpoint on its way: checkpoints hold this lock while proposed.
             let _order = self.inner.order.lock().await;
             let clear = LeaseCheckpoints { checkpoints: vec![LeaseCheckpoint { id, remaining_ms: 0 }] };
-            self.propose(command::Op::LeaseCheckpoints(clear)).await?;
+            self.propose(term, command::Op::LeaseCheckpoints(clear)).await?;
         }
         let start = Instant::now();
         self.inner.consensus.leader_barrier().await?;
@@ -283,7 +287,7 @@ impl Lessor {
         }
         match book.leases.get_mut(&id) {
             Some(tracked) if !tracked.revoking => {
-                tracked.expiry = start + ttl_duration(ttl);
+                tracked.expiry = deadline(start, ttl_duration(ttl));
                 tracked.renewed = start;
                 tracked.checkpointed_at = None;
                 if clear {
@@ -321,9 +325,13 @@ impl Lessor {
         })
     }
 
-    /// Proposes on this member only while it leads: what the leader decides alone must
-    /// not be applied under another leader.
-    async fn propose(&self, op: command::Op) -> Result<Response, ConsensusError> {
+    /// Proposes on this member only while it leads in the term it decided in: what the
+    /// leader decides alone must not be applied under another leader, or under this one
+    /// after another led in between.
+    async fn propose(&self, decided_in: u64, op: command::Op) -> Result<Response, ConsensusError> {
+        if self.leading_term() != Some(decided_in) || self.book().term != Some(decided_in) {
+            return Err(ConsensusError::NotLeader);
+        }
         match self.inner.consensus.propose_here(Command { op: Some(op) }).await? {
             Ok(response) => Ok(response),
             Err(e) => Err(ConsensusError::Etcd(e)),
@@ -371,8 +379,9 @@ impl Lessor {
     fn revoke_expired(&self) {
         let now = Instant::now();
         let per_tick = (REVOKES_PER_SECOND as u128 * TICK.as_millis() / 1000).max(1) as usize;
-        let expired: Vec<i64> = {
+        let (term, expired): (u64, Vec<i64>) = {
             let mut book = self.book();
+            let Some(term) = book.term else { return };
             let mut ids: Vec<(Instant, i64)> = book
                 .leases
                 .iter()
@@ -384,13 +393,13 @@ impl Lessor {
             for (_, id) in &ids {
                 book.leases.get_mut(id).expect("listed above").revoking = true;
             }
-            ids.into_iter().map(|(_, id)| id).collect()
+            (term, ids.into_iter().map(|(_, id)| id).collect())
         };
         for id in expired {
             let lessor = self.clone();
             tokio::spawn(async move {
                 let revoke = synod_api::etcdserverpb::LeaseRevokeRequest { id };
-                match lessor.propose(command::Op::LeaseRevoke(revoke)).await {
+                match lessor.propose(term, command::Op::LeaseRevoke(revoke)).await {
                     Ok(_) | Err(ConsensusError::Etcd(EtcdError::LeaseNotFound)) => {
                         tracing::debug!(lease = %format!("{id:x}"), "revoked an expired lease");
                         lessor.book().leases.remove(&id);
@@ -412,11 +421,9 @@ impl Lessor {
         let _order = self.inner.order.lock().await;
         let now = Instant::now();
         let interval = self.inner.checkpoint_interval;
-        let checkpoints: Vec<LeaseCheckpoint> = {
+        let (term, checkpoints): (u64, Vec<LeaseCheckpoint>) = {
             let mut book = self.book();
-            if book.term.is_none() {
-                return;
-            }
+            let Some(term) = book.term else { return };
             let mut due = Vec::new();
             for (id, tracked) in &mut book.leases {
                 let since = tracked.checkpointed_at.unwrap_or(tracked.renewed);
@@ -434,11 +441,11 @@ impl Lessor {
                 due.push(LeaseCheckpoint { id: *id, remaining_ms: remaining.as_millis().max(1) as i64 });
             }
             due.sort_by_key(|c| c.id);
-            due
+            (term, due)
         };
         for batch in checkpoints.chunks(CHECKPOINTS_PER_ENTRY) {
             let op = command::Op::LeaseCheckpoints(LeaseCheckpoints { checkpoints: batch.to_vec() });
-            if let Err(e) = self.propose(op).await {
+            if let Err(e) = self.propose(term, op).await {
                 tracing::warn!(error = %e, "could not checkpoint lease time");
                 return;
             }
@@ -451,6 +458,20 @@ impl Lessor {
 
     pub(crate) fn granted_here(&self, id: i64, ttl: i64) {
         self.granted(id, ttl);
+    }
+}
+
+/// A renewal under way: no checkpoint of the lease is taken until it is dropped.
+struct Renewing<'a> {
+    lessor: &'a Lessor,
+    id: i64,
+}
+
+impl Drop for Renewing<'_> {
+    fn drop(&mut self) {
+        if let Some(tracked) = self.lessor.book().leases.get_mut(&self.id) {
+            tracked.renewing = tracked.renewing.saturating_sub(1);
+        }
     }
 }
 

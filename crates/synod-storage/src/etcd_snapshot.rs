@@ -22,7 +22,7 @@ use std::os::unix::fs::FileExt;
 use prost::Message;
 use synod_api::mvccpb::KeyValue;
 use synod_api::synodpb::LeaseRecord;
-use synod_mvcc::{Rev, StoredKv};
+use synod_mvcc::{MAX_LEASE_TTL, Rev, StoredKv};
 
 const MAGIC: u32 = 0xED0C_DAED;
 const VERSION: u32 = 2;
@@ -86,14 +86,26 @@ pub fn read(file: &mut std::fs::File, length: u64) -> Result<EtcdSnapshot, Strin
         })?;
     }
     records.sort_by_key(|(rev, _)| *rev);
-    let mut compact_revision = -1;
+    if let Some(w) = records.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(format!("revision {} is stored twice", w[0].0));
+    }
+
+    let (mut finished, mut scheduled) = (-1, -1);
     if let Some(header) = bucket(b"meta") {
         db.walk_bucket(&header, &mut |key, value, _| {
-            if key == b"finishedCompactRev" {
-                compact_revision = revision_key(value)?.0.main;
+            match key {
+                b"finishedCompactRev" => finished = revision_key(value)?.0.main,
+                b"scheduledCompactRev" => scheduled = revision_key(value)?.0.main,
+                _ => {}
             }
             Ok(())
         })?;
+    }
+    // etcd compacts in batches, so a snapshot taken during a compaction holds some of what
+    // it was removing; finish it here, as etcd does when it restarts on such a database.
+    let compact_revision = finished.max(scheduled);
+    if compact_revision > 0 {
+        records = compacted(records, compact_revision);
     }
 
     // A compaction at the newest revision removes a delete's tombstone there, so the
@@ -107,12 +119,33 @@ pub fn read(file: &mut std::fs::File, length: u64) -> Result<EtcdSnapshot, Strin
             if lease.id == 0 {
                 return Err("a lease with id 0".into());
             }
-            let remaining_ms = lease.remaining_ttl.max(0).saturating_mul(1000);
+            if !(1..=MAX_LEASE_TTL).contains(&lease.ttl) {
+                return Err(format!("lease {:x} has a TTL of {} s", lease.id, lease.ttl));
+            }
+            // A checkpoint never exceeds the TTL.
+            let remaining_ms = lease.remaining_ttl.clamp(0, lease.ttl) * 1000;
             leases.push(LeaseRecord { id: lease.id, ttl: lease.ttl, remaining_ms });
             Ok(())
         })?;
     }
     Ok(EtcdSnapshot { records, revision, compact_revision, leases })
+}
+
+/// What a compaction at `at` keeps of records in revision order: for each key its newest
+/// record at or below `at` unless that is a deletion, and everything after `at`.
+fn compacted(records: Vec<(Rev, StoredKv)>, at: i64) -> Vec<(Rev, StoredKv)> {
+    let mut newest: std::collections::HashMap<&[u8], Rev> = std::collections::HashMap::new();
+    for (rev, stored) in records.iter().filter(|(rev, _)| rev.main <= at) {
+        newest.insert(stored.kv.key.as_slice(), *rev);
+    }
+    let keep: std::collections::HashSet<Rev> = records
+        .iter()
+        .filter(|(rev, stored)| {
+            rev.main <= at && !stored.tombstone && newest.get(stored.kv.key.as_slice()) == Some(rev)
+        })
+        .map(|(rev, _)| *rev)
+        .collect();
+    records.into_iter().filter(|(rev, _)| rev.main > at || keep.contains(rev)).collect()
 }
 
 /// etcd's `leasepb.Lease`.
@@ -195,8 +228,9 @@ struct Db<'a> {
     page_size: usize,
     pages: u64,
     root: u64,
-    /// Pages read so far: each belongs to one tree once, so a page met again is damage (a
-    /// cycle, or pages shared so as to make a walk take forever), as bbolt's check says.
+    /// Pages read so far (with their overflow pages): each belongs to one tree once, so a
+    /// page met again is damage (a cycle, or pages shared so as to make a walk take forever
+    /// or read the file many times over), as bbolt's check says.
     seen: std::cell::RefCell<std::collections::HashSet<u64>>,
 }
 
@@ -212,7 +246,9 @@ impl<'a> Db<'a> {
         let mut best: Option<(u64, u64)> = None;
         for id in 0..2u64 {
             let mut page = vec![0u8; page_size];
-            if file.read_exact_at(&mut page, id * page_size as u64).is_err() {
+            if (id + 1) * page_size as u64 > length
+                || file.read_exact_at(&mut page, id * page_size as u64).is_err()
+            {
                 continue;
             }
             if let Some((txid, root)) = meta(&page)
@@ -229,9 +265,6 @@ impl<'a> Db<'a> {
         if id < 2 || id >= self.pages {
             return Err(format!("page {id} outside the database's {} pages", self.pages));
         }
-        if !self.seen.borrow_mut().insert(id) {
-            return Err(format!("page {id} is referenced twice"));
-        }
         let mut head = vec![0u8; PAGE_HEADER];
         let offset = id * self.page_size as u64;
         self.file.read_exact_at(&mut head, offset).map_err(|e| format!("reading page {id}: {e}"))?;
@@ -239,6 +272,15 @@ impl<'a> Db<'a> {
         if id + overflow >= self.pages {
             return Err(format!("page {id} runs past the end of the database"));
         }
+        // Every page, overflow pages included, belongs to one place in one tree: a page met
+        // again is damage, and refusing it bounds the whole read by the file's size.
+        let mut seen = self.seen.borrow_mut();
+        for page in id..=id + overflow {
+            if !seen.insert(page) {
+                return Err(format!("page {page} is referenced twice"));
+            }
+        }
+        drop(seen);
         let mut bytes = vec![0u8; (overflow as usize + 1) * self.page_size];
         self.file.read_exact_at(&mut bytes, offset).map_err(|e| format!("reading page {id}: {e}"))?;
         Ok(Page { bytes })
@@ -591,6 +633,29 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 mod round_trip {
     use super::*;
 
+    fn record(main: i64, key: &str, tombstone: bool) -> (Rev, StoredKv) {
+        let kv = KeyValue { key: key.into(), mod_revision: main, ..Default::default() };
+        (Rev::new(main, 0), StoredKv { kv, tombstone })
+    }
+
+    /// A snapshot taken while etcd compacted still holds some of what it was removing; the
+    /// reader finishes the compaction.
+    #[test]
+    fn an_unfinished_compaction_is_finished() {
+        let records = vec![
+            record(2, "a", false),
+            record(3, "b", false),
+            record(4, "a", false),
+            record(5, "b", true),
+            record(6, "c", false),
+            record(7, "a", true),
+            record(8, "c", false),
+        ];
+        let kept: Vec<i64> = compacted(records, 6).iter().map(|(rev, _)| rev.main).collect();
+        // a's newest at or below 6 is 4 (kept); b's is a deletion (gone); c's is 6.
+        assert_eq!(kept, vec![4, 6, 7, 8]);
+    }
+
     /// What is written reads back the same: many records (several tree levels), values
     /// larger than a page (overflow pages), tombstones, leases and the compaction.
     #[test]
@@ -601,15 +666,18 @@ mod round_trip {
                 0 => 3 * PAGE_SIZE + 17,
                 n => (n as usize * 7) % 300,
             };
+            // Below the compaction at 1500, only what a compaction keeps: one live record
+            // per key.
+            let key = if main <= 1500 { format!("old-{main:05}") } else { format!("key-{:05}", main % 777) };
             let kv = KeyValue {
-                key: format!("key-{:05}", main % 777).into_bytes(),
+                key: key.into_bytes(),
                 create_revision: main,
                 mod_revision: main,
                 version: 1,
                 value: vec![b'v'; size],
                 lease: 0,
             };
-            records.push((Rev::new(main, 0), StoredKv { kv, tombstone: main % 11 == 0 }));
+            records.push((Rev::new(main, 0), StoredKv { kv, tombstone: main > 1500 && main % 11 == 0 }));
         }
         let leases: Vec<LeaseRecord> =
             (1..40).map(|id| LeaseRecord { id: id * 1_000_003, ttl: 60, remaining_ms: id * 1000 }).collect();

@@ -352,6 +352,8 @@ fn a_restored_cluster_has_the_saved_keyspace() {
     );
     assert!(!ok, "a damaged snapshot restored: {text}");
     assert!(!target.exists(), "a failed restore left {} behind", target.display());
+    let staging = dir.path().join(".from-damaged.restoring");
+    assert!(!staging.exists(), "a failed restore left {} behind", staging.display());
 }
 
 /// A snapshot saved from a real etcd restores into a synod member that answers every

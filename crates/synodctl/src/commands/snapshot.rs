@@ -64,13 +64,30 @@ pub fn restore(args: &SnapshotRestoreArgs) -> anyhow::Result<()> {
     }
     let mut file = std::fs::File::open(path).with_context(|| format!("open {path}"))?;
     let body = checked_body(&mut file, args.skip_hash_check).map_err(CtlError::request)?;
-    let restored =
-        restore_into(&mut file, body, &data_dir).map_err(|e| CtlError::request(format!("{path}: {e:#}")));
+    // Built next to the target and renamed into place once complete, so that neither a
+    // failure nor a crash leaves a data dir a member would start on half filled.
+    let staging = staging_dir(&data_dir)?;
+    let _ = std::fs::remove_dir_all(&staging);
+    let restored = restore_into(&mut file, body, &staging)
+        .and_then(|restored| {
+            if data_dir.exists() {
+                // An empty directory the user made for it.
+                std::fs::remove_dir(&data_dir).with_context(|| format!("replace {}", data_dir.display()))?;
+            }
+            std::fs::rename(&staging, &data_dir)
+                .with_context(|| format!("move the restored data into {}", data_dir.display()))?;
+            if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .with_context(|| format!("sync {}", parent.display()))?;
+            }
+            Ok(restored)
+        })
+        .map_err(|e| CtlError::request(format!("{path}: {e:#}")));
     let (summary, revision, leases) = match restored {
         Ok(restored) => restored,
         Err(e) => {
-            // Leave nothing half made behind.
-            let _ = std::fs::remove_dir_all(&data_dir);
+            let _ = std::fs::remove_dir_all(&staging);
             return Err(e.into());
         }
     };
@@ -83,6 +100,17 @@ pub fn restore(args: &SnapshotRestoreArgs) -> anyhow::Result<()> {
         "start every member of the new cluster on its restored data dir with --initial-cluster-state new and the same --initial-cluster"
     );
     Ok(())
+}
+
+/// The directory a restore into `data_dir` is built in: beside it, hidden.
+fn staging_dir(data_dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let name = data_dir
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("--data-dir {} names no directory", data_dir.display()))?;
+    let mut staging = std::ffi::OsString::from(".");
+    staging.push(name);
+    staging.push(".restoring");
+    Ok(data_dir.with_file_name(staging))
 }
 
 /// Creates the data dir and fills its state; returns what was moved, the revision and
