@@ -2,10 +2,13 @@
 //!
 //! Typed ids ([`Revision`], [`LeaseId`], [`MemberId`], [`ClusterId`], [`GroupId`],
 //! [`LogIndex`], [`Term`]) so that a raft log index is never passed where a store revision is
-//! expected, and the one [`limits`] module that holds every bound synod enforces.
+//! expected, the one [`limits`] module that holds every bound synod enforces, and
+//! [`go_fmt`], the Go text formats (durations, quoting) that etcd's flags and etcdctl's
+//! output are made of.
 //!
 //! This crate must not depend on anything async, on I/O, or on any other synod crate.
 
+pub mod go_fmt;
 pub mod ids;
 pub mod limits;
 

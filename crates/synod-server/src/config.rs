@@ -72,36 +72,9 @@ fn url(text: &str) -> Result<Url, String> {
     Url::parse(text.trim())
 }
 
-/// Parses a Go duration as etcd's flags take them: a sequence of decimal numbers with
-/// units (ns, us, µs, ms, s, m, h), such as `10m`, `1h30m` or `1.5s`.
+/// Parses a Go duration as etcd's flags take them (`10m`, `1h30m`, `1.5s`).
 fn go_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration (examples: 10m, 30s, 500ms)");
-    let mut rest = text.trim();
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
-        rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        total += number * seconds;
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| bad())
+    synod_base::go_fmt::parse_duration(text.trim())
 }
 
 /// etcd's reading of `--auto-compaction-retention`: in periodic mode a duration, or a

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::go_fmt;
+use synod_base::go_fmt;
 
 fn go_bool(text: &str) -> Result<bool, String> {
     go_fmt::parse_bool(text)

@@ -8,14 +8,13 @@
 //!
 //! The code is laid out by concern: [`cli`] (flags), [`requests`] and [`txn_parser`]
 //! (arguments to requests), [`client`] (connections and error texts), [`printer`] (output
-//! formats), [`commands`] (the verbs), [`go_fmt`] (the Go text formats etcdctl's output is
-//! made of), [`limits`] and [`exit`] (etcdctl's exit statuses).
+//! formats), [`commands`] (the verbs), [`limits`] and [`exit`] (etcdctl's exit statuses).
+//! The Go text formats etcdctl's output is made of are `synod_base::go_fmt`.
 
 mod cli;
 mod client;
 mod commands;
 mod exit;
-mod go_fmt;
 mod limits;
 mod printer;
 mod requests;

@@ -12,7 +12,7 @@ use synod_api::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest};
 
 use crate::cli::{DelArgs, GetArgs, PutArgs};
 use crate::exit::{CtlError, CtlResult};
-use crate::go_fmt;
+use synod_base::go_fmt;
 
 /// etcd's range end meaning "every key from the start key on".
 const FROM_KEY_END: &[u8] = b"\x00";

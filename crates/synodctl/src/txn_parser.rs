@@ -18,8 +18,8 @@ use synod_api::etcdserverpb::{Compare, RequestOp, request_op};
 
 use crate::cli::TxnOp;
 use crate::exit::{CtlError, CtlResult};
-use crate::go_fmt;
 use crate::requests;
+use synod_base::go_fmt;
 
 /// Go's `\s`: the ASCII whitespace RE2 knows.
 fn is_space(byte: u8) -> bool {

@@ -5,7 +5,7 @@ use synod_api::etcdserverpb::CompactionRequest;
 use super::Context;
 use crate::cli::CompactionArgs;
 use crate::exit::CtlError;
-use crate::go_fmt;
+use synod_base::go_fmt;
 
 pub async fn run(context: &Context, args: &CompactionArgs) -> anyhow::Result<()> {
     let [revision] = args.args.as_slice() else {

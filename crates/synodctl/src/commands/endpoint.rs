@@ -14,8 +14,8 @@ use synod_api::etcdserverpb::{AlarmRequest, AlarmType, MemberListRequest, RangeR
 use super::{Context, emit};
 use crate::client::{Client, DEADLINE_EXCEEDED};
 use crate::exit::{CtlError, ExitCode};
-use crate::go_fmt;
 use crate::printer::{EndpointHealth, EndpointStatus};
+use synod_base::go_fmt;
 
 pub async fn health(context: &Context, cluster: bool) -> anyhow::Result<()> {
     let printer = context.printer()?;

@@ -9,7 +9,7 @@ use synod_api::etcdserverpb::{
 use synod_api::mvccpb::KeyValue;
 
 use super::{EndpointHealth, EndpointStatus};
-use crate::go_fmt::quote;
+use synod_base::go_fmt::quote;
 
 fn line(out: &mut Vec<u8>, text: String) {
     out.extend_from_slice(text.as_bytes());
