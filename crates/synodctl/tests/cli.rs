@@ -7,132 +7,38 @@
 //! give identical stdout and exit status. Without etcdctl that comparison is skipped,
 //! unless `SYNOD_REQUIRE_INTEROP=1`, which makes its absence a failure.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-use clap::Parser;
+mod support;
+
+use support::{Member, free_port};
 use synod_api::etcdserverpb::cluster_client::ClusterClient;
 use synod_api::etcdserverpb::maintenance_client::MaintenanceClient;
 use synod_api::etcdserverpb::{MemberListRequest, StatusRequest};
-use synod_server::config::Flags;
-use tokio::sync::oneshot;
-
-/// How long a member gets to start answering.
-const START_DEADLINE: Duration = Duration::from_secs(30);
 
 const SYNODCTL: &str = env!("CARGO_BIN_EXE_synodctl");
 
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("read the bound address").port()
-}
-
-/// A synod member served by `synod_server::run_until` on its own runtime thread; dropping
-/// it stops the member and waits until it has let go of its ports.
-struct Member {
-    endpoint: String,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Member {
-    fn start(data_dir: &Path, client_port: u16, peer_port: u16) -> Member {
-        let client = format!("http://127.0.0.1:{client_port}");
-        let peer = format!("http://127.0.0.1:{peer_port}");
-        let data_dir = data_dir.display().to_string();
-        let flags = Flags::try_parse_from([
-            "synod",
-            "--data-dir",
-            &data_dir,
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-            "--initial-cluster",
-            &format!("default={peer}"),
-        ])
-        .expect("parse the member's flags");
-        let config = flags.into_config().expect("check the member's flags");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            runtime.block_on(synod_server::run_until(config, async {
-                let _ = stopped.await;
-            }))
-        });
-        let member =
-            Member { endpoint: format!("127.0.0.1:{client_port}"), stop: Some(stop), thread: Some(thread) };
-        member.wait_until_serving();
-        member
-    }
-
-    /// Polls the member with a raw gRPC call (not with synodctl, which is under test) until
-    /// it answers or the deadline passes.
-    fn wait_until_serving(&self) {
-        let runtime =
-            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("build a runtime");
-        let url = format!("http://{}", self.endpoint);
-        let start = Instant::now();
-        loop {
-            let answered = runtime.block_on(async {
-                let mut client = MaintenanceClient::connect(url.clone()).await.ok()?;
-                client.status(StatusRequest {}).await.ok()
-            });
-            if answered.is_some() {
-                return;
-            }
-            let finished = self.thread.as_ref().is_some_and(|t| t.is_finished());
-            assert!(!finished, "the member exited during startup");
-            assert!(start.elapsed() < START_DEADLINE, "the member did not serve within {START_DEADLINE:?}");
-            std::thread::sleep(Duration::from_millis(20));
+/// The member's ids and raft index, asked for over gRPC.
+fn facts(member: &Member) -> Facts {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("build a runtime");
+    let url = member.url();
+    runtime.block_on(async {
+        let mut cluster = ClusterClient::connect(url.clone()).await.expect("connect to the member");
+        let members =
+            cluster.member_list(MemberListRequest { linearizable: true }).await.expect("list members");
+        let header = members.get_ref().header.expect("a member list has a header");
+        let member = members.get_ref().members.first().expect("the member lists itself").clone();
+        let mut maintenance = MaintenanceClient::connect(url).await.expect("connect to the member");
+        let status = maintenance.status(StatusRequest {}).await.expect("status").into_inner();
+        Facts {
+            cluster_id: header.cluster_id,
+            member_id: header.member_id,
+            peer_url: member.peer_ur_ls.join(","),
+            raft_index: status.raft_index,
         }
-    }
-
-    /// The member's ids and raft index, asked for over gRPC.
-    fn facts(&self) -> Facts {
-        let runtime =
-            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("build a runtime");
-        let url = format!("http://{}", self.endpoint);
-        runtime.block_on(async {
-            let mut cluster = ClusterClient::connect(url.clone()).await.expect("connect to the member");
-            let members =
-                cluster.member_list(MemberListRequest { linearizable: true }).await.expect("list members");
-            let header = members.get_ref().header.expect("a member list has a header");
-            let member = members.get_ref().members.first().expect("the member lists itself").clone();
-            let mut maintenance = MaintenanceClient::connect(url).await.expect("connect to the member");
-            let status = maintenance.status(StatusRequest {}).await.expect("status").into_inner();
-            Facts {
-                cluster_id: header.cluster_id,
-                member_id: header.member_id,
-                peer_url: member.peer_ur_ls.join(","),
-                raft_index: status.raft_index,
-            }
-        })
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            match thread.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) if !std::thread::panicking() => panic!("the member failed: {e:#}"),
-                Err(_) if !std::thread::panicking() => panic!("the member's thread panicked"),
-                _ => {}
-            }
-        }
-    }
+    })
 }
 
 /// What the expectations are written in terms of.
@@ -512,7 +418,7 @@ fn session_prints_what_etcdctl_prints() {
     let (client_port, peer_port) = (free_port(), free_port());
     let (steps, synodctl_outputs) = {
         let member = Member::start(&dir.path().join("synodctl-run"), client_port, peer_port);
-        let steps = session(&member.facts(), &member.endpoint);
+        let steps = session(&facts(&member), &member.endpoint);
         let outputs = run_session(Path::new(SYNODCTL), &member.endpoint, &steps, true);
         (steps, outputs)
     };
@@ -550,7 +456,7 @@ fn endpoint_status_matches_etcdctl_in_every_format() {
     let synodctl = Path::new(SYNODCTL);
     // One write, so that the raft index is not zero (zero is left out of the JSON).
     assert_eq!(run(synodctl, &member.endpoint, &["put", "k", "v"], "").status.code(), Some(0));
-    let facts = member.facts();
+    let facts = facts(&member);
     let (endpoint, m, raft) = (&member.endpoint, facts.member_id, facts.raft_index);
     let simple = run(synodctl, endpoint, &["endpoint", "status"], "");
     assert_eq!(

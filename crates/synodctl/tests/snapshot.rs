@@ -3,12 +3,13 @@
 //! same file is an etcd snapshot to etcdctl and to etcd; a snapshot saved from a real etcd
 //! moves onto synod with its revisions and leases.
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use support::{Member, START_DEADLINE, free_port};
 use synod_api::etcdserverpb::kv_client::KvClient;
 use synod_api::etcdserverpb::lease_client::LeaseClient;
 use synod_api::etcdserverpb::maintenance_client::MaintenanceClient;
@@ -16,81 +17,9 @@ use synod_api::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, HashKvRequest, LeaseGrantRequest, LeaseLeasesRequest,
     LeaseTimeToLiveRequest, PutRequest, RangeRequest,
 };
-use synod_server::config::Flags;
-use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-const START_DEADLINE: Duration = Duration::from_secs(30);
 const SYNODCTL: &str = env!("CARGO_BIN_EXE_synodctl");
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("read the bound address").port()
-}
-
-/// A synod member run in this process by `synod_server::run_until`; stopped when dropped.
-struct Member {
-    client: String,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Member {
-    /// Starts member `name` of a cluster listed by `initial_cluster`.
-    fn start(data_dir: &Path, name: &str, ports: (u16, u16), initial_cluster: &str) -> Member {
-        let client = format!("http://127.0.0.1:{}", ports.0);
-        let peer = format!("http://127.0.0.1:{}", ports.1);
-        let data_dir = data_dir.display().to_string();
-        let flags = Flags::try_parse_from([
-            "synod",
-            "--name",
-            name,
-            "--data-dir",
-            &data_dir,
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-            "--initial-cluster",
-            initial_cluster,
-        ])
-        .expect("parse the member's flags");
-        let config = flags.into_config().expect("check the member's flags");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            runtime.block_on(synod_server::run_until(config, async {
-                let _ = stopped.await;
-            }))
-        });
-        Member { client, stop: Some(stop), thread: Some(thread) }
-    }
-
-    fn single(data_dir: &Path) -> Member {
-        let ports = (free_port(), free_port());
-        Member::start(data_dir, "default", ports, &format!("default=http://127.0.0.1:{}", ports.1))
-    }
-
-    fn address(&self) -> &str {
-        self.client.trim_start_matches("http://")
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
 
 /// A program for interoperability checks, if on PATH (required with SYNOD_REQUIRE_INTEROP=1).
 fn interop(name: &str) -> Option<PathBuf> {
@@ -232,9 +161,9 @@ fn restore(file: &Path, data_dir: &Path) {
 fn a_restored_cluster_has_the_saved_keyspace() {
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let original = Member::single(&dir.path().join("original"));
+    let original = Member::start(&dir.path().join("original"), free_port(), free_port());
     let (expected, revision, expected_hash) = runtime.block_on(async {
-        let channel = serving(&original.client).await;
+        let channel = serving(&original.url()).await;
         write_history(channel.clone()).await;
         let probe = RangeRequest { key: b"any".to_vec(), ..Default::default() };
         let revision = KvClient::new(channel.clone()).range(probe).await.expect("range").into_inner();
@@ -244,7 +173,7 @@ fn a_restored_cluster_has_the_saved_keyspace() {
 
     let saved = dir.path().join("synodctl.db");
     let (ok, text) =
-        run(SYNODCTL, &["--endpoints", original.address(), "snapshot", "save", &saved.display().to_string()]);
+        run(SYNODCTL, &["--endpoints", &original.endpoint, "snapshot", "save", &saved.display().to_string()]);
     assert!(ok, "synodctl snapshot save: {text}");
     let mut files = vec![saved];
     if let Some(etcdctl) = interop("etcdctl") {
@@ -252,7 +181,7 @@ fn a_restored_cluster_has_the_saved_keyspace() {
         let file = dir.path().join("etcdctl.db");
         let (ok, text) = run(
             &etcdctl,
-            &["--endpoints", original.address(), "snapshot", "save", &file.display().to_string()],
+            &["--endpoints", &original.endpoint, "snapshot", "save", &file.display().to_string()],
         );
         assert!(ok, "etcdctl snapshot save: {text}");
         // etcdctl reads it as one of etcd's: bbolt's integrity check passes, and it finds
@@ -291,22 +220,22 @@ fn a_restored_cluster_has_the_saved_keyspace() {
             .map(|i| {
                 let data_dir = dir.path().join(format!("restored-{n}-m{i}"));
                 restore(file, &data_dir);
-                Member::start(&data_dir, &format!("m{i}"), ports[i], &initial_cluster.join(","))
+                Member::start_in(&data_dir, &format!("m{i}"), ports[i], &initial_cluster.join(","))
             })
             .collect();
         runtime.block_on(async {
             for member in &members {
-                let channel = serving(&member.client).await;
+                let channel = serving(&member.url()).await;
                 let restored = keyspace(channel.clone()).await;
-                assert_eq!(restored, expected, "{} restored from {}", member.client, file.display());
+                assert_eq!(restored, expected, "{} restored from {}", member.endpoint, file.display());
                 assert_eq!(
                     hash_kv(channel, revision).await,
                     expected_hash,
                     "{} hashes differently",
-                    member.client
+                    member.endpoint
                 );
             }
-            let channel = serving(&members[0].client).await;
+            let channel = serving(&members[0].url()).await;
             let written =
                 KvClient::new(channel).put(put("new", "write")).await.expect("a write").into_inner();
             assert_eq!(
@@ -382,8 +311,8 @@ fn an_etcd_snapshot_moves_onto_synod() {
 
     let data_dir = dir.path().join("migrated");
     restore(&file, &data_dir);
-    let member = Member::single(&data_dir);
-    let actual = runtime.block_on(async { keyspace(serving(&member.client).await).await });
+    let member = Member::start(&data_dir, free_port(), free_port());
+    let actual = runtime.block_on(async { keyspace(serving(&member.url()).await).await });
     assert_eq!(actual, expected);
 
     // A damaged etcd database, restored without the checksum check, is refused or read,
