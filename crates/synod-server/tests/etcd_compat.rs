@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use support::{Server, interop_program, kv};
+use support::{Server, interop_program, kv, normalize};
 use synod_api::etcdserverpb::compare::TargetUnion;
 use synod_api::etcdserverpb::kv_client::KvClient;
 use synod_api::etcdserverpb::{
@@ -21,20 +21,6 @@ use synod_api::etcdserverpb::{
     request_op,
 };
 use tonic::transport::Channel;
-
-/// Removes the fields that differ between any two clusters, wherever they appear.
-fn normalize(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for field in ["cluster_id", "member_id", "raft_term"] {
-                map.remove(field);
-            }
-            map.values_mut().for_each(normalize);
-        }
-        Value::Array(items) => items.iter_mut().for_each(normalize),
-        _ => {}
-    }
-}
 
 /// A response or error as comparable text.
 fn outcome<T: serde::Serialize>(result: Result<tonic::Response<T>, tonic::Status>) -> String {

@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Cluster, Server};
+use support::{Cluster, Server, normalize};
 use synod_api::etcdserverpb::lease_client::LeaseClient;
 use synod_api::etcdserverpb::watch_client::WatchClient;
 use synod_api::etcdserverpb::watch_create_request::FilterType;
@@ -23,20 +23,6 @@ use tonic::transport::Channel;
 
 /// How long a test waits for a response that must come.
 const RESPONSE_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Removes what differs between any two clusters (ids, raft term) from a response.
-fn normalize(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for field in ["cluster_id", "member_id", "raft_term"] {
-                map.remove(field);
-            }
-            map.values_mut().for_each(normalize);
-        }
-        Value::Array(items) => items.iter_mut().for_each(normalize),
-        _ => {}
-    }
-}
 
 fn json<T: serde::Serialize>(value: &T) -> Value {
     let mut value = serde_json::to_value(value).expect("responses serialize");

@@ -351,6 +351,7 @@ fn meta(page: &[u8]) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
+    use super::round_trip::scratch;
     use super::*;
 
     #[test]
@@ -372,13 +373,7 @@ mod tests {
     fn a_page_referenced_twice_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("shared.db");
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let mut file = scratch(&path);
         let mut none = std::iter::empty();
         let bytes = write(&mut file, &mut none, -1, &[]).expect("write");
         // The root bucket page is the last one; point the "key" bucket at the root page itself.
@@ -633,6 +628,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 mod round_trip {
     use super::*;
 
+    /// A new file to write a snapshot into and read it back from.
+    pub(super) fn scratch(path: &std::path::Path) -> std::fs::File {
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).unwrap()
+    }
+
     fn record(main: i64, key: &str, tombstone: bool) -> (Rev, StoredKv) {
         let kv = KeyValue { key: key.into(), mod_revision: main, ..Default::default() };
         (Rev::new(main, 0), StoredKv { kv, tombstone })
@@ -683,13 +683,7 @@ mod round_trip {
             (1..40).map(|id| LeaseRecord { id: id * 1_000_003, ttl: 60, remaining_ms: id * 1000 }).collect();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("snapshot.db");
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let mut file = scratch(&path);
         let mut source = records.clone().into_iter().map(Ok);
         let bytes = write(&mut file, &mut source, 1500, &leases).expect("write");
         assert_eq!(bytes % PAGE_SIZE as u64, 0);

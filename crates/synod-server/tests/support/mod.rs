@@ -471,3 +471,17 @@ pub fn metric(server: &Server, name: &str) -> i64 {
         .map(|value| value as i64)
         .unwrap_or_else(|| panic!("{name} is not on /metrics"))
 }
+
+/// Removes the fields that differ between any two clusters, wherever they appear.
+pub fn normalize(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for field in ["cluster_id", "member_id", "raft_term"] {
+                map.remove(field);
+            }
+            map.values_mut().for_each(normalize);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(normalize),
+        _ => {}
+    }
+}
