@@ -291,12 +291,7 @@ async fn run(args: Args) -> Result<u8> {
 
     let check_started = Instant::now();
     let ops = Arc::new(ops);
-    let report = {
-        let ops = ops.clone();
-        tokio::task::spawn_blocking(move || synod_check::check(&ops, CHECK_BUDGET))
-            .await
-            .map_err(|error| anyhow!("the checker failed: {error}"))?
-    };
+    let report = check(&ops).await?;
     let check_time = check_started.elapsed();
     let crashes = cluster.crashes();
 
@@ -342,6 +337,14 @@ async fn run(args: Args) -> Result<u8> {
     Ok(0)
 }
 
+/// Runs the linearizability checker on a worker thread, within its time budget.
+async fn check(ops: &Arc<Vec<synod_check::Op>>) -> Result<synod_check::Report> {
+    let ops = ops.clone();
+    tokio::task::spawn_blocking(move || synod_check::check(&ops, CHECK_BUDGET))
+        .await
+        .map_err(|error| anyhow!("the checker failed: {error}"))
+}
+
 /// Checks a recorded history again: the exit status as for a run.
 async fn recheck(history: &Path) -> Result<u8> {
     let file = std::fs::File::open(history).with_context(|| format!("open {}", history.display()))?;
@@ -349,12 +352,7 @@ async fn recheck(history: &Path) -> Result<u8> {
         .map_err(|error| anyhow!("read {}: {error}", history.display()))?;
     let started = Instant::now();
     let ops = Arc::new(ops);
-    let report = {
-        let ops = ops.clone();
-        tokio::task::spawn_blocking(move || synod_check::check(&ops, CHECK_BUDGET))
-            .await
-            .map_err(|error| anyhow!("the checker failed: {error}"))?
-    };
+    let report = check(&ops).await?;
     println!("checker ({:.1}s): {}", started.elapsed().as_secs_f64(), report.summary());
     if report.is_ok() {
         return Ok(0);

@@ -217,7 +217,7 @@ impl Lessor {
     }
 
     /// Starts the clock of a lease granted through this member while it leads.
-    fn granted(&self, id: i64, ttl: i64) {
+    pub(crate) fn granted(&self, id: i64, ttl: i64) {
         let now = Instant::now();
         let leading = self.leading_term();
         let mut book = self.book();
@@ -454,10 +454,6 @@ impl Lessor {
 
     pub(crate) fn revoked(&self, id: i64) {
         self.book().leases.remove(&id);
-    }
-
-    pub(crate) fn granted_here(&self, id: i64, ttl: i64) {
-        self.granted(id, ttl);
     }
 }
 

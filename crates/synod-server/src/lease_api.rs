@@ -45,7 +45,7 @@ impl Api {
         let grant = LeaseGrantRequest { id, ttl };
         match self.propose(synod_api::synodpb::Command { op: Some(command::Op::LeaseGrant(grant)) }).await? {
             Response::LeaseGrant(mut response) => {
-                self.lessor().granted_here(response.id, response.ttl);
+                self.lessor().granted(response.id, response.ttl);
                 self.fill(&mut response.header);
                 Ok(response)
             }

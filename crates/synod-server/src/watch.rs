@@ -1,7 +1,8 @@
 //! etcd's Watch service, and the hub that follows the state for it.
 //!
-//! [`WatchHub`] observes every apply (synod-storage's `ApplyObserver`) and keeps the events
-//! of the most recent revisions in a ring bounded in bytes. Each Watch stream is one task
+//! [`WatchHub`] observes every apply (synod-storage's `ApplyObserver`) and, while any Watch
+//! stream is open, keeps the events of the most recent revisions in a ring bounded in bytes
+//! (with no stream open, applies copy nothing). Each Watch stream is one task
 //! that keeps, for each of its watchers, the next revision it owes it. When the store moves
 //! on, the task serves each watcher from the ring, or, for a watcher that is further behind
 //! than the ring reaches (a replay from a past revision, a slow client), from the stored
@@ -16,6 +17,7 @@
 //! revision is compacted canceled with the compaction revision.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prost::Message;
@@ -76,6 +78,17 @@ pub struct WatchHub {
     ring: Mutex<Ring>,
     /// The newest applied revision, for the streams to wait on.
     revision: watch::Sender<i64>,
+    /// Open Watch streams: while there are none, applies copy no events.
+    streams: AtomicUsize,
+}
+
+/// Counts one open stream while it lives.
+struct Open(Arc<WatchHub>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Default for WatchHub {
@@ -89,6 +102,7 @@ impl WatchHub {
         WatchHub {
             ring: Mutex::new(Ring { start: 1, through: 0, revisions: VecDeque::new(), bytes: 0 }),
             revision: watch::channel(0).0,
+            streams: AtomicUsize::new(0),
         }
     }
 
@@ -128,7 +142,16 @@ impl WatchHub {
 }
 
 impl ApplyObserver for WatchHub {
-    fn applied(&self, revision: i64, changes: Vec<(Rev, StoredKv)>) {
+    fn wants_changes(&self) -> bool {
+        self.streams.load(Ordering::Acquire) > 0
+    }
+
+    fn applied(&self, revision: i64, changes: Option<Vec<(Rev, StoredKv)>>) {
+        // Nobody watched: the ring holds nothing up to here, and a stream opened since
+        // reads these revisions from storage.
+        let Some(changes) = changes else {
+            return self.replaced(revision);
+        };
         {
             let mut ring = self.ring();
             let mut current: Option<(i64, Vec<Event>)> = None;
@@ -521,7 +544,13 @@ impl Api {
             progress_requested: None,
             max_response_bytes: (self.max_request_bytes() + limits::GRPC_OVERHEAD_BYTES) as usize,
         };
+        // Counted before any watcher reads the hub's revision: from then on every apply
+        // hands its events to the ring.
+        let hub = self.watch_hub().clone();
+        hub.streams.fetch_add(1, Ordering::AcqRel);
+        let open = Open(hub);
         tokio::spawn(async move {
+            let _open = open;
             if let Err(Stop::Failed(status)) = stream.run(requests).await {
                 let _ = tx.send(Err(status)).await;
             }

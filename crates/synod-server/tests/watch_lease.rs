@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{Cluster, Server, normalize};
+use synod_api::etcdserverpb::kv_client::KvClient;
 use synod_api::etcdserverpb::lease_client::LeaseClient;
 use synod_api::etcdserverpb::watch_client::WatchClient;
 use synod_api::etcdserverpb::watch_create_request::FilterType;
@@ -87,13 +88,17 @@ impl WatchStream {
     }
 }
 
+/// KV and Lease clients on one connection to `endpoint`.
+async fn clients(endpoint: &str) -> (KvClient<Channel>, LeaseClient<Channel>) {
+    let channel =
+        Channel::from_shared(endpoint.to_string()).expect("endpoint").connect().await.expect("connect");
+    (KvClient::new(channel.clone()), LeaseClient::new(channel))
+}
+
 /// The same writes on both servers: puts, a txn of three changes at one revision, a
 /// prefix delete, a key attached to a lease that is revoked, and a compaction.
 async fn write_history(endpoint: &str) {
-    let channel =
-        Channel::from_shared(endpoint.to_string()).expect("endpoint").connect().await.expect("connect");
-    let mut kv = synod_api::etcdserverpb::kv_client::KvClient::new(channel.clone());
-    let mut lease = LeaseClient::new(channel);
+    let (mut kv, mut lease) = clients(endpoint).await;
     kv.put(put("a", "1")).await.expect("put"); // 2
     kv.put(put("b", "1")).await.expect("put"); // 3
     kv.put(put("a", "2")).await.expect("put"); // 4
@@ -212,8 +217,8 @@ async fn watch_session(endpoint: &str) -> Vec<Value> {
     seen
 }
 
-async fn kv_at(endpoint: &str) -> synod_api::etcdserverpb::kv_client::KvClient<Channel> {
-    synod_api::etcdserverpb::kv_client::KvClient::connect(endpoint.to_string()).await.expect("connect")
+async fn kv_at(endpoint: &str) -> KvClient<Channel> {
+    KvClient::connect(endpoint.to_string()).await.expect("connect")
 }
 
 /// Replays from past revisions (with prev_kv, filters, ranges and prefixes), a compacted
@@ -241,10 +246,7 @@ fn watch_matches_etcd() {
 /// large), keys attached, TimeToLive with keys and for an unknown lease, Leases, renewals
 /// of known and unknown leases, revocation deleting the keys, and a second revocation.
 async fn lease_session(endpoint: &str) -> Vec<Value> {
-    let channel =
-        Channel::from_shared(endpoint.to_string()).expect("endpoint").connect().await.expect("connect");
-    let mut kv = synod_api::etcdserverpb::kv_client::KvClient::new(channel.clone());
-    let mut lease = LeaseClient::new(channel);
+    let (mut kv, mut lease) = clients(endpoint).await;
     let mut seen = Vec::new();
     seen.push(outcome(lease.lease_grant(LeaseGrantRequest { id: 100, ttl: 1 }).await));
     seen.push(outcome(lease.lease_grant(LeaseGrantRequest { id: 100, ttl: 60 }).await));
@@ -353,10 +355,7 @@ fn lease_expiry_and_keep_alive_timing() {
 /// How late after their deadlines an unrenewed and a renewed 2 s lease expire; panics if
 /// either expires before its deadline.
 async fn expiry_timing(endpoint: &str) -> (Duration, Duration) {
-    let channel =
-        Channel::from_shared(endpoint.to_string()).expect("endpoint").connect().await.expect("connect");
-    let mut kv = synod_api::etcdserverpb::kv_client::KvClient::new(channel.clone());
-    let mut lease = LeaseClient::new(channel);
+    let (mut kv, mut lease) = clients(endpoint).await;
     let watch = WatchCreateRequest { key: "t/".into(), range_end: "t0".into(), ..Default::default() };
     let mut stream = WatchStream::open(endpoint, create(watch)).await;
     stream.next().await; // created
@@ -411,14 +410,7 @@ fn leases_keep_their_deadlines_when_the_leader_dies() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let ttl = Duration::from_secs(10);
     let (unrenewed_deadline, renewed_deadline, mut stream) = runtime.block_on(async {
-        let leader_endpoint = cluster.members[leader].endpoint();
-        let channel = Channel::from_shared(leader_endpoint.clone())
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
-        let mut kv = synod_api::etcdserverpb::kv_client::KvClient::new(channel.clone());
-        let mut lease = LeaseClient::new(channel);
+        let (mut kv, mut lease) = clients(&cluster.members[leader].endpoint()).await;
         let watch =
             WatchCreateRequest { key: "held/".into(), range_end: "held0".into(), ..Default::default() };
         let mut stream = WatchStream::open(&cluster.members[follower].endpoint(), create(watch)).await;

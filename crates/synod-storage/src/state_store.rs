@@ -53,9 +53,12 @@ fn lease_key(id: i64) -> String {
 /// Told of every change to the state, in order, while applies wait: the watch hub
 /// follows the store through it.
 pub trait ApplyObserver: Send + Sync {
+    /// Whether the next apply should hand over the records it writes (a copy of each):
+    /// only while someone watches, so that writes nobody watches copy nothing.
+    fn wants_changes(&self) -> bool;
     /// A batch of entries was applied: `changes` are the records it wrote, in revision
-    /// order (empty if none), and `revision` is the store's revision now.
-    fn applied(&self, revision: i64, changes: Vec<(Rev, StoredKv)>);
+    /// order, or `None` if they were not asked for; `revision` is the store's revision now.
+    fn applied(&self, revision: i64, changes: Option<Vec<(Rev, StoredKv)>>);
     /// The whole state was replaced (a snapshot was installed); it is now at `revision`.
     fn replaced(&self, revision: i64);
 }
@@ -409,17 +412,15 @@ impl StateStore {
         txn.set_durability(Durability::None).map_err(engine)?;
         let mut outcomes = Vec::with_capacity(entries.len());
         let observer = self.observer.get();
+        let capture = observer.is_some_and(|o| o.wants_changes());
         let mut changes = Vec::new();
         {
             let mut table =
                 txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
             let mut meta =
                 txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
-            let mut writer = TableWriter {
-                table: &mut table,
-                meta: &mut meta,
-                changes: observer.is_some().then_some(&mut changes),
-            };
+            let mut writer =
+                TableWriter { table: &mut table, meta: &mut meta, changes: capture.then_some(&mut changes) };
             for (_, command) in entries {
                 let outcome = match command {
                     Some(command) => Some(kv.apply(&mut writer, command)?),
@@ -431,7 +432,7 @@ impl StateStore {
         }
         txn.commit().map_err(engine)?;
         if let Some(observer) = observer {
-            observer.applied(kv.current_revision(), changes);
+            observer.applied(kv.current_revision(), capture.then_some(changes));
         }
         Ok(outcomes)
     }
