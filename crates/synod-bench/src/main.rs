@@ -1,0 +1,350 @@
+//! synod-bench: load for any etcd-compatible endpoints, and `compare`, which runs the same
+//! workloads against local synod and etcd clusters side by side. See docs/benchmarks.md.
+
+mod cluster;
+mod compare;
+mod load;
+mod plot;
+mod report;
+mod workload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::load::{LoadShape, Stop};
+use crate::workload::{Data, Workload};
+
+#[derive(Parser)]
+#[command(
+    name = "synod-bench",
+    version,
+    about = "Load generator for etcd-compatible clusters, and synod compared with etcd"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Puts of random (or sequential) keys.
+    Put(Common),
+    /// Single-key gets.
+    Get {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_enum, default_value = "l")]
+        consistency: Consistency,
+        /// Put every key of the key space first (not measured), so that gets find values.
+        #[arg(long)]
+        preload: bool,
+    },
+    /// Txns of puts with no compares.
+    TxnPut {
+        #[command(flatten)]
+        common: Common,
+        /// Puts in each txn.
+        #[arg(long, default_value_t = 1)]
+        txn_puts: usize,
+    },
+    /// Gets and puts of random keys.
+    Mixed {
+        #[command(flatten)]
+        common: Common,
+        /// The share of requests that are gets, in percent.
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100))]
+        read_percent: u8,
+        #[arg(long, value_enum, default_value = "l")]
+        consistency: Consistency,
+    },
+    /// Time from a put to each watcher's event: --clients watchers over one stream per
+    /// connection, and one putter at --rate puts per second (100 unless given).
+    WatchLatency(Common),
+    /// Lease grants (the leases are revoked after the run, not measured).
+    LeaseGrant {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 60)]
+        ttl: i64,
+    },
+    /// Keep-alive round trips, one lease and one stream per client.
+    LeaseKeepalive(Common),
+    /// Increments of one hot counter by every client.
+    Counter {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_enum, default_value = "cas")]
+        method: CounterMethod,
+    },
+    /// Starts local 3-member synod and etcd clusters, runs the same workloads against each,
+    /// and reports the ratios synod/etcd with both raw results and plots.
+    Compare(CompareArgs),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Client URLs, comma-separated; connections go to them in turn.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    endpoints: Vec<String>,
+    /// Concurrent clients (each has one request in flight).
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// HTTP/2 connections the clients share.
+    #[arg(long, default_value_t = 10)]
+    conns: usize,
+    /// How long to run, as `10s`, `500ms` or `2m`.
+    #[arg(long, value_parser = parse_duration, conflicts_with = "total")]
+    duration: Option<Duration>,
+    /// How many requests to make instead of a duration.
+    #[arg(long)]
+    total: Option<u64>,
+    /// Requests per second over all clients (unlimited when not given).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Key length in bytes (zero-padded decimal; longer when the key space needs it).
+    #[arg(long, default_value_t = 8)]
+    key_size: usize,
+    #[arg(long, default_value_t = 256)]
+    val_size: usize,
+    /// How many distinct keys the requests use.
+    #[arg(long, default_value_t = 100_000)]
+    key_space: u64,
+    /// Keys in turn rather than at random.
+    #[arg(long)]
+    sequential_keys: bool,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// How long each workload runs against each system.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    duration: Duration,
+    /// Keys loaded before the runs (the reads read them; memory is measured after).
+    #[arg(long, default_value_t = 200_000)]
+    load_keys: u64,
+    /// Where results, plots and the clusters' temporary directories go.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    /// The synod binary (default: the one beside synod-bench).
+    #[arg(long)]
+    synod: Option<PathBuf>,
+    /// The etcd binary (default: etcd on PATH).
+    #[arg(long)]
+    etcd: Option<PathBuf>,
+    /// Run only these workloads (comma-separated names from the results table).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Replace the generated part of this Markdown file (docs/benchmarks.md) with the results.
+    #[arg(long)]
+    write_docs: Option<PathBuf>,
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Consistency {
+    /// Linearizable.
+    L,
+    /// Serializable.
+    S,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum CounterMethod {
+    /// etcd's way: read, then compare-and-swap in a Txn until the swap wins.
+    Cas,
+    /// synod's native counter.
+    Native,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.find(|c: char| !c.is_ascii_digit()).map_or((text, "s"), |i| text.split_at(i));
+    let number: u64 =
+        number.parse().map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(format!("{text:?}: the unit must be ms, s or m")),
+    }
+}
+
+impl Common {
+    fn shape(&self, default_rate: Option<u64>) -> LoadShape {
+        let stop = match (self.total, self.duration) {
+            (Some(total), _) => Stop::Total(total),
+            (None, Some(duration)) => Stop::After(duration),
+            (None, None) => Stop::After(Duration::from_secs(10)),
+        };
+        LoadShape {
+            endpoints: self.endpoints.clone(),
+            clients: self.clients,
+            conns: self.conns,
+            stop,
+            rate: self.rate.or(default_rate),
+            progress: !self.no_progress,
+        }
+    }
+
+    fn data(&self) -> Data {
+        Data {
+            key_size: self.key_size,
+            val_size: self.val_size,
+            key_space: self.key_space.max(1),
+            sequential: self.sequential_keys,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("synod-bench: start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The future given to block_on runs on this thread, so members that `compare` starts
+    // are forked from a thread that lives as long as the process.
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = run(cli) => result,
+            _ = interrupted() => Err(anyhow::anyhow!("interrupted; every process started was stopped")),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("synod-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (common, workload, default_rate) = match cli.command {
+        Command::Compare(args) => {
+            let options = compare::CompareOptions {
+                duration: args.duration,
+                load_keys: args.load_keys,
+                out: args.out.join(format!("compare-{}", unix_seconds())),
+                synod: args.synod,
+                etcd: args.etcd,
+                only: args.only,
+                write_docs: args.write_docs,
+                progress: !args.no_progress,
+                command: std::env::args().collect::<Vec<_>>().join(" "),
+            };
+            compare::run(&options).await?;
+            return Ok(());
+        }
+        Command::Put(common) => {
+            let workload = Workload::Put(common.data());
+            (common, workload, None)
+        }
+        Command::Get { common, consistency, preload } => {
+            if preload {
+                preload_keys(&common).await?;
+            }
+            let workload =
+                Workload::Get { data: common.data(), serializable: matches!(consistency, Consistency::S) };
+            (common, workload, None)
+        }
+        Command::TxnPut { common, txn_puts } => {
+            anyhow::ensure!(txn_puts > 0, "--txn-puts must be at least 1");
+            let workload = Workload::TxnPut { data: common.data(), puts: txn_puts };
+            (common, workload, None)
+        }
+        Command::Mixed { common, read_percent, consistency } => {
+            let workload = Workload::Mixed {
+                data: common.data(),
+                read_percent,
+                serializable: matches!(consistency, Consistency::S),
+            };
+            (common, workload, None)
+        }
+        Command::WatchLatency(common) => {
+            anyhow::ensure!(
+                common.val_size >= 8,
+                "--val-size must be at least 8: the value carries the send time"
+            );
+            let workload = Workload::Watch { val_size: common.val_size };
+            (common, workload, Some(100))
+        }
+        Command::LeaseGrant { common, ttl } => (common, Workload::LeaseGrant { ttl }, None),
+        Command::LeaseKeepalive(common) => (common, Workload::LeaseKeepalive, None),
+        Command::Counter { common, method } => {
+            anyhow::ensure!(
+                method == CounterMethod::Cas,
+                "synod's native counter is not built yet (it comes with the counter service); use --method cas"
+            );
+            (common, Workload::CounterCas, None)
+        }
+    };
+    let shape = common.shape(default_rate);
+    let report = workload::run(&workload, &shape, workload.name()).await?;
+    print!("{}", report::markdown(std::slice::from_ref(&report)));
+    if let Some(path) = &common.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+/// Puts every key of the key space once, with the run's clients, before a get run.
+async fn preload_keys(common: &Common) -> anyhow::Result<()> {
+    let mut data = common.data();
+    data.sequential = true;
+    let mut shape = common.shape(None);
+    shape.stop = Stop::Total(data.key_space);
+    shape.rate = None;
+    let report = workload::run(&Workload::Put(data), &shape, "preload").await?;
+    anyhow::ensure!(
+        report.errors == 0,
+        "preloading failed {} times: {:?}",
+        report.errors,
+        report.error_kinds
+    );
+    Ok(())
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}
