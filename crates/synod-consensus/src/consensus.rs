@@ -35,6 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 // tokio's clock, not std's: the simulator runs on tokio's paused clock.
 use tokio::time::Instant;
 
+use crate::batch::{Batcher, RunBatch};
 use crate::codec;
 use crate::disk_io::DiskIo;
 use crate::log_store::RaftLog;
@@ -197,7 +198,26 @@ pub(crate) struct Inner {
     pub(crate) disk_io: DiskIo,
     /// Answers the calls only a leader can answer, on this member while it leads.
     leader_service: std::sync::OnceLock<Arc<dyn LeaderService>>,
+    /// Client writes on their way to the leader, many to a peer call.
+    forwards: Batcher<Forward, Result<Option<Applied>, ConsensusError>>,
+    /// Linearizable reads waiting for a read index, one read index for all that wait.
+    reads: Batcher<(), Result<(), ConsensusError>>,
 }
+
+/// A client write a follower hands to the leader.
+struct Forward {
+    leader: u64,
+    node: MemberNode,
+    command: Command,
+    deadline: Instant,
+}
+
+/// Forwarded writes in flight to the leader at once, in separate peer calls; more wait and
+/// go together in the next call.
+const FORWARD_CALLS_MAX: usize = 4;
+/// Writes in one forwarding call. With commands of up to the request limit, the call stays
+/// within the peer message limit (`message_bytes_max`).
+const FORWARD_BATCH_MAX: usize = 64;
 
 /// A call only the leader can answer, and its answer.
 pub type LeaderCall = pb::leader_call_request::Call;
@@ -416,6 +436,8 @@ impl Consensus {
             stop_checkpointer: Mutex::new(None),
             disk_io: options.disk_io,
             leader_service: std::sync::OnceLock::new(),
+            forwards: Batcher::new(FORWARD_CALLS_MAX, FORWARD_BATCH_MAX),
+            reads: Batcher::new(1, usize::MAX),
         });
         let consensus = Consensus { inner };
         consensus.start_checkpointer();
@@ -683,7 +705,8 @@ impl Consensus {
         waited.map(drop).map_err(|_| ConsensusError::NoLeader)
     }
 
-    /// Hands `command` to the leader and waits until this member has applied it too.
+    /// Hands `command` to the leader and waits until this member has applied it too. Writes
+    /// forwarded at the same time share peer calls.
     async fn forward(
         &self,
         leader: u64,
@@ -691,20 +714,95 @@ impl Consensus {
         command: Command,
         deadline: Instant,
     ) -> Result<Option<Applied>, ConsensusError> {
+        let forward = Forward { leader, node: node.clone(), command, deadline };
+        let run: RunBatch<Forward, Result<Option<Applied>, ConsensusError>> =
+            |consensus, batch| Box::pin(async move { consensus.forward_batch(batch).await });
+        self.inner.forwards.submit(self, forward, run).await.unwrap_or(Err(ConsensusError::Stopped))
+    }
+
+    /// Forwards a batch of writes, one peer call per leader they name (almost always one),
+    /// then waits until this member has applied the last of them.
+    async fn forward_batch(&self, batch: Vec<Forward>) -> Vec<Result<Option<Applied>, ConsensusError>> {
+        let mut outcomes: Vec<Option<Result<Option<Applied>, ConsensusError>>> = vec![None; batch.len()];
+        let mut leaders: Vec<u64> = batch.iter().map(|f| f.leader).collect();
+        leaders.sort_unstable();
+        leaders.dedup();
+        let calls = leaders.into_iter().map(|leader| {
+            let positions: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].leader == leader).collect();
+            let node = batch[positions[0]].node.clone();
+            let deadline = positions.iter().map(|&i| batch[i].deadline).max().expect("a leader of the batch");
+            let commands = positions.iter().map(|&i| batch[i].command.clone()).collect();
+            async move { (positions, self.forward_call(leader, &node, commands, deadline).await) }
+        });
+        let mut applied_index = 0;
+        let mut wait_deadline = Instant::now();
+        for (positions, answered) in futures::future::join_all(calls).await {
+            match answered {
+                Ok(answers) => {
+                    for (position, answer) in positions.into_iter().zip(answers) {
+                        if let Ok((index, _)) = &answer {
+                            applied_index = applied_index.max(*index);
+                            wait_deadline = wait_deadline.max(batch[position].deadline);
+                        }
+                        outcomes[position] = Some(answer.map(|(_, applied)| applied));
+                    }
+                }
+                Err(error) => {
+                    for position in positions {
+                        outcomes[position] = Some(Err(error.clone()));
+                    }
+                }
+            }
+        }
+        if applied_index > 0
+            && let Err(error) = self.wait_applied(applied_index, wait_deadline).await
+        {
+            for outcome in outcomes.iter_mut().filter(|o| matches!(o, Some(Ok(_)))) {
+                *outcome = Some(Err(error.clone()));
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| Err(ConsensusError::Failed("the leader did not answer a write".into())))
+            })
+            .collect()
+    }
+
+    /// One forwarding call: the leader's outcome of each command, with its log index.
+    async fn forward_call(
+        &self,
+        leader: u64,
+        node: &MemberNode,
+        commands: Vec<Command>,
+        deadline: Instant,
+    ) -> Result<Vec<Result<(u64, Option<Applied>), ConsensusError>>, ConsensusError> {
+        let sent = commands.len();
         let mut client =
             self.inner.network.client(leader, &node.peer_urls).map_err(ConsensusError::Failed)?;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let message = pb::ForwardRequest { group_id: self.inner.group.0, command: Some(command) };
+        let message = pb::ForwardRequest { group_id: self.inner.group.0, commands };
         let response = client
             .forward(self.inner.network.request(leader, message, remaining))
             .await
             .map_err(|status| forward_failure(&status))?
             .into_inner();
-        if !response.error.is_empty() {
-            return Err(etcd_error_from_text(&response.error));
+        if response.outcomes.len() != sent {
+            return Err(ConsensusError::Failed(format!(
+                "the leader answered {} of {sent} forwarded writes",
+                response.outcomes.len()
+            )));
         }
-        self.wait_applied(response.index, deadline).await?;
-        result_to_applied(response.result.unwrap_or_default())
+        Ok(response
+            .outcomes
+            .into_iter()
+            .map(|outcome| {
+                if !outcome.error.is_empty() {
+                    return Err(etcd_error_from_text(&outcome.error));
+                }
+                Ok((outcome.index, result_to_applied(outcome.result.unwrap_or_default())?))
+            })
+            .collect())
     }
 
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ConsensusError> {
@@ -841,13 +939,21 @@ impl Consensus {
         response.reply.ok_or_else(|| ConsensusError::Failed("the leader's answer is empty".into()))
     }
 
-    /// Waits until a read of the local state is linearizable.
+    /// Waits until a read of the local state is linearizable. Reads that wait at the same
+    /// time share one read index, obtained after all of them arrived.
     pub async fn read_barrier(&self) -> Result<(), ConsensusError> {
-        let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
-        match tokio::time::timeout_at(deadline, self.read_barrier_until(deadline)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(ConsensusError::Timeout),
-        }
+        let run: RunBatch<(), Result<(), ConsensusError>> = |consensus, batch| {
+            Box::pin(async move {
+                let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
+                let outcome =
+                    match tokio::time::timeout_at(deadline, consensus.read_barrier_until(deadline)).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => Err(ConsensusError::Timeout),
+                    };
+                vec![outcome; batch.len()]
+            })
+        };
+        self.inner.reads.submit(self, (), run).await.unwrap_or(Err(ConsensusError::Stopped))
     }
 
     async fn read_barrier_until(&self, deadline: Instant) -> Result<(), ConsensusError> {
@@ -1428,7 +1534,7 @@ mod tests {
             DiskIo::Threads,
         );
         let mut client = network.client(2, &[format!("http://127.0.0.1:{port}")]).unwrap();
-        let request = pb::ForwardRequest { group_id: 0, command: None };
+        let request = pb::ForwardRequest { group_id: 0, commands: Vec::new() };
         let status = client.forward(network.request(2, request, Duration::from_secs(5))).await.unwrap_err();
         assert_eq!(forward_failure(&status), ConsensusError::NoLeader, "{status:?}");
         assert_eq!(forward_failure(&tonic::Status::unknown("reset")), ConsensusError::LeaderChanged);

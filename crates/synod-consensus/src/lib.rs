@@ -10,6 +10,7 @@
 //! openraft's types do not leak out of this crate: the facade speaks synod's commands,
 //! outcomes and etcd errors. This crate must not depend on the server or its API adapters.
 
+mod batch;
 mod codec;
 mod consensus;
 mod disk_io;

@@ -260,25 +260,34 @@ impl raft_server::Raft for PeerService {
         self.check(&request)?;
         let message = request.into_inner();
         self.check_group(message.group_id)?;
-        let command = message.command.ok_or_else(|| Status::invalid_argument("forward without a command"))?;
+        if message.commands.is_empty() {
+            return Err(Status::invalid_argument("forward without a command"));
+        }
         let consensus = self.consensus();
-        let response = match consensus.propose_on_leader(command).await {
-            Ok((index, outcome)) => pb::ForwardResponse {
-                index,
-                result: Some(match outcome {
-                    Some(applied) => applied_to_result(&applied),
-                    None => pb::ApplyResult { result: Some(pb::apply_result::Result::Nothing(pb::Blank {})) },
-                }),
-                error: String::new(),
-                leader_id: self.inner.member_id,
-            },
-            Err(e) => pb::ForwardResponse {
-                error: error_text(&e),
-                leader_id: consensus.status().leader.unwrap_or(0),
-                ..Default::default()
-            },
-        };
-        Ok(Response::new(response))
+        let proposals = message.commands.into_iter().map(|command| consensus.propose_on_leader(command));
+        let outcomes = futures::future::join_all(proposals)
+            .await
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok((index, outcome)) => pb::ForwardOutcome {
+                    index,
+                    result: Some(match outcome {
+                        Some(applied) => applied_to_result(&applied),
+                        None => {
+                            pb::ApplyResult { result: Some(pb::apply_result::Result::Nothing(pb::Blank {})) }
+                        }
+                    }),
+                    error: String::new(),
+                    leader_id: self.inner.member_id,
+                },
+                Err(e) => pb::ForwardOutcome {
+                    error: error_text(&e),
+                    leader_id: consensus.status().leader.unwrap_or(0),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::ForwardResponse { outcomes }))
     }
 
     async fn read_index(
