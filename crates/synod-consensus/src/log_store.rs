@@ -94,6 +94,8 @@ struct Inner {
     tail: Mutex<Tail>,
     vote: Mutex<Option<Vote>>,
     purged: Mutex<Option<LogId>>,
+    /// The newest committed log id openraft reported, until a write carries it to the file.
+    committed: Mutex<Option<LogId>>,
     queue: mpsc::Sender<Write>,
 }
 
@@ -127,9 +129,12 @@ impl RaftLog {
             tail: Mutex::new(Tail { entries: BTreeMap::new(), flushed_through, epoch: 0 }),
             vote: Mutex::new(vote),
             purged: Mutex::new(purged),
+            committed: Mutex::new(None),
             queue,
         });
-        let mut writer = Writer { store, group, inner: Arc::downgrade(&inner), observer, failed: None };
+        let last_index = store.bounds(group).map_err(io_error)?.map(|(_, last)| last.0);
+        let mut writer =
+            Writer { store, group, inner: Arc::downgrade(&inner), observer, failed: None, last_index };
         match disk_io {
             DiskIo::Threads => {
                 std::thread::Builder::new().name(format!("synod-raft-log-{}", group.0)).spawn(move || {
@@ -217,15 +222,33 @@ struct Writer {
     observer: Option<FlushObserver>,
     /// The first failure: every later write fails with it, so nothing lands after a gap.
     failed: Option<String>,
+    /// The index of the last entry in the file, as far as the writes so far tell.
+    last_index: Option<u64>,
 }
 
 impl Writer {
     /// Writes `batch` durably (as far as its writes ask) and reports each write done.
     fn write(&mut self, batch: Vec<Write>) {
         let started = std::time::Instant::now();
+        let last_after = batch.iter().fold(self.last_index, |last, write| match write {
+            Write::Append { last, .. } => Some(*last),
+            Write::Other { ops, .. } => ops.iter().fold(last, |last, op| match op {
+                OwnedOp::TruncateFrom(from) => last.filter(|_| *from > 0).map(|l| l.min(from - 1)),
+                _ => last,
+            }),
+        });
+        // The committed id goes with the first write after which the file holds its entry.
+        let committed = self.inner.upgrade().and_then(|inner| {
+            let mut committed = lock(&inner.committed);
+            match *committed {
+                Some(id) if last_after.is_some_and(|last| id.index <= last) => committed.take(),
+                _ => None,
+            }
+        });
+        let committed = committed.map(|id| codec::log_id(&id).encode_to_vec());
         let outcome = match &self.failed {
             Some(error) => Err(error.clone()),
-            None => write_batch(&self.store, self.group, &batch).map_err(|e| e.to_string()),
+            None => write_batch(&self.store, self.group, &batch, committed).map_err(|e| e.to_string()),
         };
         if let Some(observe) = &self.observer {
             let entries = batch
@@ -233,6 +256,9 @@ impl Writer {
                 .map(|w| if let Write::Append { entries, .. } = w { entries.len() } else { 0 })
                 .sum();
             observe(started.elapsed(), entries);
+        }
+        if outcome.is_ok() {
+            self.last_index = last_after;
         }
         if let Err(error) = &outcome {
             if self.failed.is_none() {
@@ -264,9 +290,17 @@ impl Writer {
     }
 }
 
-fn write_batch(store: &LogStore, group: GroupId, batch: &[Write]) -> Result<(), synod_storage::StorageError> {
+/// Writes `batch` in one transaction, with the committed log id openraft last reported, if
+/// any, after everything in it.
+fn write_batch(
+    store: &LogStore,
+    group: GroupId,
+    batch: &[Write],
+    committed: Option<Vec<u8>>,
+) -> Result<(), synod_storage::StorageError> {
     let mut durable = false;
     let mut ops: Vec<LogOp<'_>> = Vec::new();
+    let committed_key = committed_key(group);
     let appends: Vec<Vec<(LogIndex, &[u8])>> = batch
         .iter()
         .map(|write| match write {
@@ -295,6 +329,9 @@ fn write_batch(store: &LogStore, group: GroupId, batch: &[Write]) -> Result<(), 
                 }
             }
         }
+    }
+    if let Some(committed) = &committed {
+        ops.push(LogOp::PutMeta { key: &committed_key, value: committed });
     }
     let durability = if durable { Durability::Immediate } else { Durability::None };
     store.write(&ops, durability)
@@ -361,11 +398,12 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         let Some(committed) = committed else { return Ok(()) };
-        // Not synced on its own: it becomes durable with the next append. A committed index
-        // lost in a crash only means replaying less at startup and learning the rest from
-        // the leader again.
-        let bytes = codec::log_id(&committed).encode_to_vec();
-        self.write_and_wait(vec![OwnedOp::PutMeta(committed_key(self.inner.group), bytes)], false).await
+        // Not written on its own: the first write after which the file holds the committed
+        // entry carries it (so it never names an entry the file lacks), and it becomes
+        // durable with the next append. A committed index lost in a crash only means
+        // replaying less at startup and learning the rest from the leader again.
+        *lock(&self.inner.committed) = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
