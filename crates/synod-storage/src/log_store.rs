@@ -45,14 +45,15 @@ impl LogStore {
     /// Opens (or creates) the log file. The whole file's checksums are verified on open,
     /// so a damaged file is refused instead of read.
     pub fn open(path: &Path) -> Result<LogStore, StorageError> {
-        let db = open_database(path)?;
+        let db = open_database(path, LOG_CACHE_BYTES)?;
         Ok(LogStore { db, path: path.to_path_buf() })
     }
 
     /// Opens the log on a storage backend other than a file (a simulated disk in tests).
     pub fn open_on(backend: impl redb::StorageBackend, name: &str) -> Result<LogStore, StorageError> {
-        let db =
-            database_builder().create_with_backend(backend).map_err(|e| StorageError::Engine(e.into()))?;
+        let db = database_builder(LOG_CACHE_BYTES)
+            .create_with_backend(backend)
+            .map_err(|e| StorageError::Engine(e.into()))?;
         Ok(LogStore { db, path: PathBuf::from(name) })
     }
 
@@ -201,15 +202,22 @@ impl LogStore {
 }
 
 /// Opens a redb file for exclusive use by this process, verifying every checksum.
-pub(crate) fn open_database(path: &Path) -> Result<Database, StorageError> {
-    database_builder().create(path).map_err(|e| match e {
+pub(crate) fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, StorageError> {
+    database_builder(cache_bytes).create(path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => StorageError::InUse { path: path.to_path_buf() },
         e => StorageError::Engine(e.into()),
     })
 }
 
-pub(crate) fn database_builder() -> redb::Builder {
+/// redb's page cache for the log: appends are read back from consensus's in-memory tail,
+/// so the file is read only by followers far behind and at startup.
+pub(crate) const LOG_CACHE_BYTES: usize = 16 << 20;
+
+pub(crate) fn database_builder(cache_bytes: usize) -> redb::Builder {
     let mut builder = Database::builder();
+    // redb's default cache is 1 GiB, which a member would fill with pages the kernel's page
+    // cache holds anyway.
+    builder.set_cache_size(cache_bytes);
     // A plain open trusts the file and may panic on a damaged one; checking on open turns
     // damage into an error. It reads the whole file once per start (about 1 ms per MB).
     builder.set_check_integrity_on_open(true);

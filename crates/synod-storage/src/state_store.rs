@@ -212,16 +212,27 @@ pub struct StateStore {
     applied_plus_one: AtomicU64,
     size_bytes: AtomicU64,
     in_use_bytes: AtomicU64,
+    /// Checkpoints since `in_use_bytes` was last measured (which walks every page in use).
+    checkpoints_since_in_use: AtomicU64,
     /// Set when an apply failed part-way: the in-memory index no longer matches the file,
     /// so nothing more may be read or applied until the member restarts.
     broken: AtomicBool,
     observer: OnceLock<Arc<dyn ApplyObserver>>,
 }
 
+/// redb's page cache for the state: the hot records of a large keyspace. Reads beyond it
+/// come from the kernel's page cache.
+const STATE_CACHE_BYTES: usize = 64 << 20;
+
+/// Checkpoints between two measurements of the bytes in use (Status's `dbSizeInUse`): the
+/// measurement walks every page in use, so at a checkpoint every ~100 ms it would cost more
+/// than the writes. The file size is measured at every checkpoint (quotas use it).
+const CHECKPOINTS_PER_IN_USE: u64 = 50;
+
 impl StateStore {
     /// Opens (or creates) the state file and rebuilds the key index from its records.
     pub fn open(path: &Path, group: GroupId) -> Result<StateStore, StorageError> {
-        StateStore::open_database(open_database(path)?, path, group)
+        StateStore::open_database(open_database(path, STATE_CACHE_BYTES)?, path, group)
     }
 
     /// Opens the state on a storage backend other than a file (a simulated disk in tests).
@@ -231,8 +242,9 @@ impl StateStore {
         name: &str,
         group: GroupId,
     ) -> Result<StateStore, StorageError> {
-        let db =
-            database_builder().create_with_backend(backend).map_err(|e| StorageError::Engine(e.into()))?;
+        let db = database_builder(STATE_CACHE_BYTES)
+            .create_with_backend(backend)
+            .map_err(|e| StorageError::Engine(e.into()))?;
         StateStore::open_database(db, Path::new(name), group)
     }
 
@@ -259,6 +271,7 @@ impl StateStore {
             applied_plus_one: AtomicU64::new(applied.map_or(0, |a| a + 1)),
             size_bytes: AtomicU64::new(0),
             in_use_bytes: AtomicU64::new(0),
+            checkpoints_since_in_use: AtomicU64::new(0),
             broken: AtomicBool::new(false),
             observer: OnceLock::new(),
         };
@@ -575,11 +588,16 @@ impl StateStore {
             txn.commit().map_err(engine)?;
             durable
         };
-        self.refresh_stats()?;
+        if self.checkpoints_since_in_use.fetch_add(1, Ordering::Relaxed) + 1 >= CHECKPOINTS_PER_IN_USE {
+            self.refresh_stats()?;
+        } else {
+            self.refresh_size()?;
+        }
         Ok(LogIndex(durable))
     }
 
-    fn refresh_stats(&self) -> Result<(), StorageError> {
+    /// Measures the file's size (cheap).
+    fn refresh_size(&self) -> Result<(), StorageError> {
         let size = match std::fs::metadata(&self.path) {
             Ok(metadata) => metadata.len(),
             // A store on a simulated disk has no file.
@@ -587,6 +605,13 @@ impl StateStore {
             Err(source) => return Err(StorageError::Io { path: self.path.clone(), source }),
         };
         self.size_bytes.store(size, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Measures the file's size and the bytes in use (which reads every page in use).
+    fn refresh_stats(&self) -> Result<(), StorageError> {
+        self.checkpoints_since_in_use.store(0, Ordering::Relaxed);
+        self.refresh_size()?;
         let db = self.db_read();
         let txn = db.begin_write().map_err(engine)?;
         let stats = txn.stats().map_err(engine)?;
