@@ -275,6 +275,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::TxnPut { common, txn_puts } => {
             anyhow::ensure!(txn_puts > 0, "--txn-puts must be at least 1");
+            anyhow::ensure!(
+                txn_puts as u64 <= common.key_space,
+                "--txn-puts {txn_puts} needs a --key-space of at least as many keys (a txn may not put a key twice)"
+            );
             let workload = Workload::TxnPut { data: common.data(), puts: txn_puts };
             (common, workload, None)
         }

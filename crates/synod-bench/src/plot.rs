@@ -92,13 +92,19 @@ fn latency(name: &str, synod: &Latency, etcd: &Latency, path: &Path) -> anyhow::
     let mut chart = ChartBuilder::on(&root)
         .caption(format!("{name}: latency by percentile"), ("sans-serif", 18))
         .margin(10)
+        .margin_right(30)
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..4f64, (low..high).log_scale())?;
     chart
         .configure_mesh()
         .x_labels(5)
-        .x_label_formatter(&|x| format!("p{}", 100.0 - 100.0 * 10f64.powf(-x)))
+        .x_label_formatter(&|x| {
+            format!("p{:.2}", 100.0 - 100.0 * 10f64.powf(-x))
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string()
+        })
         .x_desc("percentile")
         .y_desc("ms")
         .draw()?;

@@ -49,7 +49,14 @@ impl Data {
     /// The key of request `n`: a zero-padded decimal of `key_size` digits (more when the key
     /// space needs them), the `n`th in turn or a random one of the key space.
     pub fn key(&self, n: u64, rng: &mut SmallRng) -> Vec<u8> {
-        let index = if self.sequential { n % self.key_space } else { rng.random_range(0..self.key_space) };
+        self.key_at(self.index(n, rng))
+    }
+
+    fn index(&self, n: u64, rng: &mut SmallRng) -> u64 {
+        if self.sequential { n % self.key_space } else { rng.random_range(0..self.key_space) }
+    }
+
+    fn key_at(&self, index: u64) -> Vec<u8> {
         format!("{index:0width$}", width = self.key_size).into_bytes()
     }
 }
@@ -243,10 +250,12 @@ impl Client {
             }
             Workload::TxnPut { data, puts } => {
                 let value = self.value(data.val_size);
-                let success = (0..*puts)
+                // Consecutive keys from the chosen one: etcd refuses a txn that puts a key twice.
+                let first = data.index(n.wrapping_mul(*puts as u64), &mut self.rng);
+                let success = (0..*puts as u64)
                     .map(|i| RequestOp {
                         request: Some(Request::RequestPut(PutRequest {
-                            key: data.key(n.wrapping_mul(*puts as u64).wrapping_add(i as u64), &mut self.rng),
+                            key: data.key_at((first + i) % data.key_space),
                             value: value.clone(),
                             ..Default::default()
                         })),
