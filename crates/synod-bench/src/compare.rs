@@ -275,6 +275,7 @@ fn shape(plan: &Plan, cluster: &Cluster, stop: Stop, progress: bool) -> LoadShap
 fn shape_text(plan: &Plan) -> String {
     let mut text = match &plan.workload {
         Workload::Watch { .. } => format!("{} watchers on {} streams", plan.clients, plan.conns),
+        _ if plan.clients == 1 && plan.conns == 1 => "1 client, 1 conn".to_string(),
         _ => format!("{} clients, {} conns", plan.clients, plan.conns),
     };
     if let Some(rate) = plan.rate {
