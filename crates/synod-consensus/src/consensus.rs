@@ -610,6 +610,18 @@ impl Consensus {
         deadline: Instant,
     ) -> Result<Option<Applied>, ConsensusError> {
         loop {
+            // A follower that knows its leader hands the write on at once, without first
+            // hearing from openraft that it does not lead.
+            if let Some((leader, node)) = self.known_leader_elsewhere() {
+                let term = self.term();
+                match self.forward(leader, &node, command.clone(), deadline).await {
+                    Err(ConsensusError::NotLeader) => {
+                        self.wait_for_new_leader(leader, term).await?;
+                        continue;
+                    }
+                    outcome => return outcome,
+                }
+            }
             match self.inner.raft.client_write(Proposal(command.clone())).await {
                 Ok(response) => return Ok(response.data.0),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
@@ -645,6 +657,15 @@ impl Consensus {
                 ConsensusError::Stopped
             }
         }
+    }
+
+    /// The leader openraft names, when it is another member this one knows how to reach.
+    fn known_leader_elsewhere(&self) -> Option<(u64, MemberNode)> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        let leader = m.current_leader.filter(|&l| l != self.inner.member_id)?;
+        let node = m.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, node))
     }
 
     /// The leader to forward to, if one is known and it is not this member.
