@@ -55,7 +55,8 @@ fn lock<I, O>(queue: &Mutex<Queue<I, O>>) -> std::sync::MutexGuard<'_, Queue<I, 
     queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Starts runs for the waiting items while fewer than `max_runs` are under way.
+/// Starts runs for the waiting items while fewer than `max_runs` are under way. Items whose
+/// caller has gone (it timed out or was cancelled) are dropped, not run.
 fn start_runs<I: Send + 'static, O: Send + 'static>(
     queue: &Arc<Mutex<Queue<I, O>>>,
     max_runs: usize,
@@ -63,9 +64,12 @@ fn start_runs<I: Send + 'static, O: Send + 'static>(
     consensus: &Consensus,
     run: RunBatch<I, O>,
 ) {
+    // Outside a runtime (it is shutting down) nothing more can run.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
     loop {
         let batch: Vec<(I, oneshot::Sender<O>)> = {
             let mut queue = lock(queue);
+            queue.waiting.retain(|(_, sender)| !sender.is_closed());
             if queue.running >= max_runs || queue.waiting.is_empty() {
                 return;
             }
@@ -73,29 +77,34 @@ fn start_runs<I: Send + 'static, O: Send + 'static>(
             let take = queue.waiting.len().min(max_items);
             queue.waiting.drain(..take).collect()
         };
-        let queue = Arc::clone(queue);
-        let consensus = consensus.clone();
-        tokio::spawn(async move {
-            let finished = Finished { queue: Arc::clone(&queue) };
+        // Counts the run as over however it ends, and starts the next one.
+        let finished =
+            Finished { queue: Arc::clone(queue), max_runs, max_items, consensus: consensus.clone(), run };
+        runtime.spawn(async move {
             let (items, senders): (Vec<I>, Vec<oneshot::Sender<O>>) = batch.into_iter().unzip();
-            let outputs = run(consensus.clone(), items).await;
+            let outputs = run(finished.consensus.clone(), items).await;
             for (sender, output) in senders.into_iter().zip(outputs) {
                 let _ = sender.send(output);
             }
             drop(finished);
-            start_runs(&queue, max_runs, max_items, &consensus, run);
         });
     }
 }
 
-/// Counts a run as over when dropped, also when the run panicked or was cancelled, so that a
-/// lost run never blocks the ones after it.
-struct Finished<I, O> {
+/// Counts a run as over when dropped, also when the run panicked or its task was dropped
+/// unpolled, and starts runs for what waits, so that a lost run never blocks the ones after
+/// it.
+struct Finished<I: Send + 'static, O: Send + 'static> {
     queue: Arc<Mutex<Queue<I, O>>>,
+    max_runs: usize,
+    max_items: usize,
+    consensus: Consensus,
+    run: RunBatch<I, O>,
 }
 
-impl<I, O> Drop for Finished<I, O> {
+impl<I: Send + 'static, O: Send + 'static> Drop for Finished<I, O> {
     fn drop(&mut self) {
         lock(&self.queue).running -= 1;
+        start_runs(&self.queue, self.max_runs, self.max_items, &self.consensus, self.run);
     }
 }

@@ -198,11 +198,16 @@ pub(crate) struct Inner {
     pub(crate) disk_io: DiskIo,
     /// Answers the calls only a leader can answer, on this member while it leads.
     leader_service: std::sync::OnceLock<Arc<dyn LeaderService>>,
-    /// Client writes on their way to the leader, many to a peer call.
-    forwards: Batcher<Forward, Result<Option<Applied>, ConsensusError>>,
+    /// Client writes on their way to each leader, many to a peer call. One batcher per
+    /// leader, so that calls stuck on a leader that went silent do not hold up the writes
+    /// for its successor.
+    forwards: Mutex<BTreeMap<u64, Arc<ForwardBatcher>>>,
     /// Linearizable reads waiting for a read index, one read index for all that wait.
     reads: Batcher<(), Result<(), ConsensusError>>,
 }
+
+/// Batches the writes forwarded to one leader.
+type ForwardBatcher = Batcher<Forward, Result<Option<Applied>, ConsensusError>>;
 
 /// A client write a follower hands to the leader.
 struct Forward {
@@ -436,7 +441,7 @@ impl Consensus {
             stop_checkpointer: Mutex::new(None),
             disk_io: options.disk_io,
             leader_service: std::sync::OnceLock::new(),
-            forwards: Batcher::new(FORWARD_CALLS_MAX, FORWARD_BATCH_MAX),
+            forwards: Mutex::new(BTreeMap::new()),
             reads: Batcher::new(1, usize::MAX),
         });
         let consensus = Consensus { inner };
@@ -612,8 +617,7 @@ impl Consensus {
         loop {
             // A follower that knows its leader hands the write on at once, without first
             // hearing from openraft that it does not lead.
-            if let Some((leader, node)) = self.known_leader_elsewhere() {
-                let term = self.term();
+            if let Some((leader, node, term)) = self.known_leader_elsewhere() {
                 match self.forward(leader, &node, command.clone(), deadline).await {
                     Err(ConsensusError::NotLeader) => {
                         self.wait_for_new_leader(leader, term).await?;
@@ -659,13 +663,14 @@ impl Consensus {
         }
     }
 
-    /// The leader openraft names, when it is another member this one knows how to reach.
-    fn known_leader_elsewhere(&self) -> Option<(u64, MemberNode)> {
+    /// The leader openraft names, when it is another member this one knows how to reach,
+    /// with the term it leads in.
+    fn known_leader_elsewhere(&self) -> Option<(u64, MemberNode, u64)> {
         let metrics = self.inner.raft.metrics();
         let m = metrics.borrow_watched();
         let leader = m.current_leader.filter(|&l| l != self.inner.member_id)?;
         let node = m.membership_config.membership().get_node(&leader)?.clone();
-        Some((leader, node))
+        Some((leader, node, m.current_term))
     }
 
     /// The leader to forward to, if one is known and it is not this member.
@@ -738,7 +743,14 @@ impl Consensus {
         let forward = Forward { leader, node: node.clone(), command, deadline };
         let run: RunBatch<Forward, Result<Option<Applied>, ConsensusError>> =
             |consensus, batch| Box::pin(async move { consensus.forward_batch(batch).await });
-        self.inner.forwards.submit(self, forward, run).await.unwrap_or(Err(ConsensusError::Stopped))
+        let batcher = {
+            let mut forwards = self.inner.forwards.lock().unwrap_or_else(|p| p.into_inner());
+            let batcher = forwards
+                .entry(leader)
+                .or_insert_with(|| Arc::new(ForwardBatcher::new(FORWARD_CALLS_MAX, FORWARD_BATCH_MAX)));
+            Arc::clone(batcher)
+        };
+        batcher.submit(self, forward, run).await.unwrap_or(Err(ConsensusError::Stopped))
     }
 
     /// Forwards a batch of writes, one peer call per leader they name (almost always one),
@@ -974,7 +986,11 @@ impl Consensus {
                 vec![outcome; batch.len()]
             })
         };
-        self.inner.reads.submit(self, (), run).await.unwrap_or(Err(ConsensusError::Stopped))
+        let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
+        match tokio::time::timeout_at(deadline, self.inner.reads.submit(self, (), run)).await {
+            Ok(outcome) => outcome.unwrap_or(Err(ConsensusError::Stopped)),
+            Err(_) => Err(ConsensusError::Timeout),
+        }
     }
 
     async fn read_barrier_until(&self, deadline: Instant) -> Result<(), ConsensusError> {
