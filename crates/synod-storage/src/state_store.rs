@@ -14,7 +14,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -214,6 +214,9 @@ pub struct StateStore {
     in_use_bytes: AtomicU64,
     /// Checkpoints since `in_use_bytes` was last measured (which walks every page in use).
     checkpoints_since_in_use: AtomicU64,
+    /// The compaction revision when `in_use_bytes` was last measured: a compaction frees
+    /// pages, so the next checkpoint measures again.
+    compacted_at_in_use: AtomicI64,
     /// Set when an apply failed part-way: the in-memory index no longer matches the file,
     /// so nothing more may be read or applied until the member restarts.
     broken: AtomicBool,
@@ -228,7 +231,8 @@ const STATE_CACHE_BYTES: usize = 16 << 20;
 
 /// Checkpoints between two measurements of the bytes in use (Status's `dbSizeInUse`): the
 /// measurement walks every page in use, so at a checkpoint every ~100 ms it would cost more
-/// than the writes. The file size is measured at every checkpoint (quotas use it).
+/// than the writes. It is also measured at the first checkpoint after a compaction, which
+/// frees pages. The file size is measured at every checkpoint (quotas use it).
 const CHECKPOINTS_PER_IN_USE: u64 = 50;
 
 impl StateStore {
@@ -274,6 +278,7 @@ impl StateStore {
             size_bytes: AtomicU64::new(0),
             in_use_bytes: AtomicU64::new(0),
             checkpoints_since_in_use: AtomicU64::new(0),
+            compacted_at_in_use: AtomicI64::new(0),
             broken: AtomicBool::new(false),
             observer: OnceLock::new(),
         };
@@ -590,7 +595,10 @@ impl StateStore {
             txn.commit().map_err(engine)?;
             durable
         };
-        if self.checkpoints_since_in_use.fetch_add(1, Ordering::Relaxed) + 1 >= CHECKPOINTS_PER_IN_USE {
+        let compacted = self.kv_read()?.compact_revision();
+        let due = self.checkpoints_since_in_use.fetch_add(1, Ordering::Relaxed) + 1 >= CHECKPOINTS_PER_IN_USE;
+        if due || compacted != self.compacted_at_in_use.load(Ordering::Relaxed) {
+            self.compacted_at_in_use.store(compacted, Ordering::Relaxed);
             self.refresh_stats()?;
         } else {
             self.refresh_size()?;
