@@ -98,23 +98,28 @@ impl Shared {
     }
 
     /// Takes the next request's ticket, waiting for its turn under the rate limit; `None`
-    /// once the run is over.
-    pub async fn ticket(&self) -> Option<u64> {
+    /// once the run is over. Returns the ticket's number and the moment the request is due:
+    /// under a rate limit its latency counts from then, so a server that falls behind the
+    /// rate is charged for the wait (no coordinated omission).
+    pub async fn ticket(&self) -> Option<(u64, Instant)> {
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
         if self.total.is_some_and(|total| n >= total) {
             return None;
         }
+        let mut due = None;
         if let Some(interval) = self.interval_ns {
             let at = self.start + Duration::from_nanos(n.saturating_mul(interval));
             if self.deadline.is_some_and(|deadline| at >= deadline) {
                 return None;
             }
             tokio::time::sleep_until(at).await;
+            due = Some(at);
         }
-        if self.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+        let now = Instant::now();
+        if self.deadline.is_some_and(|deadline| now >= deadline) {
             return None;
         }
-        Some(n)
+        Some((n, due.unwrap_or(now)))
     }
 
     /// Counts a failed request and pauses the client briefly.

@@ -314,6 +314,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(path) = &common.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
+    // A run with failures is not a measurement a script should take at face value.
+    anyhow::ensure!(
+        report.errors == 0 && report.ops > 0,
+        "{} requests failed and {} succeeded (see the table above)",
+        report.errors,
+        report.ops
+    );
     Ok(())
 }
 

@@ -140,8 +140,7 @@ pub async fn run(workload: &Workload, shape: &LoadShape, label: &str) -> anyhow:
         let workload = workload.clone();
         tasks.push(tokio::spawn(async move {
             let mut histogram = load::histogram();
-            while let Some(n) = shared.ticket().await {
-                let started = Instant::now();
+            while let Some((n, started)) = shared.ticket().await {
                 match tokio::time::timeout(REQUEST_TIMEOUT, client.request(&workload, n)).await {
                     Ok(Ok(())) => {
                         load::record(&mut histogram, started.elapsed());
@@ -178,7 +177,7 @@ pub async fn run(workload: &Workload, shape: &LoadShape, label: &str) -> anyhow:
             // checked exactly.
             let check = if report.errors > 0 {
                 "not checked (requests failed)".to_string()
-            } else if after - before == report.ops {
+            } else if after.checked_sub(before) == Some(report.ops) {
                 format!("passed: {} increments, counter {before} -> {after}", report.ops)
             } else {
                 format!("FAILED: {} increments acknowledged, counter {before} -> {after}", report.ops)
@@ -511,8 +510,8 @@ async fn run_watch(
     let mut puts = 0u64;
     let mut padding = vec![0; val_size.saturating_sub(8)];
     rng.fill_bytes(&mut padding);
-    while let Some(n) = shared.ticket().await {
-        let sent = shared.start.elapsed().as_nanos() as u64;
+    while let Some((n, due)) = shared.ticket().await {
+        let sent = due.saturating_duration_since(shared.start).as_nanos() as u64;
         let mut value = sent.to_be_bytes().to_vec();
         value.extend_from_slice(&padding);
         let key = [WATCH_PREFIX, format!("{:08}", n % 1000).as_bytes()].concat();

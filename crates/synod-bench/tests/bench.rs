@@ -32,8 +32,19 @@ fn etcd_available() -> bool {
     found
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Two distinct free ports: both are bound at once, then released.
+fn free_ports() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
+}
+
+/// The tests run one at a time: each starts clusters and loads them, and two at once on a
+/// small machine would time each other out.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One synod member on loopback, killed when dropped.
@@ -46,7 +57,7 @@ struct Member {
 impl Member {
     fn start() -> Member {
         let dir = tempfile::tempdir().unwrap();
-        let (client, peer) = (free_port(), free_port());
+        let (client, peer) = free_ports();
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let child = Command::new(synod_binary())
@@ -81,7 +92,37 @@ impl Drop for Member {
 }
 
 fn bench(args: &[&str]) -> std::process::Output {
-    Command::new(SYNOD_BENCH).args(args).output().unwrap()
+    let mut command = Command::new(SYNOD_BENCH);
+    command.args(args);
+    output_within(command, DEADLINE)
+}
+
+/// Runs `command` to its end and returns what it printed, killing it (and failing) if it
+/// runs past `deadline`.
+fn output_within(mut command: Command, deadline: Duration) -> std::process::Output {
+    let (stdout, stderr) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+    let mut child =
+        command.stdout(stdout.try_clone().unwrap()).stderr(stderr.try_clone().unwrap()).spawn().unwrap();
+    let until = Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} ran past {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |mut file: std::fs::File| {
+        use std::io::{Read as _, Seek as _};
+        let mut bytes = Vec::new();
+        file.rewind().unwrap();
+        file.read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    std::process::Output { status, stdout: read(stdout), stderr: read(stderr) }
 }
 
 /// Runs one workload for `total` requests and returns its JSON report.
@@ -115,6 +156,7 @@ fn run_workload(member: &Member, args: &[&str], total: u64) -> Value {
 /// counter's increments all land (the bench checks the counter's final value).
 #[test]
 fn every_workload_runs_against_synod() {
+    let _serial = serial();
     let member = Member::start();
     for args in [
         &["put"][..],
@@ -129,8 +171,17 @@ fn every_workload_runs_against_synod() {
         let report = run_workload(&member, args, 200);
         assert_eq!(report["ops"], 200, "{args:?}: {report}");
         assert_eq!(report["errors"], 0, "{args:?}: {report}");
-        assert!(report["latency_us"]["p50"].as_u64().unwrap() > 0, "{args:?}: {report}");
-        assert!(report["latency_us"]["p99"].as_u64() >= report["latency_us"]["p50"].as_u64(), "{report}");
+        let latency = &report["latency_us"];
+        let (p50, p99, max) = (
+            latency["p50"].as_u64().unwrap(),
+            latency["p99"].as_u64().unwrap(),
+            latency["max"].as_u64().unwrap(),
+        );
+        assert!(1 <= p50 && p50 <= p99 && p99 <= max, "{args:?}: {report}");
+        // Throughput is the successful requests over the run's time.
+        let (seconds, throughput) =
+            (report["seconds"].as_f64().unwrap(), report["throughput"].as_f64().unwrap());
+        assert!(seconds > 0.0 && (throughput * seconds - 200.0).abs() < 1.0, "{args:?}: {report}");
     }
     let counter = run_workload(&member, &["counter"], 100);
     let check = counter["extra"]["check"].as_str().unwrap();
@@ -145,6 +196,12 @@ fn every_workload_runs_against_synod() {
     let native = bench(&["counter", "--method", "native", "--endpoints", &member.endpoint, "--total", "1"]);
     assert!(!native.status.success());
     assert!(String::from_utf8_lossy(&native.stderr).contains("native counter is not built yet"));
+
+    // A run whose requests fail says so in its exit status: the server refuses puts larger
+    // than its request limit (1.5 MiB).
+    let refused = bench(&["put", "--val-size", "2000000", "--endpoints", &member.endpoint, "--total", "2"]);
+    assert!(!refused.status.success(), "{}", String::from_utf8_lossy(&refused.stdout));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("2 requests failed"), "{refused:?}");
 }
 
 /// Processes whose command line mentions `dir`, other than synod-bench itself.
@@ -188,6 +245,7 @@ fn compare_reports_both_systems_and_cleans_up() {
     if !etcd_available() {
         return;
     }
+    let _serial = serial();
     let out = tempfile::tempdir().unwrap();
     let docs = out.path().join("benchmarks.md");
     std::fs::write(
@@ -196,7 +254,8 @@ fn compare_reports_both_systems_and_cleans_up() {
     )
     .unwrap();
     let synod = synod_binary();
-    let output = Command::new(SYNOD_BENCH)
+    let mut command = Command::new(SYNOD_BENCH);
+    command
         .args(["compare", "--duration", "1s", "--load-keys", "300", "--no-progress"])
         .args(["--only", "put,get-linearizable,watch-latency,counter-cas"])
         .arg("--out")
@@ -204,9 +263,8 @@ fn compare_reports_both_systems_and_cleans_up() {
         .arg("--synod")
         .arg(&synod)
         .arg("--write-docs")
-        .arg(&docs)
-        .output()
-        .unwrap();
+        .arg(&docs);
+    let output = output_within(command, Duration::from_secs(300));
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     let run = std::fs::read_dir(out.path())
@@ -260,6 +318,7 @@ fn an_interrupted_compare_stops_every_member() {
     if !etcd_available() {
         return;
     }
+    let _serial = serial();
     let out = tempfile::tempdir().unwrap();
     let mut child = Command::new(SYNOD_BENCH)
         .args(["compare", "--duration", "60s", "--load-keys", "0", "--only", "put", "--no-progress"])
