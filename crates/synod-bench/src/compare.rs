@@ -155,13 +155,14 @@ fn plans(load_keys: u64) -> Vec<Plan> {
 pub async fn run(options: &CompareOptions) -> anyhow::Result<Comparison> {
     let synod = find_binary("synod", options.synod.as_deref(), true)?;
     let etcd = find_binary("etcd", options.etcd.as_deref(), false)?;
+    let known = plans_names(options.load_keys);
+    if let Some(unknown) = options.only.iter().find(|o| !known.split(", ").any(|name| name == o.as_str())) {
+        bail!("--only {unknown}: no such workload; the workloads are {known}");
+    }
     let plans: Vec<Plan> = plans(options.load_keys)
         .into_iter()
         .filter(|p| options.only.is_empty() || options.only.iter().any(|o| o == p.name))
         .collect();
-    if plans.is_empty() && options.only.iter().all(|o| o != "memory") {
-        bail!("--only names no workload; the workloads are memory, {}", plans_names(options.load_keys));
-    }
     fs::create_dir_all(&options.out).with_context(|| format!("create {}", options.out.display()))?;
     eprintln!("starting 3 etcd members and 3 synod members under {}", options.out.display());
     let mut etcd_cluster = Cluster::start(Kind::Etcd, &etcd, MEMBERS, &options.out).await?;

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use synod_base::go_fmt;
 
 use crate::load::{LoadShape, Stop};
 use crate::workload::{Data, Workload};
@@ -47,8 +48,8 @@ enum Command {
         #[command(flatten)]
         common: Common,
         /// Puts in each txn.
-        #[arg(long, default_value_t = 1)]
-        txn_puts: usize,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+        txn_puts: u16,
     },
     /// Gets and puts of random keys.
     Mixed {
@@ -95,19 +96,19 @@ struct Common {
     /// HTTP/2 connections the clients share.
     #[arg(long, default_value_t = 10)]
     conns: usize,
-    /// How long to run, as `10s`, `500ms` or `2m`.
+    /// How long to run, as `10s`, `500ms` or `2m` (Go's duration syntax).
     #[arg(long, value_parser = parse_duration, conflicts_with = "total")]
     duration: Option<Duration>,
     /// How many requests to make instead of a duration.
     #[arg(long)]
     total: Option<u64>,
     /// Requests per second over all clients (unlimited when not given).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     rate: Option<u64>,
     /// Key length in bytes (zero-padded decimal; longer when the key space needs it).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = bytes_at_most(KEY_SIZE_MAX))]
     key_size: usize,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = bytes_at_most(VAL_SIZE_MAX))]
     val_size: usize,
     /// How many distinct keys the requests use.
     #[arg(long, default_value_t = 100_000)]
@@ -166,16 +167,31 @@ enum CounterMethod {
     Native,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.find(|c: char| !c.is_ascii_digit()).map_or((text, "s"), |i| text.split_at(i));
-    let number: u64 =
-        number.parse().map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        _ => Err(format!("{text:?}: the unit must be ms, s or m")),
+/// Keys longer than this are refused: etcd takes no request over its limit (1.5 MiB by
+/// default), and each client holds its key in memory.
+const KEY_SIZE_MAX: usize = 1 << 20;
+/// Values longer than this are refused (the largest `--max-request-bytes` worth measuring).
+const VAL_SIZE_MAX: usize = 64 << 20;
+
+/// A byte count no larger than `max`, refused with a clear error otherwise.
+fn bytes_at_most(max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |text| {
+        let bytes: usize = text.parse().map_err(|_| format!("{text:?} is not a byte count"))?;
+        if bytes > max {
+            return Err(format!("{bytes} bytes is more than the {max} allowed"));
+        }
+        Ok(bytes)
     }
+}
+
+/// A run's length in Go's duration syntax (`10s`, `500ms`, `1m30s`), as etcd's tools take
+/// it; a run of no time measures nothing.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = go_fmt::parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!("{text:?}: a run needs some time"));
+    }
+    Ok(duration)
 }
 
 impl Common {
@@ -274,12 +290,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             (common, workload, None)
         }
         Command::TxnPut { common, txn_puts } => {
-            anyhow::ensure!(txn_puts > 0, "--txn-puts must be at least 1");
             anyhow::ensure!(
-                txn_puts as u64 <= common.key_space,
+                u64::from(txn_puts) <= common.key_space,
                 "--txn-puts {txn_puts} needs a --key-space of at least as many keys (a txn may not put a key twice)"
             );
-            let workload = Workload::TxnPut { data: common.data(), puts: txn_puts };
+            let workload = Workload::TxnPut { data: common.data(), puts: usize::from(txn_puts) };
             (common, workload, None)
         }
         Command::Mixed { common, read_percent, consistency } => {
@@ -354,8 +369,8 @@ mod tests {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("7").is_err(), "Go durations need a unit");
         assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("0s").is_err());
     }
 }

@@ -222,7 +222,7 @@ struct Forward {
 const FORWARD_CALLS_MAX: usize = 4;
 /// Writes in one forwarding call. With commands of up to the request limit, the call stays
 /// within the peer message limit (`message_bytes_max`).
-const FORWARD_BATCH_MAX: usize = 64;
+pub(crate) const FORWARD_BATCH_MAX: usize = 64;
 
 /// A call only the leader can answer, and its answer.
 pub type LeaderCall = pb::leader_call_request::Call;

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
-use crate::consensus::{Consensus, Inner, MemberChange, applied_to_result, error_text};
+use crate::consensus::{Consensus, FORWARD_BATCH_MAX, Inner, MemberChange, applied_to_result, error_text};
 use crate::network::{CLUSTER_ID_HEADER, FROM_HEADER, TO_HEADER};
 use crate::removed::REMOVED_MESSAGE;
 use crate::state_machine::SnapshotFile;
@@ -262,6 +262,12 @@ impl raft_server::Raft for PeerService {
         self.check_group(message.group_id)?;
         if message.commands.is_empty() {
             return Err(Status::invalid_argument("forward without a command"));
+        }
+        if message.commands.len() > FORWARD_BATCH_MAX {
+            return Err(Status::invalid_argument(format!(
+                "forward of {} commands; at most {FORWARD_BATCH_MAX} go in one call",
+                message.commands.len()
+            )));
         }
         let consensus = self.consensus();
         let proposals = message.commands.into_iter().map(|command| consensus.propose_on_leader(command));
