@@ -14,7 +14,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -196,7 +196,12 @@ fn walk_snapshot(
 pub struct StateStats {
     /// Bytes the file occupies on disk (etcd's `dbSize`).
     pub size_bytes: u64,
-    /// Bytes in pages holding live data (etcd's `dbSizeInUse`).
+    /// Bytes of the records the store holds: every revision of every key not yet
+    /// compacted away, with its key and framing, and the leases (etcd's `dbSizeInUse`).
+    /// Counted as records are written and removed, not by walking the file's pages: redb
+    /// does not keep a count of its pages in use, and walking them reads the whole file.
+    /// It is below the bytes of redb's pages in use by their fill factor and the b-tree's
+    /// branches.
     pub in_use_bytes: u64,
 }
 
@@ -211,12 +216,9 @@ pub struct StateStore {
     /// logs may start at index 0).
     applied_plus_one: AtomicU64,
     size_bytes: AtomicU64,
-    in_use_bytes: AtomicU64,
-    /// Checkpoints since `in_use_bytes` was last measured (which walks every page in use).
-    checkpoints_since_in_use: AtomicU64,
-    /// The compaction revision when `in_use_bytes` was last measured: a compaction frees
-    /// pages, so the next checkpoint measures again.
-    compacted_at_in_use: AtomicI64,
+    /// See [`StateStats::in_use_bytes`]: counted when the records are loaded, then kept
+    /// up to date by every apply.
+    record_bytes: AtomicU64,
     /// Set when an apply failed part-way: the in-memory index no longer matches the file,
     /// so nothing more may be read or applied until the member restarts.
     broken: AtomicBool,
@@ -228,12 +230,6 @@ pub struct StateStore {
 /// with 200,000 keys of 256-byte values on 3 members: a member's resident set was 215 MiB
 /// with a 64 MiB cache and 170 MiB with this one, for about 5-10% fewer serializable gets.
 const STATE_CACHE_BYTES: usize = 16 << 20;
-
-/// Checkpoints between two measurements of the bytes in use (Status's `dbSizeInUse`): the
-/// measurement walks every page in use, so at a checkpoint every ~100 ms it would cost more
-/// than the writes. It is also measured at the first checkpoint after a compaction, which
-/// frees pages. The file size is measured at every checkpoint (quotas use it).
-const CHECKPOINTS_PER_IN_USE: u64 = 50;
 
 impl StateStore {
     /// Opens (or creates) the state file and rebuilds the key index from its records.
@@ -265,7 +261,7 @@ impl StateStore {
         }
         txn.commit().map_err(engine)?;
 
-        let (kv, applied) = load(&db, &kv_table, &meta_table)?;
+        let Loaded { kv, applied, record_bytes } = load(&db, &kv_table, &meta_table)?;
 
         let store = StateStore {
             group,
@@ -276,13 +272,11 @@ impl StateStore {
             kv: RwLock::new(kv),
             applied_plus_one: AtomicU64::new(applied.map_or(0, |a| a + 1)),
             size_bytes: AtomicU64::new(0),
-            in_use_bytes: AtomicU64::new(0),
-            checkpoints_since_in_use: AtomicU64::new(0),
-            compacted_at_in_use: AtomicI64::new(0),
+            record_bytes: AtomicU64::new(record_bytes),
             broken: AtomicBool::new(false),
             observer: OnceLock::new(),
         };
-        store.refresh_stats()?;
+        store.refresh_size()?;
         tracing::info!(
             group = group.0,
             applied_index = ?applied,
@@ -336,7 +330,7 @@ impl StateStore {
     pub fn stats(&self) -> StateStats {
         StateStats {
             size_bytes: self.size_bytes.load(Ordering::Relaxed),
-            in_use_bytes: self.in_use_bytes.load(Ordering::Relaxed),
+            in_use_bytes: self.record_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -434,13 +428,18 @@ impl StateStore {
         let observer = self.observer.get();
         let capture = observer.is_some_and(|o| o.wants_changes());
         let mut changes = Vec::new();
+        let record_bytes;
         {
             let mut table =
                 txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
             let mut meta =
                 txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
-            let mut writer =
-                TableWriter { table: &mut table, meta: &mut meta, changes: capture.then_some(&mut changes) };
+            let mut writer = TableWriter {
+                table: &mut table,
+                meta: &mut meta,
+                changes: capture.then_some(&mut changes),
+                record_bytes: RecordBytes::default(),
+            };
             for (_, command) in entries {
                 let outcome = match command {
                     Some(command) => Some(kv.apply(&mut writer, command)?),
@@ -448,9 +447,11 @@ impl StateStore {
                 };
                 outcomes.push(outcome);
             }
+            record_bytes = writer.record_bytes;
             write_meta(&mut meta, kv, last, extra_meta)?;
         }
         txn.commit().map_err(engine)?;
+        record_bytes.apply_to(&self.record_bytes);
         if let Some(observer) = observer {
             observer.applied(kv.current_revision(), capture.then_some(changes));
         }
@@ -595,18 +596,11 @@ impl StateStore {
             txn.commit().map_err(engine)?;
             durable
         };
-        let compacted = self.kv_read()?.compact_revision();
-        let due = self.checkpoints_since_in_use.fetch_add(1, Ordering::Relaxed) + 1 >= CHECKPOINTS_PER_IN_USE;
-        if due || compacted != self.compacted_at_in_use.load(Ordering::Relaxed) {
-            self.compacted_at_in_use.store(compacted, Ordering::Relaxed);
-            self.refresh_stats()?;
-        } else {
-            self.refresh_size()?;
-        }
+        self.refresh_size()?;
         Ok(LogIndex(durable))
     }
 
-    /// Measures the file's size (cheap).
+    /// Measures the file's size (quotas use it).
     fn refresh_size(&self) -> Result<(), StorageError> {
         let size = match std::fs::metadata(&self.path) {
             Ok(metadata) => metadata.len(),
@@ -615,18 +609,6 @@ impl StateStore {
             Err(source) => return Err(StorageError::Io { path: self.path.clone(), source }),
         };
         self.size_bytes.store(size, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Measures the file's size and the bytes in use (which reads every page in use).
-    fn refresh_stats(&self) -> Result<(), StorageError> {
-        self.checkpoints_since_in_use.store(0, Ordering::Relaxed);
-        self.refresh_size()?;
-        let db = self.db_read();
-        let txn = db.begin_write().map_err(engine)?;
-        let stats = txn.stats().map_err(engine)?;
-        txn.abort().map_err(engine)?;
-        self.in_use_bytes.store(stats.allocated_pages() * stats.page_size() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -674,7 +656,7 @@ impl StateStore {
             }
         }
         drop(kv);
-        self.refresh_stats()
+        self.refresh_size()
     }
 
     /// Writes the whole state of this group (records and meta, from one consistent read) to
@@ -749,18 +731,19 @@ impl StateStore {
             txn.commit().map_err(engine)?;
             summary
         };
-        let (restored, applied) = {
+        let loaded = {
             let db = self.db_read();
             load(&db, &self.kv_table, &self.meta_table)
         }
         .inspect_err(|_| self.broken.store(true, Ordering::Release))?;
-        *kv = restored;
-        self.applied_plus_one.store(applied.map_or(0, |a| a + 1), Ordering::Release);
+        *kv = loaded.kv;
+        self.record_bytes.store(loaded.record_bytes, Ordering::Relaxed);
+        self.applied_plus_one.store(loaded.applied.map_or(0, |a| a + 1), Ordering::Release);
         if let Some(observer) = self.observer.get() {
             observer.replaced(kv.current_revision());
         }
         drop(kv);
-        self.refresh_stats()?;
+        self.refresh_size()?;
         Ok(summary)
     }
 
@@ -864,10 +847,11 @@ impl StateStore {
             txn.commit().map_err(engine)?;
             summary
         };
-        let (restored, _) = load(&self.db_read(), &self.kv_table, &self.meta_table)?;
-        *kv = restored;
+        let loaded = load(&self.db_read(), &self.kv_table, &self.meta_table)?;
+        *kv = loaded.kv;
+        self.record_bytes.store(loaded.record_bytes, Ordering::Relaxed);
         drop(kv);
-        self.refresh_stats()?;
+        self.refresh_size()?;
         Ok(summary)
     }
 
@@ -934,7 +918,16 @@ impl StateStore {
 }
 
 /// Reads the state's meta and records and rebuilds the key index from them.
-fn load(db: &Database, kv_table: &str, meta_table: &str) -> Result<(KvStore, Option<u64>), StorageError> {
+/// What [`load`] reads from a state file.
+struct Loaded {
+    kv: KvStore,
+    applied: Option<u64>,
+    /// See [`StateStats::in_use_bytes`].
+    record_bytes: u64,
+}
+
+/// Rebuilds the key index from every record in the file, counting their bytes.
+fn load(db: &Database, kv_table: &str, meta_table: &str) -> Result<Loaded, StorageError> {
     let txn = db.begin_read().map_err(engine)?;
     let meta = txn.open_table(TableDefinition::<&str, &[u8]>::new(meta_table)).map_err(engine)?;
     let read = |key: &str| -> Result<Option<Vec<u8>>, StorageError> {
@@ -957,21 +950,25 @@ fn load(db: &Database, kv_table: &str, meta_table: &str) -> Result<(KvStore, Opt
         state_meta.alarms = decode_alarms(&v)?;
     }
     let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(kv_table)).map_err(engine)?;
+    let record_bytes = std::cell::Cell::new(0u64);
+    let count = |bytes: usize| record_bytes.set(record_bytes.get().saturating_add(bytes as u64));
     let records = table.range::<KvKey>(..).map_err(engine)?.map(|item| {
         let (key, value) = item.map_err(engine)?;
         let (main, sub) = key.value();
         let rev = Rev::new(main as i64, sub as i64);
+        count(KV_KEY_BYTES + value.value().len());
         Ok::<_, StorageError>((rev, decode_kv(rev, value.value())?))
     });
     let leases = meta.range::<&str>(LEASE_PREFIX..).map_err(engine)?.map_while(|item| match item {
         Ok((key, value)) if key.value().starts_with(LEASE_PREFIX) => {
+            count(key.value().len() + value.value().len());
             Some(decode_lease(key.value(), value.value()))
         }
         Ok(_) => None,
         Err(e) => Some(Err(engine(e))),
     });
     let kv = KvStore::restore(state_meta, records, leases)?;
-    Ok((kv, applied))
+    Ok(Loaded { kv, applied, record_bytes: record_bytes.get() })
 }
 
 fn decode_lease(key: &str, frame: &[u8]) -> Result<LeaseRecord, StorageError> {
@@ -1051,6 +1048,35 @@ struct TableWriter<'a, 'txn> {
     meta: &'a mut Table<'txn, &'static str, &'static [u8]>,
     /// Where the records written go too, when someone watches.
     changes: Option<&'a mut Vec<(Rev, StoredKv)>>,
+    /// The record bytes written and removed, counted into the store's total once the
+    /// transaction commits.
+    record_bytes: RecordBytes,
+}
+
+/// The bytes of a record's key in the kv table: its revision, two u64s.
+const KV_KEY_BYTES: usize = 16;
+
+/// Record bytes added and removed by one transaction.
+#[derive(Clone, Copy, Default)]
+struct RecordBytes {
+    added: u64,
+    removed: u64,
+}
+
+impl RecordBytes {
+    fn add(&mut self, bytes: usize) {
+        self.added = self.added.saturating_add(bytes as u64);
+    }
+
+    fn remove(&mut self, bytes: usize) {
+        self.removed = self.removed.saturating_add(bytes as u64);
+    }
+
+    fn apply_to(self, total: &AtomicU64) {
+        // Only the apply thread changes the total, under the kv write lock.
+        let now = total.load(Ordering::Relaxed).saturating_add(self.added).saturating_sub(self.removed);
+        total.store(now, Ordering::Relaxed);
+    }
 }
 
 impl RevisionRead for TableWriter<'_, '_> {
@@ -1064,7 +1090,11 @@ impl RevisionRead for TableWriter<'_, '_> {
 
 impl RevisionWrite for TableWriter<'_, '_> {
     fn put(&mut self, rev: Rev, stored: &StoredKv) -> Result<(), BackendError> {
-        self.table.insert(table_key(rev), encode_kv(stored).as_slice()).map_err(backend_io)?;
+        let value = encode_kv(stored);
+        if let Some(old) = self.table.insert(table_key(rev), value.as_slice()).map_err(backend_io)? {
+            self.record_bytes.remove(KV_KEY_BYTES + old.value().len());
+        }
+        self.record_bytes.add(KV_KEY_BYTES + value.len());
         if let Some(changes) = &mut self.changes {
             changes.push((rev, stored.clone()));
         }
@@ -1072,18 +1102,34 @@ impl RevisionWrite for TableWriter<'_, '_> {
     }
 
     fn delete(&mut self, rev: Rev) -> Result<(), BackendError> {
-        self.table.remove(table_key(rev)).map_err(backend_io)?;
+        if let Some(old) = self.table.remove(table_key(rev)).map_err(backend_io)? {
+            self.record_bytes.remove(KV_KEY_BYTES + old.value().len());
+        }
         Ok(())
     }
 
     fn put_lease(&mut self, lease: &LeaseRecord) -> Result<(), BackendError> {
-        let value = record::seal(&lease.encode_to_vec());
-        self.meta.insert(lease_key(lease.id).as_str(), value.as_slice()).map_err(backend_io)?;
-        Ok(())
+        self.put_meta(&lease_key(lease.id), &record::seal(&lease.encode_to_vec()))
     }
 
     fn delete_lease(&mut self, id: i64) -> Result<(), BackendError> {
-        self.meta.remove(lease_key(id).as_str()).map_err(backend_io)?;
+        self.delete_meta(&lease_key(id))
+    }
+}
+
+impl TableWriter<'_, '_> {
+    fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), BackendError> {
+        if let Some(old) = self.meta.insert(key, value).map_err(backend_io)? {
+            self.record_bytes.remove(key.len() + old.value().len());
+        }
+        self.record_bytes.add(key.len() + value.len());
+        Ok(())
+    }
+
+    fn delete_meta(&mut self, key: &str) -> Result<(), BackendError> {
+        if let Some(old) = self.meta.remove(key).map_err(backend_io)? {
+            self.record_bytes.remove(key.len() + old.value().len());
+        }
         Ok(())
     }
 }

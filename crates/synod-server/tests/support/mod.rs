@@ -17,6 +17,9 @@ use tonic::transport::Channel;
 /// How long a process gets to start answering.
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
 
+/// How many of a server's last log lines a failing test prints.
+const LOG_TAIL_LINES: usize = 40;
+
 /// A loopback port that was free a moment ago, for a server to listen on.
 ///
 /// It comes from below Linux's ephemeral range (32768 and up), where no outgoing connection
@@ -298,6 +301,20 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        // A failing test is read from CI's output alone: show what each of its servers
+        // logged last.
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!(
+                "--- the last {} lines of {}'s log ({}):\n{}",
+                tail.len(),
+                self.name,
+                self.log_path.display(),
+                tail.join("\n")
+            );
+        }
     }
 }
 
