@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "etcdserverpb/rpc.proto",
     "synodpb/command.proto",
     "synodpb/raft.proto",
+    "synod/v1/counter.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -44,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // etcd's gateway accepts and ignores fields it does not know.
             .ignore_unknown_fields()
             .out_dir(&out_dir)
-            .build(&[".mvccpb", ".authpb", ".etcdserverpb", ".synodpb"])?;
+            .build(&[".mvccpb", ".authpb", ".etcdserverpb", ".synodpb", ".synod.v1"])?;
     }
     Ok(())
 }

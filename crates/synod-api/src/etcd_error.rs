@@ -119,6 +119,19 @@ etcd_errors! {
 
     Canceled => (Cancelled, "etcdserver: request canceled"),
     DeadlineExceeded => (DeadlineExceeded, "etcdserver: context deadline exceeded"),
+
+    // synod's own errors, for what etcd does not have (the native counter). Their texts are
+    // public API too.
+    /// A counter add whose result would not fit in an i64; nothing was added.
+    CounterOverflow => (OutOfRange, "synod: counter: the add would overflow a 64-bit signed integer"),
+    /// A counter add or get on a key whose value is not a decimal integer.
+    CounterNotNumber => (FailedPrecondition, "synod: counter: the key's value is not a decimal integer"),
+    /// A counter add with a session but without a sequence number.
+    CounterNoSequence => (InvalidArgument, "synod: counter: an add with a session needs a sequence number from 1"),
+    /// A retried add whose recorded result the session no longer holds (the client said it
+    /// had the reply, or had more than 1024 adds unanswered): whether it was applied is
+    /// unknown, and it is not applied again.
+    CounterSequenceForgotten => (FailedPrecondition, "synod: counter: the session no longer holds this add's result"),
 }
 
 impl EtcdError {

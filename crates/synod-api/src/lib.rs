@@ -35,6 +35,15 @@ pub mod etcdserverpb {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
+/// synod's own client API (`synod.v1`): the native counter.
+pub mod synod {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/synod.v1.rs"));
+        #[cfg(feature = "json")]
+        include!(concat!(env!("OUT_DIR"), "/synod.v1.serde.rs"));
+    }
+}
+
 /// synod's own messages: the replicated command.
 pub mod synodpb {
     include!(concat!(env!("OUT_DIR"), "/synodpb.rs"));

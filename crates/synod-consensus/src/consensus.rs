@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 use synod_api::EtcdError;
 use synod_api::synodpb::{self as pb, Command, command};
 use synod_base::{GroupId, LogIndex, limits};
+use synod_mvcc::counter::CounterValue;
 use synod_mvcc::{Applied, Response};
 use synod_storage::{LogStore, StateStore};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -37,6 +38,7 @@ use tokio::time::Instant;
 
 use crate::batch::{Batcher, RunBatch};
 use crate::codec;
+use crate::combine::{self, Combiner, WriteOutcome};
 use crate::disk_io::DiskIo;
 use crate::log_store::RaftLog;
 use crate::network::{Dialer, PeerIdentity, PeerNetwork};
@@ -204,6 +206,8 @@ pub(crate) struct Inner {
     forwards: Mutex<BTreeMap<u64, Arc<ForwardBatcher>>>,
     /// Linearizable reads waiting for a read index, one read index for all that wait.
     reads: Batcher<(), Result<(), ConsensusError>>,
+    /// Counter adds waiting for an entry, per key, while this member leads.
+    counters: Combiner,
 }
 
 /// Batches the writes forwarded to one leader.
@@ -322,6 +326,17 @@ pub(crate) fn applied_to_result(applied: &Applied) -> pb::ApplyResult {
         Ok(Response::LeaseGrant(r)) => R::LeaseGrant(r.clone()),
         Ok(Response::LeaseRevoke(r)) => R::LeaseRevoke(*r),
         Ok(Response::LeaseCheckpoints) => R::LeaseCheckpoints(pb::Blank {}),
+        Ok(Response::CounterAdd(results)) => R::CounterAdd(pb::CounterAddResult {
+            results: results
+                .iter()
+                .map(|result| match result {
+                    Ok(v) => {
+                        pb::CounterOpResult { value: v.value, revision: v.revision, error: String::new() }
+                    }
+                    Err(e) => pb::CounterOpResult { error: e.message().to_string(), ..Default::default() },
+                })
+                .collect(),
+        }),
         Err(e) => R::Error(e.message().to_string()),
     };
     pb::ApplyResult { result: Some(result) }
@@ -338,12 +353,24 @@ fn result_to_applied(result: pb::ApplyResult) -> Result<Option<Applied>, Consens
         Some(R::LeaseGrant(r)) => Some(Ok(Response::LeaseGrant(r))),
         Some(R::LeaseRevoke(r)) => Some(Ok(Response::LeaseRevoke(r))),
         Some(R::LeaseCheckpoints(_)) => Some(Ok(Response::LeaseCheckpoints)),
-        Some(R::Error(text)) => match EtcdError::from_message(&text) {
-            Some(e) => Some(Err(e)),
-            None => return Err(ConsensusError::Failed(text)),
-        },
+        Some(R::CounterAdd(r)) => {
+            let results = r.results.into_iter().map(|result| {
+                if result.error.is_empty() {
+                    Ok(Ok(CounterValue { value: result.value, revision: result.revision }))
+                } else {
+                    etcd_error(result.error).map(Err)
+                }
+            });
+            Some(Ok(Response::CounterAdd(results.collect::<Result<_, _>>()?)))
+        }
+        Some(R::Error(text)) => Some(Err(etcd_error(text)?)),
         Some(R::Nothing(_)) | None => None,
     })
+}
+
+/// An error text the leader sent, which must be one synod knows.
+fn etcd_error(text: String) -> Result<EtcdError, ConsensusError> {
+    EtcdError::from_message(&text).ok_or(ConsensusError::Failed(text))
 }
 
 impl Consensus {
@@ -443,6 +470,7 @@ impl Consensus {
             leader_service: std::sync::OnceLock::new(),
             forwards: Mutex::new(BTreeMap::new()),
             reads: Batcher::new(1, usize::MAX),
+            counters: Combiner::default(),
         });
         let consensus = Consensus { inner };
         consensus.start_checkpointer();
@@ -626,8 +654,8 @@ impl Consensus {
                     outcome => return outcome,
                 }
             }
-            match self.inner.raft.client_write(Proposal(command.clone())).await {
-                Ok(response) => return Ok(response.data.0),
+            match self.client_write(command.clone()).await {
+                Ok((_, applied)) => return Ok(applied),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                     match self.forward_target(&forward) {
                         // The leader we knew stepped down before taking the command: nothing
@@ -849,14 +877,24 @@ impl Consensus {
             .map_err(|_| ConsensusError::Timeout)
     }
 
+    /// Writes `command` through openraft on this member, folding a counter add into an
+    /// entry with the other adds to its key that wait (see [`combine`]).
+    async fn client_write(&self, command: Command) -> WriteOutcome {
+        if let Some((key, op)) = combine::single_add(&command) {
+            return self.inner.counters.write(self, key, *op).await;
+        }
+        let response = self.inner.raft.client_write(Proposal(command)).await?;
+        Ok((response.log_id.index, response.data.0))
+    }
+
     /// Proposes on this member, which must be the leader (the peer service's Forward).
     pub(crate) async fn propose_on_leader(
         &self,
         command: Command,
     ) -> Result<(u64, Option<Applied>), ConsensusError> {
         let _budget = self.budget(command.encoded_len())?;
-        match self.inner.raft.client_write(Proposal(command)).await {
-            Ok(response) => Ok((response.log_id.index, response.data.0)),
+        match self.client_write(command).await {
+            Ok(outcome) => Ok(outcome),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(ConsensusError::NotLeader),
             Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
                 Err(ConsensusError::LeaderChanged)

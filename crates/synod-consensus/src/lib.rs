@@ -12,6 +12,7 @@
 
 mod batch;
 mod codec;
+mod combine;
 mod consensus;
 mod disk_io;
 mod log_store;

@@ -26,6 +26,7 @@ impl fmt::Display for Proposal {
             Some(command::Op::LeaseGrant(_)) => "lease_grant",
             Some(command::Op::LeaseRevoke(_)) => "lease_revoke",
             Some(command::Op::LeaseCheckpoints(_)) => "lease_checkpoints",
+            Some(command::Op::CounterAdd(_)) => "counter_add",
             None => "unknown",
         };
         f.write_str(kind)

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use synod_api::mvccpb::KeyValue;
-use synod_api::synodpb::LeaseRecord;
+use synod_api::synodpb::{CounterSession, LeaseRecord};
 
 use crate::Rev;
 
@@ -43,6 +43,9 @@ pub trait RevisionWrite: RevisionRead {
     /// Stores a lease (a grant, or a new checkpoint).
     fn put_lease(&mut self, record: &LeaseRecord) -> Result<(), BackendError>;
     fn delete_lease(&mut self, id: i64) -> Result<(), BackendError>;
+    /// Stores a counter session (see [`crate::counter`]).
+    fn put_session(&mut self, session: &CounterSession) -> Result<(), BackendError>;
+    fn delete_session(&mut self, lease: i64) -> Result<(), BackendError>;
 }
 
 /// An in-memory backend for tests and fixtures.
@@ -50,6 +53,7 @@ pub trait RevisionWrite: RevisionRead {
 pub struct MemBackend {
     records: BTreeMap<Rev, StoredKv>,
     leases: BTreeMap<i64, LeaseRecord>,
+    sessions: BTreeMap<i64, CounterSession>,
 }
 
 impl MemBackend {
@@ -61,6 +65,11 @@ impl MemBackend {
     /// Every stored lease, in id order.
     pub fn leases(&self) -> impl Iterator<Item = &LeaseRecord> {
         self.leases.values()
+    }
+
+    /// Every stored counter session, in lease order.
+    pub fn sessions(&self) -> impl Iterator<Item = &CounterSession> {
+        self.sessions.values()
     }
 }
 
@@ -88,6 +97,16 @@ impl RevisionWrite for MemBackend {
 
     fn delete_lease(&mut self, id: i64) -> Result<(), BackendError> {
         self.leases.remove(&id);
+        Ok(())
+    }
+
+    fn put_session(&mut self, session: &CounterSession) -> Result<(), BackendError> {
+        self.sessions.insert(session.lease, session.clone());
+        Ok(())
+    }
+
+    fn delete_session(&mut self, lease: i64) -> Result<(), BackendError> {
+        self.sessions.remove(&lease);
         Ok(())
     }
 }

@@ -11,8 +11,17 @@ use synod_api::EtcdError;
 use synod_api::etcdserverpb::{
     DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, request_op,
 };
+use synod_api::synodpb::CounterAdd;
 
 pub fn range(request: &RangeRequest) -> Result<(), EtcdError> {
+    if request.key.is_empty() {
+        return Err(EtcdError::EmptyKey);
+    }
+    Ok(())
+}
+
+/// A counter entry names its key; its ops are checked one by one as they apply.
+pub fn counter_add(request: &CounterAdd) -> Result<(), EtcdError> {
     if request.key.is_empty() {
         return Err(EtcdError::EmptyKey);
     }

@@ -16,9 +16,10 @@ use synod_api::etcdserverpb::{
     ResponseOp, TxnRequest, TxnResponse, request_op, response_op,
 };
 use synod_api::mvccpb::KeyValue;
-use synod_api::synodpb::{Command, LeaseCheckpoints, LeaseRecord, command};
+use synod_api::synodpb::{Command, CounterAdd, CounterSession, LeaseCheckpoints, LeaseRecord, command};
 
 use crate::backend::{BackendError, RevisionRead, RevisionWrite, StoredKv};
+use crate::counter::{self, CounterValue, Lookup, Sessions};
 use crate::lease::{Leases, MAX_LEASE_TTL};
 use crate::range::{self, RangePlan};
 use crate::tree_index::{KeyRange, TreeIndex};
@@ -36,6 +37,8 @@ pub enum Response {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     LeaseCheckpoints,
+    /// Each op's outcome, in order: an op that fails changed nothing.
+    CounterAdd(Vec<Result<CounterValue, EtcdError>>),
 }
 
 /// The outcome of applying one command: a response, or the etcd error the client gets.
@@ -66,6 +69,7 @@ pub struct KvStore {
     compacted: i64,
     alarms: BTreeSet<(u64, i32)>,
     leases: Leases,
+    sessions: Sessions,
 }
 
 impl KvStore {
@@ -81,11 +85,13 @@ impl KvStore {
             compacted: meta.compact_revision,
             alarms: meta.alarms.into_iter().collect(),
             leases: Leases::default(),
+            sessions: Sessions::default(),
         }
     }
 
-    /// Rebuilds the store from persisted meta, every stored record in revision order, and
-    /// the stored leases; each key is attached to the lease its newest record names.
+    /// Rebuilds the store from persisted meta, every stored record in revision order, the
+    /// stored leases and the counter sessions; each key is attached to the lease its newest
+    /// record names.
     ///
     /// The records may come from another member (a snapshot), so anything that does not
     /// fit together is an error, not a panic.
@@ -93,6 +99,7 @@ impl KvStore {
         meta: Meta,
         records: impl IntoIterator<Item = Result<(Rev, StoredKv), E>>,
         leases: impl IntoIterator<Item = Result<LeaseRecord, E>>,
+        sessions: impl IntoIterator<Item = Result<CounterSession, E>>,
     ) -> Result<KvStore, E> {
         let mut store = KvStore::from_meta(meta);
         let mut key_lease: std::collections::HashMap<Vec<u8>, i64> = Default::default();
@@ -123,6 +130,16 @@ impl KvStore {
         }
         for (key, lease) in key_lease {
             store.leases.attach(&key, lease);
+        }
+        for session in sessions {
+            let session = session?;
+            if !store.leases.contains(session.lease) {
+                return Err(E::from(BackendError::Corrupt {
+                    rev: Rev::default(),
+                    detail: format!("a counter session of lease {:x}, which does not exist", session.lease),
+                }));
+            }
+            store.sessions.insert(session);
         }
         Ok(store)
     }
@@ -173,6 +190,10 @@ impl KvStore {
 
     pub fn leases(&self) -> &Leases {
         &self.leases
+    }
+
+    pub fn counter_sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// The key-value `key` had at revision `at`, if it existed then and `at` is not
@@ -264,6 +285,7 @@ impl KvStore {
             Some(command::Op::LeaseGrant(r)) => self.apply_lease_grant(backend, r),
             Some(command::Op::LeaseRevoke(r)) => self.apply_lease_revoke(backend, r),
             Some(command::Op::LeaseCheckpoints(r)) => self.apply_lease_checkpoints(backend, r),
+            Some(command::Op::CounterAdd(r)) => self.apply_counter_add(backend, r),
             // Member attributes belong to the consensus layer, which keeps them itself; one
             // that reaches the key-value store changes nothing here.
             Some(command::Op::MemberAttributes(_)) => Ok(Err(EtcdError::NotCapable)),
@@ -428,6 +450,9 @@ impl KvStore {
             return Ok(Err(EtcdError::LeaseNotFound));
         };
         backend.delete_lease(request.id)?;
+        if self.sessions.remove(request.id) {
+            backend.delete_session(request.id)?;
+        }
         let mut write = self.write(backend);
         for key in &keys {
             write.delete_range(&DeleteRangeRequest { key: key.clone(), ..Default::default() })?;
@@ -449,6 +474,71 @@ impl KvStore {
             }
         }
         Ok(Ok(Response::LeaseCheckpoints))
+    }
+
+    /// Applies a counter entry: its ops in order, each on the running value the one before
+    /// left, and the key written once, at one revision, with the value after the last. An op
+    /// that fails (overflow, a session whose lease is gone) changes nothing, and the others
+    /// still apply; if the key's value is not a decimal integer, every op fails. An op its
+    /// session already applied answers with its recorded result and adds nothing.
+    fn apply_counter_add(
+        &mut self,
+        backend: &mut impl RevisionWrite,
+        request: &CounterAdd,
+    ) -> Result<Applied, BackendError> {
+        if let Err(e) = check::counter_add(request).and_then(|()| self.corrupt()) {
+            return Ok(Err(e));
+        }
+        if self.out_of_space() {
+            return Ok(Err(EtcdError::NoSpace));
+        }
+        let previous = range::kvs_at(&self.index, &*backend, &KeyRange::Single(&request.key), self.current)?
+            .into_iter()
+            .next();
+        let start = match &previous {
+            None => Some(0),
+            Some(kv) => counter::parse(&kv.value),
+        };
+        let revision = self.current + 1;
+        let mut running = start;
+        let mut touched = BTreeSet::new();
+        let mut results = Vec::with_capacity(request.ops.len());
+        for op in &request.ops {
+            let result = (|| {
+                if op.session != 0 {
+                    if !self.leases.contains(op.session) {
+                        return Err(EtcdError::LeaseNotFound);
+                    }
+                    if let Lookup::Applied(recorded) = self.sessions.lookup(op)? {
+                        return Ok(recorded);
+                    }
+                    // The lookup may have forgotten results: the session is written back.
+                    touched.insert(op.session);
+                }
+                let value = running.ok_or(EtcdError::CounterNotNumber)?;
+                let value = value.checked_add(op.delta).ok_or(EtcdError::CounterOverflow)?;
+                running = Some(value);
+                let result = CounterValue { value, revision };
+                if op.session != 0 {
+                    self.sessions.record(op, result);
+                }
+                Ok(result)
+            })();
+            results.push(result);
+        }
+        let added = results.iter().any(|r| r.as_ref().is_ok_and(|r| r.revision == revision));
+        if added {
+            let value = running.expect("an add succeeded, so the value is a number");
+            let lease = previous.as_ref().map_or(0, |kv| kv.lease);
+            let mut write = self.write(backend);
+            write.put_kv(&request.key, counter::format(value), lease)?;
+            self.current = write.end();
+        }
+        for lease in touched {
+            let session = self.sessions.get(lease).expect("a touched session exists");
+            backend.put_session(session)?;
+        }
+        Ok(Ok(Response::CounterAdd(results)))
     }
 
     fn write<'a, B: RevisionWrite>(&'a mut self, backend: &'a mut B) -> WriteTxn<'a, B> {

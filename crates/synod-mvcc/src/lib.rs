@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod check;
+pub mod counter;
 mod key_index;
 mod kv_store;
 pub mod lease;

@@ -18,6 +18,9 @@
 //!   alarm activate|deactivate|get [nospace|corrupt] [member=N]
 //!   lease grant ID TTL | lease revoke ID | lease checkpoint ID REMAINING_MS
 //!   leases                   every lease with its TTL, checkpoint and attached keys
+//!   counter KEY OP...        one counter entry; each OP is DELTA, or
+//!                            SESSION:SEQUENCE:DELTA[:ANSWERED_BELOW] for an add in a session
+//!   sessions                 every counter session with its floor and recorded results
 //!   restart                  rebuild the store from its persisted meta and records, as a
 //!                            member does when it starts
 //! A compare is TARGET(KEY[..END]) OP VALUE with TARGET one of value, version, create, mod,
@@ -36,7 +39,7 @@ use synod_api::etcdserverpb::{
     request_op, response_op,
 };
 use synod_api::mvccpb::KeyValue;
-use synod_api::synodpb::{Command, LeaseCheckpoint, LeaseCheckpoints, command};
+use synod_api::synodpb::{Command, CounterAdd, CounterOp, LeaseCheckpoint, LeaseCheckpoints, command};
 use synod_mvcc::{KvStore, MemBackend, Response};
 
 #[test]
@@ -126,7 +129,8 @@ fn run_case(store: &mut KvStore, backend: &mut MemBackend, command: &[&str]) -> 
                 .records()
                 .map(|(rev, stored)| Ok::<_, synod_mvcc::BackendError>((*rev, stored.clone())));
             let leases = backend.leases().map(|l| Ok(*l));
-            *store = KvStore::restore(store.meta(), records, leases).expect("restore");
+            let sessions = backend.sessions().map(|s| Ok(s.clone()));
+            *store = KvStore::restore(store.meta(), records, leases, sessions).expect("restore");
             writeln!(
                 out,
                 "restarted at rev={} compacted={}",
@@ -153,6 +157,26 @@ fn run_case(store: &mut KvStore, backend: &mut MemBackend, command: &[&str]) -> 
             let stored: Vec<_> = backend.leases().copied().collect();
             let live: Vec<_> = store.leases().records().copied().collect();
             assert_eq!(stored, live, "the backend stores the leases the store has");
+        }
+        "sessions" => {
+            for session in store.counter_sessions().iter() {
+                let results: Vec<String> = session
+                    .results
+                    .iter()
+                    .map(|r| format!("{}={}@{}", r.sequence, r.value, r.revision))
+                    .collect();
+                writeln!(
+                    out,
+                    "session {} floor={} results=[{}]",
+                    session.lease,
+                    session.floor,
+                    results.join(" ")
+                )
+                .unwrap();
+            }
+            let stored: Vec<_> = backend.sessions().cloned().collect();
+            let live: Vec<_> = store.counter_sessions().iter().cloned().collect();
+            assert_eq!(stored, live, "the backend stores the sessions the store has");
         }
         "range" => match store.plan_range(&range_request(&words[1..])) {
             Ok(plan) => print_range(&mut out, "", &plan.execute(backend).expect("backend")),
@@ -226,7 +250,26 @@ fn parse_write(words: &[&str]) -> command::Op {
                 other => panic!("unknown lease action {other}"),
             }
         }
+        "counter" => command::Op::CounterAdd(CounterAdd {
+            key: unescape(words[1]),
+            ops: words[2..].iter().map(|op| counter_op(op)).collect(),
+        }),
         other => panic!("unknown command {other}"),
+    }
+}
+
+fn counter_op(text: &str) -> CounterOp {
+    let numbers: Vec<&str> = text.split(':').collect();
+    let number = |i: usize| -> i64 { numbers[i].parse().expect("counter op number") };
+    match numbers.len() {
+        1 => CounterOp { delta: number(0), ..Default::default() },
+        3 | 4 => CounterOp {
+            session: number(0),
+            sequence: number(1) as u64,
+            delta: number(2),
+            answered_below: if numbers.len() == 4 { number(3) as u64 } else { 0 },
+        },
+        _ => panic!("a counter op is DELTA or SESSION:SEQUENCE:DELTA[:ANSWERED_BELOW], not {text}"),
     }
 }
 
@@ -502,6 +545,14 @@ fn print_response(out: &mut String, response: &Response) {
         Response::LeaseGrant(g) => writeln!(out, "lease granted id={} ttl={}", g.id, g.ttl).unwrap(),
         Response::LeaseRevoke(r) => writeln!(out, "lease revoked rev={}", revision(&r.header)).unwrap(),
         Response::LeaseCheckpoints => writeln!(out, "lease checkpointed").unwrap(),
+        Response::CounterAdd(results) => {
+            for result in results {
+                match result {
+                    Ok(v) => writeln!(out, "counter value={} rev={}", v.value, v.revision).unwrap(),
+                    Err(e) => writeln!(out, "counter error: {e}").unwrap(),
+                }
+            }
+        }
         Response::Alarm(a) => {
             let alarms: Vec<String> =
                 a.alarms.iter().map(|m| format!("{}:{}", m.member_id, m.alarm)).collect();

@@ -108,6 +108,8 @@ pub fn router(api: Api, body_limit_bytes: usize) -> Router {
             .route(&format!("{prefix}/watch"), post(watch));
     }
     router
+        .route("/v1/counter/add", unary!(counter_add))
+        .route("/v1/counter/get", unary!(counter_get))
         .route("/health", get(health))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))

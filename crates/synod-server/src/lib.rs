@@ -13,6 +13,7 @@ pub mod api;
 mod authority;
 pub mod compactor;
 pub mod config;
+mod counter_api;
 pub mod errors;
 pub mod gateway;
 pub mod identity;
@@ -32,6 +33,7 @@ use synod_api::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use synod_api::synod::v1::counter_server::CounterServer;
 use synod_api::synodpb::Identity;
 use synod_base::{GroupId, limits};
 use synod_consensus::{Bootstrap, Consensus, ConsensusOptions, DiskIo, GrpcDialer, MemberNode};
@@ -125,6 +127,7 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(grpc_limit))
         .add_service(WatchServer::new(api.clone()).max_decoding_message_size(grpc_limit))
         .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(grpc_limit))
+        .add_service(CounterServer::new(api.clone()).max_decoding_message_size(grpc_limit))
         .add_service(health_service)
         .prepare()
         .into_axum_router();

@@ -25,7 +25,7 @@ use redb::{
 use synod_api::EtcdError;
 use synod_api::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse, TxnRequest, TxnResponse};
 use synod_api::mvccpb::KeyValue;
-use synod_api::synodpb::{Command, LeaseRecord};
+use synod_api::synodpb::{Command, CounterSession, LeaseRecord};
 use synod_base::{GroupId, LogIndex};
 use synod_mvcc::{Applied, BackendError, KvStore, Meta, Rev, RevisionRead, RevisionWrite, StoredKv};
 
@@ -45,6 +45,12 @@ const STATE_KEYS: &[&str] = &[APPLIED_INDEX, REVISION, COMPACT_REVISION, ALARMS]
 /// Leases live in the meta table as `lease/<id in hex>`, so snapshots carry them as they
 /// carry every meta value.
 const LEASE_PREFIX: &str = "lease/";
+/// Counter sessions live in the meta table under this prefix, by lease id.
+const SESSION_PREFIX: &str = "counter-session/";
+
+fn session_key(lease: i64) -> String {
+    format!("{SESSION_PREFIX}{:016x}", lease as u64)
+}
 
 fn lease_key(id: i64) -> String {
     format!("{LEASE_PREFIX}{:016x}", id as u64)
@@ -550,7 +556,7 @@ fn write_meta(
     put(ALARMS, &encode_alarms(&m.alarms))?;
     for (key, value) in extra {
         assert!(
-            !STATE_KEYS.contains(key) && !key.starts_with(LEASE_PREFIX),
+            !STATE_KEYS.contains(key) && !key.starts_with(LEASE_PREFIX) && !key.starts_with(SESSION_PREFIX),
             "extra meta key {key} is the state's own"
         );
         put(key, value)?;
@@ -967,7 +973,15 @@ fn load(db: &Database, kv_table: &str, meta_table: &str) -> Result<Loaded, Stora
         Ok(_) => None,
         Err(e) => Some(Err(engine(e))),
     });
-    let kv = KvStore::restore(state_meta, records, leases)?;
+    let sessions = meta.range::<&str>(SESSION_PREFIX..).map_err(engine)?.map_while(|item| match item {
+        Ok((key, value)) if key.value().starts_with(SESSION_PREFIX) => {
+            count(key.value().len() + value.value().len());
+            Some(decode_session(key.value(), value.value()))
+        }
+        Ok(_) => None,
+        Err(e) => Some(Err(engine(e))),
+    });
+    let kv = KvStore::restore(state_meta, records, leases, sessions)?;
     Ok(Loaded { kv, applied, record_bytes: record_bytes.get() })
 }
 
@@ -979,6 +993,13 @@ fn decode_lease(key: &str, frame: &[u8]) -> Result<LeaseRecord, StorageError> {
         return Err(corrupt(format!("holds lease {:x}", lease.id)));
     }
     Ok(lease)
+}
+
+fn decode_session(key: &str, frame: &[u8]) -> Result<CounterSession, StorageError> {
+    let payload = record::open(frame).map_err(|d| StorageError::corrupt(format!("state meta {key}"), d))?;
+    CounterSession::decode(payload).map_err(|e| {
+        StorageError::corrupt(format!("state meta {key}"), format!("not a counter session: {e}"))
+    })
 }
 
 fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64, StorageError> {
@@ -1114,6 +1135,14 @@ impl RevisionWrite for TableWriter<'_, '_> {
 
     fn delete_lease(&mut self, id: i64) -> Result<(), BackendError> {
         self.delete_meta(&lease_key(id))
+    }
+
+    fn put_session(&mut self, session: &CounterSession) -> Result<(), BackendError> {
+        self.put_meta(&session_key(session.lease), &record::seal(&session.encode_to_vec()))
+    }
+
+    fn delete_session(&mut self, lease: i64) -> Result<(), BackendError> {
+        self.delete_meta(&session_key(lease))
     }
 }
 

@@ -433,20 +433,6 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    /// When a test fails, shows the end of every member's log, for the CI record.
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for member in &self.members {
-                let log = member.log();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                eprintln!("--- last lines of {}'s log ---", member.name);
-                tail.iter().rev().for_each(|line| eprintln!("{line}"));
-            }
-        }
-    }
-}
-
 /// Runs etcdctl (v3 API) with `args`; returns stdout, or panics with what it printed.
 pub fn etcdctl(program: &Path, args: &[&str]) -> String {
     etcdctl_output(program, args).0

@@ -1,0 +1,422 @@
+//! A client for synod's native counter (`synod.v1.Counter`), with automatic, safe retries.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), synod_client::Error> {
+//! let client = synod_client::Client::connect(["127.0.0.1:2379", "127.0.0.1:22379"])?;
+//! let session = client.session().await?;
+//! let added = session.add("hits", 1).await?;
+//! println!("hits is {} (revision {})", added.value, added.revision);
+//! session.close().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! An add through a [`Session`] happens exactly once, however often it is retried: the
+//! session is a lease the client keeps alive, and every add carries the session and a
+//! sequence number, so a member that already applied it answers with the recorded result.
+//! A failed attempt (the member died, the leader changed, the connection broke) is retried
+//! on the next endpoint until the retry timeout; only then does the add fail, with
+//! [`Error::Unavailable`], and then its outcome is unknown. If the session's lease ends
+//! while an add is retried, the add fails with [`Error::SessionEnded`] and is never
+//! applied twice.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use synod_api::EtcdError;
+use synod_api::etcdserverpb::lease_client::LeaseClient;
+use synod_api::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest};
+use synod_api::synod::v1::counter_client::CounterClient;
+use synod_api::synod::v1::{AddRequest, GetRequest};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// How a client connects and retries.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How long one attempt may take before it is given up and retried.
+    pub attempt_timeout: Duration,
+    /// How long a call keeps retrying before it fails.
+    pub retry_timeout: Duration,
+    /// The TTL of a session's lease, in seconds: how long a session outlives a client that
+    /// stopped keeping it alive.
+    pub session_ttl_secs: i64,
+    /// How long to wait for a TCP connection to a member.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            // The server gives up on a request after 7 s.
+            attempt_timeout: Duration::from_secs(8),
+            retry_timeout: Duration::from_secs(30),
+            session_ttl_secs: 60,
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An endpoint that is neither `host:port` nor an `http://` URL.
+    #[error("endpoint {endpoint}: {reason}")]
+    InvalidEndpoint { endpoint: String, reason: String },
+    /// The cluster refused the request (an add that would overflow, a key that is not a
+    /// counter, ...). Nothing was changed.
+    #[error("{0}")]
+    Refused(Status),
+    /// No member could answer before the retry timeout. The outcome of an add is unknown.
+    #[error("no member answered within the retry timeout; the last failure was: {}", .last.message())]
+    Unavailable { last: Status },
+    /// The session's lease ended (it expired, or was revoked). When `maybe_applied`, an
+    /// earlier attempt of the add may have been applied; it was not applied twice.
+    #[error("the counter session ended (its lease is gone); the add {}", if *.maybe_applied { "may have been applied once" } else { "was not applied" })]
+    SessionEnded { maybe_applied: bool },
+}
+
+/// What an add returned: the counter's value right after it, and the revision it was
+/// applied at (which is also the fencing of every read of the counter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Added {
+    pub value: i64,
+    pub revision: i64,
+}
+
+/// A counter's value, as a linearizable read saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Value {
+    pub value: i64,
+    /// Whether the key exists; a key that does not counts as 0.
+    pub exists: bool,
+    pub revision: i64,
+}
+
+/// Connections to a cluster's members. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    channels: Vec<Channel>,
+    /// The member calls go to first; moves on when one fails.
+    preferred: AtomicUsize,
+    options: Options,
+}
+
+impl Client {
+    /// A client for the members at `endpoints` (`host:port` or `http://host:port`), with
+    /// the default options. Connects lazily: a member that is down now is tried later.
+    /// Call it within a Tokio runtime.
+    pub fn connect<E: AsRef<str>>(endpoints: impl IntoIterator<Item = E>) -> Result<Client, Error> {
+        Client::with_options(endpoints, Options::default())
+    }
+
+    pub fn with_options<E: AsRef<str>>(
+        endpoints: impl IntoIterator<Item = E>,
+        options: Options,
+    ) -> Result<Client, Error> {
+        let mut channels = Vec::new();
+        for endpoint in endpoints {
+            let endpoint = endpoint.as_ref().trim();
+            let invalid = |reason: String| Error::InvalidEndpoint { endpoint: endpoint.to_string(), reason };
+            let url =
+                if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
+            if !url.starts_with("http://") {
+                return Err(invalid("only http:// endpoints are supported".into()));
+            }
+            let target = Endpoint::from_shared(url).map_err(|e| invalid(e.to_string()))?;
+            channels.push(target.connect_timeout(options.connect_timeout).connect_lazy());
+        }
+        if channels.is_empty() {
+            return Err(Error::InvalidEndpoint {
+                endpoint: String::new(),
+                reason: "no endpoints given".into(),
+            });
+        }
+        Ok(Client { inner: Arc::new(ClientInner { channels, preferred: AtomicUsize::new(0), options }) })
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// Runs `call` on the preferred member, and on the next one after each failure that
+    /// is worth retrying, until it succeeds, fails for good, or the retry timeout passes.
+    /// `attempts` counts the attempts made, including one that fails for good.
+    async fn retry<T, F, Fut>(&self, attempts: &mut u32, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let options = &self.inner.options;
+        let deadline = Instant::now() + options.retry_timeout;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let member = self.inner.preferred.load(Ordering::Relaxed) % self.inner.channels.len();
+            let channel = self.inner.channels[member].clone();
+            *attempts += 1;
+            let outcome = match tokio::time::timeout(options.attempt_timeout, call(channel)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Status::deadline_exceeded("the attempt timed out")),
+            };
+            let status = match outcome {
+                Ok(value) => return Ok(value),
+                Err(status) if !retryable(&status) => return Err(Error::Refused(status)),
+                Err(status) => status,
+            };
+            tracing::debug!(member, error = %status.message(), "retrying on the next member");
+            let _ = self.inner.preferred.compare_exchange(
+                member,
+                (member + 1) % self.inner.channels.len(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            if Instant::now() + pause >= deadline {
+                return Err(Error::Unavailable { last: status });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// The counter's value at `key`: a linearizable read.
+    pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Value, Error> {
+        let request = GetRequest { key: key.into(), serializable: false };
+        let response = self
+            .retry(&mut 0, |channel| {
+                let request = request.clone();
+                async move { CounterClient::new(channel).get(request).await.map(tonic::Response::into_inner) }
+            })
+            .await?;
+        let revision = response.header.map_or(0, |h| h.revision);
+        Ok(Value { value: response.value, exists: response.exists, revision })
+    }
+
+    /// Adds `delta` without a session: one attempt, never retried, because a retry after a
+    /// lost reply could add twice. Prefer [`Session::add`].
+    pub async fn add_once(&self, key: impl Into<Vec<u8>>, delta: i64) -> Result<Added, Error> {
+        let member = self.inner.preferred.load(Ordering::Relaxed) % self.inner.channels.len();
+        let request = AddRequest { key: key.into(), delta, ..Default::default() };
+        let mut counter = CounterClient::new(self.inner.channels[member].clone());
+        let call = counter.add(request);
+        match tokio::time::timeout(self.inner.options.attempt_timeout, call).await {
+            Ok(Ok(response)) => Ok(added(response.into_inner())),
+            Ok(Err(status)) if retryable(&status) => Err(Error::Unavailable { last: status }),
+            Ok(Err(status)) => Err(Error::Refused(status)),
+            Err(_) => Err(Error::Unavailable { last: Status::deadline_exceeded("the attempt timed out") }),
+        }
+    }
+
+    /// Opens a counter session: grants its lease and keeps it alive until the session is
+    /// closed or dropped.
+    pub async fn session(&self) -> Result<Session, Error> {
+        let ttl = self.inner.options.session_ttl_secs;
+        let grant = self
+            .retry(&mut 0, |channel| async move {
+                LeaseClient::new(channel)
+                    .lease_grant(LeaseGrantRequest { ttl, id: 0 })
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+            .await?;
+        let keepalive = tokio::spawn(keep_alive(self.clone(), grant.id, grant.ttl));
+        Ok(Session {
+            client: self.clone(),
+            lease: grant.id,
+            sequences: Arc::new(Mutex::new(Sequences { next: 1, unanswered: BTreeSet::new() })),
+            in_flight: Arc::new(Semaphore::new(SESSION_IN_FLIGHT_MAX)),
+            keepalive,
+        })
+    }
+}
+
+/// Adds one session may have unanswered at once: the results the server keeps per session
+/// (synod_mvcc's `SESSION_RESULTS_MAX`).
+pub const SESSION_IN_FLIGHT_MAX: usize = 1024;
+
+/// Failures worth another attempt, on another member: the member could not serve (no
+/// leader, leader changed, stopped, timed out, unreachable) or is overloaded.
+fn retryable(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
+            // A full store is not going to empty itself.
+            EtcdError::from_message(status.message()) != Some(EtcdError::NoSpace)
+        }
+        // A connection that broke mid-call surfaces as Unknown from the transport.
+        Code::Unknown => EtcdError::from_message(status.message()).is_none(),
+        _ => false,
+    }
+}
+
+fn added(response: synod_api::synod::v1::AddResponse) -> Added {
+    Added { value: response.value, revision: response.header.map_or(0, |h| h.revision) }
+}
+
+/// Renews the lease every third of its TTL, on whichever member answers, until the lease
+/// is gone or the session is dropped.
+async fn keep_alive(client: Client, lease: i64, ttl: i64) {
+    let period = Duration::from_millis((ttl.max(1) as u64 * 1000) / 3);
+    loop {
+        tokio::time::sleep(period).await;
+        let renewed = client
+            .retry(&mut 0, |channel| async move {
+                let request = LeaseKeepAliveRequest { id: lease };
+                let mut stream = LeaseClient::new(channel)
+                    .lease_keep_alive(tokio_stream::once(request))
+                    .await?
+                    .into_inner();
+                stream.message().await?.ok_or_else(|| Status::unavailable("the keep-alive stream ended"))
+            })
+            .await;
+        match renewed {
+            Ok(response) if response.ttl > 0 => {}
+            Ok(_) => {
+                tracing::warn!(lease, "the counter session's lease is gone");
+                return;
+            }
+            Err(e) => tracing::warn!(lease, error = %e, "could not renew the counter session's lease"),
+        }
+    }
+}
+
+struct Sequences {
+    next: u64,
+    unanswered: BTreeSet<u64>,
+}
+
+/// A counter session: adds through it are applied exactly once. Dropping it stops keeping
+/// its lease alive (the lease then expires); [`Session::close`] revokes it at once.
+pub struct Session {
+    client: Client,
+    lease: i64,
+    sequences: Arc<Mutex<Sequences>>,
+    in_flight: Arc<Semaphore>,
+    keepalive: JoinHandle<()>,
+}
+
+impl Session {
+    /// The lease that carries the session.
+    pub fn lease(&self) -> i64 {
+        self.lease
+    }
+
+    /// Adds `delta` to the counter at `key` and returns its value right after this add,
+    /// retrying on other members as needed; the add is applied exactly once.
+    pub async fn add(&self, key: impl Into<Vec<u8>>, delta: i64) -> Result<Added, Error> {
+        self.add_losing_replies(key, delta, 0).await
+    }
+
+    /// [`Session::add`] as if the first `lost` replies were lost on their way back: each
+    /// is thrown away and the add retried, as a client would after a broken connection.
+    /// For fault tests: the result must be that of one add.
+    pub async fn add_losing_replies(
+        &self,
+        key: impl Into<Vec<u8>>,
+        delta: i64,
+        lost: u32,
+    ) -> Result<Added, Error> {
+        let _permit = self.in_flight.acquire().await.expect("the semaphore is never closed");
+        let sequence = {
+            let mut sequences = lock(&self.sequences);
+            let sequence = sequences.next;
+            sequences.next += 1;
+            sequences.unanswered.insert(sequence);
+            sequence
+        };
+        let key = key.into();
+        let mut lost = lost;
+        let mut attempts = 0;
+        let outcome = self
+            .client
+            .retry(&mut attempts, |channel| {
+                let answered_below =
+                    lock(&self.sequences).unanswered.first().copied().unwrap_or(sequence).min(sequence);
+                let request =
+                    AddRequest { key: key.clone(), delta, session: self.lease, sequence, answered_below };
+                let lose = lost > 0;
+                lost = lost.saturating_sub(1);
+                async move {
+                    let response = CounterClient::new(channel).add(request).await?;
+                    if lose {
+                        return Err(Status::unavailable("the reply was lost (injected)"));
+                    }
+                    Ok(response.into_inner())
+                }
+            })
+            .await;
+        lock(&self.sequences).unanswered.remove(&sequence);
+        match outcome {
+            Ok(response) => Ok(added(response)),
+            Err(Error::Refused(status))
+                if EtcdError::from_message(status.message()) == Some(EtcdError::LeaseNotFound) =>
+            {
+                Err(Error::SessionEnded { maybe_applied: attempts > 1 })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ends the session: revokes its lease, so the cluster forgets it at once.
+    pub async fn close(self) {
+        self.keepalive.abort();
+        let lease = self.lease;
+        let revoked = self
+            .client
+            .retry(&mut 0, |channel| async move {
+                LeaseClient::new(channel).lease_revoke(LeaseRevokeRequest { id: lease }).await
+            })
+            .await;
+        if let Err(e) = revoked {
+            tracing::debug!(lease, error = %e, "could not revoke the counter session's lease; it will expire");
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.keepalive.abort();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_only_what_may_succeed_elsewhere() {
+        for error in [EtcdError::NoLeader, EtcdError::LeaderChanged, EtcdError::Timeout, EtcdError::Stopped] {
+            assert!(retryable(&error.into()), "{error:?}");
+        }
+        assert!(retryable(&Status::unknown("transport error")));
+        assert!(retryable(&Status::deadline_exceeded("the attempt timed out")));
+        for error in [
+            EtcdError::CounterOverflow,
+            EtcdError::CounterNotNumber,
+            EtcdError::LeaseNotFound,
+            EtcdError::NoSpace,
+            EtcdError::EmptyKey,
+            EtcdError::CounterSequenceForgotten,
+        ] {
+            assert!(!retryable(&error.into()), "{error:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn endpoints_are_checked() {
+        assert!(Client::connect(["127.0.0.1:2379", "http://localhost:22379"]).is_ok());
+        assert!(matches!(Client::connect(Vec::<String>::new()), Err(Error::InvalidEndpoint { .. })));
+        assert!(matches!(Client::connect(["https://127.0.0.1:2379"]), Err(Error::InvalidEndpoint { .. })));
+    }
+}
