@@ -97,6 +97,37 @@ pub enum Command {
     /// Saves a member's state to a file, or restores a data directory from one (also from
     /// a snapshot saved from etcd).
     Snapshot(SnapshotArgs),
+    /// synod's native counter: adds applied exactly once, retried on other endpoints when a
+    /// member fails. (synod's own; not in etcdctl.)
+    Counter(CounterArgs),
+}
+
+/// `counter <subcommand>`
+#[derive(Debug, Args)]
+pub struct CounterArgs {
+    #[command(subcommand)]
+    pub command: CounterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CounterCommand {
+    /// Adds DELTA (an integer, negative to subtract) to the counter at KEY, exactly once,
+    /// and prints the counter's value right after this add.
+    Add {
+        /// How long to keep retrying on other endpoints before giving up (the add's
+        /// outcome is then unknown).
+        #[arg(long, default_value = "30s", value_parser = go_duration, value_name = "DURATION")]
+        retry_timeout: Duration,
+
+        /// <key> <delta>
+        #[arg(allow_negative_numbers = true)]
+        args: Vec<String>,
+    },
+    /// Prints the counter's value (0 for a key that does not exist): a linearizable read.
+    Get {
+        /// <key>
+        args: Vec<String>,
+    },
 }
 
 /// `snapshot <subcommand>`

@@ -545,3 +545,47 @@ fn unreachable_endpoint_fails_like_etcdctl() {
         "Error: too many arguments, only accept one argument when `--prefix` or `--from-key` is set\n"
     );
 }
+
+/// `counter add` prints the value after each add (a negative delta subtracts), `counter
+/// get` the value, in simple and json output; the counter is an ordinary key to `get`; a
+/// key that is not a number, an overflow and argument mistakes fail with clear errors.
+#[test]
+fn counter_add_and_get() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let member = Member::start(dir.path(), free_port(), free_port());
+    let synodctl = Path::new(SYNODCTL);
+    let ok = |args: &[&str]| -> String {
+        let output = run(synodctl, &member.endpoint, args, "");
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let fails = |args: &[&str]| -> (Option<i32>, String) {
+        let output = run(synodctl, &member.endpoint, args, "");
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    assert_eq!(ok(&["counter", "get", "hits"]), "0\n");
+    assert_eq!(ok(&["counter", "add", "hits", "5"]), "5\n");
+    assert_eq!(ok(&["counter", "add", "hits", "-2"]), "3\n");
+    assert_eq!(ok(&["counter", "get", "hits"]), "3\n");
+    assert_eq!(ok(&["get", "hits", "--print-value-only"]), "3\n");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["counter", "add", "hits", "1", "-w", "json"])).expect("json");
+    assert_eq!((json["key"].as_str(), json["value"].as_i64()), (Some("hits"), Some(4)));
+    assert!(json["revision"].as_i64().is_some_and(|r| r > 1), "{json}");
+
+    ok(&["put", "word", "seven"]);
+    assert_eq!(
+        fails(&["counter", "add", "word", "1"]),
+        (Some(1), "Error: synod: counter: the key's value is not a decimal integer\n".to_string())
+    );
+    assert_eq!(ok(&["counter", "add", "big", &i64::MAX.to_string()]), format!("{}\n", i64::MAX));
+    assert_eq!(
+        fails(&["counter", "add", "big", "1"]),
+        (Some(1), "Error: synod: counter: the add would overflow a 64-bit signed integer\n".to_string())
+    );
+    assert_eq!(fails(&["counter", "add", "hits"]).0, Some(128));
+    let (code, message) = fails(&["counter", "add", "hits", "one"]);
+    assert_eq!(code, Some(128));
+    assert!(message.starts_with("Error: bad delta \"one\""), "{message}");
+    assert_eq!(fails(&["counter", "get", "hits", "-w", "table"]).0, Some(4));
+}

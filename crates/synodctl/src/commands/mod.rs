@@ -4,6 +4,7 @@
 //! after the request has been made).
 
 mod compaction;
+mod counter;
 mod del;
 mod endpoint;
 mod get;
@@ -17,7 +18,9 @@ use std::io::Write;
 
 use anyhow::Context as _;
 
-use crate::cli::{Cli, Command, EndpointCommand, GlobalFlags, MemberCommand, SnapshotCommand};
+use crate::cli::{
+    Cli, Command, CounterCommand, EndpointCommand, GlobalFlags, MemberCommand, SnapshotCommand,
+};
 use crate::client::{Client, ClientConfig};
 use crate::exit::{CtlError, CtlResult};
 use crate::printer::{Format, Output, Printer};
@@ -77,6 +80,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshot(args) => match args.command {
             SnapshotCommand::Save { args } => snapshot::save(&context, &args).await,
             SnapshotCommand::Restore(args) => snapshot::restore(&args),
+        },
+        Command::Counter(args) => match args.command {
+            CounterCommand::Add { retry_timeout, args } => counter::add(&context, retry_timeout, &args).await,
+            CounterCommand::Get { args } => counter::get(&context, &args).await,
         },
     }
 }
