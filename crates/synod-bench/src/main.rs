@@ -163,7 +163,8 @@ enum Consistency {
 enum CounterMethod {
     /// etcd's way: read, then compare-and-swap in a Txn until the swap wins.
     Cas,
-    /// synod's native counter.
+    /// synod's native counter (`synod.v1.Counter/Add`), each client in its own session;
+    /// etcd does not serve it.
     Native,
 }
 
@@ -316,11 +317,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::LeaseGrant { common, ttl } => (common, Workload::LeaseGrant { ttl }, None),
         Command::LeaseKeepalive(common) => (common, Workload::LeaseKeepalive, None),
         Command::Counter { common, method } => {
-            anyhow::ensure!(
-                method == CounterMethod::Cas,
-                "synod's native counter is not built yet (it comes with the counter service); use --method cas"
-            );
-            (common, Workload::CounterCas, None)
+            let workload = match method {
+                CounterMethod::Cas => Workload::CounterCas,
+                CounterMethod::Native => Workload::CounterNative,
+            };
+            (common, workload, None)
         }
     };
     let shape = common.shape(default_rate);

@@ -18,6 +18,8 @@ use synod_api::etcdserverpb::{
     Compare, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseRevokeRequest,
     PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
 };
+use synod_api::synod::v1::AddRequest;
+use synod_api::synod::v1::counter_client::CounterClient;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,6 +31,13 @@ use crate::report::Report;
 
 /// The key the compare-and-swap counter increments.
 pub const COUNTER_KEY: &[u8] = b"synod-bench/counter";
+
+/// The key synod's native counter adds to.
+pub const NATIVE_COUNTER_KEY: &[u8] = b"synod-bench/native-counter";
+
+/// The TTL of a native-counter client's session lease, in seconds: longer than any run's
+/// pauses, and revoked at the end of the run anyway.
+const SESSION_TTL: i64 = 600;
 /// The prefix of the keys the watch workload writes and watches.
 const WATCH_PREFIX: &[u8] = b"synod-bench/watch/";
 /// How long watchers may take, after the last put, to deliver the events still owed.
@@ -88,6 +97,8 @@ pub enum Workload {
     /// etcd's way of counting: read the counter, then compare-and-swap it in a Txn, again and
     /// again until the swap wins.
     CounterCas,
+    /// synod's native counter: each client adds 1 in its own session (exactly-once adds).
+    CounterNative,
 }
 
 impl Workload {
@@ -102,6 +113,16 @@ impl Workload {
             Workload::LeaseGrant { .. } => "lease-grant",
             Workload::LeaseKeepalive => "lease-keepalive",
             Workload::CounterCas => "counter-cas",
+            Workload::CounterNative => "counter-native",
+        }
+    }
+
+    /// The key a counter workload counts on.
+    fn counter_key(&self) -> Option<&'static [u8]> {
+        match self {
+            Workload::CounterCas => Some(COUNTER_KEY),
+            Workload::CounterNative => Some(NATIVE_COUNTER_KEY),
+            _ => None,
         }
     }
 }
@@ -118,10 +139,17 @@ pub async fn run(workload: &Workload, shape: &LoadShape, label: &str) -> anyhow:
     for i in 0..shape.clients {
         clients.push(Client::new(&channels[i % channels.len()], i as u64));
     }
-    let counter_before = match workload {
-        Workload::CounterCas => Some(read_counter(&mut clients[0].kv).await?),
-        _ => None,
+    let counter_before = match workload.counter_key() {
+        Some(key) => Some(read_counter(&mut clients[0].kv, key).await?),
+        None => None,
     };
+    if matches!(workload, Workload::CounterNative) {
+        for client in &mut clients {
+            tokio::time::timeout(REQUEST_TIMEOUT, client.open_session())
+                .await
+                .context("opening a counter session timed out")??;
+        }
+    }
     if matches!(workload, Workload::LeaseKeepalive) {
         for client in &mut clients {
             tokio::time::timeout(REQUEST_TIMEOUT, client.open_keepalive())
@@ -164,14 +192,16 @@ pub async fn run(workload: &Workload, shape: &LoadShape, label: &str) -> anyhow:
     let mut report = load::report(workload.name(), shape, &shared, &histogram, elapsed);
     report.timeline = timeline;
 
-    match workload {
-        Workload::CounterCas => {
+    if let Some(key) = workload.counter_key() {
+        if matches!(workload, Workload::CounterCas) {
             let retries: u64 = finished.iter().map(|c| c.retries).sum();
             let ops = report.ops.max(1);
             report
                 .extra
                 .insert("retries_per_increment".into(), serde_json::json!(retries as f64 / ops as f64));
-            let after = read_counter(&mut finished[0].kv).await?;
+        }
+        {
+            let after = read_counter(&mut finished[0].kv, key).await?;
             let before = counter_before.unwrap_or(0);
             // A request that failed may still have been applied, so only a clean run can be
             // checked exactly.
@@ -185,12 +215,11 @@ pub async fn run(workload: &Workload, shape: &LoadShape, label: &str) -> anyhow:
             report.extra.insert("check".into(), serde_json::json!(check));
             anyhow::ensure!(!check.starts_with("FAILED"), "counter check {check}");
         }
-        Workload::LeaseGrant { .. } | Workload::LeaseKeepalive => {
-            for client in &mut finished {
-                client.revoke_all().await;
-            }
+    }
+    if matches!(workload, Workload::LeaseGrant { .. } | Workload::LeaseKeepalive | Workload::CounterNative) {
+        for client in &mut finished {
+            client.revoke_all().await;
         }
-        _ => {}
     }
     Ok(report)
 }
@@ -199,6 +228,9 @@ pub async fn run(workload: &Workload, shape: &LoadShape, label: &str) -> anyhow:
 struct Client {
     kv: KvClient<Channel>,
     lease: LeaseClient<Channel>,
+    counter_service: CounterClient<Channel>,
+    /// The native counter session: its lease and the next add's sequence number.
+    session: Option<(i64, u64)>,
     rng: SmallRng,
     value: Vec<u8>,
     keepalive: Option<KeepAlive>,
@@ -219,6 +251,8 @@ impl Client {
         Client {
             kv: KvClient::new(channel.clone()),
             lease: LeaseClient::new(channel.clone()),
+            counter_service: CounterClient::new(channel.clone()),
+            session: None,
             rng: SmallRng::seed_from_u64(seed),
             value: Vec::new(),
             keepalive: None,
@@ -297,6 +331,7 @@ impl Client {
                 }
             }
             Workload::CounterCas => self.increment().await?,
+            Workload::CounterNative => self.add().await?,
             Workload::Watch { .. } => unreachable!("the watch workload has its own runner"),
         }
         Ok(())
@@ -312,7 +347,7 @@ impl Client {
     async fn increment(&mut self) -> Result<(), String> {
         let (mut revision, mut value) = match self.counter {
             Some(seen) => seen,
-            None => counter_of(&mut self.kv).await?,
+            None => counter_of(&mut self.kv, COUNTER_KEY).await?,
         };
         loop {
             let request = TxnRequest {
@@ -355,6 +390,30 @@ impl Client {
         }
     }
 
+    /// Adds one to the native counter in this client's session; one add at a time, so every
+    /// earlier add has had its reply.
+    async fn add(&mut self) -> Result<(), String> {
+        let (lease, sequence) = self.session.as_mut().ok_or("no counter session")?;
+        let request = AddRequest {
+            key: NATIVE_COUNTER_KEY.to_vec(),
+            delta: 1,
+            session: *lease,
+            sequence: *sequence,
+            answered_below: *sequence,
+        };
+        *sequence += 1;
+        self.counter_service.add(request).await.map_err(status_text)?;
+        Ok(())
+    }
+
+    async fn open_session(&mut self) -> anyhow::Result<()> {
+        let granted =
+            self.lease.lease_grant(LeaseGrantRequest { ttl: SESSION_TTL, id: 0 }).await?.into_inner();
+        self.granted.push(granted.id);
+        self.session = Some((granted.id, 1));
+        Ok(())
+    }
+
     async fn open_keepalive(&mut self) -> anyhow::Result<()> {
         let granted =
             self.lease.lease_grant(LeaseGrantRequest { ttl: KEEPALIVE_TTL, id: 0 }).await?.into_inner();
@@ -379,9 +438,9 @@ impl Client {
     }
 }
 
-async fn counter_of(kv: &mut KvClient<Channel>) -> Result<(i64, u64), String> {
+async fn counter_of(kv: &mut KvClient<Channel>, key: &[u8]) -> Result<(i64, u64), String> {
     let response = kv
-        .range(RangeRequest { key: COUNTER_KEY.to_vec(), ..Default::default() })
+        .range(RangeRequest { key: key.to_vec(), ..Default::default() })
         .await
         .map_err(status_text)?
         .into_inner();
@@ -391,8 +450,8 @@ async fn counter_of(kv: &mut KvClient<Channel>) -> Result<(i64, u64), String> {
     }
 }
 
-async fn read_counter(kv: &mut KvClient<Channel>) -> anyhow::Result<u64> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, counter_of(kv)).await {
+async fn read_counter(kv: &mut KvClient<Channel>, key: &[u8]) -> anyhow::Result<u64> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, counter_of(kv, key)).await {
         Ok(read) => read.map(|(_, value)| value).map_err(|e| anyhow::anyhow!("read the counter: {e}")),
         Err(_) => anyhow::bail!("reading the counter timed out"),
     }

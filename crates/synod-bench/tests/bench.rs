@@ -167,6 +167,7 @@ fn every_workload_runs_against_synod() {
         &["lease-grant"],
         &["lease-keepalive"],
         &["counter"],
+        &["counter", "--method", "native"],
     ] {
         let report = run_workload(&member, args, 200);
         assert_eq!(report["ops"], 200, "{args:?}: {report}");
@@ -193,9 +194,9 @@ fn every_workload_runs_against_synod() {
     assert_eq!(watch["ops"], 400, "{watch}");
     assert_eq!(watch["extra"]["events_missing"], 0, "{watch}");
 
-    let native = bench(&["counter", "--method", "native", "--endpoints", &member.endpoint, "--total", "1"]);
-    assert!(!native.status.success());
-    assert!(String::from_utf8_lossy(&native.stderr).contains("native counter is not built yet"));
+    let native = run_workload(&member, &["counter", "--method", "native"], 100);
+    let check = native["extra"]["check"].as_str().unwrap();
+    assert_eq!(check, "passed: 100 increments, counter 200 -> 300", "{native}");
 
     // A run whose requests fail says so in its exit status: the server refuses puts larger
     // than its request limit (1.5 MiB).
@@ -257,7 +258,7 @@ fn compare_reports_both_systems_and_cleans_up() {
     let mut command = Command::new(SYNOD_BENCH);
     command
         .args(["compare", "--duration", "1s", "--load-keys", "300", "--no-progress"])
-        .args(["--only", "put,get-linearizable,watch-latency,counter-cas"])
+        .args(["--only", "put,get-linearizable,watch-latency,counter-cas,counter-32"])
         .arg("--out")
         .arg(out.path())
         .arg("--synod")
@@ -277,7 +278,7 @@ fn compare_reports_both_systems_and_cleans_up() {
         serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
     let rows = results["rows"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["put", "get-linearizable", "watch-latency", "counter-cas"]);
+    assert_eq!(names, ["put", "get-linearizable", "watch-latency", "counter-cas", "counter-32"]);
     for row in rows {
         for system in ["synod", "etcd"] {
             let report = &row[system];
@@ -297,6 +298,10 @@ fn compare_reports_both_systems_and_cleans_up() {
     }
     let markdown = std::fs::read_to_string(run.join("results.md")).unwrap();
     assert!(markdown.contains("| put | 100 clients, 10 conns |"), "{markdown}");
+    assert!(
+        markdown.contains("| counter-32 | 32 clients, 10 conns; synod counter-native, etcd counter-cas |"),
+        "{markdown}"
+    );
     assert!(markdown.contains("Resident memory per member after loading 300 keys"), "{markdown}");
 
     let docs = std::fs::read_to_string(&docs).unwrap();
