@@ -14,6 +14,8 @@ const PROTOS: &[&str] = &[
     "synodpb/command.proto",
     "synodpb/raft.proto",
     "synod/v1/counter.proto",
+    "v3lockpb/v3lock.proto",
+    "v3electionpb/v3election.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,7 +47,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // etcd's gateway accepts and ignores fields it does not know.
             .ignore_unknown_fields()
             .out_dir(&out_dir)
-            .build(&[".mvccpb", ".authpb", ".etcdserverpb", ".synodpb", ".synod.v1"])?;
+            .build(&[
+                ".mvccpb",
+                ".authpb",
+                ".etcdserverpb",
+                ".synodpb",
+                ".synod.v1",
+                ".v3lockpb",
+                ".v3electionpb",
+            ])?;
     }
     Ok(())
 }

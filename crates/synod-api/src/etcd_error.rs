@@ -120,6 +120,20 @@ etcd_errors! {
     Canceled => (Cancelled, "etcdserver: request canceled"),
     DeadlineExceeded => (DeadlineExceeded, "etcdserver: context deadline exceeded"),
 
+    // The Lock and Election services' errors: etcd returns them as plain errors of its
+    // concurrency package, so their code is Unknown.
+    /// The lock's key vanished while its caller waited (its lease expired or was revoked).
+    LockSessionExpired => (Unknown, "mutex: session is expired"),
+    /// Proclaim by a campaigner that no longer leads.
+    ElectionNotLeader => (Unknown, "election: not leader"),
+    /// Leader of an election nobody leads.
+    ElectionNoLeader => (Unknown, "election: no leader"),
+    /// The campaign's key vanished while its caller waited (its lease expired or was
+    /// revoked). etcd 3.5 answers such a campaign as won; synod refuses it.
+    ElectionSessionExpired => (Unknown, "election: session is expired"),
+    /// Proclaim or Resign without the leader key.
+    ElectionMissingLeaderKey => (Unknown, "\"leader\" field must be provided"),
+
     // synod's own errors, for what etcd does not have (the native counter). Their texts are
     // public API too.
     /// A counter add whose result would not fit in an i64; nothing was added.

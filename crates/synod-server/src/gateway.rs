@@ -18,6 +18,7 @@ use http::{StatusCode, header};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use synod_api::etcdserverpb::{AlarmType, LeaseKeepAliveRequest, RangeRequest, WatchRequest};
+use synod_api::v3electionpb::LeaderRequest;
 use tonic::Status;
 
 use crate::api::{Api, ETCD_VERSION};
@@ -105,7 +106,14 @@ pub fn router(api: Api, body_limit_bytes: usize) -> Router {
             .route(&format!("{prefix}/lease/leases"), unary!(lease_leases))
             .route(&format!("{prefix}/kv/lease/leases"), unary!(lease_leases))
             .route(&format!("{prefix}/lease/keepalive"), post(keep_alive))
-            .route(&format!("{prefix}/watch"), post(watch));
+            .route(&format!("{prefix}/watch"), post(watch))
+            .route(&format!("{prefix}/lock/lock"), unary!(lock))
+            .route(&format!("{prefix}/lock/unlock"), unary!(unlock))
+            .route(&format!("{prefix}/election/campaign"), unary!(campaign))
+            .route(&format!("{prefix}/election/proclaim"), unary!(proclaim))
+            .route(&format!("{prefix}/election/leader"), unary!(leader))
+            .route(&format!("{prefix}/election/resign"), unary!(resign))
+            .route(&format!("{prefix}/election/observe"), post(observe));
     }
     router
         .route("/v1/counter/add", unary!(counter_add))
@@ -171,6 +179,19 @@ async fn watch(State(api): State<Api>, body: Bytes) -> Response {
     }
     let responses = api.watch_stream(futures::stream::iter(requests.into_iter().map(Ok)));
     stream_response(tokio_stream::wrappers::ReceiverStream::new(responses))
+}
+
+/// `/v3/election/observe`: the election's leaders, as lines of JSON, until the client goes.
+async fn observe(State(api): State<Api>, body: Bytes) -> Response {
+    let request = match stream_requests::<LeaderRequest>(&body) {
+        Ok(mut requests) if requests.len() == 1 => requests.remove(0),
+        Ok(_) => return stream_error(Status::invalid_argument("observe takes one request")),
+        Err(status) => return stream_error(status),
+    };
+    if let Err(status) = api.admit(&request, &tonic::metadata::MetadataMap::new()) {
+        return stream_error(status);
+    }
+    stream_response(tokio_stream::wrappers::ReceiverStream::new(api.observe_stream(request.name)))
 }
 
 /// `/v3/lease/keepalive`: one renewal per request in the body.

@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod identity;
 pub mod lease;
 mod lease_api;
+mod lock_api;
 pub mod metrics;
 pub mod serve;
 pub mod watch;
@@ -35,6 +36,8 @@ use synod_api::etcdserverpb::{
 };
 use synod_api::synod::v1::counter_server::CounterServer;
 use synod_api::synodpb::Identity;
+use synod_api::v3electionpb::election_server::ElectionServer;
+use synod_api::v3lockpb::lock_server::LockServer;
 use synod_base::{GroupId, limits};
 use synod_consensus::{Bootstrap, Consensus, ConsensusOptions, DiskIo, GrpcDialer, MemberNode};
 use synod_storage::{DataDir, LogStore, StateStore};
@@ -128,6 +131,8 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         .add_service(WatchServer::new(api.clone()).max_decoding_message_size(grpc_limit))
         .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(grpc_limit))
         .add_service(CounterServer::new(api.clone()).max_decoding_message_size(grpc_limit))
+        .add_service(LockServer::new(api.clone()).max_decoding_message_size(grpc_limit))
+        .add_service(ElectionServer::new(api.clone()).max_decoding_message_size(grpc_limit))
         .add_service(health_service)
         .prepare()
         .into_axum_router();

@@ -115,6 +115,11 @@ impl WatchHub {
         *self.revision.borrow()
     }
 
+    /// Changes with every apply: for waiting until the state may have changed.
+    pub(crate) fn applies(&self) -> watch::Receiver<i64> {
+        self.revision.subscribe()
+    }
+
     /// The events of revisions `from..` that `keep` accepts, from the ring, whole revisions
     /// up to about `bytes_max` bytes, with the last revision read; `None` if the ring no
     /// longer holds `from`.
