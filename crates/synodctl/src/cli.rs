@@ -100,6 +100,22 @@ pub enum Command {
     /// synod's native counter: adds applied exactly once, retried on other endpoints when a
     /// member fails. (synod's own; not in etcdctl.)
     Counter(CounterArgs),
+    /// Acquires a named lock: prints its key and fencing token and holds it until
+    /// interrupted, or runs a command while holding it (with ETCD_LOCK_KEY and ETCD_LOCK_REV
+    /// set, as etcdctl does).
+    Lock(LockArgs),
+}
+
+/// `lock [options] <lockname> [exec-command arg1 arg2 ...]`
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// Timeout for the session's lease, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub ttl: i64,
+
+    /// <lockname> [exec-command arg1 arg2 ...]
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 /// `counter <subcommand>`

@@ -11,7 +11,9 @@ use std::time::Duration;
 use synod_api::EtcdError;
 use synod_api::etcdserverpb::cluster_client::ClusterClient;
 use synod_api::etcdserverpb::kv_client::KvClient;
+use synod_api::etcdserverpb::lease_client::LeaseClient;
 use synod_api::etcdserverpb::maintenance_client::MaintenanceClient;
+use synod_api::v3lockpb::lock_client::LockClient;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
@@ -113,6 +115,14 @@ impl Client {
 
     pub fn maintenance(&self) -> MaintenanceClient<Channel> {
         MaintenanceClient::new(self.channel.clone()).max_decoding_message_size(RESPONSE_BYTES_MAX)
+    }
+
+    pub fn lease(&self) -> LeaseClient<Channel> {
+        LeaseClient::new(self.channel.clone())
+    }
+
+    pub fn lock(&self) -> LockClient<Channel> {
+        LockClient::new(self.channel.clone())
     }
 
     pub fn cluster(&self) -> ClusterClient<Channel> {

@@ -589,3 +589,73 @@ fn counter_add_and_get() {
     assert!(message.starts_with("Error: bad delta \"one\""), "{message}");
     assert_eq!(fails(&["counter", "get", "hits", "-w", "table"]).0, Some(4));
 }
+
+/// `lock NAME COMMAND` runs the command holding the lock, with the lock's key and fencing
+/// token in ETCD_LOCK_KEY and ETCD_LOCK_REV, and releases it after; `lock NAME` prints the
+/// key and token and holds the lock until interrupted, while a second `lock` waits.
+#[test]
+fn lock_holds_runs_and_releases() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let member = Member::start(dir.path(), free_port(), free_port());
+    let synodctl = Path::new(SYNODCTL);
+    let exec = run(
+        synodctl,
+        &member.endpoint,
+        &["lock", "job", "sh", "-c", "echo \"$ETCD_LOCK_KEY $ETCD_LOCK_REV\""],
+        "",
+    );
+    assert_eq!(exec.status.code(), Some(0), "{}", String::from_utf8_lossy(&exec.stderr));
+    let printed = String::from_utf8_lossy(&exec.stdout).into_owned();
+    let (key, token) = printed.trim().split_once(' ').expect("key and token");
+    assert!(key.starts_with("job/"), "{printed}");
+    assert!(token.parse::<i64>().expect("a revision") > 1, "{printed}");
+    let left = run(synodctl, &member.endpoint, &["get", "--prefix", "job/"], "");
+    assert_eq!(left.stdout, b"", "the lock's key outlived the command");
+
+    let mut holder = Command::new(synodctl)
+        .args([&format!("--endpoints={}", member.endpoint), "lock", "job"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the holder");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(holder.stdout.take().expect("stdout")));
+    let held_key = lines.next().expect("the key line").expect("read");
+    let held_token: i64 = lines
+        .next()
+        .expect("the token line")
+        .expect("read")
+        .strip_prefix("fencing token: ")
+        .expect("the token line's prefix")
+        .parse()
+        .expect("a revision");
+    assert!(held_key.starts_with("job/") && held_token > token.parse().unwrap(), "{held_key} {held_token}");
+    let waiter = Command::new(synodctl)
+        .args([
+            &format!("--endpoints={}", member.endpoint),
+            "lock",
+            "job",
+            "sh",
+            "-c",
+            "echo \"$ETCD_LOCK_REV\"",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the waiter");
+    // The waiter queues behind the holder: a second key appears under the lock's prefix.
+    let start = std::time::Instant::now();
+    while run(synodctl, &member.endpoint, &["get", "--prefix", "job/", "--count-only", "-w", "fields"], "")
+        .stdout
+        .windows(b"\"Count\" : 2".len())
+        .all(|w| w != b"\"Count\" : 2")
+    {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the waiter never queued");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill").args(["-INT", &holder.id().to_string()]).status().expect("kill -INT");
+    assert!(kill.success());
+    assert_eq!(holder.wait().expect("holder exits").code(), Some(0));
+    let waited = waiter.wait_with_output().expect("the waiter gets the lock and runs");
+    assert_eq!(waited.status.code(), Some(0));
+    let waiter_token: i64 = String::from_utf8_lossy(&waited.stdout).trim().parse().expect("a revision");
+    assert!(waiter_token > held_token, "tokens grow with each holder");
+}

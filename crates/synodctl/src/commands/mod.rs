@@ -9,6 +9,7 @@ mod del;
 mod endpoint;
 mod get;
 mod local_cluster;
+mod lock;
 mod member;
 mod put;
 mod snapshot;
@@ -85,6 +86,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             CounterCommand::Add { retry_timeout, args } => counter::add(&context, retry_timeout, &args).await,
             CounterCommand::Get { args } => counter::get(&context, &args).await,
         },
+        Command::Lock(args) => lock::run(&context, &args).await,
     }
 }
 
