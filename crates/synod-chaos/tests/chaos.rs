@@ -1,5 +1,5 @@
 //! synod-chaos end to end: a real three-member cluster of `target/debug/synod` under every
-//! fault keeps its history linearizable, and the same run with the negative control
+//! fault keeps its history (registers, the native counter, a fencing lock) linearizable, and the same run with the negative control
 //! (`--unsafe-local-reads`, stale reads on purpose) is caught.
 //!
 //! These runs need root and nftables. Without them the tests say why and pass, unless
@@ -32,6 +32,12 @@ fn history_under_all_faults_is_linearizable() {
     assert!(!out.path().join("report.html").exists(), "a clean run wrote report.html\n{}", run.output);
     let history = std::fs::read_to_string(out.path().join("history.jsonl")).expect("read history.jsonl");
     assert!(history.lines().count() > 100, "too few calls were recorded\n{}", run.output);
+    // The counter and the lock were exercised too, and answered.
+    for answered in
+        ["\"reply\":\"add\"", "\"reply\":\"read_counter\"", "\"reply\":\"acquire\"", "\"released\":true"]
+    {
+        assert!(history.contains(answered), "no call answered with {answered}\n{}", run.output);
+    }
     let faults = std::fs::read_to_string(out.path().join("faults.log")).expect("read faults.log");
     let healed = ["heal", "restart", "resume", "delays removed"];
     assert!(

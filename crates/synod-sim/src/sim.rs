@@ -50,6 +50,9 @@ pub struct Options {
     pub unsafe_local_reads: bool,
 }
 
+/// The key of the run's native counter.
+const COUNTER_KEY: &str = "counter";
+
 /// The cluster and workload a seed chose.
 #[derive(Clone, Debug)]
 pub struct Setup {
@@ -432,7 +435,8 @@ impl Sim {
         }
     }
 
-    /// One client: one call at a time on random keys through random members, until `until`.
+    /// One client: one call at a time on random keys (and the counter) through random
+    /// members, until `until`.
     async fn client(self: Arc<Self>, client: u32, seed: u64, until: Instant) {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut seen: BTreeMap<String, Option<String>> = BTreeMap::new();
@@ -451,6 +455,9 @@ impl Sim {
                 0..45 => Call::Get { key },
                 45..70 => Call::Put { key, value },
                 70..78 => Call::Delete { key },
+                // The native counter, one for the run, added to by 1 to 3.
+                78..84 => Call::Add { key: COUNTER_KEY.into(), delta: 1 + (sequence % 3) as i64 },
+                84..87 => Call::ReadCounter { key: COUNTER_KEY.into() },
                 _ => {
                     let expect = seen.get(&key).cloned().flatten();
                     Call::Cas { key, expect, value }
