@@ -30,7 +30,7 @@ use synod_api::etcdserverpb::lease_client::LeaseClient;
 use synod_api::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest};
 use synod_api::synod::v1::counter_client::CounterClient;
 use synod_api::synod::v1::{AddRequest, GetRequest};
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
@@ -232,15 +232,16 @@ impl Client {
             client: self.clone(),
             lease: grant.id,
             sequences: Arc::new(Mutex::new(Sequences { next: 1, unanswered: BTreeSet::new() })),
-            in_flight: Arc::new(Semaphore::new(SESSION_IN_FLIGHT_MAX)),
+            answered: Arc::new(Notify::new()),
             keepalive,
         })
     }
 }
 
-/// Adds one session may have unanswered at once: the results the server keeps per session
-/// (synod_mvcc's `SESSION_RESULTS_MAX`).
-pub const SESSION_IN_FLIGHT_MAX: usize = 1024;
+/// How far a session's newest add may run ahead of its oldest unanswered one: the results
+/// the server keeps per session (synod_mvcc's `SESSION_RESULTS_MAX`). A new add waits while
+/// the gap is this wide, so the server never forgets a result a retry may still ask for.
+pub const SESSION_IN_FLIGHT_MAX: u64 = 1024;
 
 /// Failures worth another attempt, on another member: the member could not serve (no
 /// leader, leader changed, stopped, timed out, unreachable) or is overloaded.
@@ -298,7 +299,8 @@ pub struct Session {
     client: Client,
     lease: i64,
     sequences: Arc<Mutex<Sequences>>,
-    in_flight: Arc<Semaphore>,
+    /// Wakes adds waiting for the gap to narrow.
+    answered: Arc<Notify>,
     keepalive: JoinHandle<()>,
 }
 
@@ -323,14 +325,24 @@ impl Session {
         delta: i64,
         lost: u32,
     ) -> Result<Added, Error> {
-        let _permit = self.in_flight.acquire().await.expect("the semaphore is never closed");
-        let sequence = {
-            let mut sequences = lock(&self.sequences);
-            let sequence = sequences.next;
-            sequences.next += 1;
-            sequences.unanswered.insert(sequence);
-            sequence
+        let sequence = loop {
+            let notified = self.answered.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut sequences = lock(&self.sequences);
+                let oldest = sequences.unanswered.first().copied().unwrap_or(sequences.next);
+                if sequences.next - oldest < SESSION_IN_FLIGHT_MAX {
+                    let sequence = sequences.next;
+                    sequences.next += 1;
+                    sequences.unanswered.insert(sequence);
+                    break sequence;
+                }
+            }
+            notified.await;
         };
+        // Answered or abandoned, the add stops holding back the others.
+        let _answered = Answered { session: self, sequence };
         let key = key.into();
         let mut lost = lost;
         let mut attempts = 0;
@@ -352,14 +364,17 @@ impl Session {
                 }
             })
             .await;
-        lock(&self.sequences).unanswered.remove(&sequence);
         match outcome {
             Ok(response) => Ok(added(response)),
-            Err(Error::Refused(status))
-                if EtcdError::from_message(status.message()) == Some(EtcdError::LeaseNotFound) =>
-            {
-                Err(Error::SessionEnded { maybe_applied: attempts > 1 })
-            }
+            Err(Error::Refused(status)) => match EtcdError::from_message(status.message()) {
+                Some(EtcdError::LeaseNotFound) => Err(Error::SessionEnded { maybe_applied: attempts > 1 }),
+                // The session no longer holds this add's result: it may have been applied.
+                Some(EtcdError::CounterSequenceForgotten) => Err(Error::Unavailable { last: status }),
+                // A full store refuses a retry before it looks the add up: an earlier
+                // attempt may have been applied.
+                Some(EtcdError::NoSpace) if attempts > 1 => Err(Error::Unavailable { last: status }),
+                _ => Err(Error::Refused(status)),
+            },
             Err(e) => Err(e),
         }
     }
@@ -377,6 +392,19 @@ impl Session {
         if let Err(e) = revoked {
             tracing::debug!(lease, error = %e, "could not revoke the counter session's lease; it will expire");
         }
+    }
+}
+
+/// Removes an add from its session's unanswered ones when it ends, however it ends.
+struct Answered<'a> {
+    session: &'a Session,
+    sequence: u64,
+}
+
+impl Drop for Answered<'_> {
+    fn drop(&mut self) {
+        lock(&self.session.sequences).unanswered.remove(&self.sequence);
+        self.session.answered.notify_waiters();
     }
 }
 

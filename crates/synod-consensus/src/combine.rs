@@ -52,27 +52,42 @@ pub(crate) fn single_add(command: &Command) -> Option<(&[u8], &CounterOp)> {
 impl Combiner {
     /// Writes the add through an entry shared with the other adds to `key` that wait.
     pub(crate) async fn write(&self, consensus: &Consensus, key: &[u8], op: CounterOp) -> WriteOutcome {
-        let batcher = {
+        let waiting = {
             let mut keys = lock(&self.keys);
             let batcher = keys
                 .entry(key.to_vec())
                 .or_insert_with(|| Arc::new(Batcher::new(ENTRIES_IN_FLIGHT, COMBINE_MAX)));
-            Arc::clone(batcher)
+            Waiting { combiner: self, key, batcher: Some(Arc::clone(batcher)) }
         };
+        let batcher = Arc::clone(waiting.batcher.as_ref().expect("set until dropped"));
         let run: RunBatch<Add, WriteOutcome> =
             |consensus, adds| Box::pin(async move { write_entry(&consensus, adds).await });
         let outcome = batcher.submit(consensus, Add { key: key.to_vec(), op }, run).await;
-        {
-            let mut keys = lock(&self.keys);
-            // Only the map's reference and ours: no other add waits on it (a waiting add
-            // holds a reference, taken under this lock). A run that is still finishing has
-            // answered everyone already.
-            if Arc::strong_count(&batcher) == 2 {
-                keys.remove(key);
-            }
-        }
+        drop(batcher);
+        drop(waiting);
         // A run that ended without answering: the runtime is shutting down under it.
         outcome.unwrap_or(Err(RaftError::Fatal(openraft::errors::Fatal::Stopped)))
+    }
+}
+
+/// One add's hold on its key's batcher. When the last add of a key lets go (answered, or
+/// its caller gone), the key leaves the map, so the map holds only keys with adds under way.
+struct Waiting<'a> {
+    combiner: &'a Combiner,
+    key: &'a [u8],
+    batcher: Option<Arc<KeyBatcher>>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut keys = lock(&self.combiner.keys);
+        // Let go under the lock, where every add takes its reference: a count of one after
+        // that is the map's own, and no add waits on the batcher any more.
+        let Some(batcher) = self.batcher.take() else { return };
+        drop(batcher);
+        if keys.get(self.key).is_some_and(|mapped| Arc::strong_count(mapped) == 1) {
+            keys.remove(self.key);
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use synod_api::etcdserverpb::range_request::{SortOrder, SortTarget};
 use synod_api::etcdserverpb::watch_request::RequestUnion;
 use synod_api::etcdserverpb::{
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
-    TxnResponse, WatchCreateRequest, WatchRequest, request_op, response_op,
+    TxnResponse, WatchCreateRequest, WatchRequest, WatchResponse, request_op, response_op,
 };
 use synod_api::mvccpb::KeyValue;
 use synod_api::mvccpb::event::EventType;
@@ -35,7 +35,7 @@ use synod_api::v3electionpb::{
     ProclaimResponse, ResignRequest, ResignResponse, election_server,
 };
 use synod_api::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse, lock_server};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status};
 
@@ -44,10 +44,13 @@ use crate::api::{Api, Reply, ServedByLearner};
 const LOCK: &str = "v3lockpb.Lock";
 const ELECTION: &str = "v3electionpb.Election";
 
-/// The key `lease` holds in the lock or election `name`, as etcd names it.
+/// The key `lease` holds in the lock or election `name`, as etcd names it. A call without
+/// a lease gets a key of its own, named by a random number: etcd's servers give such a call
+/// a lease of its own, so two calls without a lease never share a place in the queue.
 fn holder_key(name: &[u8], lease: i64) -> Vec<u8> {
+    let id = if lease == 0 { (synod_consensus::random_u64() >> 1) as i64 } else { lease };
     let mut key = queue_prefix(name);
-    key.extend_from_slice(format!("{lease:x}").as_bytes());
+    key.extend_from_slice(format!("{id:x}").as_bytes());
     key
 }
 
@@ -206,7 +209,10 @@ impl Api {
         .await
     }
 
-    /// Takes a place in the queue for `name` and waits for its turn.
+    /// Takes a place in the queue for `name` and waits for its turn. The work runs in a
+    /// task of its own, so that a caller that goes away cannot leave a place behind: the
+    /// claim is always written to the end (a dropped proposal may still apply), and a place
+    /// whose caller left, before or after its turn came, is given up.
     async fn queue(
         &self,
         name: &[u8],
@@ -214,21 +220,57 @@ impl Api {
         value: Vec<u8>,
         expired: EtcdError,
     ) -> Result<(Claim, ResponseHeader), Status> {
-        let claim = self.claim(holder_key(name, lease), lease, value.clone()).await?;
-        let mut abandon = Abandon {
-            api: self.clone(),
-            key: claim.key.clone(),
-            revision: claim.revision,
-            armed: claim.existing.is_none(),
-        };
-        // A candidate that queued before with another value proclaims the new one, as etcd's
-        // Campaign does.
+        let (mut answer, outcome) = oneshot::channel();
+        let api = self.clone();
+        let key = holder_key(name, lease);
+        let prefix = queue_prefix(name);
+        tokio::spawn(async move {
+            let claim = match api.claim(key, lease, value.clone()).await {
+                Ok(claim) => claim,
+                Err(status) => {
+                    let _ = answer.send(Err(status));
+                    return;
+                }
+            };
+            let mut abandon = Abandon {
+                api: api.clone(),
+                key: claim.key.clone(),
+                revision: claim.revision,
+                armed: claim.existing.is_none(),
+            };
+            let waited = tokio::select! {
+                waited = api.take_turn(&prefix, &claim, lease, value, expired) => waited,
+                // The caller left: dropping `abandon` gives the place up.
+                () = answer.closed() => return,
+            };
+            match waited {
+                Ok(header) => {
+                    if answer.send(Ok((claim, header))).is_ok() {
+                        abandon.armed = false;
+                    }
+                }
+                Err(status) => {
+                    let _ = answer.send(Err(status));
+                }
+            }
+        });
+        outcome.await.unwrap_or_else(|_| Err(EtcdError::Stopped.into()))
+    }
+
+    /// Proclaims `value` if a place held from before has another (as etcd's Campaign does),
+    /// then waits for the place's turn.
+    async fn take_turn(
+        &self,
+        prefix: &[u8],
+        claim: &Claim,
+        lease: i64,
+        value: Vec<u8>,
+        expired: EtcdError,
+    ) -> Result<ResponseHeader, Status> {
         if claim.existing.as_ref().is_some_and(|existing| *existing != value) {
             self.proclaim_as(&claim.key, claim.revision, lease, value).await?;
         }
-        let header = self.wait_turn(&queue_prefix(name), &claim, expired).await?;
-        abandon.armed = false;
-        Ok((claim, header))
+        self.wait_turn(prefix, claim, expired).await
     }
 
     pub async fn lock(&self, request: LockRequest) -> Result<LockResponse, Status> {
@@ -340,8 +382,7 @@ impl Api {
                 None => {
                     let mut puts = self.internal_watch(prefix.clone(), prefix_end(&prefix), header.revision);
                     loop {
-                        let Some(response) = puts.recv().await else { return Ok(()) };
-                        let response = response?;
+                        let Some(response) = next_event(&mut puts, tx).await? else { return Ok(()) };
                         let put = response.events.into_iter().find(|e| e.r#type == EventType::Put as i32);
                         if let Some(kv) = put.and_then(|e| e.kv) {
                             let mut header = response.header.unwrap_or_default();
@@ -359,8 +400,7 @@ impl Api {
             }
             let mut changes = self.internal_watch(key, Vec::new(), from);
             'leader: loop {
-                let Some(response) = changes.recv().await else { return Ok(()) };
-                let response = response?;
+                let Some(response) = next_event(&mut changes, tx).await? else { return Ok(()) };
                 for event in response.events {
                     if event.r#type == EventType::Delete as i32 {
                         break 'leader;
@@ -381,7 +421,7 @@ impl Api {
         key: Vec<u8>,
         range_end: Vec<u8>,
         from: i64,
-    ) -> mpsc::Receiver<Result<synod_api::etcdserverpb::WatchResponse, Status>> {
+    ) -> mpsc::Receiver<Result<WatchResponse, Status>> {
         let create = WatchRequest {
             request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
                 key,
@@ -394,6 +434,26 @@ impl Api {
         let requests = futures::stream::iter([Ok(create)]).chain(futures::stream::pending());
         self.watch_stream(Box::pin(requests))
     }
+}
+
+/// The next response of an internal watch, or `None` once the observer has gone (then the
+/// watch ends with it). A watch the member cancelled (its revision was compacted) is an
+/// error for the observer, not a silent end.
+async fn next_event(
+    watch: &mut mpsc::Receiver<Result<WatchResponse, Status>>,
+    observer: &mpsc::Sender<Result<LeaderResponse, Status>>,
+) -> Result<Option<WatchResponse>, Status> {
+    let response = tokio::select! {
+        response = watch.recv() => response,
+        () = observer.closed() => return Ok(None),
+    };
+    let response = response.ok_or_else(|| Status::from(EtcdError::Stopped))??;
+    if response.canceled {
+        let error =
+            if response.compact_revision > 0 { EtcdError::Compacted } else { EtcdError::WatchCanceled };
+        return Err(error.into());
+    }
+    Ok(Some(response))
 }
 
 impl ServedByLearner for LockRequest {}

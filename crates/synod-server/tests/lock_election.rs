@@ -285,3 +285,70 @@ fn a_paused_holder_is_fenced_off_by_its_token() {
         assert!(kv.txn(guarded(&key_b, token_b)).await.expect("txn").into_inner().succeeded);
     });
 }
+
+/// Locks without a lease each get a key of their own, so the second waits for the first;
+/// and a waiter whose call is cancelled leaves the queue, so it holds nobody up.
+#[test]
+fn leaseless_locks_queue_and_cancelled_waiters_leave() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let synod = Server::synod(dir.path());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let channel =
+            Channel::from_shared(synod.endpoint()).expect("endpoint").connect().await.expect("connect");
+        let mut lock = LockClient::new(channel.clone());
+        let first =
+            lock.lock(LockRequest { name: b"free".to_vec(), lease: 0 }).await.expect("lock").into_inner();
+        let mut second_client = lock.clone();
+        let second = tokio::spawn(async move {
+            second_client.lock(LockRequest { name: b"free".to_vec(), lease: 0 }).await
+        });
+        let queued = |count: usize| {
+            let channel = channel.clone();
+            async move {
+                let mut kv = KvClient::new(channel);
+                tokio::time::timeout(DEADLINE, async {
+                    loop {
+                        let range = RangeRequest {
+                            key: b"free/".to_vec(),
+                            range_end: b"free0".to_vec(),
+                            ..Default::default()
+                        };
+                        if kv.range(range).await.expect("range").into_inner().kvs.len() == count {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+                .await
+                .unwrap_or_else(|_| panic!("the queue never held {count} keys"));
+            }
+        };
+        queued(2).await;
+        assert!(!second.is_finished(), "a second lock without a lease was granted while the first held it");
+        lock.unlock(UnlockRequest { key: first.key.clone() }).await.expect("unlock");
+        let second =
+            tokio::time::timeout(DEADLINE, second).await.expect("granted").expect("task").expect("lock");
+        let second = second.into_inner();
+        assert_ne!(second.key, first.key);
+
+        // A waiter that gives up: its place goes, and the lock passes to the next one.
+        let lease = grant(&channel, 60).await;
+        let mut cancelled = lock.clone();
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(300),
+            cancelled.lock(LockRequest { name: b"free".to_vec(), lease }),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the waiter was granted while the lock was held");
+        queued(1).await;
+        lock.unlock(UnlockRequest { key: second.key }).await.expect("unlock");
+        let mut next = lock.clone();
+        let granted =
+            tokio::time::timeout(DEADLINE, next.lock(LockRequest { name: b"free".to_vec(), lease: 0 }))
+                .await
+                .expect("the lock is free: the cancelled waiter left the queue")
+                .expect("lock");
+        assert!(granted.into_inner().key.starts_with(b"free/"));
+    });
+}
