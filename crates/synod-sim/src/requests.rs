@@ -1,15 +1,54 @@
 //! A workload call sent to a member's real API handlers (what its gRPC service runs), as the
-//! etcd request synod-check maps it to, or the native counter's request.
+//! etcd request synod-check maps it to, the native counter's request, or the lock calls: an
+//! Acquire through the Lock service (then a read of its token), a Release by a Txn fenced by
+//! the token.
 
+use synod_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use synod_api::etcdserverpb::{Compare, DeleteRangeRequest, RangeRequest, RequestOp, TxnRequest, request_op};
 use synod_api::synod::v1::{AddRequest, GetRequest};
+use synod_api::v3lockpb::LockRequest;
 use synod_check::etcd::{self, EtcdRequest, EtcdResponse};
 use synod_check::{Call, Reply};
 use synod_server::api::Api;
 
-/// Sends `call` to `api`; returns the reply and the header's revision.
-pub async fn execute(api: &Api, call: &Call) -> Result<(Reply, Option<i64>), tonic::Status> {
+/// Sends `call` to `api` for a client whose session lease is `lease` (0: none; lock calls
+/// need one); returns the reply and the header's revision.
+pub async fn execute(api: &Api, call: &Call, lease: i64) -> Result<(Reply, Option<i64>), tonic::Status> {
     let revision = |header: Option<synod_api::etcdserverpb::ResponseHeader>| header.map(|h| h.revision);
     match call {
+        Call::Acquire { lock, .. } => {
+            let locked = api.lock(LockRequest { name: lock.clone().into_bytes(), lease }).await?;
+            // The token is the lock key's create revision.
+            let read = api.range(RangeRequest { key: locked.key, ..Default::default() }).await?;
+            let token = read
+                .kvs
+                .first()
+                .map(|kv| kv.create_revision)
+                .ok_or_else(|| tonic::Status::unavailable("the lock's key vanished after the grant"))?;
+            return Ok((Reply::Acquire { token }, revision(read.header)));
+        }
+        Call::Release { lock, token, .. } => {
+            // A Txn that deletes the key only while it is the grant's (fenced by the token).
+            let key = format!("{lock}/{lease:x}").into_bytes();
+            let release = TxnRequest {
+                compare: vec![Compare {
+                    result: CompareResult::Equal as i32,
+                    target: CompareTarget::Create as i32,
+                    key: key.clone(),
+                    target_union: Some(TargetUnion::CreateRevision(*token)),
+                    ..Default::default()
+                }],
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+                        key,
+                        ..Default::default()
+                    })),
+                }],
+                failure: Vec::new(),
+            };
+            let response = api.txn(release).await?;
+            return Ok((Reply::Release { released: response.succeeded }, revision(response.header)));
+        }
         Call::Add { key, delta } => {
             let request = AddRequest { key: key.clone().into_bytes(), delta: *delta, ..Default::default() };
             let response = api.counter_add(request).await?;

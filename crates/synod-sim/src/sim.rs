@@ -22,8 +22,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
+use synod_api::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest};
 use synod_base::GroupId;
-use synod_check::{Call, Op, Outcome};
+use synod_check::{Call, Op, Outcome, Reply};
 use synod_consensus::{Bootstrap, Consensus, ConsensusOptions, DiskIo, MemberChange, MemberNode};
 use synod_server::api::Api;
 use synod_server::metrics::Metrics;
@@ -50,8 +51,12 @@ pub struct Options {
     pub unsafe_local_reads: bool,
 }
 
-/// The key of the run's native counter.
+/// The key of the run's native counter, and the name of its lock.
 const COUNTER_KEY: &str = "counter";
+const LOCK_NAME: &str = "lock";
+
+/// The TTL of a client's session lease, in seconds: longer than any run.
+const SESSION_TTL: i64 = 3600;
 
 /// The cluster and workload a seed chose.
 #[derive(Clone, Debug)]
@@ -441,6 +446,9 @@ impl Sim {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut seen: BTreeMap<String, Option<String>> = BTreeMap::new();
         let mut sequence = 0u64;
+        // The client's session lease for the lock, and its token while it holds the lock.
+        let mut lease = 0i64;
+        let mut holding: Option<i64> = None;
         while Instant::now() < until {
             let members = self.members();
             let member = if rng.random_bool(0.6) {
@@ -458,12 +466,42 @@ impl Sim {
                 // The native counter, one for the run, added to by 1 to 3.
                 78..84 => Call::Add { key: COUNTER_KEY.into(), delta: 1 + (sequence % 3) as i64 },
                 84..87 => Call::ReadCounter { key: COUNTER_KEY.into() },
+                // The lock, taken and given back in turn.
+                87..91 => {
+                    let owner = format!("c{client}");
+                    match holding {
+                        Some(token) => Call::Release { lock: LOCK_NAME.into(), owner, token },
+                        None => Call::Acquire { lock: LOCK_NAME.into(), owner },
+                    }
+                }
                 _ => {
                     let expect = seen.get(&key).cloned().flatten();
                     Call::Cas { key, expect, value }
                 }
             };
-            let op = self.perform(client, member, call).await;
+            if matches!(call, Call::Acquire { .. }) && lease == 0 {
+                lease = self.grant_session(member).await;
+                if lease == 0 {
+                    // No session: the Acquire is not sent.
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(0..40))).await;
+                    continue;
+                }
+            }
+            let op = self.perform(client, member, call, lease).await;
+            match (&op.call, &op.outcome) {
+                (Call::Acquire { .. }, Outcome::Ok { reply: Reply::Acquire { token }, .. }) => {
+                    holding = Some(*token)
+                }
+                (Call::Release { .. }, Outcome::Ok { .. }) => holding = None,
+                // A lock call with no answer may have left the lock held unseen: ending the
+                // lease gives it back.
+                (Call::Acquire { .. } | Call::Release { .. }, Outcome::Unknown { .. }) => {
+                    holding = None;
+                    self.end_session(member, lease).await;
+                    lease = 0;
+                }
+                _ => {}
+            }
             if let Outcome::Ok { reply, .. } = &op.outcome
                 && let Some(value) = op.call.revealed(reply)
             {
@@ -474,14 +512,38 @@ impl Sim {
         }
     }
 
+    /// A session lease for a client's lock calls, granted through `member`; 0 if it could
+    /// not be. Its TTL outlasts the run: the lock model knows of no expiry.
+    async fn grant_session(&self, member: u64) -> i64 {
+        let Some((api, _)) = self.running(member) else { return 0 };
+        let grant = api.lease_grant(LeaseGrantRequest { ttl: SESSION_TTL, id: 0 });
+        match tokio::time::timeout(CLIENT_TIMEOUT, grant).await {
+            Ok(Ok(granted)) => granted.id,
+            _ => 0,
+        }
+    }
+
+    /// Revokes a client's session lease, releasing a lock it may hold unseen; best effort
+    /// (a revocation that is lost leaves the lock held, and later Acquires wait in vain).
+    async fn end_session(&self, member: u64, lease: i64) {
+        if lease == 0 {
+            return;
+        }
+        if let Some((api, _)) = self.running(member) {
+            let _ = tokio::time::timeout(CLIENT_TIMEOUT, api.lease_revoke(LeaseRevokeRequest { id: lease }))
+                .await;
+        }
+    }
+
     /// Makes one call through member `member` and records what the client saw.
-    async fn perform(&self, client: u32, member: u64, call: Call) -> Op {
+    async fn perform(&self, client: u32, member: u64, call: Call, lease: i64) -> Op {
         let call_ns = self.now_ns();
         let outcome = match self.running(member) {
             // Nothing was sent: the call certainly did not take effect.
             None => Outcome::Fail { error: "connection refused: the member is down".into() },
             Some((api, boot)) => {
-                let result = tokio::time::timeout(CLIENT_TIMEOUT, requests::execute(&api, &call)).await;
+                let result =
+                    tokio::time::timeout(CLIENT_TIMEOUT, requests::execute(&api, &call, lease)).await;
                 // A member that crashed while the call ran never sent the reply.
                 let crashed = self.running(member).is_none_or(|(_, now)| now != boot);
                 match result {
@@ -567,7 +629,7 @@ impl Sim {
         for member in self.members() {
             for key in &self.setup.keys {
                 loop {
-                    let op = self.perform(client, member, Call::Get { key: key.clone() }).await;
+                    let op = self.perform(client, member, Call::Get { key: key.clone() }, 0).await;
                     let served = matches!(op.outcome, Outcome::Ok { .. });
                     lock(&self.history).push(op);
                     if served {
