@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use synod_check::{Call, Outcome};
 use synod_sim::{Options, run_within};
 
 /// Real time a seed may take in a debug build on a busy machine before the test calls it
@@ -24,17 +25,23 @@ fn options(seed: u64, unsafe_local_reads: bool) -> Options {
 }
 
 /// Fixed seeds under every fault find nothing: no violation, no lost write, members that
-/// recover and agree.
+/// recover and agree; and their histories exercise the counter and the lock, not only keys.
 #[test]
 fn smoke_seeds_find_no_violation() {
     let seeds = std::sync::Mutex::new(SMOKE_SEEDS);
     let failures = std::sync::Mutex::new(Vec::new());
+    let answered = std::sync::Mutex::new(std::collections::BTreeSet::new());
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
                 while let Some(seed) = seeds.lock().unwrap_or_else(|p| p.into_inner()).next() {
                     let outcome = run(&options(seed, false)).expect("the simulation runs");
+                    let kinds = outcome.history.iter().filter(|op| matches!(op.outcome, Outcome::Ok { .. }));
+                    answered
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(kinds.map(|op| call_kind(&op.call)));
                     let mut failed = Vec::new();
                     if outcome.history.len() < 50 {
                         failed.push(format!("only {} ops", outcome.history.len()));
@@ -54,6 +61,23 @@ fn smoke_seeds_find_no_violation() {
     });
     let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let answered = answered.into_inner().unwrap_or_else(|p| p.into_inner());
+    for kind in ["add", "read_counter", "acquire", "release"] {
+        assert!(answered.contains(kind), "no {kind} call was answered in the smoke seeds: {answered:?}");
+    }
+}
+
+fn call_kind(call: &Call) -> &'static str {
+    match call {
+        Call::Get { .. } => "get",
+        Call::Put { .. } => "put",
+        Call::Delete { .. } => "delete",
+        Call::Cas { .. } => "cas",
+        Call::Add { .. } => "add",
+        Call::ReadCounter { .. } => "read_counter",
+        Call::Acquire { .. } => "acquire",
+        Call::Release { .. } => "release",
+    }
 }
 
 /// A seed decides the whole run: the same seed gives the same history and trace, another
