@@ -23,13 +23,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use synod_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use synod_api::etcdserverpb::kv_client::KvClient;
 use synod_api::etcdserverpb::lease_client::LeaseClient;
-use synod_api::etcdserverpb::{
-    Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, RangeRequest, RequestOp, TxnRequest,
-    request_op,
-};
+use synod_api::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest, RangeRequest};
 use synod_api::synod::v1::counter_client::CounterClient;
 use synod_api::synod::v1::{AddRequest, GetRequest};
 use synod_api::v3lockpb::LockRequest;
@@ -406,22 +402,7 @@ impl Client {
         let Some((key, token)) = self.holding.clone() else {
             return Outcome::Fail { error: "not holding the lock".into() };
         };
-        let release = TxnRequest {
-            compare: vec![Compare {
-                result: CompareResult::Equal as i32,
-                target: CompareTarget::Create as i32,
-                key: key.clone(),
-                target_union: Some(TargetUnion::CreateRevision(token)),
-                ..Default::default()
-            }],
-            success: vec![RequestOp {
-                request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-                    key,
-                    ..Default::default()
-                })),
-            }],
-            failure: Vec::new(),
-        };
+        let release = etcd::fenced_release(&key, token);
         match rpc::bounded(self.kv.txn(release)).await {
             Ok(response) => Outcome::Ok {
                 reply: Reply::Release { released: response.succeeded },

@@ -71,6 +71,26 @@ pub fn request(call: &Call) -> Result<EtcdRequest, String> {
     })
 }
 
+/// The Txn that releases a lock held by the key `key` with fencing token `token`: it
+/// deletes the key only while the key is still that grant's (its create revision is the
+/// token), so a holder that was superseded releases nothing. Its `succeeded` is
+/// [`Reply::Release`]'s `released`.
+pub fn fenced_release(key: &[u8], token: i64) -> TxnRequest {
+    let compare = Compare {
+        result: CompareResult::Equal as i32,
+        target: CompareTarget::Create as i32,
+        key: key.to_vec(),
+        target_union: Some(TargetUnion::CreateRevision(token)),
+        ..Default::default()
+    };
+    let delete = DeleteRangeRequest { key: key.to_vec(), ..Default::default() };
+    TxnRequest {
+        compare: vec![compare],
+        success: vec![RequestOp { request: Some(Request::RequestDeleteRange(delete)) }],
+        failure: vec![],
+    }
+}
+
 /// What a client was told, and the header's revision.
 pub fn reply(response: &EtcdResponse) -> (Reply, Option<i64>) {
     let revision = |header: &Option<ResponseHeader>| header.as_ref().map(|h| h.revision);

@@ -30,18 +30,23 @@ async fn grant(channel: &Channel, ttl: i64) -> i64 {
 
 /// Waits until `key` exists: a waiter has taken its place in the queue.
 async fn wait_for_key(channel: &Channel, key: &[u8]) {
+    wait_for_keys(channel, key, b"", 1).await;
+}
+
+/// Waits until `count` keys are in `key..range_end` (one key when `range_end` is empty).
+async fn wait_for_keys(channel: &Channel, key: &[u8], range_end: &[u8], count: usize) {
     let mut kv = KvClient::new(channel.clone());
+    let range = RangeRequest { key: key.to_vec(), range_end: range_end.to_vec(), ..Default::default() };
     tokio::time::timeout(DEADLINE, async {
         loop {
-            let range = RangeRequest { key: key.to_vec(), ..Default::default() };
-            if !kv.range(range).await.expect("range").into_inner().kvs.is_empty() {
+            if kv.range(range.clone()).await.expect("range").into_inner().kvs.len() == count {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("{} never appeared", String::from_utf8_lossy(key)));
+    .unwrap_or_else(|_| panic!("{} never held {count} keys", String::from_utf8_lossy(key)));
 }
 
 async fn create_revision(channel: &Channel, key: &[u8]) -> i64 {
@@ -303,28 +308,7 @@ fn leaseless_locks_queue_and_cancelled_waiters_leave() {
         let second = tokio::spawn(async move {
             second_client.lock(LockRequest { name: b"free".to_vec(), lease: 0 }).await
         });
-        let queued = |count: usize| {
-            let channel = channel.clone();
-            async move {
-                let mut kv = KvClient::new(channel);
-                tokio::time::timeout(DEADLINE, async {
-                    loop {
-                        let range = RangeRequest {
-                            key: b"free/".to_vec(),
-                            range_end: b"free0".to_vec(),
-                            ..Default::default()
-                        };
-                        if kv.range(range).await.expect("range").into_inner().kvs.len() == count {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                })
-                .await
-                .unwrap_or_else(|_| panic!("the queue never held {count} keys"));
-            }
-        };
-        queued(2).await;
+        wait_for_keys(&channel, b"free/", b"free0", 2).await;
         assert!(!second.is_finished(), "a second lock without a lease was granted while the first held it");
         lock.unlock(UnlockRequest { key: first.key.clone() }).await.expect("unlock");
         let second =
@@ -341,7 +325,7 @@ fn leaseless_locks_queue_and_cancelled_waiters_leave() {
         )
         .await;
         assert!(gave_up.is_err(), "the waiter was granted while the lock was held");
-        queued(1).await;
+        wait_for_keys(&channel, b"free/", b"free0", 1).await;
         lock.unlock(UnlockRequest { key: second.key }).await.expect("unlock");
         let mut next = lock.clone();
         let granted =

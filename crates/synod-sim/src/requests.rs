@@ -3,8 +3,7 @@
 //! Acquire through the Lock service (then a read of its token), a Release by a Txn fenced by
 //! the token.
 
-use synod_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use synod_api::etcdserverpb::{Compare, DeleteRangeRequest, RangeRequest, RequestOp, TxnRequest, request_op};
+use synod_api::etcdserverpb::RangeRequest;
 use synod_api::synod::v1::{AddRequest, GetRequest};
 use synod_api::v3lockpb::LockRequest;
 use synod_check::etcd::{self, EtcdRequest, EtcdResponse};
@@ -28,25 +27,9 @@ pub async fn execute(api: &Api, call: &Call, lease: i64) -> Result<(Reply, Optio
             return Ok((Reply::Acquire { token }, revision(read.header)));
         }
         Call::Release { lock, token, .. } => {
-            // A Txn that deletes the key only while it is the grant's (fenced by the token).
+            // The lock key the Lock service gives the client's lease.
             let key = format!("{lock}/{lease:x}").into_bytes();
-            let release = TxnRequest {
-                compare: vec![Compare {
-                    result: CompareResult::Equal as i32,
-                    target: CompareTarget::Create as i32,
-                    key: key.clone(),
-                    target_union: Some(TargetUnion::CreateRevision(*token)),
-                    ..Default::default()
-                }],
-                success: vec![RequestOp {
-                    request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-                        key,
-                        ..Default::default()
-                    })),
-                }],
-                failure: Vec::new(),
-            };
-            let response = api.txn(release).await?;
+            let response = api.txn(etcd::fenced_release(&key, *token)).await?;
             return Ok((Reply::Release { released: response.succeeded }, revision(response.header)));
         }
         Call::Add { key, delta } => {
