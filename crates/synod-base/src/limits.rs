@@ -79,3 +79,34 @@ const _: () = assert!(QUOTA_BACKEND_BYTES_DEFAULT <= QUOTA_BACKEND_BYTES_WARN);
 /// port holds while it rewrites `:authority`. hyper advertises a 16 KiB header list
 /// limit, so only a broken or hostile client comes near this.
 pub const HTTP2_HEADER_BLOCK_BYTES_MAX: usize = 256 * 1024;
+
+/// Watchers one Watch stream may hold. etcd has no bound; each watcher costs memory and a
+/// filter check per event, so a client that opens them without end is refused past this.
+pub const WATCHERS_PER_STREAM_MAX: usize = 10_000;
+
+/// Requests on one Watch or LeaseKeepAlive stream per second, with a burst of as many: past
+/// this a stream's requests wait, so one client cannot keep a member's cores busy with
+/// create/cancel or renewal floods. A Go client renews every lease on one stream every
+/// TTL/3, so this carries over 10,000 leases of 3 s.
+pub const STREAM_REQUESTS_PER_SECOND: u32 = 10_000;
+
+/// Requests (gRPC calls and HTTP requests) one client connection may start per second,
+/// with a burst of as many; past this they wait. Far above what one connection needs (a
+/// benchmark client multiplexes thousands of requests a second over one), it keeps one
+/// connection from taking a member's whole capacity.
+pub const CONNECTION_REQUESTS_PER_SECOND: u32 = 50_000;
+
+/// Client connections a member holds at once; more are closed as they arrive, so file
+/// descriptors and per-connection memory stay bounded.
+pub const CLIENT_CONNECTIONS_MAX: usize = 20_000;
+
+/// Peer connections a member holds at once: a handful per member is normal.
+pub const PEER_CONNECTIONS_MAX: usize = 1_024;
+
+/// HTTP/2 streams a client may reset before the server has processed them (the "rapid
+/// reset" attack, CVE-2023-44487) and streams the server may reset for a client's errors
+/// before it closes the connection.
+pub const HTTP2_RESETS_MAX: usize = 1_024;
+
+/// How long a TLS client has to complete its handshake.
+pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;

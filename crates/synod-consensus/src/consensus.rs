@@ -326,6 +326,7 @@ pub(crate) fn applied_to_result(applied: &Applied) -> pb::ApplyResult {
         Ok(Response::LeaseGrant(r)) => R::LeaseGrant(r.clone()),
         Ok(Response::LeaseRevoke(r)) => R::LeaseRevoke(*r),
         Ok(Response::LeaseCheckpoints) => R::LeaseCheckpoints(pb::Blank {}),
+        Ok(Response::Auth(revision)) => R::Auth(*revision),
         Ok(Response::CounterAdd(results)) => R::CounterAdd(pb::CounterAddResult {
             results: results
                 .iter()
@@ -353,6 +354,7 @@ fn result_to_applied(result: pb::ApplyResult) -> Result<Option<Applied>, Consens
         Some(R::LeaseGrant(r)) => Some(Ok(Response::LeaseGrant(r))),
         Some(R::LeaseRevoke(r)) => Some(Ok(Response::LeaseRevoke(r))),
         Some(R::LeaseCheckpoints(_)) => Some(Ok(Response::LeaseCheckpoints)),
+        Some(R::Auth(revision)) => Some(Ok(Response::Auth(revision))),
         Some(R::CounterAdd(r)) => {
             let results = r.results.into_iter().map(|result| {
                 if result.error.is_empty() {
@@ -1527,12 +1529,13 @@ impl Consensus {
 /// Asks the members at `peer_urls` (any that answers) for the cluster id and membership,
 /// as a member does before it joins an existing cluster.
 pub async fn discover_cluster(
+    dialer: &crate::network::GrpcDialer,
     peer_urls: &[String],
     timeout: Duration,
 ) -> Result<(u64, Vec<MemberInfo>), String> {
     let mut errors = Vec::new();
     for url in peer_urls {
-        let endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
+        let endpoint = match dialer.endpoint(url) {
             Ok(endpoint) => endpoint.connect_timeout(timeout).timeout(timeout),
             Err(e) => {
                 errors.push(format!("{url}: {e}"));
@@ -1544,7 +1547,10 @@ pub async fn discover_cluster(
             let mut client = synod_api::synodpb::raft_client::RaftClient::new(channel);
             client.cluster_info(pb::ClusterInfoRequest {}).await.map_err(|e| e.message().to_string())
         };
-        match answer.await {
+        // The whole call is bounded: a peer that accepted the connection but is not serving
+        // yet (still starting, as this member is) never completes a TLS handshake.
+        let answer = tokio::time::timeout(timeout, answer).await.unwrap_or_else(|_| Err("timed out".into()));
+        match answer {
             Ok(response) => {
                 let response = response.into_inner();
                 let membership =
@@ -1605,7 +1611,7 @@ mod tests {
         let network = PeerNetwork::new(
             identity,
             Removed::new(1),
-            Arc::new(crate::network::GrpcDialer),
+            Arc::new(crate::network::GrpcDialer::default()),
             DiskIo::Threads,
         );
         let mut client = network.client(2, &[format!("http://127.0.0.1:{port}")]).unwrap();

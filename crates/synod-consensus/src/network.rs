@@ -23,7 +23,7 @@ use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use synod_api::synodpb as pb;
 use synod_api::synodpb::raft_client::RaftClient;
 use synod_base::GroupId;
-use tonic::transport::Endpoint;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 use tower::ServiceExt as _;
 
 use crate::codec;
@@ -84,12 +84,31 @@ pub trait Dialer: Send + Sync + 'static {
     fn dial(&self, target: u64, url: &str) -> Result<PeerChannel, String>;
 }
 
-/// Dials over TCP with tonic: what a server runs with.
-pub struct GrpcDialer;
+/// Dials over TCP with tonic: what a server runs with. `https` peer URLs are dialed over
+/// TLS with `tls` (the peer CA, and this member's own certificate for peers that ask for
+/// one); without it they cannot be reached.
+#[derive(Clone, Debug, Default)]
+pub struct GrpcDialer {
+    pub tls: Option<ClientTlsConfig>,
+}
+
+impl GrpcDialer {
+    /// The tonic endpoint for a peer URL, with TLS for `https`.
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, String> {
+        let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| e.to_string())?;
+        if !url.starts_with("https://") {
+            return Ok(endpoint);
+        }
+        let tls =
+            self.tls.clone().ok_or("an https peer URL, but this member has no --peer-trusted-ca-file")?;
+        endpoint.tls_config(tls).map_err(|e| e.to_string())
+    }
+}
 
 impl Dialer for GrpcDialer {
     fn dial(&self, target: u64, url: &str) -> Result<PeerChannel, String> {
-        let endpoint = Endpoint::from_shared(url.to_string())
+        let endpoint = self
+            .endpoint(url)
             .map_err(|e| format!("member {target:x} peer URL {url}: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)

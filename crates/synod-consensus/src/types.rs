@@ -27,6 +27,7 @@ impl fmt::Display for Proposal {
             Some(command::Op::LeaseRevoke(_)) => "lease_revoke",
             Some(command::Op::LeaseCheckpoints(_)) => "lease_checkpoints",
             Some(command::Op::CounterAdd(_)) => "counter_add",
+            Some(command::Op::Auth(_)) => "auth",
             None => "unknown",
         };
         f.write_str(kind)

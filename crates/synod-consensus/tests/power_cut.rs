@@ -68,7 +68,7 @@ async fn start(disks: &Disks, snapshot_count: u64, catchup_entries: u64) -> (Con
         log,
         state: state.clone(),
         on_log_flush: None,
-        dialer: Arc::new(synod_consensus::GrpcDialer),
+        dialer: Arc::new(synod_consensus::GrpcDialer::default()),
         disk_io: synod_consensus::DiskIo::Threads,
     })
     .await

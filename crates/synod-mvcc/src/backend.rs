@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use synod_api::mvccpb::KeyValue;
-use synod_api::synodpb::{CounterSession, LeaseRecord};
+use synod_api::synodpb::{AuthState, CounterSession, LeaseRecord};
 
 use crate::Rev;
 
@@ -46,6 +46,8 @@ pub trait RevisionWrite: RevisionRead {
     /// Stores a counter session (see [`crate::counter`]).
     fn put_session(&mut self, session: &CounterSession) -> Result<(), BackendError>;
     fn delete_session(&mut self, lease: i64) -> Result<(), BackendError>;
+    /// Stores the auth state (users, roles, whether auth is on), replacing the last one.
+    fn put_auth(&mut self, state: &AuthState) -> Result<(), BackendError>;
 }
 
 /// An in-memory backend for tests and fixtures.
@@ -54,6 +56,7 @@ pub struct MemBackend {
     records: BTreeMap<Rev, StoredKv>,
     leases: BTreeMap<i64, LeaseRecord>,
     sessions: BTreeMap<i64, CounterSession>,
+    auth: Option<AuthState>,
 }
 
 impl MemBackend {
@@ -70,6 +73,11 @@ impl MemBackend {
     /// Every stored counter session, in lease order.
     pub fn sessions(&self) -> impl Iterator<Item = &CounterSession> {
         self.sessions.values()
+    }
+
+    /// The stored auth state, if any was stored.
+    pub fn auth(&self) -> Option<&AuthState> {
+        self.auth.as_ref()
     }
 }
 
@@ -107,6 +115,11 @@ impl RevisionWrite for MemBackend {
 
     fn delete_session(&mut self, lease: i64) -> Result<(), BackendError> {
         self.sessions.remove(&lease);
+        Ok(())
+    }
+
+    fn put_auth(&mut self, state: &AuthState) -> Result<(), BackendError> {
+        self.auth = Some(state.clone());
         Ok(())
     }
 }

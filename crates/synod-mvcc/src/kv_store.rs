@@ -16,7 +16,11 @@ use synod_api::etcdserverpb::{
     ResponseOp, TxnRequest, TxnResponse, request_op, response_op,
 };
 use synod_api::mvccpb::KeyValue;
-use synod_api::synodpb::{Command, CounterAdd, CounterSession, LeaseCheckpoints, LeaseRecord, command};
+use synod_api::synodpb::{
+    AuthCommand, AuthState, Command, CounterAdd, CounterSession, LeaseCheckpoints, LeaseRecord, command,
+};
+
+use crate::auth::Auth;
 
 use crate::backend::{BackendError, RevisionRead, RevisionWrite, StoredKv};
 use crate::counter::{self, CounterValue, Lookup, Sessions};
@@ -39,6 +43,8 @@ pub enum Response {
     LeaseCheckpoints,
     /// Each op's outcome, in order: an op that fails changed nothing.
     CounterAdd(Vec<Result<CounterValue, EtcdError>>),
+    /// An auth change applied: the auth revision after it.
+    Auth(u64),
 }
 
 /// The outcome of applying one command: a response, or the etcd error the client gets.
@@ -70,6 +76,7 @@ pub struct KvStore {
     alarms: BTreeSet<(u64, i32)>,
     leases: Leases,
     sessions: Sessions,
+    auth: Auth,
 }
 
 impl KvStore {
@@ -86,12 +93,13 @@ impl KvStore {
             alarms: meta.alarms.into_iter().collect(),
             leases: Leases::default(),
             sessions: Sessions::default(),
+            auth: Auth::default(),
         }
     }
 
     /// Rebuilds the store from persisted meta, every stored record in revision order, the
-    /// stored leases and the counter sessions; each key is attached to the lease its newest
-    /// record names.
+    /// stored leases, the counter sessions and the auth state; each key is attached to the
+    /// lease its newest record names.
     ///
     /// The records may come from another member (a snapshot), so anything that does not
     /// fit together is an error, not a panic.
@@ -100,6 +108,7 @@ impl KvStore {
         records: impl IntoIterator<Item = Result<(Rev, StoredKv), E>>,
         leases: impl IntoIterator<Item = Result<LeaseRecord, E>>,
         sessions: impl IntoIterator<Item = Result<CounterSession, E>>,
+        auth: Option<AuthState>,
     ) -> Result<KvStore, E> {
         let mut store = KvStore::from_meta(meta);
         let mut key_lease: std::collections::HashMap<Vec<u8>, i64> = Default::default();
@@ -140,6 +149,10 @@ impl KvStore {
                 }));
             }
             store.sessions.insert(session);
+        }
+        if let Some(auth) = auth {
+            store.auth = Auth::restore(auth)
+                .map_err(|detail| E::from(BackendError::Corrupt { rev: Rev::default(), detail }))?;
         }
         Ok(store)
     }
@@ -194,6 +207,11 @@ impl KvStore {
 
     pub fn counter_sessions(&self) -> &Sessions {
         &self.sessions
+    }
+
+    /// Users, roles, permissions and tokens.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 
     /// The key-value `key` had at revision `at`, if it existed then and `at` is not
@@ -286,12 +304,29 @@ impl KvStore {
             Some(command::Op::LeaseRevoke(r)) => self.apply_lease_revoke(backend, r),
             Some(command::Op::LeaseCheckpoints(r)) => self.apply_lease_checkpoints(backend, r),
             Some(command::Op::CounterAdd(r)) => self.apply_counter_add(backend, r),
+            Some(command::Op::Auth(r)) => self.apply_auth(backend, r),
             // Member attributes belong to the consensus layer, which keeps them itself; one
             // that reaches the key-value store changes nothing here.
             Some(command::Op::MemberAttributes(_)) => Ok(Err(EtcdError::NotCapable)),
             // A command from a newer synod that this one does not know: refuse it the same
             // way on every member rather than guess.
             None => Ok(Err(EtcdError::NotCapable)),
+        }
+    }
+
+    fn apply_auth(
+        &mut self,
+        backend: &mut impl RevisionWrite,
+        command: &AuthCommand,
+    ) -> Result<Applied, BackendError> {
+        match self.auth.apply(command) {
+            Ok(applied) => {
+                if applied.changed {
+                    backend.put_auth(&self.auth.state())?;
+                }
+                Ok(Ok(Response::Auth(self.auth.revision())))
+            }
+            Err(error) => Ok(Err(error)),
         }
     }
 

@@ -12,6 +12,7 @@
 //! This crate must not depend on tokio, tonic, the storage engine, or anything that reads a
 //! clock or a random source: that is what keeps it deterministic and testable by simulation.
 
+pub mod auth;
 pub mod backend;
 pub mod check;
 pub mod counter;

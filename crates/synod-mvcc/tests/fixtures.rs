@@ -130,7 +130,8 @@ fn run_case(store: &mut KvStore, backend: &mut MemBackend, command: &[&str]) -> 
                 .map(|(rev, stored)| Ok::<_, synod_mvcc::BackendError>((*rev, stored.clone())));
             let leases = backend.leases().map(|l| Ok(*l));
             let sessions = backend.sessions().map(|s| Ok(s.clone()));
-            *store = KvStore::restore(store.meta(), records, leases, sessions).expect("restore");
+            *store = KvStore::restore(store.meta(), records, leases, sessions, backend.auth().cloned())
+                .expect("restore");
             writeln!(
                 out,
                 "restarted at rev={} compacted={}",
@@ -545,6 +546,7 @@ fn print_response(out: &mut String, response: &Response) {
         Response::LeaseGrant(g) => writeln!(out, "lease granted id={} ttl={}", g.id, g.ttl).unwrap(),
         Response::LeaseRevoke(r) => writeln!(out, "lease revoked rev={}", revision(&r.header)).unwrap(),
         Response::LeaseCheckpoints => writeln!(out, "lease checkpointed").unwrap(),
+        Response::Auth(revision) => writeln!(out, "auth revision={revision}").unwrap(),
         Response::CounterAdd(results) => {
             for result in results {
                 match result {

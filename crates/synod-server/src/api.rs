@@ -28,6 +28,7 @@ use synod_storage::StateStore;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status};
 
+use crate::auth::{Credentials, Gate, Guard, Guarded};
 use crate::config::{Config, Url};
 use crate::errors;
 use crate::lease::Lessor;
@@ -40,10 +41,6 @@ const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
 
 /// The etcd version synod reports and behaves as.
 pub const ETCD_VERSION: &str = "3.5.0";
-
-/// The request metadata key (with the value "true") that makes etcd refuse a request at
-/// once when the member knows no leader.
-const REQUIRE_LEADER: &str = "hasleader";
 
 #[derive(Clone)]
 pub struct Api {
@@ -62,6 +59,7 @@ struct Inner {
     member_dir: std::path::PathBuf,
     quota_backend_bytes: Option<u64>,
     unsafe_local_reads: bool,
+    gate: Gate,
 }
 
 pub(crate) type Reply<T> = Result<tonic::Response<T>, Status>;
@@ -98,6 +96,7 @@ impl Api {
                 member_dir: config.data_dir.join("member"),
                 quota_backend_bytes: config.quota_backend_bytes,
                 unsafe_local_reads: config.unsafe_local_reads,
+                gate: Gate::new(config.auth_token_ttl),
             }),
         })
     }
@@ -287,7 +286,7 @@ impl Api {
     }
 
     /// Serves one unary call: etcd's `hasleader` check, the handler, and the RPC metrics.
-    pub(crate) async fn unary<Req: ServedByLearner, T, F>(
+    pub(crate) async fn unary<Req: ServedByLearner + Guarded, T, F>(
         &self,
         service: &'static str,
         method: &'static str,
@@ -297,7 +296,7 @@ impl Api {
     where
         F: std::future::Future<Output = Result<T, Status>>,
     {
-        let reply = match self.admit(request.get_ref(), request.metadata()) {
+        let reply = match self.admit(request.get_ref(), &Credentials::from(&request)) {
             Ok(()) => handler(request.into_inner()).await.map(tonic::Response::new),
             Err(e) => Err(e),
         };
@@ -305,23 +304,37 @@ impl Api {
     }
 
     /// etcd's unary interceptor: a learner serves only what it can answer alone, and a
-    /// request with `hasleader` fails at once when no leader is known.
-    /// The JSON gateway passes the request without gRPC metadata.
-    pub(crate) fn admit<Req: ServedByLearner>(
+    /// request with `hasleader` fails at once when no leader is known; then auth: the
+    /// caller must be allowed what the request needs.
+    pub(crate) fn admit<Req: ServedByLearner + Guarded>(
         &self,
         request: &Req,
-        metadata: &tonic::metadata::MetadataMap,
+        credentials: &Credentials,
     ) -> Result<(), Status> {
         let consensus = &self.inner.consensus;
         if !request.served_by_learner() && consensus.is_learner() {
             return Err(EtcdError::NotSupportedForLearner.into());
         }
-        // etcd checks the first value only, and only for "true" (clientv3.WithRequireLeader).
-        let required = metadata.get(REQUIRE_LEADER).is_some_and(|v| v.as_bytes() == b"true");
-        if required && consensus.leader().is_none() {
+        if credentials.require_leader && consensus.leader().is_none() {
             return Err(EtcdError::NoLeader.into());
         }
-        Ok(())
+        self.check(&request.guard(), credentials)
+    }
+
+    /// Whether `credentials` may do what `guard` asks, by the auth state now.
+    pub(crate) fn check(&self, guard: &Guard, credentials: &Credentials) -> Result<(), Status> {
+        let state = &self.inner.state;
+        let lease_keys = |id| state.lease(id).ok().flatten().map(|lease| lease.keys.into_iter().collect());
+        state
+            .auth(|auth| {
+                self.inner.gate.check(auth, credentials, guard, |id| lease_keys(id).unwrap_or_default())
+            })
+            .map_err(errors::storage)?
+            .map_err(Status::from)
+    }
+
+    pub(crate) fn gate(&self) -> &Gate {
+        &self.inner.gate
     }
 
     pub(crate) fn record<T>(&self, service: &'static str, method: &'static str, reply: Reply<T>) -> Reply<T> {
@@ -661,7 +674,7 @@ impl maintenance_server::Maintenance for Api {
     type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
 
     async fn snapshot(&self, request: Request<SnapshotRequest>) -> Reply<Self::SnapshotStream> {
-        self.admit(request.get_ref(), request.metadata())?;
+        self.admit(request.get_ref(), &Credentials::from(&request))?;
         self.inner.metrics.rpc_done(MAINTENANCE, "Snapshot", tonic::Code::Ok);
         Ok(tonic::Response::new(ReceiverStream::new(self.snapshot_stream())))
     }

@@ -10,30 +10,29 @@ use std::time::Duration;
 use clap::{ArgAction, Parser};
 
 use crate::compactor::Retention;
+use crate::tls::TlsFiles;
 use synod_base::limits;
 
-/// A URL from a `--*-urls` or `--initial-cluster` flag: `http://host:port`.
+/// A URL from a `--*-urls` or `--initial-cluster` flag: `http://host:port` or
+/// `https://host:port`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Url {
     pub host: String,
     pub port: u16,
+    /// `https`: the port speaks TLS.
+    pub tls: bool,
 }
 
 impl Url {
-    /// Parses an etcd-style URL. Only `http` is served until TLS arrives; `https` and unix
-    /// sockets are refused with a message that says so.
+    /// Parses an etcd-style URL; unix sockets are refused with a message that says so.
     pub fn parse(text: &str) -> Result<Url, String> {
         let uri: http::Uri = text.parse().map_err(|e| format!("malformed URL {text:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "{text:?}: https URLs are not supported yet (TLS arrives with the security work)"
-                ));
-            }
-            Some(other) => return Err(format!("URL {text:?} has scheme {other:?}; expected http")),
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            Some(other) => return Err(format!("URL {text:?} has scheme {other:?}; expected http or https")),
             None => return Err(format!("URL {text:?} has no scheme; expected http://host:port")),
-        }
+        };
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(format!("URL {text:?} must not have a path or query"));
         }
@@ -45,7 +44,7 @@ impl Url {
         if host.is_empty() {
             return Err(format!("URL {text:?} has no host"));
         }
-        Ok(Url { host, port })
+        Ok(Url { host, port, tls })
     }
 
     /// The address to bind: `localhost` means the IPv4 loopback, as it does for etcd.
@@ -60,10 +59,11 @@ impl Url {
 
 impl std::fmt::Display for Url {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
         if self.host.contains(':') {
-            write!(f, "http://[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "http://{}:{}", self.host, self.port)
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
@@ -108,12 +108,18 @@ fn bytes(text: &str) -> Result<i64, String> {
     text.parse::<i64>().map_err(|_| format!("{text:?} is not a number of bytes"))
 }
 
-fn not_yet(
-    flag: &str,
-    what: &str,
-) -> impl Fn(&str) -> Result<String, String> + Clone + Send + Sync + 'static {
-    let message = format!("{flag} is not supported yet: {what}");
-    move |_: &str| Err(message.clone())
+/// Parses a boolean flag value as Go's `strconv.ParseBool` does.
+fn go_bool(text: &str) -> Result<bool, String> {
+    synod_base::go_fmt::parse_bool(text.trim())
+}
+
+/// `--auth-token`: etcd's `simple`, or `jwt,...`, which synod does not offer.
+fn auth_token_kind(text: &str) -> Result<String, String> {
+    match text.split(',').next().unwrap_or_default() {
+        "simple" => Ok(text.to_string()),
+        "jwt" => Err("--auth-token=jwt is not supported: synod issues simple tokens".into()),
+        other => Err(format!("unknown token type {other:?}; expected simple")),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -182,40 +188,48 @@ pub struct Flags {
     #[arg(long, default_value = "etcd-cluster", value_name = "TOKEN")]
     pub initial_cluster_token: String,
 
-    /// Path to the client server TLS certificate file.
-    #[arg(long, value_name = "FILE", value_parser = not_yet("--cert-file", "TLS arrives with the security work"))]
-    pub cert_file: Option<String>,
+    /// Path to the client server TLS certificate file (PEM; the chain, leaf first).
+    #[arg(long, value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
 
-    /// Path to the client server TLS key file.
-    #[arg(long, value_name = "FILE", value_parser = not_yet("--key-file", "TLS arrives with the security work"))]
-    pub key_file: Option<String>,
+    /// Path to the client server TLS key file (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
 
-    /// Path to the client server TLS trusted CA certificate file.
-    #[arg(long, value_name = "FILE", value_parser = not_yet("--trusted-ca-file", "TLS arrives with the security work"))]
-    pub trusted_ca_file: Option<String>,
+    /// Path to the client server TLS trusted CA certificate file, for client certificates.
+    #[arg(long, value_name = "FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
 
     /// Require client certificates signed by the trusted CA.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set,
-          value_parser = not_yet("--client-cert-auth", "TLS arrives with the security work"))]
-    pub client_cert_auth: Option<String>,
+          value_parser = go_bool, default_value = "false", value_name = "BOOL")]
+    pub client_cert_auth: bool,
 
-    /// Path to the peer server TLS certificate file.
-    #[arg(long, value_name = "FILE", value_parser = not_yet("--peer-cert-file", "TLS arrives with the security work"))]
-    pub peer_cert_file: Option<String>,
+    /// Path to the peer server TLS certificate file; also the certificate this member
+    /// presents when it connects to its peers.
+    #[arg(long, value_name = "FILE")]
+    pub peer_cert_file: Option<PathBuf>,
 
     /// Path to the peer server TLS key file.
-    #[arg(long, value_name = "FILE", value_parser = not_yet("--peer-key-file", "TLS arrives with the security work"))]
-    pub peer_key_file: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub peer_key_file: Option<PathBuf>,
 
-    /// Path to the peer server TLS trusted CA file.
-    #[arg(long, value_name = "FILE",
-          value_parser = not_yet("--peer-trusted-ca-file", "TLS arrives with the security work"))]
-    pub peer_trusted_ca_file: Option<String>,
+    /// Path to the peer server TLS trusted CA file: the CA peers' certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
 
     /// Require peer certificates signed by the peer trusted CA.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set,
-          value_parser = not_yet("--peer-client-cert-auth", "TLS arrives with the security work"))]
-    pub peer_client_cert_auth: Option<String>,
+          value_parser = go_bool, default_value = "false", value_name = "BOOL")]
+    pub peer_client_cert_auth: bool,
+
+    /// Type of auth tokens: only `simple` (random tokens with a TTL) is supported.
+    #[arg(long, default_value = "simple", value_parser = auth_token_kind, value_name = "TYPE")]
+    pub auth_token: String,
+
+    /// How long an auth token stays valid after its last use, in seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub auth_token_ttl: u64,
 
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, default_value_t = limits::REQUEST_BYTES_DEFAULT, value_name = "BYTES")]
@@ -307,6 +321,15 @@ pub struct Config {
     pub lease_checkpoint_interval: Duration,
     /// The negative control of the test harnesses (`--unsafe-local-reads`).
     pub unsafe_local_reads: bool,
+    /// TLS on the `https` client URLs; `None` when none is `https`.
+    pub client_tls: Option<TlsFiles>,
+    /// TLS on the `https` peer URLs, and this member's certificate and trusted CA when it
+    /// connects to `https` peers.
+    pub peer_tls: Option<TlsFiles>,
+    /// How long an auth token stays valid after its last use.
+    pub auth_token_ttl: Duration,
+    /// What the flags set that has no effect, for the log once it is set up.
+    pub warnings: Vec<String>,
 }
 
 impl Flags {
@@ -373,6 +396,33 @@ impl Flags {
                 join(&advertised)
             ));
         }
+        let mut warnings = Vec::new();
+        let client_tls = tls_files(
+            "client",
+            ["--cert-file", "--key-file", "--trusted-ca-file", "--client-cert-auth"],
+            (self.cert_file, self.key_file, self.trusted_ca_file, self.client_cert_auth),
+            self.listen_client_urls.iter().any(|u| u.tls),
+            &mut warnings,
+        )?;
+        let mut peer_urls =
+            self.listen_peer_urls.iter().chain(initial_cluster.iter().flat_map(|m| &m.peer_urls));
+        let peer_tls = tls_files(
+            "peer",
+            ["--peer-cert-file", "--peer-key-file", "--peer-trusted-ca-file", "--peer-client-cert-auth"],
+            (self.peer_cert_file, self.peer_key_file, self.peer_trusted_ca_file, self.peer_client_cert_auth),
+            peer_urls.any(|u| u.tls),
+            &mut warnings,
+        )?;
+        if let Some(files) = &peer_tls
+            && files.trusted_ca.is_none()
+        {
+            return Err("--peer-trusted-ca-file is required with https peer URLs: it is the CA this \
+                        member checks its peers' certificates against"
+                .into());
+        }
+        if self.auth_token_ttl == 0 {
+            return Err("--auth-token-ttl must be positive".into());
+        }
         Ok(Config {
             name: self.name,
             data_dir,
@@ -394,8 +444,41 @@ impl Flags {
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             lease_checkpoint_interval: self.experimental_lease_checkpoint_interval,
             unsafe_local_reads: self.unsafe_local_reads,
+            client_tls,
+            peer_tls,
+            auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
+            warnings,
         })
     }
+}
+
+/// The TLS files of the client or the peer side, checked as etcd checks them: an `https`
+/// URL needs a certificate and key, and a certificate requirement needs a CA to check
+/// against. Without an `https` URL the files are not used, and etcd only warns.
+fn tls_files(
+    side: &str,
+    [cert_flag, key_flag, ca_flag, auth_flag]: [&str; 4],
+    (cert, key, trusted_ca, client_cert_auth): (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>, bool),
+    any_https: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Option<TlsFiles>, String> {
+    if !any_https {
+        if cert.is_some() || key.is_some() || trusted_ca.is_some() || client_cert_auth {
+            warnings.push(format!("{side} TLS flags are set but no {side} URL is https; they are not used"));
+        }
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Err(format!(
+            "TLS key/cert ({cert_flag}, {key_flag}) must be provided for {side} URLs with the https scheme"
+        ));
+    };
+    if client_cert_auth && trusted_ca.is_none() {
+        return Err(format!(
+            "{auth_flag} needs {ca_flag}: the CA that {side} certificates must be signed by"
+        ));
+    }
+    Ok(Some(TlsFiles { cert, key, trusted_ca, client_cert_auth }))
 }
 
 fn join(urls: &[&Url]) -> String {
@@ -470,10 +553,25 @@ mod tests {
         assert!(err.contains("localhost:2379"), "{err}");
         let err = parse(&["--listen-client-urls", "http://localhost"]).unwrap_err();
         assert!(err.contains("no port"), "{err}");
-        let err = parse(&["--cert-file", "c.pem"]).unwrap_err();
-        assert!(err.contains("not supported yet"), "{err}");
         let err = parse(&["--listen-client-urls", "https://localhost:2379"]).unwrap_err();
-        assert!(err.contains("https"), "{err}");
+        assert!(err.contains("--cert-file, --key-file"), "{err}");
+        let err = parse(&[
+            "--listen-client-urls=https://localhost:2379",
+            "--cert-file=c.pem",
+            "--key-file=k.pem",
+            "--client-cert-auth",
+        ])
+        .unwrap_err();
+        assert!(err.contains("--client-cert-auth needs --trusted-ca-file"), "{err}");
+        let err = parse(&[
+            "--listen-peer-urls=https://localhost:2380",
+            "--peer-cert-file=c.pem",
+            "--peer-key-file=k.pem",
+        ])
+        .unwrap_err();
+        assert!(err.contains("--peer-trusted-ca-file is required"), "{err}");
+        let err = parse(&["--auth-token", "jwt,pub-key=a.pem"]).unwrap_err();
+        assert!(err.contains("simple"), "{err}");
         let err = parse(&["--election-timeout", "300"]).unwrap_err();
         assert!(err.contains("--election-timeout"), "{err}");
         let err =

@@ -22,6 +22,7 @@ use synod_api::v3electionpb::LeaderRequest;
 use tonic::Status;
 
 use crate::api::{Api, ETCD_VERSION};
+use crate::auth::Credentials;
 use crate::errors;
 
 /// Decodes a request body, runs `handler`, and encodes its reply or error.
@@ -67,9 +68,9 @@ fn drop_nulls(value: &mut serde_json::Value) {
 
 macro_rules! unary {
     ($method:ident) => {
-        post(|State(api): State<Api>, body: Bytes| async move {
+        post(|State(api): State<Api>, headers: http::HeaderMap, body: Bytes| async move {
             call(body, |request| async move {
-                api.admit(&request, &tonic::metadata::MetadataMap::new())?;
+                api.admit(&request, &Credentials::from_headers(&headers))?;
                 api.$method(request).await
             })
             .await
@@ -113,7 +114,24 @@ pub fn router(api: Api, body_limit_bytes: usize) -> Router {
             .route(&format!("{prefix}/election/proclaim"), unary!(proclaim))
             .route(&format!("{prefix}/election/leader"), unary!(leader))
             .route(&format!("{prefix}/election/resign"), unary!(resign))
-            .route(&format!("{prefix}/election/observe"), post(observe));
+            .route(&format!("{prefix}/election/observe"), post(observe))
+            .route(&format!("{prefix}/auth/enable"), unary!(auth_enable))
+            .route(&format!("{prefix}/auth/disable"), unary!(auth_disable))
+            .route(&format!("{prefix}/auth/status"), unary!(auth_status))
+            .route(&format!("{prefix}/auth/authenticate"), unary!(authenticate))
+            .route(&format!("{prefix}/auth/user/add"), unary!(user_add))
+            .route(&format!("{prefix}/auth/user/get"), unary!(user_get))
+            .route(&format!("{prefix}/auth/user/list"), unary!(user_list))
+            .route(&format!("{prefix}/auth/user/delete"), unary!(user_delete))
+            .route(&format!("{prefix}/auth/user/changepw"), unary!(user_change_password))
+            .route(&format!("{prefix}/auth/user/grant"), unary!(user_grant_role))
+            .route(&format!("{prefix}/auth/user/revoke"), unary!(user_revoke_role))
+            .route(&format!("{prefix}/auth/role/add"), unary!(role_add))
+            .route(&format!("{prefix}/auth/role/get"), unary!(role_get))
+            .route(&format!("{prefix}/auth/role/list"), unary!(role_list))
+            .route(&format!("{prefix}/auth/role/delete"), unary!(role_delete))
+            .route(&format!("{prefix}/auth/role/grant"), unary!(role_grant_permission))
+            .route(&format!("{prefix}/auth/role/revoke"), unary!(role_revoke_permission));
     }
     router
         .route("/v1/counter/add", unary!(counter_add))
@@ -169,38 +187,39 @@ fn stream_error(status: Status) -> Response {
 
 /// `/v3/watch`: the body's requests (usually one create request); events stream back
 /// until the client disconnects, as etcd's watch outlives the end of the request body.
-async fn watch(State(api): State<Api>, body: Bytes) -> Response {
+async fn watch(State(api): State<Api>, headers: http::HeaderMap, body: Bytes) -> Response {
     let requests = match stream_requests::<WatchRequest>(&body) {
         Ok(requests) => requests,
         Err(status) => return stream_error(status),
     };
-    if let Err(status) = api.admit(&WatchRequest::default(), &tonic::metadata::MetadataMap::new()) {
+    let credentials = Credentials::from_headers(&headers);
+    if let Err(status) = api.admit(&WatchRequest::default(), &credentials) {
         return stream_error(status);
     }
-    let responses = api.watch_stream(futures::stream::iter(requests.into_iter().map(Ok)));
+    let responses = api.watch_stream(futures::stream::iter(requests.into_iter().map(Ok)), Some(credentials));
     stream_response(tokio_stream::wrappers::ReceiverStream::new(responses))
 }
 
 /// `/v3/election/observe`: the election's leaders, as lines of JSON, until the client goes.
-async fn observe(State(api): State<Api>, body: Bytes) -> Response {
+async fn observe(State(api): State<Api>, headers: http::HeaderMap, body: Bytes) -> Response {
     let request = match stream_requests::<LeaderRequest>(&body) {
         Ok(mut requests) if requests.len() == 1 => requests.remove(0),
         Ok(_) => return stream_error(Status::invalid_argument("observe takes one request")),
         Err(status) => return stream_error(status),
     };
-    if let Err(status) = api.admit(&request, &tonic::metadata::MetadataMap::new()) {
+    if let Err(status) = api.admit(&request, &Credentials::from_headers(&headers)) {
         return stream_error(status);
     }
     stream_response(tokio_stream::wrappers::ReceiverStream::new(api.observe_stream(request.name)))
 }
 
 /// `/v3/lease/keepalive`: one renewal per request in the body.
-async fn keep_alive(State(api): State<Api>, body: Bytes) -> Response {
+async fn keep_alive(State(api): State<Api>, headers: http::HeaderMap, body: Bytes) -> Response {
     let requests = match stream_requests::<LeaseKeepAliveRequest>(&body) {
         Ok(requests) => requests,
         Err(status) => return stream_error(status),
     };
-    if let Err(status) = api.admit(&LeaseKeepAliveRequest::default(), &tonic::metadata::MetadataMap::new()) {
+    if let Err(status) = api.admit(&LeaseKeepAliveRequest::default(), &Credentials::from_headers(&headers)) {
         return stream_error(status);
     }
     stream_response(api.keep_alive_stream(futures::stream::iter(requests.into_iter().map(Ok))))

@@ -52,7 +52,7 @@ mod tests {
     use super::*;
 
     fn url(port: u16) -> Url {
-        Url { host: "127.0.0.1".into(), port }
+        Url { host: "127.0.0.1".into(), port, tls: false }
     }
 
     /// Ids depend on the peer URLs (in any order) and on the token, on nothing else.

@@ -19,7 +19,10 @@ use tokio_stream::StreamExt as _;
 use tonic::{Request, Status, Streaming};
 
 use crate::api::{Api, Reply, ServedByLearner};
+use crate::auth::Credentials;
 use crate::errors;
+use crate::pace::Pace;
+use synod_base::limits;
 
 const LEASE: &str = "etcdserverpb.Lease";
 
@@ -134,7 +137,7 @@ impl lease_server::Lease for Api {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Reply<Self::LeaseKeepAliveStream> {
-        self.admit(&LeaseKeepAliveRequest::default(), request.metadata())?;
+        self.admit(&LeaseKeepAliveRequest::default(), &Credentials::from(&request))?;
         let responses = self.keep_alive_stream(request.into_inner());
         Ok(tonic::Response::new(Box::pin(responses)))
     }
@@ -167,9 +170,12 @@ fn keep_alive_responses(
     api: Api,
     requests: impl Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + 'static,
 ) -> impl Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static {
+    // A flood of renewals waits its turn (one renewal is in flight at a time anyway).
+    let pace = std::sync::Arc::new(tokio::sync::Mutex::new(Pace::new(limits::STREAM_REQUESTS_PER_SECOND)));
     let renewals = requests.then(move |request| {
-        let api = api.clone();
+        let (api, pace) = (api.clone(), pace.clone());
         async move {
+            pace.lock().await.wait().await;
             let request = request?;
             let reply = api.lease_renew(request.id).await;
             api.metrics().rpc_done(

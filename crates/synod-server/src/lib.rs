@@ -10,6 +10,8 @@
 //! synod-storage.
 
 pub mod api;
+mod auth;
+mod auth_api;
 mod authority;
 pub mod compactor;
 pub mod config;
@@ -21,7 +23,9 @@ pub mod lease;
 mod lease_api;
 mod lock_api;
 pub mod metrics;
+mod pace;
 pub mod serve;
+pub mod tls;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -31,7 +35,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use prost::Message;
 use synod_api::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use synod_api::synod::v1::counter_server::CounterServer;
@@ -60,6 +64,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// Runs a member until `stop` resolves or it hits a fatal failure. Tests use this to run a
 /// member inside their own process; it needs a multi-threaded tokio runtime.
 pub async fn run_until(config: Config, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     if config.unsafe_local_reads {
         tracing::warn!(
             "--unsafe-local-reads is on: linearizable reads skip ReadIndex and may return stale data; \
@@ -80,9 +87,16 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         peer_listeners.push((url.clone(), listener));
     }
 
+    // Certificates that do not load fail the start, before anything is served.
+    let client_tls = config.client_tls.as_ref().map(tls::acceptor).transpose().context("client TLS")?;
+    let peer_tls = config.peer_tls.as_ref().map(tls::acceptor).transpose().context("peer TLS")?;
+    let dialer = GrpcDialer {
+        tls: config.peer_tls.as_ref().map(tls::peer_client_config).transpose().context("peer TLS")?,
+    };
+
     let data_dir = DataDir::open(&config.data_dir).context("open data dir")?;
     let log = Arc::new(LogStore::open(&data_dir.log_path()).context("open log")?);
-    let (identity, bootstrap) = identity_and_bootstrap(&config, &log).await?;
+    let (identity, bootstrap) = identity_and_bootstrap(&config, &dialer, &log).await?;
     let state = Arc::new(StateStore::open(&data_dir.state_path(), GroupId::FIRST).context("open state")?);
     data_dir.sync().context("sync data dir")?;
     let metrics = Arc::new(Metrics::new());
@@ -111,7 +125,7 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
                 flush_metrics.log_batch_entries.observe(entries as f64);
             }
         })),
-        dialer: Arc::new(GrpcDialer),
+        dialer: Arc::new(dialer),
         disk_io: DiskIo::Threads,
     })
     .await
@@ -133,6 +147,7 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         .add_service(CounterServer::new(api.clone()).max_decoding_message_size(grpc_limit))
         .add_service(LockServer::new(api.clone()).max_decoding_message_size(grpc_limit))
         .add_service(ElectionServer::new(api.clone()).max_decoding_message_size(grpc_limit))
+        .add_service(AuthServer::new(api.clone()).max_decoding_message_size(grpc_limit))
         .add_service(health_service)
         .prepare()
         .into_axum_router();
@@ -158,6 +173,7 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
             listener,
             peer_app.clone(),
             serve::Port::Peer,
+            if url.tls { peer_tls.clone() } else { None },
             stopping.clone(),
         )));
     }
@@ -167,6 +183,7 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
             listener,
             app.clone(),
             serve::Port::Client,
+            if url.tls { client_tls.clone() } else { None },
             stopping.clone(),
         )));
     }
@@ -192,7 +209,11 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
 /// The member's identity and how its consensus group starts: from its data directory if it
 /// has one (the bootstrap flags are then not used, as in etcd), else from the flags: a new
 /// cluster, or joining an existing one that already lists this member.
-async fn identity_and_bootstrap(config: &Config, log: &LogStore) -> anyhow::Result<(Identity, Bootstrap)> {
+async fn identity_and_bootstrap(
+    config: &Config,
+    dialer: &GrpcDialer,
+    log: &LogStore,
+) -> anyhow::Result<(Identity, Bootstrap)> {
     if let Some(bytes) = log.meta(IDENTITY_KEY)? {
         let identity = Identity::decode(bytes.as_slice()).context("decode the member identity")?;
         tracing::info!(
@@ -201,13 +222,13 @@ async fn identity_and_bootstrap(config: &Config, log: &LogStore) -> anyhow::Resu
             name = %identity.name,
             "restarting member from its data dir; the --initial-cluster flags are not used"
         );
-        check_peers_agree(config, &identity).await?;
+        check_peers_agree(config, dialer, &identity).await?;
         return Ok((identity, Bootstrap::Existing));
     }
     let (identity, bootstrap) = match config.initial_cluster_state {
         ClusterState::New => {
             let identity = identity::bootstrap(config);
-            refuse_if_bootstrapped(config, identity.member_id).await?;
+            refuse_if_bootstrapped(config, dialer, identity.member_id).await?;
             let mut members = BTreeMap::new();
             for member in &config.initial_cluster {
                 let id = identity::member_id(&member.peer_urls, &config.initial_cluster_token).0;
@@ -227,7 +248,7 @@ async fn identity_and_bootstrap(config: &Config, log: &LogStore) -> anyhow::Resu
             }
             (identity, Bootstrap::New(members))
         }
-        ClusterState::Existing => (join(config).await?, Bootstrap::Existing),
+        ClusterState::Existing => (join(config, dialer).await?, Bootstrap::Existing),
     };
     log.put_meta(IDENTITY_KEY, &identity.encode_to_vec()).context("store the member identity")?;
     tracing::info!(
@@ -253,12 +274,12 @@ fn other_peer_urls(config: &Config) -> Vec<String> {
 /// Joins an existing cluster: asks the other members listed in --initial-cluster for the
 /// cluster id and membership, and finds this member in it by its peer URLs (it must have
 /// been added with MemberAdd first, as in etcd).
-async fn join(config: &Config) -> anyhow::Result<Identity> {
+async fn join(config: &Config, dialer: &GrpcDialer) -> anyhow::Result<Identity> {
     let peers = other_peer_urls(config);
     if peers.is_empty() {
         bail!("--initial-cluster-state=existing needs --initial-cluster to list the members to join");
     }
-    let (cluster_id, members) = synod_consensus::discover_cluster(&peers, Duration::from_secs(5))
+    let (cluster_id, members) = synod_consensus::discover_cluster(dialer, &peers, Duration::from_secs(5))
         .await
         .map_err(|e| anyhow::anyhow!("could not reach the cluster to join: {e}"))?;
     let own: Vec<String> = config.initial_advertise_peer_urls.iter().map(Url::to_string).collect();
@@ -282,12 +303,15 @@ async fn join(config: &Config) -> anyhow::Result<Identity> {
 /// What the other members in `--initial-cluster` say of their cluster, if any answers.
 /// Best effort, as in etcd: peers that are down (all of a new cluster starting, or all but
 /// this member restarting) are no reason not to start.
-async fn running_cluster(config: &Config) -> Option<(u64, Vec<synod_consensus::MemberInfo>)> {
+async fn running_cluster(
+    config: &Config,
+    dialer: &GrpcDialer,
+) -> Option<(u64, Vec<synod_consensus::MemberInfo>)> {
     let peers = other_peer_urls(config);
     if peers.is_empty() {
         return None;
     }
-    synod_consensus::discover_cluster(&peers, PEER_PROBE_TIMEOUT).await.ok()
+    synod_consensus::discover_cluster(dialer, &peers, PEER_PROBE_TIMEOUT).await.ok()
 }
 
 /// How long a starting member waits for each peer it asks about the cluster.
@@ -296,8 +320,8 @@ const PEER_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Refuses to bootstrap a member the running cluster already knows as started: its data
 /// dir was lost, and a member that forgot its log and votes could help elect a leader that
 /// lacks committed writes. etcd refuses the same start with the same words.
-async fn refuse_if_bootstrapped(config: &Config, member_id: u64) -> anyhow::Result<()> {
-    if let Some((_, members)) = running_cluster(config).await
+async fn refuse_if_bootstrapped(config: &Config, dialer: &GrpcDialer, member_id: u64) -> anyhow::Result<()> {
+    if let Some((_, members)) = running_cluster(config, dialer).await
         && members.iter().any(|m| m.id == member_id && m.started)
     {
         bail!("member {member_id:x} has already been bootstrapped");
@@ -307,8 +331,8 @@ async fn refuse_if_bootstrapped(config: &Config, member_id: u64) -> anyhow::Resu
 
 /// Refuses to start on a data dir of another cluster than the one its peers form: a member
 /// pointed at the wrong directory must not join with someone else's data.
-async fn check_peers_agree(config: &Config, identity: &Identity) -> anyhow::Result<()> {
-    if let Some((cluster_id, _)) = running_cluster(config).await
+async fn check_peers_agree(config: &Config, dialer: &GrpcDialer, identity: &Identity) -> anyhow::Result<()> {
+    if let Some((cluster_id, _)) = running_cluster(config, dialer).await
         && cluster_id != identity.cluster_id
     {
         bail!(

@@ -40,6 +40,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status};
 
 use crate::api::{Api, Reply, ServedByLearner};
+use crate::auth::prefix_end;
 
 const LOCK: &str = "v3lockpb.Lock";
 const ELECTION: &str = "v3electionpb.Election";
@@ -59,18 +60,6 @@ fn queue_prefix(name: &[u8]) -> Vec<u8> {
     let mut prefix = name.to_vec();
     prefix.push(b'/');
     prefix
-}
-
-/// The end of the range of keys that start with `prefix`, as etcd's `GetPrefixRangeEnd`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 fn created_at(key: &[u8], revision: i64) -> Compare {
@@ -432,7 +421,7 @@ impl Api {
         };
         // The request stream stays open: a watch stream ends when its requests do.
         let requests = futures::stream::iter([Ok(create)]).chain(futures::stream::pending());
-        self.watch_stream(Box::pin(requests))
+        self.watch_stream(Box::pin(requests), None)
     }
 }
 
@@ -491,7 +480,7 @@ impl election_server::Election for Api {
     }
 
     async fn observe(&self, request: Request<LeaderRequest>) -> Reply<Self::ObserveStream> {
-        self.admit(request.get_ref(), request.metadata())?;
+        self.admit(request.get_ref(), &crate::auth::Credentials::from(&request))?;
         let responses = ReceiverStream::new(self.observe_stream(request.into_inner().name));
         Ok(tonic::Response::new(Box::pin(responses)))
     }

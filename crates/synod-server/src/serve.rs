@@ -4,19 +4,29 @@
 //! What clients send passes through `AuthorityRewrite` before hyper parses it, so that
 //! etcdctl's `:authority` values, which etcd accepts and h2 does not, reach synod too. The
 //! peer port serves synod members only and skips it.
+//!
+//! On an `https` URL every connection first completes a TLS handshake (`tls`), within
+//! [`HANDSHAKE_TIMEOUT`]: a plaintext client fails at once (its first bytes are not a TLS
+//! record), and one that sends nothing cannot hold a connection open.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
+use synod_base::limits;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 use crate::authority::AuthorityRewrite;
+use crate::pace::Pace;
+use crate::tls::{ClientIdentity, common_name};
 
 /// Streams one HTTP/2 connection may have open at once; more wait for the client's turn
 /// rather than taking unbounded server memory.
@@ -34,11 +44,27 @@ pub enum Port {
     Peer,
 }
 
-/// Accepts connections on `listener` and serves `app` on each, until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, app: Router, port: Port, mut shutdown: watch::Receiver<bool>) {
+/// Accepts connections on `listener` and serves `app` on each, over TLS when `tls` is set,
+/// until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    port: Port,
+    tls: Option<TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http2().max_concurrent_streams(STREAMS_PER_CONNECTION_MAX).adaptive_window(true);
+    builder
+        .http2()
+        .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+        .max_pending_accept_reset_streams(limits::HTTP2_RESETS_MAX)
+        .max_local_error_reset_streams(limits::HTTP2_RESETS_MAX)
+        .adaptive_window(true);
+    let connections = Arc::new(Semaphore::new(match port {
+        Port::Client => limits::CLIENT_CONNECTIONS_MAX,
+        Port::Peer => limits::PEER_CONNECTIONS_MAX,
+    }));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -51,14 +77,14 @@ pub async fn serve(listener: TcpListener, app: Router, port: Port, mut shutdown:
                         continue;
                     }
                 };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    tracing::warn!(?port, "too many connections; closing a new one");
+                    continue;
+                };
                 // Small replies must not wait for Nagle's algorithm.
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(app.clone());
-                match port {
-                    // etcdctl sends `:authority` values h2 rejects; the shim replaces them.
-                    Port::Client => spawn_connection(&builder, &graceful, AuthorityRewrite::new(stream), service),
-                    Port::Peer => spawn_connection(&builder, &graceful, stream, service),
-                }
+                let connection = Connection { builder: builder.clone(), watcher: graceful.watcher(), port };
+                tokio::spawn(connection.serve(stream, tls.clone(), app.clone(), permit));
             }
             _ = stopped(&mut shutdown) => break,
         }
@@ -70,22 +96,76 @@ pub async fn serve(listener: TcpListener, app: Router, port: Port, mut shutdown:
     }
 }
 
-/// Serves one accepted connection on a task of its own, watched for graceful shutdown.
-fn spawn_connection<S>(
-    builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
-    stream: S,
-    service: TowerToHyperService<Router>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-    let connection = graceful.watch(connection);
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
+/// What serving one accepted connection needs.
+struct Connection {
+    builder: auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    port: Port,
+}
+
+impl Connection {
+    /// Serves the connection until it closes: the TLS handshake first if there is one, then
+    /// HTTP/1.1 or HTTP/2, with the client's requests paced. `_permit` holds its place
+    /// among the member's connections.
+    async fn serve(
+        self,
+        stream: TcpStream,
+        tls: Option<TlsAcceptor>,
+        app: Router,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let Some(acceptor) = tls else {
+            return self.serve_http(stream, app).await;
+        };
+        let handshake = Duration::from_millis(limits::TLS_HANDSHAKE_TIMEOUT_MS);
+        let stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
+            Err(_) => return tracing::debug!("TLS handshake timed out"),
+        };
+        let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(common_name);
+        let app = match identity {
+            Some(name) => app.layer(axum::Extension(ClientIdentity(name))),
+            None => app,
+        };
+        self.serve_http(stream, app).await
+    }
+
+    async fn serve_http<S>(self, stream: S, app: Router)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let outcome = match self.port {
+            // etcdctl sends `:authority` values h2 rejects; the shim replaces them. Clients'
+            // requests are paced per connection; members' are not.
+            Port::Client => {
+                let pace =
+                    Arc::new(tokio::sync::Mutex::new(Pace::new(limits::CONNECTION_REQUESTS_PER_SECOND)));
+                let app =
+                    app.layer(axum::middleware::from_fn(move |request, next: axum::middleware::Next| {
+                        let pace = pace.clone();
+                        async move {
+                            pace.lock().await.wait().await;
+                            next.run(request).await
+                        }
+                    }));
+                self.run(AuthorityRewrite::new(stream), app).await
+            }
+            Port::Peer => self.run(stream, app).await,
+        };
+        if let Err(error) = outcome {
             tracing::debug!(%error, "connection ended with an error");
         }
-    });
+    }
+
+    async fn run<S>(self, stream: S, app: Router) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = TowerToHyperService::new(app);
+        let connection = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        self.watcher.watch(connection.into_owned()).await
+    }
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).

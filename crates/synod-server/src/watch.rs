@@ -29,6 +29,7 @@ use synod_api::etcdserverpb::{
 };
 use synod_api::mvccpb::{Event, KeyValue, event::EventType};
 use synod_base::limits;
+use synod_mvcc::auth::Access;
 use synod_mvcc::{Rev, StoredKv};
 use synod_storage::{ApplyObserver, History};
 use tokio::sync::{mpsc, watch};
@@ -37,7 +38,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
 
 use crate::api::{Api, Reply, ServedByLearner};
+use crate::auth::{Credentials, Guard};
 use crate::errors;
+use crate::pace::Pace;
 
 /// Bytes of recent events the hub keeps in memory for all watchers to share.
 const RING_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -251,6 +254,9 @@ struct Stream {
     /// Revisions asked for by RequestProgress, answered once every watcher is there.
     progress_requested: Option<i64>,
     max_response_bytes: usize,
+    /// Who opened the stream: each create is checked against what they may read now.
+    /// `None` for the member's own watches (Observe's), whose callers were checked.
+    credentials: Option<Credentials>,
 }
 
 impl Stream {
@@ -272,6 +278,7 @@ impl Stream {
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         progress.tick().await;
         let mut reading = true;
+        let mut pace = Pace::new(limits::STREAM_REQUESTS_PER_SECOND);
         loop {
             let behind = self.catch_up(&hub).await?;
             if !behind && let Some(revision) = self.progress_requested.take() {
@@ -286,7 +293,10 @@ impl Stream {
                 biased;
                 () = self.tx.closed() => return Err(Stop::Closed),
                 message = requests.next(), if reading => match message {
-                    Some(Ok(request)) => self.handle(request, &hub).await?,
+                    Some(Ok(request)) => {
+                        pace.wait().await;
+                        self.handle(request, &hub).await?
+                    }
                     // A client that half-closes keeps its watches, as with etcd.
                     None => reading = false,
                     Some(Err(_)) => return Err(Stop::Closed),
@@ -323,6 +333,25 @@ impl Stream {
 
     async fn create(&mut self, create: WatchCreateRequest, hub: &WatchHub) -> Result<(), Stop> {
         let revision = hub.revision();
+        // etcd's isWatchPermitted: reading the range, as the caller may now.
+        let guard = Guard::Keys(vec![(Access::Read, create.key.clone(), create.range_end.clone())]);
+        if let Some(Err(status)) = self.credentials.as_ref().map(|c| self.api.check(&guard, c)) {
+            return self
+                .send(WatchResponse {
+                    header: self.header(revision),
+                    watch_id: create.watch_id,
+                    created: true,
+                    canceled: true,
+                    // etcd's reason is the error in the words of Go's gRPC error.
+                    cancel_reason: format!(
+                        "rpc error: code = {:?} desc = {}",
+                        status.code(),
+                        status.message()
+                    ),
+                    ..Default::default()
+                })
+                .await;
+        }
         let key = if create.key.is_empty() { vec![0] } else { create.key };
         let keys = match create.range_end.as_slice() {
             [] => Keys::One(key),
@@ -334,6 +363,11 @@ impl Stream {
                 Keys::Range(key, end.to_vec())
             }
         };
+        if self.watchers.len() >= limits::WATCHERS_PER_STREAM_MAX {
+            let reason =
+                format!("synod: a watch stream holds at most {} watchers", limits::WATCHERS_PER_STREAM_MAX);
+            return self.refuse(revision, &reason).await;
+        }
         let id = if create.watch_id == 0 {
             while self.watchers.contains_key(&self.next_id) {
                 self.next_id += 1;
@@ -527,8 +561,11 @@ impl watch_server::Watch for Api {
     type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
 
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Reply<Self::WatchStream> {
-        self.admit(&WatchRequest::default(), request.metadata())?;
-        Ok(tonic::Response::new(ReceiverStream::new(self.watch_stream(request.into_inner()))))
+        let credentials = Credentials::from(&request);
+        self.admit(&WatchRequest::default(), &credentials)?;
+        Ok(tonic::Response::new(ReceiverStream::new(
+            self.watch_stream(request.into_inner(), Some(credentials)),
+        )))
     }
 }
 
@@ -539,6 +576,7 @@ impl Api {
     pub(crate) fn watch_stream(
         &self,
         requests: impl futures::Stream<Item = Result<WatchRequest, Status>> + Unpin + Send + 'static,
+        credentials: Option<Credentials>,
     ) -> mpsc::Receiver<Result<WatchResponse, Status>> {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let stream = Stream {
@@ -548,6 +586,7 @@ impl Api {
             next_id: 0,
             progress_requested: None,
             max_response_bytes: (self.max_request_bytes() + limits::GRPC_OVERHEAD_BYTES) as usize,
+            credentials,
         };
         // Counted before any watcher reads the hub's revision: from then on every apply
         // hands its events to the ring.

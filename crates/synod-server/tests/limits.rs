@@ -252,8 +252,8 @@ fn synod_exit(args: &[&str]) -> (Option<i32>, String, String) {
 }
 
 /// `--help` lists every etcd flag synod takes, with its default; an unknown flag, a
-/// malformed URL and a not-yet-supported TLS flag each exit with status 2 and name the
-/// culprit.
+/// malformed URL, an https URL without a certificate and an unsupported token type each
+/// exit with status 2 and name the culprit.
 #[test]
 fn flags_are_documented_and_checked() {
     let (code, help, _) = synod_exit(&["--help"]);
@@ -308,9 +308,12 @@ fn flags_are_documented_and_checked() {
     let (code, _, stderr) = synod_exit(&["--listen-peer-urls", "http://[::1"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("--listen-peer-urls"), "{stderr}");
-    let (code, _, stderr) = synod_exit(&["--cert-file", "server.pem"]);
+    let (code, _, stderr) = synod_exit(&["--listen-client-urls", "https://127.0.0.1:1"]);
     assert_eq!(code, Some(2));
-    assert!(stderr.contains("--cert-file") && stderr.contains("not supported yet"), "{stderr}");
+    assert!(stderr.contains("--cert-file, --key-file"), "{stderr}");
+    let (code, _, stderr) = synod_exit(&["--auth-token", "jwt"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--auth-token"), "{stderr}");
     let (code, _, stderr) = synod_exit(&["--initial-cluster", "other=http://127.0.0.1:1"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("--initial-cluster"), "{stderr}");
@@ -353,5 +356,60 @@ fn plain_http_endpoints_and_unknown_routes() {
         let error = grpc.unary(tonic::Request::new(Vec::new()), path, Raw).await.expect_err("not served");
         assert_eq!(error.code(), Code::Unimplemented);
         assert!(error.message().contains("etcdserverpb.Unknown/Method"), "{}", error.message());
+    });
+}
+
+/// A Watch stream holds at most `WATCHERS_PER_STREAM_MAX` watchers: the next create is
+/// refused with a reason that says so, and the stream and its watchers go on working.
+#[test]
+fn a_watch_stream_holds_a_bounded_number_of_watchers() {
+    use synod_api::etcdserverpb::watch_client::WatchClient;
+    use synod_api::etcdserverpb::{WatchCreateRequest, WatchRequest, watch_request};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let synod = Server::synod(dir.path());
+    tokio::runtime::Runtime::new().expect("runtime").block_on(async {
+        let max = synod_base::limits::WATCHERS_PER_STREAM_MAX;
+        let create = |key: &str| WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            })),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let feeder = tokio::spawn(async move {
+            for i in 0..=max {
+                tx.send(create(&format!("w{i}"))).await.expect("send");
+            }
+            tx
+        });
+        let channel = synod.channel().await;
+        let mut responses = WatchClient::new(channel)
+            .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("watch")
+            .into_inner();
+        let mut created = 0;
+        let refused = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            loop {
+                let response = responses.message().await.expect("response").expect("stream open");
+                if response.canceled {
+                    return response;
+                }
+                created += 1;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no create was refused; {created} watchers were made"));
+        assert_eq!(created, max);
+        assert!(
+            refused.cancel_reason.contains(&format!("at most {max} watchers")),
+            "{}",
+            refused.cancel_reason
+        );
+        // The watchers it holds still see events.
+        let _tx = feeder.await.expect("feeder");
+        kv(&synod).await.put(put("w7", 1)).await.expect("put");
+        let event = responses.message().await.expect("response").expect("stream open");
+        assert_eq!(event.events[0].kv.as_ref().expect("kv").key, b"w7");
     });
 }

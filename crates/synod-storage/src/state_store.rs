@@ -25,7 +25,7 @@ use redb::{
 use synod_api::EtcdError;
 use synod_api::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse, TxnRequest, TxnResponse};
 use synod_api::mvccpb::KeyValue;
-use synod_api::synodpb::{Command, CounterSession, LeaseRecord};
+use synod_api::synodpb::{AuthState, Command, CounterSession, LeaseRecord};
 use synod_base::{GroupId, LogIndex};
 use synod_mvcc::{Applied, BackendError, KvStore, Meta, Rev, RevisionRead, RevisionWrite, StoredKv};
 
@@ -40,8 +40,10 @@ const APPLIED_INDEX: &str = "applied_index";
 const REVISION: &str = "revision";
 const COMPACT_REVISION: &str = "compact_revision";
 const ALARMS: &str = "alarms";
+/// Users, roles and whether auth is on: one `AuthState`, rewritten on each auth change.
+const AUTH: &str = "auth";
 /// The meta keys the state itself owns; callers' extra meta must use others.
-const STATE_KEYS: &[&str] = &[APPLIED_INDEX, REVISION, COMPACT_REVISION, ALARMS];
+const STATE_KEYS: &[&str] = &[APPLIED_INDEX, REVISION, COMPACT_REVISION, ALARMS, AUTH];
 /// Leases live in the meta table as `lease/<id in hex>`, so snapshots carry them as they
 /// carry every meta value.
 const LEASE_PREFIX: &str = "lease/";
@@ -467,6 +469,11 @@ impl StateStore {
     /// Changes whenever a lease is granted or removed.
     pub fn lease_generation(&self) -> Result<u64, StorageError> {
         Ok(self.kv_read()?.leases().generation())
+    }
+
+    /// Reads the auth state (users, roles, tokens) as of the newest apply.
+    pub fn auth<T>(&self, read: impl FnOnce(&synod_mvcc::auth::Auth) -> T) -> Result<T, StorageError> {
+        Ok(read(self.kv_read()?.auth()))
     }
 
     /// The stored leases, in id order.
@@ -981,7 +988,14 @@ fn load(db: &Database, kv_table: &str, meta_table: &str) -> Result<Loaded, Stora
         Ok(_) => None,
         Err(e) => Some(Err(engine(e))),
     });
-    let kv = KvStore::restore(state_meta, records, leases, sessions)?;
+    let auth = read(AUTH)?
+        .map(|v| {
+            AuthState::decode(v.as_slice()).map_err(|e| {
+                StorageError::corrupt(format!("state meta {AUTH}"), format!("not an auth state: {e}"))
+            })
+        })
+        .transpose()?;
+    let kv = KvStore::restore(state_meta, records, leases, sessions, auth)?;
     Ok(Loaded { kv, applied, record_bytes: record_bytes.get() })
 }
 
@@ -1143,6 +1157,10 @@ impl RevisionWrite for TableWriter<'_, '_> {
 
     fn delete_session(&mut self, lease: i64) -> Result<(), BackendError> {
         self.delete_meta(&session_key(lease))
+    }
+
+    fn put_auth(&mut self, state: &AuthState) -> Result<(), BackendError> {
+        self.put_meta(AUTH, &record::seal(&state.encode_to_vec()))
     }
 }
 

@@ -83,6 +83,28 @@ pub struct Server {
     program: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
+    /// How a client reaches it when its client URL is `https`: the CA to trust, and the
+    /// certificate and key to present.
+    pub client_tls: Option<ClientTls>,
+}
+
+/// PEM files a test client uses to reach a TLS client port.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClientTls {
+    /// tonic's client settings for these files, for a server at 127.0.0.1.
+    pub fn config(&self) -> tonic::transport::ClientTlsConfig {
+        let read =
+            |path: &Path| std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(&self.ca)))
+            .identity(tonic::transport::Identity::from_pem(read(&self.cert), read(&self.key)))
+    }
 }
 
 impl Server {
@@ -110,10 +132,26 @@ impl Server {
         cluster_state: &str,
         extra: &[&str],
     ) -> Server {
-        let program = PathBuf::from(env!("CARGO_BIN_EXE_synod"));
         let (client_port, peer_port) = ports;
         let client = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
+        Server::member_at(dir, name, (&client, &peer), initial_cluster, cluster_state, extra)
+    }
+
+    /// A member like [`Server::member`] whose client and peer URLs are given in full
+    /// (`https://127.0.0.1:port` for TLS).
+    pub fn member_at(
+        dir: &Path,
+        name: &str,
+        (client, peer): (&str, &str),
+        initial_cluster: &str,
+        cluster_state: &str,
+        extra: &[&str],
+    ) -> Server {
+        let program = PathBuf::from(env!("CARGO_BIN_EXE_synod"));
+        let port =
+            |url: &str| url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).expect("URL with a port");
+        let (client_port, peer_port) = (port(client), port(peer));
         let data_dir = dir.join(format!("{name}.synod"));
         let mut args: Vec<String> = [
             "--name",
@@ -121,13 +159,13 @@ impl Server {
             "--data-dir",
             &data_dir.display().to_string(),
             "--listen-client-urls",
-            &client,
+            client,
             "--advertise-client-urls",
-            &client,
+            client,
             "--listen-peer-urls",
-            &peer,
+            peer,
             "--initial-advertise-peer-urls",
-            &peer,
+            peer,
             "--initial-cluster",
             initial_cluster,
             "--initial-cluster-state",
@@ -146,6 +184,7 @@ impl Server {
             program,
             args,
             child: None,
+            client_tls: None,
         }
     }
 
@@ -200,6 +239,7 @@ impl Server {
             program,
             args,
             child: None,
+            client_tls: None,
         }
     }
 
@@ -227,19 +267,29 @@ impl Server {
     }
 
     /// Waits until the process answers a Range: a linearizable one (so a leader is known
-    /// and the member is caught up with it), or a serializable one if `serializable`.
+    /// and the member is caught up with it), or a serializable one if `serializable`. With
+    /// auth enabled, a refusal of the anonymous probe counts as an answer.
     pub fn wait_serving(&mut self, serializable: bool) {
         let endpoint = self.endpoint();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let name = self.name.clone();
+        let tls = self.client_tls.clone();
         wait_for(&format!("{name} to serve on {endpoint}"), START_DEADLINE, || {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("{name} exited during startup with {status}; log:\n{}", self.log());
             }
             runtime.block_on(async {
-                let mut client = KvClient::connect(endpoint.clone()).await.ok()?;
+                let mut target = tonic::transport::Endpoint::from_shared(endpoint.clone()).ok()?;
+                if let Some(tls) = &tls {
+                    target = target.tls_config(tls.config()).ok()?;
+                }
+                let mut client = KvClient::new(target.connect().await.ok()?);
                 let probe = RangeRequest { key: b"probe".to_vec(), serializable, ..Default::default() };
-                client.range(probe).await.ok().map(drop)
+                match client.range(probe).await {
+                    Ok(_) => Some(()),
+                    Err(status) if status.message() == "etcdserver: user name is empty" => Some(()),
+                    Err(_) => None,
+                }
             })
         });
     }
@@ -250,9 +300,19 @@ impl Server {
         self.wait_exit(START_DEADLINE)
     }
 
-    /// The gRPC endpoint, `http://127.0.0.1:port`.
+    /// The gRPC endpoint, `http://127.0.0.1:port` (`https` with client TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.client_tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// A gRPC channel to the client port, over TLS when it has client TLS.
+    pub async fn channel(&self) -> Channel {
+        let mut target = tonic::transport::Endpoint::from_shared(self.endpoint()).expect("endpoint");
+        if let Some(tls) = &self.client_tls {
+            target = target.tls_config(tls.config()).expect("TLS config");
+        }
+        target.connect().await.expect("connect to server")
     }
 
     /// `127.0.0.1:port`, as etcdctl's `--endpoints` takes it.

@@ -1,0 +1,473 @@
+//! etcd's users, roles and key permissions, and the tokens Authenticate issued: the auth
+//! part of the replicated state, applied as etcd's auth store applies it (`auth/store.go`),
+//! with etcd's errors.
+//!
+//! Users, roles and whether auth is on are persisted with the rest of the state and travel
+//! in snapshots. Tokens are not: like etcd's simple tokens, each member keeps the tokens it
+//! applied in memory, so a member that restarts forgets them and clients authenticate
+//! again. Passwords never reach this module, only their hashes (made by the server).
+//!
+//! A permission grants READ, WRITE or READWRITE on one key (`range_end` empty) or on the
+//! keys in `[key, range_end)` (`range_end` of `\0`: every key from `key` on). A request on a
+//! range is allowed only if the union of the user's granted ranges covers all of it. The
+//! `root` role allows everything.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use synod_api::EtcdError;
+use synod_api::authpb::{Permission, Role, User, permission::Type as PermType};
+use synod_api::synodpb::{AuthCommand, AuthState, AuthToken, auth_command::Op};
+
+/// The user and role that may do anything; auth can only be enabled with this user in place.
+pub const ROOT: &str = "root";
+
+/// Tokens a member holds at most. Past this, issuing one drops the one that expires first,
+/// whose client then authenticates again: memory stays bounded however often clients log in.
+pub const TOKENS_MAX: usize = 65_536;
+
+/// What a request does to a key range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Issued {
+    user: String,
+    expires_unix_ms: i64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Auth {
+    enabled: bool,
+    revision: u64,
+    users: BTreeMap<String, User>,
+    roles: BTreeMap<String, Role>,
+    tokens: HashMap<String, Issued>,
+    /// The tokens by expiry, to drop expired ones in order.
+    expiry: BTreeSet<(i64, String)>,
+}
+
+/// The end of the key range of a request or permission, as an exclusive bound: `None` means
+/// no end. A single key `k` is the range `[k, k\0)`.
+fn range_end(key: &[u8], range_end: &[u8]) -> Option<Vec<u8>> {
+    match range_end {
+        [] => {
+            let mut end = key.to_vec();
+            end.push(0);
+            Some(end)
+        }
+        [0] => None,
+        end if end <= key => {
+            // An empty range names no key; it needs the permission of its first key.
+            let mut end = key.to_vec();
+            end.push(0);
+            Some(end)
+        }
+        end => Some(end.to_vec()),
+    }
+}
+
+impl Auth {
+    /// The auth state as persisted, checked: it may come from another member's snapshot.
+    pub fn restore(state: AuthState) -> Result<Auth, String> {
+        let mut auth = Auth { enabled: state.enabled, revision: state.revision, ..Auth::default() };
+        for user in state.users {
+            let name = String::from_utf8(user.name.clone()).map_err(|_| "a user name that is not UTF-8")?;
+            if auth.users.insert(name.clone(), user).is_some() {
+                return Err(format!("user {name:?} stored twice"));
+            }
+        }
+        for role in state.roles {
+            let name = String::from_utf8(role.name.clone()).map_err(|_| "a role name that is not UTF-8")?;
+            if auth.roles.insert(name.clone(), role).is_some() {
+                return Err(format!("role {name:?} stored twice"));
+            }
+        }
+        if auth.enabled && !auth.users.get(ROOT).is_some_and(has_root_role) {
+            return Err("auth is enabled without a root user that has the root role".into());
+        }
+        Ok(auth)
+    }
+
+    /// The persisted part of the state.
+    pub fn state(&self) -> AuthState {
+        AuthState {
+            enabled: self.enabled,
+            revision: self.revision,
+            users: self.users.values().cloned().collect(),
+            roles: self.roles.values().cloned().collect(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Bumped by every change to users, roles or the enabled flag (etcd's auth revision).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.get(name)
+    }
+
+    pub fn role(&self, name: &str) -> Option<&Role> {
+        self.roles.get(name)
+    }
+
+    pub fn user_names(&self) -> Vec<String> {
+        self.users.keys().cloned().collect()
+    }
+
+    pub fn role_names(&self) -> Vec<String> {
+        self.roles.keys().cloned().collect()
+    }
+
+    /// The user a token stands for, if it is known here and not expired at `now_unix_ms`.
+    pub fn token_user(&self, token: &str, now_unix_ms: i64) -> Option<&str> {
+        let issued = self.tokens.get(token)?;
+        (now_unix_ms < issued.expires_unix_ms).then_some(issued.user.as_str())
+    }
+
+    /// Tokens held, for tests and metrics.
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether `user` exists and has the root role: it may do anything.
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.users.get(user).is_some_and(has_root_role)
+    }
+
+    /// Whether `user` may `access` every key in `[key, range_end)` (etcd's range rules:
+    /// `range_end` empty is one key, `\0` is every key from `key` on).
+    pub fn permitted(&self, user: &str, access: Access, key: &[u8], end: &[u8]) -> bool {
+        let Some(record) = self.users.get(user) else { return false };
+        if has_root_role(record) {
+            return true;
+        }
+        let mut granted: Vec<(&[u8], Option<Vec<u8>>)> = record
+            .roles
+            .iter()
+            .filter_map(|name| self.roles.get(name))
+            .flat_map(|role| &role.key_permission)
+            .filter(|perm| allows(perm, access))
+            .map(|perm| (perm.key.as_slice(), range_end(&perm.key, &perm.range_end)))
+            .collect();
+        granted.sort();
+        let wanted_end = range_end(key, end);
+        // Walk the granted ranges in order, extending how far from `key` they cover.
+        let mut covered_to = key.to_vec();
+        for (start, end) in granted {
+            if start > covered_to.as_slice() {
+                break;
+            }
+            match end {
+                None => return true,
+                Some(end) if end > covered_to => covered_to = end,
+                Some(_) => {}
+            }
+            if wanted_end.as_ref().is_some_and(|wanted| covered_to >= *wanted) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Applies one auth change; returns the auth revision after it. A failed change
+    /// changes nothing. `changed` tells the caller whether the persisted state moved.
+    pub fn apply(&mut self, command: &AuthCommand) -> Result<Applied, EtcdError> {
+        let Some(op) = &command.op else { return Err(EtcdError::NotCapable) };
+        match op {
+            Op::IssueToken(token) => return self.issue(token).map(|()| Applied { changed: false }),
+            Op::Enable(_) => {
+                if self.enabled {
+                    return Ok(Applied { changed: false });
+                }
+                let root = self.users.get(ROOT).ok_or(EtcdError::RootUserNotExist)?;
+                if !has_root_role(root) {
+                    return Err(EtcdError::RootRoleNotExist);
+                }
+                self.enabled = true;
+                // Tokens from an earlier enabled period must not come back.
+                self.clear_tokens(|_| true);
+            }
+            Op::Disable(_) => {
+                if !self.enabled {
+                    return Ok(Applied { changed: false });
+                }
+                self.enabled = false;
+                self.clear_tokens(|_| true);
+            }
+            Op::UserAdd(r) => {
+                if r.name.is_empty() {
+                    return Err(EtcdError::UserEmpty);
+                }
+                if self.users.contains_key(&r.name) {
+                    return Err(EtcdError::UserAlreadyExist);
+                }
+                let user = User {
+                    name: r.name.clone().into_bytes(),
+                    password: r.hashed_password.clone().into_bytes(),
+                    roles: Vec::new(),
+                    options: r.options,
+                };
+                self.users.insert(r.name.clone(), user);
+            }
+            Op::UserDelete(r) => {
+                if self.enabled && r.name == ROOT {
+                    return Err(EtcdError::InvalidAuthMgmt);
+                }
+                self.users.remove(&r.name).ok_or(EtcdError::UserNotFound)?;
+                self.clear_tokens(|user| user == r.name);
+            }
+            Op::UserChangePassword(r) => {
+                let user = self.users.get_mut(&r.name).ok_or(EtcdError::UserNotFound)?;
+                user.password = r.hashed_password.clone().into_bytes();
+                self.clear_tokens(|user| user == r.name);
+            }
+            Op::UserGrantRole(r) => {
+                if r.role != ROOT && !self.roles.contains_key(&r.role) {
+                    if !self.users.contains_key(&r.user) {
+                        return Err(EtcdError::UserNotFound);
+                    }
+                    return Err(EtcdError::RoleNotFound);
+                }
+                let user = self.users.get_mut(&r.user).ok_or(EtcdError::UserNotFound)?;
+                match user.roles.binary_search(&r.role) {
+                    // Granting a role twice is not an error in etcd 3.5.
+                    Ok(_) => return Ok(Applied { changed: false }),
+                    Err(at) => user.roles.insert(at, r.role.clone()),
+                }
+            }
+            Op::UserRevokeRole(r) => {
+                if self.enabled && r.name == ROOT && r.role == ROOT {
+                    return Err(EtcdError::InvalidAuthMgmt);
+                }
+                let user = self.users.get_mut(&r.name).ok_or(EtcdError::UserNotFound)?;
+                let at = user.roles.binary_search(&r.role).map_err(|_| EtcdError::RoleNotGranted)?;
+                user.roles.remove(at);
+            }
+            Op::RoleAdd(r) => {
+                if r.name.is_empty() {
+                    return Err(EtcdError::RoleEmpty);
+                }
+                if self.roles.contains_key(&r.name) {
+                    return Err(EtcdError::RoleAlreadyExist);
+                }
+                self.roles.insert(
+                    r.name.clone(),
+                    Role { name: r.name.clone().into_bytes(), key_permission: vec![] },
+                );
+            }
+            Op::RoleDelete(r) => {
+                if self.enabled && r.role == ROOT {
+                    return Err(EtcdError::InvalidAuthMgmt);
+                }
+                self.roles.remove(&r.role).ok_or(EtcdError::RoleNotFound)?;
+                for user in self.users.values_mut() {
+                    user.roles.retain(|role| *role != r.role);
+                }
+            }
+            Op::RoleGrantPermission(r) => {
+                let role = self.roles.get_mut(&r.name).ok_or(EtcdError::RoleNotFound)?;
+                let perm = r.perm.as_ref().ok_or(EtcdError::PermissionNotGiven)?;
+                if PermType::try_from(perm.perm_type).is_err() {
+                    return Err(EtcdError::PermissionNotGiven);
+                }
+                let place = role
+                    .key_permission
+                    .binary_search_by(|p| (&p.key, &p.range_end).cmp(&(&perm.key, &perm.range_end)));
+                match place {
+                    Ok(at) => role.key_permission[at].perm_type = perm.perm_type,
+                    Err(at) => role.key_permission.insert(at, perm.clone()),
+                }
+            }
+            Op::RoleRevokePermission(r) => {
+                let role = self.roles.get_mut(&r.role).ok_or(EtcdError::RoleNotFound)?;
+                let at = role
+                    .key_permission
+                    .iter()
+                    .position(|p| p.key == r.key && p.range_end == r.range_end)
+                    .ok_or(EtcdError::PermissionNotGranted)?;
+                role.key_permission.remove(at);
+            }
+        }
+        self.revision += 1;
+        Ok(Applied { changed: true })
+    }
+
+    fn issue(&mut self, token: &AuthToken) -> Result<(), EtcdError> {
+        if !self.enabled {
+            return Err(EtcdError::AuthNotEnabled);
+        }
+        // The user may have been deleted since the password was checked.
+        if !self.users.contains_key(&token.user) {
+            return Err(EtcdError::AuthFailed);
+        }
+        while let Some((expires, _)) = self.expiry.first()
+            && (*expires <= token.issued_unix_ms || self.tokens.len() >= TOKENS_MAX)
+        {
+            let (_, dropped) = self.expiry.pop_first().expect("first exists");
+            self.tokens.remove(&dropped);
+        }
+        let issued = Issued { user: token.user.clone(), expires_unix_ms: token.expires_unix_ms };
+        if let Some(old) = self.tokens.insert(token.token.clone(), issued) {
+            self.expiry.remove(&(old.expires_unix_ms, token.token.clone()));
+        }
+        self.expiry.insert((token.expires_unix_ms, token.token.clone()));
+        Ok(())
+    }
+
+    fn clear_tokens(&mut self, of_user: impl Fn(&str) -> bool) {
+        let expiry = &mut self.expiry;
+        self.tokens.retain(|token, issued| {
+            let keep = !of_user(&issued.user);
+            if !keep {
+                expiry.remove(&(issued.expires_unix_ms, token.clone()));
+            }
+            keep
+        });
+    }
+}
+
+/// What an auth change did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// Whether users, roles or the enabled flag changed (and must be stored).
+    pub changed: bool,
+}
+
+fn has_root_role(user: &User) -> bool {
+    user.roles.iter().any(|role| role == ROOT)
+}
+
+fn allows(perm: &Permission, access: Access) -> bool {
+    match PermType::try_from(perm.perm_type) {
+        Ok(PermType::Readwrite) => true,
+        Ok(PermType::Read) => access == Access::Read,
+        Ok(PermType::Write) => access == Access::Write,
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_api::etcdserverpb::{
+        AuthEnableRequest, AuthRoleAddRequest, AuthRoleGrantPermissionRequest, AuthUserAddRequest,
+        AuthUserChangePasswordRequest, AuthUserGrantRoleRequest,
+    };
+
+    fn run(auth: &mut Auth, op: Op) -> Result<Applied, EtcdError> {
+        auth.apply(&AuthCommand { op: Some(op) })
+    }
+
+    fn user(auth: &mut Auth, name: &str, roles: &[&str]) {
+        run(
+            auth,
+            Op::UserAdd(AuthUserAddRequest {
+                name: name.into(),
+                hashed_password: "h".into(),
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+        for role in roles {
+            if *role != ROOT && auth.role(role).is_none() {
+                run(auth, Op::RoleAdd(AuthRoleAddRequest { name: role.to_string() })).unwrap();
+            }
+            run(
+                auth,
+                Op::UserGrantRole(AuthUserGrantRoleRequest { user: name.into(), role: role.to_string() }),
+            )
+            .unwrap();
+        }
+    }
+
+    fn grant(auth: &mut Auth, role: &str, perm: PermType, key: &[u8], end: &[u8]) {
+        let perm = Permission { perm_type: perm as i32, key: key.to_vec(), range_end: end.to_vec() };
+        run(
+            auth,
+            Op::RoleGrantPermission(AuthRoleGrantPermissionRequest { name: role.into(), perm: Some(perm) }),
+        )
+        .unwrap();
+    }
+
+    /// Auth needs a root user with the root role, as in etcd.
+    #[test]
+    fn enable_needs_root() {
+        let mut auth = Auth::default();
+        assert_eq!(run(&mut auth, Op::Enable(AuthEnableRequest {})), Err(EtcdError::RootUserNotExist));
+        user(&mut auth, ROOT, &[]);
+        assert_eq!(run(&mut auth, Op::Enable(AuthEnableRequest {})), Err(EtcdError::RootRoleNotExist));
+        run(&mut auth, Op::UserGrantRole(AuthUserGrantRoleRequest { user: ROOT.into(), role: ROOT.into() }))
+            .unwrap();
+        run(&mut auth, Op::Enable(AuthEnableRequest {})).unwrap();
+        assert!(auth.enabled());
+        assert!(auth.is_admin(ROOT));
+        let restored = Auth::restore(auth.state()).unwrap();
+        assert!(restored.enabled() && restored.is_admin(ROOT));
+    }
+
+    /// A range is allowed only if the granted ranges cover all of it, possibly together.
+    #[test]
+    fn ranges_must_be_covered() {
+        let mut auth = Auth::default();
+        user(&mut auth, "u", &["r"]);
+        grant(&mut auth, "r", PermType::Read, b"a", b"c");
+        grant(&mut auth, "r", PermType::Readwrite, b"c", b"e");
+        grant(&mut auth, "r", PermType::Write, b"x", b"");
+        grant(&mut auth, "r", PermType::Read, b"z", b"\0");
+        let read = |key: &[u8], end: &[u8]| auth.permitted("u", Access::Read, key, end);
+        assert!(read(b"a", b""));
+        assert!(read(b"b", b"e"), "two grants cover [b, e) together");
+        assert!(!read(b"b", b"f"), "[e, f) is not granted");
+        assert!(!read(b"x", b""), "write-only");
+        assert!(read(b"zz", b"\0"));
+        assert!(!read(b"y", b"\0"));
+        assert!(!read(b"\0", b"\0"), "not every key");
+        let write = |key: &[u8], end: &[u8]| auth.permitted("u", Access::Write, key, end);
+        assert!(write(b"x", b""));
+        assert!(!write(b"x", b"y"), "x alone, not [x, y)");
+        assert!(write(b"c", b"e"));
+        assert!(!write(b"a", b""));
+        assert!(!auth.permitted("nobody", Access::Read, b"a", b""));
+    }
+
+    /// A password change or deletion ends the user's tokens; others' stay.
+    #[test]
+    fn tokens_end_with_the_password() {
+        let mut auth = Auth::default();
+        user(&mut auth, ROOT, &[ROOT]);
+        user(&mut auth, "u", &[]);
+        run(&mut auth, Op::Enable(AuthEnableRequest {})).unwrap();
+        let issue = |auth: &mut Auth, user: &str, token: &str, at: i64| {
+            let token = AuthToken {
+                user: user.into(),
+                token: token.into(),
+                issued_unix_ms: at,
+                expires_unix_ms: at + 1000,
+            };
+            run(auth, Op::IssueToken(token))
+        };
+        issue(&mut auth, "u", "t1", 0).unwrap();
+        issue(&mut auth, ROOT, "t2", 10).unwrap();
+        assert_eq!(auth.token_user("t1", 500), Some("u"));
+        assert_eq!(auth.token_user("t1", 1000), None, "expired");
+        run(
+            &mut auth,
+            Op::UserChangePassword(AuthUserChangePasswordRequest { name: "u".into(), ..Default::default() }),
+        )
+        .unwrap();
+        assert_eq!(auth.token_user("t1", 500), None);
+        assert_eq!(auth.token_user("t2", 500), Some(ROOT));
+        // Issuing later drops the tokens that expired before.
+        issue(&mut auth, "u", "t3", 5000).unwrap();
+        assert_eq!(auth.token_count(), 1);
+        assert_eq!(issue(&mut auth, "ghost", "t4", 5000), Err(EtcdError::AuthFailed));
+    }
+}

@@ -1,0 +1,490 @@
+//! Who is calling, and whether they may: etcd's auth on every request.
+//!
+//! A request names its user with a token from Authenticate (gRPC metadata `token`, or
+//! `authorization` as the JSON gateway's `Authorization` header becomes) or, without one,
+//! with the common name of its verified TLS client certificate. While auth is enabled,
+//! every request states what it needs ([`Guard`], from [`Guarded`], which every request
+//! type the API serves implements), and [`Api::admit`](crate::api::Api::admit) checks it
+//! against the replicated users and roles (synod-mvcc's `auth`) before anything else runs.
+//!
+//! Passwords are hashed here with Argon2id before they are proposed, so the log, the state
+//! and snapshots hold hashes only; Authenticate verifies against the hash (a constant-time
+//! comparison inside `argon2`), and failed logins slow the next tries of that user down.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use synod_api::EtcdError;
+use synod_mvcc::auth::{Access, Auth};
+use tokio::sync::Semaphore;
+
+use crate::tls::ClientIdentity;
+
+/// The gRPC metadata keys that carry a token: etcd's clients send `token`; the gateway's
+/// `Authorization` header arrives as `authorization`.
+const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
+
+/// Hashes and verifications that may run at once: each takes Argon2's memory (19 MiB)
+/// and a core for tens of milliseconds, so a flood of logins queues instead of exhausting
+/// the member.
+const HASHES_AT_ONCE: usize = 2;
+
+/// The delay after a user's first failed login; it doubles with each further failure, up
+/// to [`FAILED_LOGIN_DELAY_MAX`], and a success resets it.
+const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(200);
+const FAILED_LOGIN_DELAY_MAX: Duration = Duration::from_secs(5);
+
+/// Users whose failed logins are remembered; past this the oldest are forgotten, so guessing
+/// names cannot grow the table without bound.
+const FAILED_LOGINS_TRACKED: usize = 10_000;
+
+/// Token bytes: 32 alphanumerics, about 190 bits.
+const TOKEN_CHARS: usize = 32;
+
+/// What a request needs while auth is enabled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// Nothing: anyone may call it (Authenticate, Status, MemberList, lease keep-alives).
+    Open,
+    /// A known user.
+    User,
+    /// The root role.
+    Admin,
+    /// The root role, or the named user asking about itself.
+    SelfOrAdmin(String),
+    /// The root role, or a user that has the named role.
+    RoleOrAdmin(String),
+    /// Each access to each key range (`range_end` as in etcd's requests).
+    Keys(Vec<(Access, Vec<u8>, Vec<u8>)>),
+    /// `Access` to every key attached to the lease.
+    LeaseKeys(i64, Access),
+}
+
+/// The request types the API serves, each saying what it needs.
+pub(crate) trait Guarded {
+    fn guard(&self) -> Guard;
+}
+
+/// What a request carries besides its message: its credentials, and etcd's `hasleader`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Credentials {
+    pub token: Option<String>,
+    pub common_name: Option<String>,
+    /// `hasleader: true`: fail at once when no leader is known.
+    pub require_leader: bool,
+}
+
+/// The request metadata key (with the value "true") that makes etcd refuse a request at
+/// once when the member knows no leader.
+const REQUIRE_LEADER: &str = "hasleader";
+
+impl Credentials {
+    pub fn new(metadata: &tonic::metadata::MetadataMap, extensions: &http::Extensions) -> Credentials {
+        let token = TOKEN_KEYS
+            .iter()
+            .find_map(|key| metadata.get(*key))
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let common_name = extensions.get::<ClientIdentity>().map(|identity| identity.0.clone());
+        // etcd checks the first value only, and only for "true" (clientv3.WithRequireLeader).
+        let require_leader = metadata.get(REQUIRE_LEADER).is_some_and(|v| v.as_bytes() == b"true");
+        Credentials { token, common_name, require_leader }
+    }
+
+    /// A JSON gateway request's: the `Authorization` header carries the token, and TLS
+    /// common names are not used there, as in etcd.
+    pub fn from_headers(headers: &http::HeaderMap) -> Credentials {
+        let token =
+            headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+        Credentials { token, common_name: None, require_leader: false }
+    }
+}
+
+impl<T> From<&tonic::Request<T>> for Credentials {
+    fn from(request: &tonic::Request<T>) -> Credentials {
+        Credentials::new(request.metadata(), request.extensions())
+    }
+}
+
+/// The serving member's side of auth: hashing, token issue, failed-login delays.
+pub(crate) struct Gate {
+    token_ttl: Duration,
+    hashing: Arc<Semaphore>,
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl Gate {
+    pub fn new(token_ttl: Duration) -> Gate {
+        Gate {
+            token_ttl,
+            hashing: Arc::new(Semaphore::new(HASHES_AT_ONCE)),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The user `credentials` name under `auth`, or the error etcd gives. `None` when auth
+    /// is disabled: everything is allowed.
+    pub fn caller(&self, auth: &Auth, credentials: &Credentials) -> Result<Option<String>, EtcdError> {
+        if !auth.enabled() {
+            return Ok(None);
+        }
+        if let Some(token) = &credentials.token {
+            return match auth.token_user(token, now_unix_ms()) {
+                Some(user) => Ok(Some(user.to_string())),
+                None => Err(EtcdError::InvalidAuthToken),
+            };
+        }
+        match &credentials.common_name {
+            Some(name) => Ok(Some(name.clone())),
+            None => Err(EtcdError::UserEmpty),
+        }
+    }
+
+    /// Whether `credentials` may do what `guard` asks, under `auth`; `lease_keys` gives the
+    /// keys attached to a lease, for [`Guard::LeaseKeys`].
+    pub fn check(
+        &self,
+        auth: &Auth,
+        credentials: &Credentials,
+        guard: &Guard,
+        lease_keys: impl FnOnce(i64) -> Vec<Vec<u8>>,
+    ) -> Result<(), EtcdError> {
+        if *guard == Guard::Open {
+            return Ok(());
+        }
+        let Some(user) = self.caller(auth, credentials)? else { return Ok(()) };
+        let allowed = match guard {
+            Guard::Open => true,
+            Guard::User => auth.user(&user).is_some(),
+            Guard::Admin => auth.is_admin(&user),
+            Guard::SelfOrAdmin(name) => *name == user || auth.is_admin(&user),
+            Guard::RoleOrAdmin(role) => {
+                auth.is_admin(&user) || auth.user(&user).is_some_and(|u| u.roles.iter().any(|r| r == role))
+            }
+            Guard::Keys(needs) => {
+                needs.iter().all(|(access, key, end)| auth.permitted(&user, *access, key, end))
+            }
+            Guard::LeaseKeys(lease, access) => {
+                auth.is_admin(&user)
+                    || lease_keys(*lease).iter().all(|key| auth.permitted(&user, *access, key, &[]))
+            }
+        };
+        if allowed { Ok(()) } else { Err(EtcdError::PermissionDenied) }
+    }
+
+    /// A password's Argon2id hash (a PHC string), made off the async workers.
+    pub async fn hash(&self, password: String) -> Result<String, EtcdError> {
+        let _permit = self.hashing.acquire().await.map_err(|_| EtcdError::Stopped)?;
+        tokio::task::spawn_blocking(move || {
+            let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+            Argon2::default().hash_password(password.as_bytes(), &salt).map(|hash| hash.to_string())
+        })
+        .await
+        .map_err(|_| EtcdError::Stopped)?
+        .map_err(|error| {
+            tracing::error!(%error, "hashing a password failed");
+            EtcdError::AuthFailed
+        })
+    }
+
+    /// Checks `password` against `user`'s stored hash (`None`: no such user, or no
+    /// password). Unknown users cost a verification too, so the answer's timing does not
+    /// tell which names exist. Failures delay the user's next tries.
+    pub async fn verify(
+        &self,
+        name: &str,
+        stored: Option<String>,
+        password: String,
+    ) -> Result<(), EtcdError> {
+        let delay = self.delay_for(name);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let known = stored.is_some();
+        let _permit = self.hashing.acquire().await.map_err(|_| EtcdError::Stopped)?;
+        let matched = tokio::task::spawn_blocking(move || {
+            let stored = stored.unwrap_or_else(|| DECOY_HASH.to_string());
+            let hash = PasswordHash::new(&stored).ok()?;
+            Some(Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+        })
+        .await
+        .map_err(|_| EtcdError::Stopped)?;
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if matched == Some(true) && known {
+            failures.remove(name);
+            return Ok(());
+        }
+        if failures.len() >= FAILED_LOGINS_TRACKED && !failures.contains_key(name) {
+            let oldest = failures.iter().min_by_key(|(_, (_, at))| *at).map(|(name, _)| name.clone());
+            if let Some(oldest) = oldest {
+                failures.remove(&oldest);
+            }
+        }
+        let entry = failures.entry(name.to_string()).or_insert((0, Instant::now()));
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = Instant::now();
+        Err(EtcdError::AuthFailed)
+    }
+
+    fn delay_for(&self, name: &str) -> Duration {
+        let failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match failures.get(name) {
+            None | Some((0, _)) => Duration::ZERO,
+            Some((count, _)) => {
+                let factor = 1u32 << (count - 1).min(16);
+                FAILED_LOGIN_DELAY.saturating_mul(factor).min(FAILED_LOGIN_DELAY_MAX)
+            }
+        }
+    }
+
+    /// A new random token and when it stops being valid.
+    pub fn new_token(&self) -> (String, i64, i64) {
+        use rand::Rng as _;
+        let token: String =
+            rand::rng().sample_iter(rand::distr::Alphanumeric).take(TOKEN_CHARS).map(char::from).collect();
+        let now = now_unix_ms();
+        (token, now, now.saturating_add(self.token_ttl.as_millis() as i64))
+    }
+}
+
+/// Stands in for the hash of a user that does not exist (its password is not known to
+/// anyone), so that verifying against it costs what a real one does.
+const DECOY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c3lub2QtZGVjb3ktc2FsdA$J5m0S2nSQdPQHtC3+gUuZQnY0w2JmM+bg0tiQ3kDmWY";
+
+/// Milliseconds since the Unix epoch on this member's clock.
+pub(crate) fn now_unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The end of the range of keys starting with `prefix` (etcd's `GetPrefixRangeEnd`).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// What each request needs, in one place: etcd's rules, with the root role for everything
+/// that manages the cluster or reads it whole.
+mod guards {
+    use synod_api::etcdserverpb::{
+        AlarmRequest, AuthDisableRequest, AuthEnableRequest, AuthRoleAddRequest, AuthRoleDeleteRequest,
+        AuthRoleGetRequest, AuthRoleGrantPermissionRequest, AuthRoleListRequest,
+        AuthRoleRevokePermissionRequest, AuthStatusRequest, AuthUserAddRequest,
+        AuthUserChangePasswordRequest, AuthUserDeleteRequest, AuthUserGetRequest, AuthUserGrantRoleRequest,
+        AuthUserListRequest, AuthUserRevokeRoleRequest, AuthenticateRequest, CompactionRequest,
+        DefragmentRequest, DeleteRangeRequest, DowngradeRequest, HashKvRequest, HashRequest,
+        LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseRevokeRequest,
+        LeaseTimeToLiveRequest, MemberAddRequest, MemberListRequest, MemberPromoteRequest,
+        MemberRemoveRequest, MemberUpdateRequest, MoveLeaderRequest, PutRequest, RangeRequest, RequestOp,
+        SnapshotRequest, StatusRequest, TxnRequest, WatchRequest, alarm_request::AlarmAction, request_op,
+    };
+    use synod_api::synod::v1::{AddRequest, GetRequest};
+    use synod_api::v3electionpb::{CampaignRequest, LeaderRequest, ProclaimRequest, ResignRequest};
+    use synod_api::v3lockpb::{LockRequest, UnlockRequest};
+    use synod_mvcc::auth::Access::{self, Read, Write};
+
+    use super::{Guard, Guarded, prefix_end};
+
+    type Needs = Vec<(Access, Vec<u8>, Vec<u8>)>;
+
+    macro_rules! guard {
+        ($guard:expr => $($request:ty),+) => {
+            $(impl Guarded for $request {
+                fn guard(&self) -> Guard {
+                    $guard
+                }
+            })+
+        };
+    }
+
+    guard!(Guard::Open => AuthenticateRequest, AuthStatusRequest, AuthEnableRequest, StatusRequest,
+        MemberListRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest, WatchRequest);
+    guard!(Guard::User => CompactionRequest);
+    guard!(Guard::Admin => AuthDisableRequest, AuthUserAddRequest, AuthUserDeleteRequest,
+        AuthUserChangePasswordRequest, AuthUserGrantRoleRequest, AuthUserRevokeRoleRequest, AuthRoleAddRequest,
+        AuthRoleDeleteRequest, AuthRoleGrantPermissionRequest, AuthRoleRevokePermissionRequest, AuthUserListRequest,
+        AuthRoleListRequest, DefragmentRequest, SnapshotRequest, HashRequest, HashKvRequest, MoveLeaderRequest,
+        DowngradeRequest, MemberAddRequest, MemberRemoveRequest, MemberUpdateRequest, MemberPromoteRequest);
+
+    impl Guarded for AuthUserGetRequest {
+        fn guard(&self) -> Guard {
+            Guard::SelfOrAdmin(self.name.clone())
+        }
+    }
+
+    impl Guarded for AuthRoleGetRequest {
+        fn guard(&self) -> Guard {
+            Guard::RoleOrAdmin(self.role.clone())
+        }
+    }
+
+    impl Guarded for AlarmRequest {
+        /// Anyone may list alarms; raising or disarming one is the operator's.
+        fn guard(&self) -> Guard {
+            if self.action == AlarmAction::Get as i32 { Guard::Open } else { Guard::Admin }
+        }
+    }
+
+    fn range(needs: &mut Needs, request: &RangeRequest) {
+        needs.push((Read, request.key.clone(), request.range_end.clone()));
+    }
+
+    fn put(needs: &mut Needs, request: &PutRequest) {
+        needs.push((Write, request.key.clone(), Vec::new()));
+        if request.prev_kv {
+            needs.push((Read, request.key.clone(), Vec::new()));
+        }
+    }
+
+    fn delete(needs: &mut Needs, request: &DeleteRangeRequest) {
+        needs.push((Write, request.key.clone(), request.range_end.clone()));
+        if request.prev_kv {
+            needs.push((Read, request.key.clone(), request.range_end.clone()));
+        }
+    }
+
+    /// Every compare is a read, and every op of both branches counts, nested txns too,
+    /// whichever branch runs (etcd's `checkTxnReqsPermission`).
+    fn txn(needs: &mut Needs, request: &TxnRequest) {
+        for compare in &request.compare {
+            needs.push((Read, compare.key.clone(), compare.range_end.clone()));
+        }
+        for op in request.success.iter().chain(&request.failure) {
+            request_op(needs, op);
+        }
+    }
+
+    fn request_op(needs: &mut Needs, op: &RequestOp) {
+        match &op.request {
+            Some(request_op::Request::RequestRange(r)) => range(needs, r),
+            Some(request_op::Request::RequestPut(r)) => put(needs, r),
+            Some(request_op::Request::RequestDeleteRange(r)) => delete(needs, r),
+            Some(request_op::Request::RequestTxn(r)) => txn(needs, r),
+            None => {}
+        }
+    }
+
+    fn keys(fill: impl FnOnce(&mut Needs)) -> Guard {
+        let mut needs = Vec::new();
+        fill(&mut needs);
+        Guard::Keys(needs)
+    }
+
+    impl Guarded for RangeRequest {
+        fn guard(&self) -> Guard {
+            keys(|needs| range(needs, self))
+        }
+    }
+
+    impl Guarded for PutRequest {
+        fn guard(&self) -> Guard {
+            keys(|needs| put(needs, self))
+        }
+    }
+
+    impl Guarded for DeleteRangeRequest {
+        fn guard(&self) -> Guard {
+            keys(|needs| delete(needs, self))
+        }
+    }
+
+    impl Guarded for TxnRequest {
+        fn guard(&self) -> Guard {
+            keys(|needs| txn(needs, self))
+        }
+    }
+
+    impl Guarded for LeaseRevokeRequest {
+        /// Revoking deletes the lease's keys.
+        fn guard(&self) -> Guard {
+            Guard::LeaseKeys(self.id, Write)
+        }
+    }
+
+    impl Guarded for LeaseTimeToLiveRequest {
+        /// Listing the keys reads them.
+        fn guard(&self) -> Guard {
+            if self.keys { Guard::LeaseKeys(self.id, Read) } else { Guard::Open }
+        }
+    }
+
+    /// A counter add writes the key and returns its value.
+    impl Guarded for AddRequest {
+        fn guard(&self) -> Guard {
+            Guard::Keys(vec![(Write, self.key.clone(), Vec::new()), (Read, self.key.clone(), Vec::new())])
+        }
+    }
+
+    impl Guarded for GetRequest {
+        fn guard(&self) -> Guard {
+            Guard::Keys(vec![(Read, self.key.clone(), Vec::new())])
+        }
+    }
+
+    /// A lock or an election queues a key under `name/` and reads the queue: both, on the
+    /// whole prefix, as etcd's recipes need.
+    fn queue(name: &[u8]) -> Guard {
+        let mut prefix = name.to_vec();
+        prefix.push(b'/');
+        let end = prefix_end(&prefix);
+        Guard::Keys(vec![(Write, prefix.clone(), end.clone()), (Read, prefix, end)])
+    }
+
+    /// Reading who holds a lock or leads an election.
+    fn queue_read(name: &[u8]) -> Guard {
+        let mut prefix = name.to_vec();
+        prefix.push(b'/');
+        let end = prefix_end(&prefix);
+        Guard::Keys(vec![(Read, prefix, end)])
+    }
+
+    /// Deleting or rewriting one's own queue key.
+    fn own_key(key: &[u8]) -> Guard {
+        Guard::Keys(vec![(Write, key.to_vec(), Vec::new()), (Read, key.to_vec(), Vec::new())])
+    }
+
+    impl Guarded for LockRequest {
+        fn guard(&self) -> Guard {
+            queue(&self.name)
+        }
+    }
+
+    impl Guarded for UnlockRequest {
+        fn guard(&self) -> Guard {
+            own_key(&self.key)
+        }
+    }
+
+    impl Guarded for CampaignRequest {
+        fn guard(&self) -> Guard {
+            queue(&self.name)
+        }
+    }
+
+    impl Guarded for ProclaimRequest {
+        fn guard(&self) -> Guard {
+            own_key(self.leader.as_ref().map_or(&[][..], |l| &l.key))
+        }
+    }
+
+    impl Guarded for ResignRequest {
+        fn guard(&self) -> Guard {
+            own_key(self.leader.as_ref().map_or(&[][..], |l| &l.key))
+        }
+    }
+
+    impl Guarded for LeaderRequest {
+        fn guard(&self) -> Guard {
+            queue_read(&self.name)
+        }
+    }
+}
