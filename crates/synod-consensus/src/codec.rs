@@ -420,6 +420,7 @@ mod tests {
                 value: b"v".to_vec(),
                 ..Default::default()
             })),
+            ..Default::default()
         };
         for payload in
             [EntryPayload::Blank, EntryPayload::Normal(Proposal(put)), EntryPayload::Membership(membership)]

@@ -1416,7 +1416,10 @@ impl Consensus {
                 if published.as_deref() == Some(attributes.encode_to_vec().as_slice()) {
                     return;
                 }
-                let command = Command { op: Some(command::Op::MemberAttributes(attributes.clone())) };
+                let command = Command {
+                    op: Some(command::Op::MemberAttributes(attributes.clone())),
+                    ..Default::default()
+                };
                 let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
                 match consensus.propose_until(command, deadline).await {
                     Ok(_) | Err(ConsensusError::Stopped) => return,

@@ -140,7 +140,10 @@ impl StateMachine {
                     members = now;
                     membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                 }
-                EntryPayload::Normal(Proposal(Command { op: Some(command::Op::MemberAttributes(a)) })) => {
+                EntryPayload::Normal(Proposal(Command {
+                    op: Some(command::Op::MemberAttributes(a)),
+                    ..
+                })) => {
                     extra.push((member_key(group, a.member_id), a.encode_to_vec()));
                 }
                 _ => {}

@@ -87,6 +87,7 @@ fn put_command(i: usize) -> Command {
             value: format!("v{i}").into_bytes(),
             ..Default::default()
         })),
+        ..Default::default()
     }
 }
 

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use synod_api::EtcdError;
 use synod_api::authpb::{Permission, Role, User, permission::Type as PermType};
+use synod_api::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest, request_op};
 use synod_api::synodpb::{AuthCommand, AuthState, AuthToken, auth_command::Op};
 
 /// The user and role that may do anything; auth can only be enabled with this user in place.
@@ -140,6 +141,11 @@ impl Auth {
     /// Whether `user` exists and has the root role: it may do anything.
     pub fn is_admin(&self, user: &str) -> bool {
         self.users.get(user).is_some_and(has_root_role)
+    }
+
+    /// Whether `user` may do all of `needs`.
+    pub fn permits(&self, user: &str, needs: &Needs) -> bool {
+        self.is_admin(user) || needs.iter().all(|(access, key, end)| self.permitted(user, *access, key, end))
     }
 
     /// Whether `user` may `access` every key in `[key, range_end)` (etcd's range rules:
@@ -334,6 +340,49 @@ impl Auth {
     }
 }
 
+/// Key ranges a request touches and how: `(access, key, range_end)` as etcd's requests
+/// spell ranges.
+pub type Needs = Vec<(Access, Vec<u8>, Vec<u8>)>;
+
+/// What a Range needs: reading its range.
+pub fn range_needs(needs: &mut Needs, request: &RangeRequest) {
+    needs.push((Access::Read, request.key.clone(), request.range_end.clone()));
+}
+
+/// What a Put needs: writing its key, and reading it for `prev_kv`.
+pub fn put_needs(needs: &mut Needs, request: &PutRequest) {
+    needs.push((Access::Write, request.key.clone(), Vec::new()));
+    if request.prev_kv {
+        needs.push((Access::Read, request.key.clone(), Vec::new()));
+    }
+}
+
+/// What a DeleteRange needs: writing its range, and reading it for `prev_kv`.
+pub fn delete_needs(needs: &mut Needs, request: &DeleteRangeRequest) {
+    needs.push((Access::Write, request.key.clone(), request.range_end.clone()));
+    if request.prev_kv {
+        needs.push((Access::Read, request.key.clone(), request.range_end.clone()));
+    }
+}
+
+/// What a Txn needs: reading every compare, and every op of both branches, nested txns
+/// too, whichever branch runs (etcd's `checkTxnReqsPermission`, which before 3.4.26 and
+/// 3.5.8 skipped nested txns).
+pub fn txn_needs(needs: &mut Needs, request: &TxnRequest) {
+    for compare in &request.compare {
+        needs.push((Access::Read, compare.key.clone(), compare.range_end.clone()));
+    }
+    for op in request.success.iter().chain(&request.failure) {
+        match &op.request {
+            Some(request_op::Request::RequestRange(r)) => range_needs(needs, r),
+            Some(request_op::Request::RequestPut(r)) => put_needs(needs, r),
+            Some(request_op::Request::RequestDeleteRange(r)) => delete_needs(needs, r),
+            Some(request_op::Request::RequestTxn(r)) => txn_needs(needs, r),
+            None => {}
+        }
+    }
+}
+
 /// What an auth change did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Applied {
@@ -436,6 +485,55 @@ mod tests {
         assert!(write(b"c", b"e"));
         assert!(!write(b"a", b""));
         assert!(!auth.permitted("nobody", Access::Read, b"a", b""));
+    }
+
+    /// A client write names its user, and applying it checks the user's permissions as
+    /// they are in the log's order: a permission revoked before the write refuses it and
+    /// changes nothing; the member's own writes (no user) are not checked.
+    #[test]
+    fn writes_are_checked_again_when_applied() {
+        use crate::{KvStore, MemBackend, Response};
+        use synod_api::etcdserverpb::{AuthRoleRevokePermissionRequest, PutRequest};
+        use synod_api::synodpb::{Command, command};
+
+        let mut store = KvStore::new();
+        let mut backend = MemBackend::default();
+        let mut apply = |op: command::Op, user: &str| {
+            let command = Command { op: Some(op), auth_user: user.to_string() };
+            let applied = store.apply(&mut backend, &command).expect("backend");
+            (applied, store.current_revision())
+        };
+        let auth = |op: Op| command::Op::Auth(AuthCommand { op: Some(op) });
+        let put = |key: &[u8]| command::Op::Put(PutRequest { key: key.to_vec(), ..Default::default() });
+        for (name, role) in [(ROOT, ROOT), ("u", "k")] {
+            let add =
+                AuthUserAddRequest { name: name.into(), hashed_password: "h".into(), ..Default::default() };
+            apply(auth(Op::UserAdd(add)), "").0.unwrap();
+            if role != ROOT {
+                apply(auth(Op::RoleAdd(AuthRoleAddRequest { name: role.into() })), "").0.unwrap();
+            }
+            let grant = AuthUserGrantRoleRequest { user: name.into(), role: role.into() };
+            apply(auth(Op::UserGrantRole(grant)), "").0.unwrap();
+        }
+        let perm =
+            Permission { perm_type: PermType::Readwrite as i32, key: b"k".to_vec(), range_end: vec![] };
+        let grant = AuthRoleGrantPermissionRequest { name: "k".into(), perm: Some(perm) };
+        apply(auth(Op::RoleGrantPermission(grant)), "").0.unwrap();
+        apply(auth(Op::Enable(AuthEnableRequest {})), "").0.unwrap();
+
+        assert!(matches!(apply(put(b"k"), "u").0, Ok(Response::Put(_))));
+        assert_eq!(apply(put(b"other"), "u").0, Err(EtcdError::PermissionDenied));
+        let revoke =
+            AuthRoleRevokePermissionRequest { role: "k".into(), key: b"k".to_vec(), range_end: vec![] };
+        let (_, revision) = apply(auth(Op::RoleRevokePermission(revoke)), "");
+        let (refused, after) = apply(put(b"k"), "u");
+        assert_eq!(refused, Err(EtcdError::PermissionDenied));
+        assert_eq!(after, revision, "a refused write changed the store");
+        assert!(matches!(apply(put(b"k"), ROOT).0, Ok(Response::Put(_))));
+        assert!(
+            matches!(apply(put(b"k"), "").0, Ok(Response::Put(_))),
+            "the member's own writes are not checked"
+        );
     }
 
     /// A password change or deletion ends the user's tokens; others' stay.

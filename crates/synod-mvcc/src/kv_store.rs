@@ -20,7 +20,7 @@ use synod_api::synodpb::{
     AuthCommand, AuthState, Command, CounterAdd, CounterSession, LeaseCheckpoints, LeaseRecord, command,
 };
 
-use crate::auth::Auth;
+use crate::auth::{self, Auth};
 
 use crate::backend::{BackendError, RevisionRead, RevisionWrite, StoredKv};
 use crate::counter::{self, CounterValue, Lookup, Sessions};
@@ -294,6 +294,9 @@ impl KvStore {
         backend: &mut impl RevisionWrite,
         command: &Command,
     ) -> Result<Applied, BackendError> {
+        if let Err(refused) = self.check_auth(command) {
+            return Ok(Err(refused));
+        }
         match &command.op {
             Some(command::Op::Put(r)) => self.apply_put(backend, r),
             Some(command::Op::DeleteRange(r)) => self.apply_delete_range(backend, r),
@@ -312,6 +315,38 @@ impl KvStore {
             // way on every member rather than guess.
             None => Ok(Err(EtcdError::NotCapable)),
         }
+    }
+
+    /// etcd's apply-time permission check: a client write names the user it was admitted
+    /// for, and the user must still be allowed it by the auth state it is applied against
+    /// (deterministic: users and roles are replicated state). The member's own writes
+    /// (lease expiry, alarms, combined counter adds) name no user.
+    fn check_auth(&self, command: &Command) -> Result<(), EtcdError> {
+        let user = command.auth_user.as_str();
+        if user.is_empty() || !self.auth.enabled() {
+            return Ok(());
+        }
+        let mut needs = auth::Needs::new();
+        match &command.op {
+            Some(command::Op::Put(r)) => auth::put_needs(&mut needs, r),
+            Some(command::Op::DeleteRange(r)) => auth::delete_needs(&mut needs, r),
+            Some(command::Op::Txn(r)) => auth::txn_needs(&mut needs, r),
+            Some(command::Op::LeaseRevoke(r)) => {
+                let keys = self.leases.get(r.id).map(|lease| lease.keys.iter().cloned().collect::<Vec<_>>());
+                needs.extend(
+                    keys.unwrap_or_default().into_iter().map(|key| (auth::Access::Write, key, Vec::new())),
+                );
+            }
+            Some(command::Op::Compaction(_)) => {
+                return if self.auth.user(user).is_some() {
+                    Ok(())
+                } else {
+                    Err(EtcdError::PermissionDenied)
+                };
+            }
+            _ => return Ok(()),
+        }
+        if self.auth.permits(user, &needs) { Ok(()) } else { Err(EtcdError::PermissionDenied) }
     }
 
     fn apply_auth(

@@ -210,7 +210,7 @@ fn run_case(store: &mut KvStore, backend: &mut MemBackend, command: &[&str]) -> 
 }
 
 fn apply(store: &mut KvStore, backend: &mut MemBackend, op: command::Op) -> synod_mvcc::Applied {
-    let command = Command { op: Some(op) };
+    let command = Command { op: Some(op), ..Default::default() };
     store.apply(backend, &command).expect("backend")
 }
 

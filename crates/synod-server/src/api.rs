@@ -28,7 +28,7 @@ use synod_storage::StateStore;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status};
 
-use crate::auth::{Credentials, Gate, Guard, Guarded};
+use crate::auth::{self, Admitted, Credentials, Gate, Guard, Guarded};
 use crate::config::{Config, Url};
 use crate::errors;
 use crate::lease::Lessor;
@@ -248,7 +248,11 @@ impl Api {
     }
 
     /// Proposes a command after etcd's size check and returns its applied outcome.
-    pub(crate) async fn propose(&self, command: Command) -> Result<Response, Status> {
+    /// A client's write carries the user it was admitted for, whom applying it checks again.
+    pub(crate) async fn propose(&self, mut command: Command) -> Result<Response, Status> {
+        if let Some(admitted) = auth::admitted() {
+            command.auth_user = admitted.user;
+        }
         let encoded = command.encode_to_vec();
         if encoded.len() as u64 > self.inner.max_request_bytes {
             return Err(EtcdError::RequestTooLarge.into());
@@ -272,7 +276,9 @@ impl Api {
             member_id: self.inner.consensus.member_id(),
             alarm: AlarmType::Nospace as i32,
         };
-        if let Err(e) = self.propose(Command { op: Some(command::Op::Alarm(alarm)) }).await {
+        if let Err(e) =
+            self.propose(Command { op: Some(command::Op::Alarm(alarm)), ..Default::default() }).await
+        {
             tracing::warn!(error = %e, "could not raise the NOSPACE alarm");
         }
         Err(EtcdError::NoSpace.into())
@@ -297,7 +303,9 @@ impl Api {
         F: std::future::Future<Output = Result<T, Status>>,
     {
         let reply = match self.admit(request.get_ref(), &Credentials::from(&request)) {
-            Ok(()) => handler(request.into_inner()).await.map(tonic::Response::new),
+            Ok(admitted) => {
+                auth::run_as(admitted, handler(request.into_inner())).await.map(tonic::Response::new)
+            }
             Err(e) => Err(e),
         };
         self.record(service, method, reply)
@@ -305,12 +313,12 @@ impl Api {
 
     /// etcd's unary interceptor: a learner serves only what it can answer alone, and a
     /// request with `hasleader` fails at once when no leader is known; then auth: the
-    /// caller must be allowed what the request needs.
+    /// caller must be allowed what the request needs. Returns who it was admitted as.
     pub(crate) fn admit<Req: ServedByLearner + Guarded>(
         &self,
         request: &Req,
         credentials: &Credentials,
-    ) -> Result<(), Status> {
+    ) -> Result<Option<Admitted>, Status> {
         let consensus = &self.inner.consensus;
         if !request.served_by_learner() && consensus.is_learner() {
             return Err(EtcdError::NotSupportedForLearner.into());
@@ -318,11 +326,22 @@ impl Api {
         if credentials.require_leader && consensus.leader().is_none() {
             return Err(EtcdError::NoLeader.into());
         }
-        self.check(&request.guard(), credentials)
+        let user = self.check(&request.guard(), credentials)?;
+        Ok(user.map(|user| Admitted { user, credentials: credentials.clone() }))
+    }
+
+    /// A linearizable read checks its caller again once this member has caught up: a
+    /// permission revoked or a password changed before the read began refuses it, even on
+    /// a member that had not applied the change when it admitted the read.
+    fn recheck(&self, guard: &Guard) -> Result<(), Status> {
+        match auth::admitted() {
+            Some(admitted) => self.check(guard, &admitted.credentials).map(drop),
+            None => Ok(()),
+        }
     }
 
     /// Whether `credentials` may do what `guard` asks, by the auth state now.
-    pub(crate) fn check(&self, guard: &Guard, credentials: &Credentials) -> Result<(), Status> {
+    pub(crate) fn check(&self, guard: &Guard, credentials: &Credentials) -> Result<Option<String>, Status> {
         let state = &self.inner.state;
         let lease_keys = |id| state.lease(id).ok().flatten().map(|lease| lease.keys.into_iter().collect());
         state
@@ -350,6 +369,9 @@ impl Api {
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, Status> {
         check::range(&request)?;
         self.linearizable(request.serializable).await?;
+        if !request.serializable {
+            self.recheck(&request.guard())?;
+        }
         let mut response = self.blocking(|| self.inner.state.range(&request)).map_err(errors::storage)??;
         self.fill(&mut response.header);
         Ok(response)
@@ -358,7 +380,7 @@ impl Api {
     pub async fn put(&self, request: PutRequest) -> Result<PutResponse, Status> {
         self.check_quota(put_cost(&request)).await?;
         check::put(&request)?;
-        match self.propose(Command { op: Some(command::Op::Put(request)) }).await? {
+        match self.propose(Command { op: Some(command::Op::Put(request)), ..Default::default() }).await? {
             Response::Put(mut response) => {
                 self.fill(&mut response.header);
                 Ok(response)
@@ -369,7 +391,10 @@ impl Api {
 
     pub async fn delete_range(&self, request: DeleteRangeRequest) -> Result<DeleteRangeResponse, Status> {
         check::delete_range(&request)?;
-        match self.propose(Command { op: Some(command::Op::DeleteRange(request)) }).await? {
+        match self
+            .propose(Command { op: Some(command::Op::DeleteRange(request)), ..Default::default() })
+            .await?
+        {
             Response::DeleteRange(mut response) => {
                 self.fill(&mut response.header);
                 Ok(response)
@@ -386,9 +411,12 @@ impl Api {
                 |op| matches!(&op.request, Some(request_op::Request::RequestRange(r)) if r.serializable),
             );
             self.linearizable(serializable).await?;
+            if !serializable {
+                self.recheck(&request.guard())?;
+            }
             self.blocking(|| self.inner.state.read_txn(&request)).map_err(errors::storage)??
         } else {
-            match self.propose(Command { op: Some(command::Op::Txn(request)) }).await? {
+            match self.propose(Command { op: Some(command::Op::Txn(request)), ..Default::default() }).await? {
                 Response::Txn(response) => response,
                 _ => return Err(errors::unexpected("txn")),
             }
@@ -399,7 +427,10 @@ impl Api {
 
     pub async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse, Status> {
         let physical = request.physical;
-        let mut response = match self.propose(Command { op: Some(command::Op::Compaction(request)) }).await? {
+        let mut response = match self
+            .propose(Command { op: Some(command::Op::Compaction(request)), ..Default::default() })
+            .await?
+        {
             Response::Compaction(response) => response,
             _ => return Err(errors::unexpected("compaction")),
         };
@@ -461,7 +492,10 @@ impl Api {
                         .collect(),
                 }
             }
-            _ => match self.propose(Command { op: Some(command::Op::Alarm(request)) }).await? {
+            _ => match self
+                .propose(Command { op: Some(command::Op::Alarm(request)), ..Default::default() })
+                .await?
+            {
                 Response::Alarm(response) => response,
                 _ => return Err(errors::unexpected("alarm")),
             },

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use synod_api::EtcdError;
-use synod_mvcc::auth::{Access, Auth};
+use synod_mvcc::auth::{Access, Auth, Needs};
 use tokio::sync::Semaphore;
 
 use crate::tls::ClientIdentity;
@@ -58,7 +58,7 @@ pub enum Guard {
     /// The root role, or a user that has the named role.
     RoleOrAdmin(String),
     /// Each access to each key range (`range_end` as in etcd's requests).
-    Keys(Vec<(Access, Vec<u8>, Vec<u8>)>),
+    Keys(Needs),
     /// `Access` to every key attached to the lease.
     LeaseKeys(i64, Access),
 }
@@ -66,6 +66,32 @@ pub enum Guard {
 /// The request types the API serves, each saying what it needs.
 pub(crate) trait Guarded {
     fn guard(&self) -> Guard;
+}
+
+tokio::task_local! {
+    /// The caller a request was admitted for, while its handler runs: its writes carry the
+    /// user into the log, and its linearizable reads check again once caught up.
+    static ADMITTED: Admitted;
+}
+
+/// Who a request was admitted as.
+#[derive(Clone, Debug)]
+pub(crate) struct Admitted {
+    pub user: String,
+    pub credentials: Credentials,
+}
+
+/// Runs a request's handler as `admitted` (`None`: auth is off or the call needs no user).
+pub(crate) async fn run_as<F: std::future::Future>(admitted: Option<Admitted>, handler: F) -> F::Output {
+    match admitted {
+        Some(admitted) => ADMITTED.scope(admitted, handler).await,
+        None => handler.await,
+    }
+}
+
+/// Who the running request was admitted as, if anyone.
+pub(crate) fn admitted() -> Option<Admitted> {
+    ADMITTED.try_with(Clone::clone).ok()
 }
 
 /// What a request carries besides its message: its credentials, and etcd's `hasleader`.
@@ -144,18 +170,19 @@ impl Gate {
     }
 
     /// Whether `credentials` may do what `guard` asks, under `auth`; `lease_keys` gives the
-    /// keys attached to a lease, for [`Guard::LeaseKeys`].
+    /// keys attached to a lease, for [`Guard::LeaseKeys`]. Returns the user it allowed
+    /// (`None` when auth is off or the call is open to anyone).
     pub fn check(
         &self,
         auth: &Auth,
         credentials: &Credentials,
         guard: &Guard,
         lease_keys: impl FnOnce(i64) -> Vec<Vec<u8>>,
-    ) -> Result<(), EtcdError> {
+    ) -> Result<Option<String>, EtcdError> {
         if *guard == Guard::Open {
-            return Ok(());
+            return Ok(None);
         }
-        let Some(user) = self.caller(auth, credentials)? else { return Ok(()) };
+        let Some(user) = self.caller(auth, credentials)? else { return Ok(None) };
         let allowed = match guard {
             Guard::Open => true,
             Guard::User => auth.user(&user).is_some(),
@@ -164,15 +191,13 @@ impl Gate {
             Guard::RoleOrAdmin(role) => {
                 auth.is_admin(&user) || auth.user(&user).is_some_and(|u| u.roles.iter().any(|r| r == role))
             }
-            Guard::Keys(needs) => {
-                needs.iter().all(|(access, key, end)| auth.permitted(&user, *access, key, end))
-            }
+            Guard::Keys(needs) => auth.permits(&user, needs),
             Guard::LeaseKeys(lease, access) => {
                 auth.is_admin(&user)
                     || lease_keys(*lease).iter().all(|key| auth.permitted(&user, *access, key, &[]))
             }
         };
-        if allowed { Ok(()) } else { Err(EtcdError::PermissionDenied) }
+        if allowed { Ok(Some(user)) } else { Err(EtcdError::PermissionDenied) }
     }
 
     /// A password's Argon2id hash (a PHC string), made off the async workers.
@@ -284,17 +309,16 @@ mod guards {
         DefragmentRequest, DeleteRangeRequest, DowngradeRequest, HashKvRequest, HashRequest,
         LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseRevokeRequest,
         LeaseTimeToLiveRequest, MemberAddRequest, MemberListRequest, MemberPromoteRequest,
-        MemberRemoveRequest, MemberUpdateRequest, MoveLeaderRequest, PutRequest, RangeRequest, RequestOp,
-        SnapshotRequest, StatusRequest, TxnRequest, WatchRequest, alarm_request::AlarmAction, request_op,
+        MemberRemoveRequest, MemberUpdateRequest, MoveLeaderRequest, PutRequest, RangeRequest,
+        SnapshotRequest, StatusRequest, TxnRequest, WatchRequest, alarm_request::AlarmAction,
     };
     use synod_api::synod::v1::{AddRequest, GetRequest};
     use synod_api::v3electionpb::{CampaignRequest, LeaderRequest, ProclaimRequest, ResignRequest};
     use synod_api::v3lockpb::{LockRequest, UnlockRequest};
-    use synod_mvcc::auth::Access::{self, Read, Write};
+    use synod_mvcc::auth::Access::{Read, Write};
+    use synod_mvcc::auth::{self, Needs};
 
     use super::{Guard, Guarded, prefix_end};
-
-    type Needs = Vec<(Access, Vec<u8>, Vec<u8>)>;
 
     macro_rules! guard {
         ($guard:expr => $($request:ty),+) => {
@@ -334,45 +358,6 @@ mod guards {
         }
     }
 
-    fn range(needs: &mut Needs, request: &RangeRequest) {
-        needs.push((Read, request.key.clone(), request.range_end.clone()));
-    }
-
-    fn put(needs: &mut Needs, request: &PutRequest) {
-        needs.push((Write, request.key.clone(), Vec::new()));
-        if request.prev_kv {
-            needs.push((Read, request.key.clone(), Vec::new()));
-        }
-    }
-
-    fn delete(needs: &mut Needs, request: &DeleteRangeRequest) {
-        needs.push((Write, request.key.clone(), request.range_end.clone()));
-        if request.prev_kv {
-            needs.push((Read, request.key.clone(), request.range_end.clone()));
-        }
-    }
-
-    /// Every compare is a read, and every op of both branches counts, nested txns too,
-    /// whichever branch runs (etcd's `checkTxnReqsPermission`).
-    fn txn(needs: &mut Needs, request: &TxnRequest) {
-        for compare in &request.compare {
-            needs.push((Read, compare.key.clone(), compare.range_end.clone()));
-        }
-        for op in request.success.iter().chain(&request.failure) {
-            request_op(needs, op);
-        }
-    }
-
-    fn request_op(needs: &mut Needs, op: &RequestOp) {
-        match &op.request {
-            Some(request_op::Request::RequestRange(r)) => range(needs, r),
-            Some(request_op::Request::RequestPut(r)) => put(needs, r),
-            Some(request_op::Request::RequestDeleteRange(r)) => delete(needs, r),
-            Some(request_op::Request::RequestTxn(r)) => txn(needs, r),
-            None => {}
-        }
-    }
-
     fn keys(fill: impl FnOnce(&mut Needs)) -> Guard {
         let mut needs = Vec::new();
         fill(&mut needs);
@@ -381,25 +366,25 @@ mod guards {
 
     impl Guarded for RangeRequest {
         fn guard(&self) -> Guard {
-            keys(|needs| range(needs, self))
+            keys(|needs| auth::range_needs(needs, self))
         }
     }
 
     impl Guarded for PutRequest {
         fn guard(&self) -> Guard {
-            keys(|needs| put(needs, self))
+            keys(|needs| auth::put_needs(needs, self))
         }
     }
 
     impl Guarded for DeleteRangeRequest {
         fn guard(&self) -> Guard {
-            keys(|needs| delete(needs, self))
+            keys(|needs| auth::delete_needs(needs, self))
         }
     }
 
     impl Guarded for TxnRequest {
         fn guard(&self) -> Guard {
-            keys(|needs| txn(needs, self))
+            keys(|needs| auth::txn_needs(needs, self))
         }
     }
 

@@ -29,7 +29,13 @@ const AUTH: &str = "etcdserverpb.Auth";
 impl Api {
     /// Proposes one auth change; the header of its reply.
     async fn auth_change(&self, op: Op) -> Result<Option<ResponseHeader>, Status> {
-        match self.propose(Command { op: Some(command::Op::Auth(AuthCommand { op: Some(op) })) }).await? {
+        match self
+            .propose(Command {
+                op: Some(command::Op::Auth(AuthCommand { op: Some(op) })),
+                ..Default::default()
+            })
+            .await?
+        {
             Response::Auth(_) => Ok(Some(self.header(0))),
             _ => Err(errors::unexpected("auth")),
         }

@@ -104,7 +104,10 @@ pub async fn run(consensus: Consensus, state: std::sync::Arc<StateStore>, retent
         }
         tracing::info!(revision = target, ?retention, "starting auto-compaction");
         let compact = CompactionRequest { revision: target, physical: false };
-        match consensus.propose(Command { op: Some(command::Op::Compaction(compact)) }).await {
+        match consensus
+            .propose(Command { op: Some(command::Op::Compaction(compact)), ..Default::default() })
+            .await
+        {
             Ok(Ok(_)) => {
                 schedule.done(now);
                 tracing::info!(revision = target, "finished auto-compaction");

@@ -33,7 +33,7 @@ impl Api {
             answered_below: request.answered_below,
         };
         let add = CounterAdd { key: request.key, ops: vec![op] };
-        match self.propose(Command { op: Some(command::Op::CounterAdd(add)) }).await? {
+        match self.propose(Command { op: Some(command::Op::CounterAdd(add)), ..Default::default() }).await? {
             Response::CounterAdd(results) => match results.as_slice() {
                 [Ok(result)] => {
                     Ok(AddResponse { header: Some(self.header(result.revision)), value: result.value })

@@ -70,8 +70,8 @@ macro_rules! unary {
     ($method:ident) => {
         post(|State(api): State<Api>, headers: http::HeaderMap, body: Bytes| async move {
             call(body, |request| async move {
-                api.admit(&request, &Credentials::from_headers(&headers))?;
-                api.$method(request).await
+                let admitted = api.admit(&request, &Credentials::from_headers(&headers))?;
+                crate::auth::run_as(admitted, api.$method(request)).await
             })
             .await
         })

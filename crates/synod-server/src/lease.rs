@@ -332,7 +332,7 @@ impl Lessor {
         if self.leading_term() != Some(decided_in) || self.book().term != Some(decided_in) {
             return Err(ConsensusError::NotLeader);
         }
-        match self.inner.consensus.propose_here(Command { op: Some(op) }).await? {
+        match self.inner.consensus.propose_here(Command { op: Some(op), ..Default::default() }).await? {
             Ok(response) => Ok(response),
             Err(e) => Err(ConsensusError::Etcd(e)),
         }

@@ -46,7 +46,13 @@ impl Api {
         };
         let ttl = self.lessor().clamp_ttl(request.ttl);
         let grant = LeaseGrantRequest { id, ttl };
-        match self.propose(synod_api::synodpb::Command { op: Some(command::Op::LeaseGrant(grant)) }).await? {
+        match self
+            .propose(synod_api::synodpb::Command {
+                op: Some(command::Op::LeaseGrant(grant)),
+                ..Default::default()
+            })
+            .await?
+        {
             Response::LeaseGrant(mut response) => {
                 self.lessor().granted(response.id, response.ttl);
                 self.fill(&mut response.header);
@@ -59,7 +65,10 @@ impl Api {
     pub async fn lease_revoke(&self, request: LeaseRevokeRequest) -> Result<LeaseRevokeResponse, Status> {
         let id = request.id;
         match self
-            .propose(synod_api::synodpb::Command { op: Some(command::Op::LeaseRevoke(request)) })
+            .propose(synod_api::synodpb::Command {
+                op: Some(command::Op::LeaseRevoke(request)),
+                ..Default::default()
+            })
             .await?
         {
             Response::LeaseRevoke(mut response) => {

@@ -23,6 +23,7 @@ fn command(i: u64) -> Command {
             value: vec![b'v'; VALUE_BYTES],
             ..Default::default()
         })),
+        ..Default::default()
     }
 }
 

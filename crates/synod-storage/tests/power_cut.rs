@@ -14,6 +14,7 @@ fn put(i: u64) -> Command {
             value: format!("v{i}").into_bytes(),
             ..Default::default()
         })),
+        ..Default::default()
     }
 }
 

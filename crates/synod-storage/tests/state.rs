@@ -10,6 +10,7 @@ use synod_storage::{LogStore, StateStore, StorageError};
 fn put(key: &str, value: &str) -> Command {
     Command {
         op: Some(command::Op::Put(PutRequest { key: key.into(), value: value.into(), ..Default::default() })),
+        ..Default::default()
     }
 }
 
@@ -122,6 +123,7 @@ fn export_then_import_reproduces_the_state() {
             revision: 30,
             physical: false,
         })),
+        ..Default::default()
     };
     apply_all(&source, 51, &[compact]);
     let mut stream = Vec::new();
@@ -204,6 +206,7 @@ fn bytes_in_use_follow_the_records() {
         // Compacting at the last revision keeps one revision of each of the 10 keys.
         let compact = Command {
             op: Some(command::Op::Compaction(CompactionRequest { revision: 101, physical: false })),
+            ..Default::default()
         };
         apply_all(&state, 101, &[compact]);
         let compacted = in_use(&state);
@@ -212,11 +215,17 @@ fn bytes_in_use_follow_the_records() {
             "10 records left after compaction count {compacted} bytes"
         );
 
-        let grant = Command { op: Some(command::Op::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 60 })) };
+        let grant = Command {
+            op: Some(command::Op::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 60 })),
+            ..Default::default()
+        };
         apply_all(&state, 102, &[grant]);
         let leased = in_use(&state);
         assert!(leased > compacted, "a lease counts: {leased} after {compacted}");
-        let revoke = Command { op: Some(command::Op::LeaseRevoke(LeaseRevokeRequest { id: 7 })) };
+        let revoke = Command {
+            op: Some(command::Op::LeaseRevoke(LeaseRevokeRequest { id: 7 })),
+            ..Default::default()
+        };
         apply_all(&state, 103, &[revoke]);
         assert_eq!(in_use(&state), compacted, "a revoked lease counts no more");
 
