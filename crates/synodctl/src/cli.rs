@@ -68,11 +68,32 @@ pub struct GlobalFlags {
     #[arg(long, global = true, default_value = "6s", value_parser = go_duration, value_name = "DURATION")]
     pub keepalive_timeout: Duration,
 
-    /// Disable transport security for client connections (TLS is not supported yet, so this
-    /// must stay true).
+    /// Disable transport security for client connections without TLS files: false needs
+    /// --cacert.
     #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_value = "true",
           default_missing_value = "true", value_parser = go_bool)]
     pub insecure_transport: bool,
+
+    /// Verify certificates of TLS-enabled secure servers using this CA bundle (PEM).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
+
+    /// Identify secure client using this TLS certificate file (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+
+    /// Identify secure client using this TLS key file (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+
+    /// username[:password] for authentication (synodctl does not prompt: give the password
+    /// after a colon or with --password).
+    #[arg(long, global = true, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Password for authentication (with --user).
+    #[arg(long, global = true, value_name = "PASSWORD", requires = "user")]
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -659,3 +659,81 @@ fn lock_holds_runs_and_releases() {
     let waiter_token: i64 = String::from_utf8_lossy(&waited.stdout).trim().parse().expect("a revision");
     assert!(waiter_token > held_token, "tokens grow with each holder");
 }
+
+/// Writes a CA and a certificate for 127.0.0.1 signed by it into `dir`; returns the paths
+/// of the CA, the certificate and its key.
+fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.distinguished_name.push(DnType::CommonName, "test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("CA key");
+    let ca = ca_params.self_signed(&ca_key).expect("self-sign");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, "member");
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &issuer).expect("sign");
+    let paths = (dir.join("ca.crt"), dir.join("member.crt"), dir.join("member.key"));
+    std::fs::write(&paths.0, ca.pem()).expect("write");
+    std::fs::write(&paths.1, cert.pem()).expect("write");
+    std::fs::write(&paths.2, key.serialize_pem()).expect("write");
+    paths
+}
+
+/// synodctl reaches a TLS port with --cacert (and refuses to without it), and with --user
+/// it authenticates first and sends its token, as etcdctl does; refusals print etcd's
+/// errors.
+#[test]
+fn tls_and_user_flags() {
+    use synod_api::etcdserverpb::auth_client::AuthClient;
+    use synod_api::etcdserverpb::{AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = test_pki(dir.path());
+    let (client, peer, tls_port) = (free_port(), free_port(), free_port());
+    let extra = [
+        format!("--listen-client-urls=https://127.0.0.1:{tls_port}"),
+        format!("--cert-file={}", cert.display()),
+        format!("--key-file={}", key.display()),
+    ];
+    let member = Member::start_with(
+        &dir.path().join("data"),
+        "default",
+        (client, peer),
+        &format!("default=http://127.0.0.1:{peer}"),
+        &extra,
+    );
+    let synodctl = Path::new(SYNODCTL);
+    let tls_endpoint = format!("https://127.0.0.1:{tls_port}");
+    let cacert = format!("--cacert={}", ca.display());
+    let run_tls = |args: &[&str]| {
+        let mut all = vec![cacert.as_str()];
+        all.extend_from_slice(args);
+        let output = run(synodctl, &tls_endpoint, &all, "");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    assert_eq!(run_tls(&["put", "k", "v"]), (Some(0), "OK\n".to_string()));
+    assert_eq!(run_tls(&["get", "k", "--print-value-only"]), (Some(0), "v\n".to_string()));
+    let output = run(synodctl, &tls_endpoint, &["get", "k"], "");
+    assert_ne!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--cacert"), "{output:?}");
+
+    tokio::runtime::Runtime::new().expect("runtime").block_on(async {
+        let mut auth = AuthClient::connect(member.url()).await.expect("connect");
+        let add = AuthUserAddRequest { name: "root".into(), password: "pw".into(), ..Default::default() };
+        auth.user_add(add).await.expect("user add");
+        let grant = AuthUserGrantRoleRequest { user: "root".into(), role: "root".into() };
+        auth.user_grant_role(grant).await.expect("grant");
+        auth.auth_enable(AuthEnableRequest {}).await.expect("enable");
+    });
+    assert_eq!(run_tls(&["--user=root:pw", "get", "k", "--print-value-only"]), (Some(0), "v\n".to_string()));
+    assert_eq!(run_tls(&["--user=root", "--password=pw", "put", "k", "w"]), (Some(0), "OK\n".to_string()));
+    assert_eq!(run_tls(&["get", "k"]), (Some(1), "Error: etcdserver: user name is empty\n".to_string()));
+    assert_eq!(
+        run_tls(&["--user=root:wrong", "get", "k"]),
+        (Some(1), "Error: etcdserver: authentication failed, invalid user ID or password\n".to_string())
+    );
+}

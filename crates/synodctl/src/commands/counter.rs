@@ -63,6 +63,12 @@ fn print(format: Format, key: &str, value: i64, revision: i64) {
 }
 
 fn connect(context: &Context, retry_timeout: Duration) -> Result<Client, CtlError> {
+    if context.client_config.tls.is_some() || context.client_config.login.is_some() {
+        return Err(CtlError::bad_args(
+            "synodctl counter does not speak TLS or auth yet (synod-client does not); \
+             use the Counter service's gRPC or JSON API with a token",
+        ));
+    }
     let endpoints = context.endpoints.iter().map(|e| endpoint_url(e)).collect::<Result<Vec<_>, _>>()?;
     let options =
         Options { retry_timeout, connect_timeout: context.client_config.dial_timeout, ..Options::default() };

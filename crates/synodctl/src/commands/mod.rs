@@ -23,7 +23,7 @@ use crate::cli::{
     Cli, Command, CounterCommand, EndpointCommand, GlobalFlags, MemberCommand, SnapshotCommand,
 };
 use crate::client::{Client, ClientConfig};
-use crate::exit::{CtlError, CtlResult};
+use crate::exit::CtlResult;
 use crate::printer::{Format, Output, Printer};
 
 /// What every command needs from the global flags.
@@ -35,13 +35,13 @@ pub struct Context {
 }
 
 impl Context {
-    fn new(flags: &GlobalFlags) -> Context {
-        Context {
+    fn new(flags: &GlobalFlags) -> CtlResult<Context> {
+        Ok(Context {
             endpoints: flags.endpoints.iter().map(|e| e.trim().to_string()).collect(),
-            client_config: ClientConfig::from_flags(flags),
+            client_config: ClientConfig::from_flags(flags)?,
             write_out: flags.write_out.clone(),
             hex: flags.hex,
-        }
+        })
     }
 
     /// The printer for `--write-out`; an unknown format fails here (exit status 4).
@@ -57,13 +57,7 @@ impl Context {
 
 /// Runs the command the user asked for.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    if !cli.global.insecure_transport {
-        return Err(CtlError::bad_args(
-            "--insecure-transport=false needs TLS, which synodctl does not support yet",
-        )
-        .into());
-    }
-    let context = Context::new(&cli.global);
+    let context = Context::new(&cli.global)?;
     match cli.command {
         Command::Get(args) => get::run(&context, &args).await,
         Command::Put(args) => put::run(&context, &args).await,

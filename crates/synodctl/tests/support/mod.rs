@@ -39,10 +39,22 @@ impl Member {
 
     /// Member `name` of the cluster `initial_cluster` lists; returns once it answers.
     pub fn start_in(data_dir: &Path, name: &str, ports: (u16, u16), initial_cluster: &str) -> Member {
+        Member::start_with(data_dir, name, ports, initial_cluster, &[])
+    }
+
+    /// A member like [`Member::start_in`] with more flags (`--listen-client-urls` in them adds
+    /// to its plaintext client URL, which the member is probed on).
+    pub fn start_with(
+        data_dir: &Path,
+        name: &str,
+        ports: (u16, u16),
+        initial_cluster: &str,
+        extra: &[String],
+    ) -> Member {
         let client = format!("http://127.0.0.1:{}", ports.0);
         let peer = format!("http://127.0.0.1:{}", ports.1);
         let data_dir = data_dir.display().to_string();
-        let flags = Flags::try_parse_from([
+        let mut args: Vec<String> = [
             "synod",
             "--name",
             name,
@@ -58,8 +70,12 @@ impl Member {
             &peer,
             "--initial-cluster",
             initial_cluster,
-        ])
-        .expect("parse the member's flags");
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().cloned());
+        let flags = Flags::try_parse_from(args).expect("parse the member's flags");
         let config = flags.into_config().expect("check the member's flags");
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
