@@ -57,7 +57,7 @@ pub fn acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
         }
         _ => builder.with_no_client_auth(),
     };
-    let resolver = Arc::new(ReloadingCert::load(files.cert.clone(), files.key.clone())?);
+    let resolver = Arc::new(ReloadingCert::load(files.cert.clone(), files.key.clone(), RELOAD_CHECK_INTERVAL)?);
     let mut config = builder.with_cert_resolver(resolver);
     // gRPC needs HTTP/2; the JSON gateway and /health also take HTTP/1.1.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -104,6 +104,8 @@ fn modified(path: &Path) -> Option<SystemTime> {
 struct ReloadingCert {
     cert: PathBuf,
     key: PathBuf,
+    /// How often at most the files' modification times are looked at.
+    check_every: Duration,
     state: Mutex<Loaded>,
 }
 
@@ -115,17 +117,17 @@ struct Loaded {
 }
 
 impl ReloadingCert {
-    fn load(cert: PathBuf, key: PathBuf) -> anyhow::Result<ReloadingCert> {
+    fn load(cert: PathBuf, key: PathBuf, check_every: Duration) -> anyhow::Result<ReloadingCert> {
         let stamps = (modified(&cert), modified(&key));
         let pair = Arc::new(load_pair(&cert, &key)?);
-        Ok(ReloadingCert { cert, key, state: Mutex::new(Loaded { pair, stamps, checked: Instant::now() }) })
+        let state = Mutex::new(Loaded { pair, stamps, checked: Instant::now() });
+        Ok(ReloadingCert { cert, key, check_every, state })
     }
-}
 
-impl ResolvesServerCert for ReloadingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    /// The certificate to present now: the files' if they changed and load, else the last.
+    fn current(&self) -> Arc<CertifiedKey> {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if state.checked.elapsed() >= RELOAD_CHECK_INTERVAL {
+        if state.checked.elapsed() >= self.check_every {
             state.checked = Instant::now();
             let stamps = (modified(&self.cert), modified(&self.key));
             if stamps != state.stamps {
@@ -142,7 +144,13 @@ impl ResolvesServerCert for ReloadingCert {
                 }
             }
         }
-        Some(state.pair.clone())
+        state.pair.clone()
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
     }
 }
 
@@ -163,4 +171,40 @@ pub fn peer_client_config(files: &TlsFiles) -> anyhow::Result<tonic::transport::
         config = config.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("certificate");
+        let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        std::fs::write(&cert, pair.cert.pem()).expect("write");
+        std::fs::write(&key, pair.signing_key.serialize_pem()).expect("write");
+        (cert, key)
+    }
+
+    /// Replaced files are served from the next check on; files that do not load (a
+    /// rotation half done) keep the last good certificate in service.
+    #[test]
+    fn certificates_reload_when_their_files_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = write_pair(dir.path(), "live");
+        let resolver = ReloadingCert::load(cert.clone(), key.clone(), Duration::ZERO).expect("load");
+        let first = resolver.current().cert[0].clone();
+        assert_eq!(resolver.current().cert[0], first, "unchanged files, same certificate");
+
+        let (new_cert, new_key) = write_pair(dir.path(), "next");
+        // A later modification time than the first files', whatever the clock's resolution.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::copy(&new_cert, &cert).expect("replace the certificate");
+        std::fs::copy(&new_key, &key).expect("replace the key");
+        let second = resolver.current().cert[0].clone();
+        assert_ne!(second, first, "the replaced certificate was not picked up");
+
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&cert, "not a certificate").expect("break the certificate");
+        assert_eq!(resolver.current().cert[0], second, "a broken file replaced a good certificate");
+    }
 }
