@@ -146,6 +146,8 @@ etcd_errors! {
     /// had the reply, or had more than 1024 adds unanswered): whether it was applied is
     /// unknown, and it is not applied again.
     CounterSequenceForgotten => (FailedPrecondition, "synod: counter: the session no longer holds this add's result"),
+    /// An add whose session and sequence number were already used for another key.
+    CounterSequenceReused => (InvalidArgument, "synod: counter: this session's sequence number was used for another key"),
 }
 
 impl EtcdError {

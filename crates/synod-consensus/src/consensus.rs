@@ -883,7 +883,7 @@ impl Consensus {
     /// entry with the other adds to its key that wait (see [`combine`]).
     async fn client_write(&self, command: Command) -> WriteOutcome {
         if let Some((key, op)) = combine::single_add(&command) {
-            return self.inner.counters.write(self, key, *op).await;
+            return self.inner.counters.write(self, key, op.clone()).await;
         }
         let response = self.inner.raft.client_write(Proposal(command)).await?;
         Ok((response.log_id.index, response.data.0))

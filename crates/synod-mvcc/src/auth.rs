@@ -24,7 +24,16 @@ pub const ROOT: &str = "root";
 
 /// Tokens a member holds at most. Past this, issuing one drops the one that expires first,
 /// whose client then authenticates again: memory stays bounded however often clients log in.
+/// Expired tokens are dropped only this way, by count, never by a clock: when tokens go is
+/// the same on every member whatever their clocks say.
 pub const TOKENS_MAX: usize = 65_536;
+
+/// Tokens one user holds at most; past this the user's own token that expires first goes,
+/// so one user logging in without end cannot push everyone else's tokens out.
+pub const TOKENS_PER_USER_MAX: usize = 1_024;
+
+/// A token's SHA-256: what the log and the members hold instead of the token.
+pub type TokenHash = [u8; 32];
 
 /// What a request does to a key range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,9 +54,11 @@ pub struct Auth {
     revision: u64,
     users: BTreeMap<String, User>,
     roles: BTreeMap<String, Role>,
-    tokens: HashMap<String, Issued>,
-    /// The tokens by expiry, to drop expired ones in order.
-    expiry: BTreeSet<(i64, String)>,
+    tokens: HashMap<TokenHash, Issued>,
+    /// The tokens by expiry, to drop the first to expire when there are too many.
+    expiry: BTreeSet<(i64, TokenHash)>,
+    /// Each user's tokens by expiry.
+    by_user: HashMap<String, BTreeSet<(i64, TokenHash)>>,
 }
 
 /// The end of the key range of a request or permission, as an exclusive bound: `None` means
@@ -127,8 +138,9 @@ impl Auth {
         self.roles.keys().cloned().collect()
     }
 
-    /// The user a token stands for, if it is known here and not expired at `now_unix_ms`.
-    pub fn token_user(&self, token: &str, now_unix_ms: i64) -> Option<&str> {
+    /// The user the token with this hash stands for, if it is known here and not expired at
+    /// `now_unix_ms`.
+    pub fn token_user(&self, token: &TokenHash, now_unix_ms: i64) -> Option<&str> {
         let issued = self.tokens.get(token)?;
         (now_unix_ms < issued.expires_unix_ms).then_some(issued.user.as_str())
     }
@@ -284,6 +296,14 @@ impl Auth {
                 if PermType::try_from(perm.perm_type).is_err() {
                     return Err(EtcdError::PermissionNotGiven);
                 }
+                // etcd's isValidPermissionRange: a key, and a range that is not empty.
+                let valid_range = match perm.range_end.as_slice() {
+                    [] | [0] => true,
+                    end => perm.key.as_slice() < end,
+                };
+                if perm.key.is_empty() || !valid_range {
+                    return Err(EtcdError::InvalidAuthMgmt);
+                }
                 let place = role
                     .key_permission
                     .binary_search_by(|p| (&p.key, &p.range_end).cmp(&(&perm.key, &perm.range_end)));
@@ -310,33 +330,51 @@ impl Auth {
         if !self.enabled {
             return Err(EtcdError::AuthNotEnabled);
         }
-        // The user may have been deleted since the password was checked.
-        if !self.users.contains_key(&token.user) {
-            return Err(EtcdError::AuthFailed);
+        let hash: TokenHash = token.token_sha256.as_slice().try_into().map_err(|_| EtcdError::AuthFailed)?;
+        // The password checked must still be the user's: it may have changed, or the user
+        // been deleted (and made again), since it was checked.
+        match self.users.get(&token.user) {
+            Some(user) if !user.password.is_empty() && user.password == token.password_hash => {}
+            _ => return Err(EtcdError::AuthFailed),
         }
-        while let Some((expires, _)) = self.expiry.first()
-            && (*expires <= token.issued_unix_ms || self.tokens.len() >= TOKENS_MAX)
+        self.forget_token(&hash);
+        let user_tokens = self.by_user.get(&token.user).map_or(0, BTreeSet::len);
+        if user_tokens >= TOKENS_PER_USER_MAX {
+            let first = self.by_user.get(&token.user).and_then(|t| t.first().copied());
+            if let Some((_, dropped)) = first {
+                self.forget_token(&dropped);
+            }
+        }
+        if self.tokens.len() >= TOKENS_MAX
+            && let Some(&(_, dropped)) = self.expiry.first()
         {
-            let (_, dropped) = self.expiry.pop_first().expect("first exists");
-            self.tokens.remove(&dropped);
+            self.forget_token(&dropped);
         }
         let issued = Issued { user: token.user.clone(), expires_unix_ms: token.expires_unix_ms };
-        if let Some(old) = self.tokens.insert(token.token.clone(), issued) {
-            self.expiry.remove(&(old.expires_unix_ms, token.token.clone()));
-        }
-        self.expiry.insert((token.expires_unix_ms, token.token.clone()));
+        self.tokens.insert(hash, issued);
+        self.expiry.insert((token.expires_unix_ms, hash));
+        self.by_user.entry(token.user.clone()).or_default().insert((token.expires_unix_ms, hash));
         Ok(())
     }
 
-    fn clear_tokens(&mut self, of_user: impl Fn(&str) -> bool) {
-        let expiry = &mut self.expiry;
-        self.tokens.retain(|token, issued| {
-            let keep = !of_user(&issued.user);
-            if !keep {
-                expiry.remove(&(issued.expires_unix_ms, token.clone()));
+    fn forget_token(&mut self, hash: &TokenHash) {
+        if let Some(issued) = self.tokens.remove(hash) {
+            self.expiry.remove(&(issued.expires_unix_ms, *hash));
+            if let Some(tokens) = self.by_user.get_mut(&issued.user) {
+                tokens.remove(&(issued.expires_unix_ms, *hash));
+                if tokens.is_empty() {
+                    self.by_user.remove(&issued.user);
+                }
             }
-            keep
-        });
+        }
+    }
+
+    fn clear_tokens(&mut self, of_user: impl Fn(&str) -> bool) {
+        let doomed: Vec<TokenHash> =
+            self.tokens.iter().filter(|(_, issued)| of_user(&issued.user)).map(|(hash, _)| *hash).collect();
+        for hash in doomed {
+            self.forget_token(&hash);
+        }
     }
 }
 
@@ -498,8 +536,13 @@ mod tests {
 
         let mut store = KvStore::new();
         let mut backend = MemBackend::default();
-        let mut apply = |op: command::Op, user: &str| {
-            let command = Command { op: Some(op), auth_user: user.to_string() };
+        // A client's command names its user ("" while auth was off); the member's own, none.
+        let mut apply = |op: command::Op, user: Option<&str>| {
+            let command = Command {
+                op: Some(op),
+                auth_user: user.unwrap_or_default().to_string(),
+                from_client: user.is_some(),
+            };
             let applied = store.apply(&mut backend, &command).expect("backend");
             (applied, store.current_revision())
         };
@@ -508,64 +551,89 @@ mod tests {
         for (name, role) in [(ROOT, ROOT), ("u", "k")] {
             let add =
                 AuthUserAddRequest { name: name.into(), hashed_password: "h".into(), ..Default::default() };
-            apply(auth(Op::UserAdd(add)), "").0.unwrap();
+            apply(auth(Op::UserAdd(add)), None).0.unwrap();
             if role != ROOT {
-                apply(auth(Op::RoleAdd(AuthRoleAddRequest { name: role.into() })), "").0.unwrap();
+                apply(auth(Op::RoleAdd(AuthRoleAddRequest { name: role.into() })), None).0.unwrap();
             }
             let grant = AuthUserGrantRoleRequest { user: name.into(), role: role.into() };
-            apply(auth(Op::UserGrantRole(grant)), "").0.unwrap();
+            apply(auth(Op::UserGrantRole(grant)), None).0.unwrap();
         }
         let perm =
             Permission { perm_type: PermType::Readwrite as i32, key: b"k".to_vec(), range_end: vec![] };
         let grant = AuthRoleGrantPermissionRequest { name: "k".into(), perm: Some(perm) };
-        apply(auth(Op::RoleGrantPermission(grant)), "").0.unwrap();
-        apply(auth(Op::Enable(AuthEnableRequest {})), "").0.unwrap();
+        apply(auth(Op::RoleGrantPermission(grant)), None).0.unwrap();
+        apply(auth(Op::Enable(AuthEnableRequest {})), None).0.unwrap();
 
-        assert!(matches!(apply(put(b"k"), "u").0, Ok(Response::Put(_))));
-        assert_eq!(apply(put(b"other"), "u").0, Err(EtcdError::PermissionDenied));
+        assert!(matches!(apply(put(b"k"), Some("u")).0, Ok(Response::Put(_))));
+        assert_eq!(apply(put(b"other"), Some("u")).0, Err(EtcdError::PermissionDenied));
+        // Managing auth needs root, checked again as it applies.
+        let escalate = AuthUserGrantRoleRequest { user: "u".into(), role: ROOT.into() };
+        assert_eq!(apply(auth(Op::UserGrantRole(escalate)), Some("u")).0, Err(EtcdError::PermissionDenied));
+        // A write admitted while auth was off, applied after it was enabled.
+        assert_eq!(apply(put(b"k"), Some("")).0, Err(EtcdError::UserEmpty));
         let revoke =
             AuthRoleRevokePermissionRequest { role: "k".into(), key: b"k".to_vec(), range_end: vec![] };
-        let (_, revision) = apply(auth(Op::RoleRevokePermission(revoke)), "");
-        let (refused, after) = apply(put(b"k"), "u");
+        let (_, revision) = apply(auth(Op::RoleRevokePermission(revoke)), Some(ROOT));
+        let (refused, after) = apply(put(b"k"), Some("u"));
         assert_eq!(refused, Err(EtcdError::PermissionDenied));
         assert_eq!(after, revision, "a refused write changed the store");
-        assert!(matches!(apply(put(b"k"), ROOT).0, Ok(Response::Put(_))));
+        assert!(matches!(apply(put(b"k"), Some(ROOT)).0, Ok(Response::Put(_))));
         assert!(
-            matches!(apply(put(b"k"), "").0, Ok(Response::Put(_))),
+            matches!(apply(put(b"k"), None).0, Ok(Response::Put(_))),
             "the member's own writes are not checked"
         );
     }
 
-    /// A password change or deletion ends the user's tokens; others' stay.
+    /// A password change or deletion ends the user's tokens; others' stay. A token is
+    /// refused if the password it was checked against is no longer the user's, and one user
+    /// cannot hold more than its share of tokens.
     #[test]
     fn tokens_end_with_the_password() {
         let mut auth = Auth::default();
         user(&mut auth, ROOT, &[ROOT]);
         user(&mut auth, "u", &[]);
         run(&mut auth, Op::Enable(AuthEnableRequest {})).unwrap();
-        let issue = |auth: &mut Auth, user: &str, token: &str, at: i64| {
+        let issue = |auth: &mut Auth, user: &str, token: u8, password: &str| {
             let token = AuthToken {
                 user: user.into(),
-                token: token.into(),
-                issued_unix_ms: at,
-                expires_unix_ms: at + 1000,
+                token_sha256: vec![token; 32],
+                expires_unix_ms: 1000,
+                password_hash: password.as_bytes().to_vec(),
             };
             run(auth, Op::IssueToken(token))
         };
-        issue(&mut auth, "u", "t1", 0).unwrap();
-        issue(&mut auth, ROOT, "t2", 10).unwrap();
-        assert_eq!(auth.token_user("t1", 500), Some("u"));
-        assert_eq!(auth.token_user("t1", 1000), None, "expired");
-        run(
-            &mut auth,
-            Op::UserChangePassword(AuthUserChangePasswordRequest { name: "u".into(), ..Default::default() }),
-        )
-        .unwrap();
-        assert_eq!(auth.token_user("t1", 500), None);
-        assert_eq!(auth.token_user("t2", 500), Some(ROOT));
-        // Issuing later drops the tokens that expired before.
-        issue(&mut auth, "u", "t3", 5000).unwrap();
-        assert_eq!(auth.token_count(), 1);
-        assert_eq!(issue(&mut auth, "ghost", "t4", 5000), Err(EtcdError::AuthFailed));
+        issue(&mut auth, "u", 1, "h").unwrap();
+        issue(&mut auth, ROOT, 2, "h").unwrap();
+        assert_eq!(auth.token_user(&[1; 32], 500), Some("u"));
+        assert_eq!(auth.token_user(&[1; 32], 1000), None, "expired");
+        assert_eq!(issue(&mut auth, "u", 3, "wrong"), Err(EtcdError::AuthFailed));
+        let change = AuthUserChangePasswordRequest {
+            name: "u".into(),
+            hashed_password: "h2".into(),
+            ..Default::default()
+        };
+        run(&mut auth, Op::UserChangePassword(change)).unwrap();
+        assert_eq!(auth.token_user(&[1; 32], 500), None);
+        assert_eq!(auth.token_user(&[2; 32], 500), Some(ROOT));
+        // Checked against the old password, applied after the change: refused.
+        assert_eq!(issue(&mut auth, "u", 4, "h"), Err(EtcdError::AuthFailed));
+        assert_eq!(issue(&mut auth, "ghost", 5, "h"), Err(EtcdError::AuthFailed));
+        // One user's logins push out only that user's oldest tokens.
+        for i in 0..=TOKENS_PER_USER_MAX {
+            let token = AuthToken {
+                user: "u".into(),
+                token_sha256: (i as u64).to_le_bytes().repeat(4),
+                expires_unix_ms: i as i64,
+                password_hash: b"h2".to_vec(),
+            };
+            run(&mut auth, Op::IssueToken(token)).unwrap();
+        }
+        assert_eq!(auth.token_count(), TOKENS_PER_USER_MAX + 1, "u's share plus root's token");
+        assert_eq!(auth.token_user(&[2; 32], 500), Some(ROOT));
+        assert_eq!(
+            auth.token_user(&0u64.to_le_bytes().repeat(4).try_into().unwrap(), -1),
+            None,
+            "u's first went"
+        );
     }
 }

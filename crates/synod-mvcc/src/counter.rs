@@ -80,7 +80,8 @@ impl Sessions {
 
     /// Looks `op` up in its session (which must have a live lease), first forgetting the
     /// results the client says it has. Creates the session on its first add.
-    pub(crate) fn lookup(&mut self, op: &CounterOp) -> Result<Lookup, EtcdError> {
+    /// With `owned` (auth is on), the session must be the op's user's.
+    pub(crate) fn lookup(&mut self, key: &[u8], op: &CounterOp, owned: bool) -> Result<Lookup, EtcdError> {
         if op.sequence == 0 {
             return Err(EtcdError::CounterNoSequence);
         }
@@ -88,8 +89,15 @@ impl Sessions {
             lease: op.session,
             floor: 1,
             results: Vec::new(),
+            owner: op.user.clone(),
         });
+        if owned && session.owner != op.user {
+            return Err(EtcdError::PermissionDenied);
+        }
         if let Some(result) = find(session, op.sequence) {
+            if result.key != key {
+                return Err(EtcdError::CounterSequenceReused);
+            }
             return Ok(Lookup::Applied(CounterValue { value: result.value, revision: result.revision }));
         }
         if op.sequence < session.floor {
@@ -100,14 +108,17 @@ impl Sessions {
         Ok(Lookup::Apply)
     }
 
-    /// Records the result of an add [`Sessions::lookup`] said to apply.
-    pub(crate) fn record(&mut self, op: &CounterOp, result: CounterValue) {
+    /// Records the result of an add to `key` [`Sessions::lookup`] said to apply.
+    pub(crate) fn record(&mut self, key: &[u8], op: &CounterOp, result: CounterValue) {
         let session = self.sessions.get_mut(&op.session).expect("lookup created the session");
         let at = session.results.partition_point(|r| r.sequence < op.sequence);
-        session.results.insert(
-            at,
-            CounterResult { sequence: op.sequence, value: result.value, revision: result.revision },
-        );
+        let recorded = CounterResult {
+            sequence: op.sequence,
+            value: result.value,
+            revision: result.revision,
+            key: key.to_vec(),
+        };
+        session.results.insert(at, recorded);
         if session.results.len() > SESSION_RESULTS_MAX {
             let oldest = session.results[0].sequence;
             forget_below(session, oldest + 1);
@@ -149,7 +160,7 @@ mod tests {
     }
 
     fn op(sequence: u64, answered_below: u64) -> CounterOp {
-        CounterOp { session: 5, sequence, delta: 1, answered_below }
+        CounterOp { session: 5, sequence, delta: 1, answered_below, user: "u".into() }
     }
 
     /// A session answers a retry from its record, forgets what the client has, refuses a
@@ -157,31 +168,45 @@ mod tests {
     #[test]
     fn a_session_records_forgets_and_bounds_its_results() {
         let mut sessions = Sessions::default();
-        assert!(matches!(sessions.lookup(&op(0, 0)), Err(EtcdError::CounterNoSequence)));
-        assert!(matches!(sessions.lookup(&op(1, 0)), Ok(Lookup::Apply)));
-        sessions.record(&op(1, 0), CounterValue { value: 10, revision: 3 });
+        assert!(matches!(sessions.lookup(b"k", &op(0, 0), false), Err(EtcdError::CounterNoSequence)));
+        assert!(matches!(sessions.lookup(b"k", &op(1, 0), false), Ok(Lookup::Apply)));
+        sessions.record(b"k", &op(1, 0), CounterValue { value: 10, revision: 3 });
         assert!(matches!(
-            sessions.lookup(&op(1, 0)),
+            sessions.lookup(b"k", &op(1, 0), false),
             Ok(Lookup::Applied(CounterValue { value: 10, revision: 3 }))
         ));
         // Add 2 says 1 was answered: 1 is forgotten, and its retry is refused.
-        assert!(matches!(sessions.lookup(&op(2, 2)), Ok(Lookup::Apply)));
-        sessions.record(&op(2, 2), CounterValue { value: 11, revision: 4 });
-        assert!(matches!(sessions.lookup(&op(1, 0)), Err(EtcdError::CounterSequenceForgotten)));
+        assert!(matches!(sessions.lookup(b"k", &op(2, 2), false), Ok(Lookup::Apply)));
+        sessions.record(b"k", &op(2, 2), CounterValue { value: 11, revision: 4 });
+        assert!(matches!(sessions.lookup(b"k", &op(1, 0), false), Err(EtcdError::CounterSequenceForgotten)));
         // A claim that the op itself was answered does not make it forgettable.
-        assert!(matches!(sessions.lookup(&op(3, 100)), Ok(Lookup::Apply)));
-        sessions.record(&op(3, 100), CounterValue { value: 12, revision: 5 });
+        assert!(matches!(sessions.lookup(b"k", &op(3, 100), false), Ok(Lookup::Apply)));
+        sessions.record(b"k", &op(3, 100), CounterValue { value: 12, revision: 5 });
         assert_eq!(sessions.get(5).unwrap().floor, 3);
 
         for sequence in 4..4 + SESSION_RESULTS_MAX as u64 + 10 {
-            assert!(matches!(sessions.lookup(&op(sequence, 0)), Ok(Lookup::Apply)));
-            sessions.record(&op(sequence, 0), CounterValue { value: sequence as i64, revision: 6 });
+            assert!(matches!(sessions.lookup(b"k", &op(sequence, 0), false), Ok(Lookup::Apply)));
+            sessions.record(b"k", &op(sequence, 0), CounterValue { value: sequence as i64, revision: 6 });
         }
         let session = sessions.get(5).unwrap();
         assert_eq!(session.results.len(), SESSION_RESULTS_MAX);
         assert_eq!(session.floor, session.results[0].sequence);
-        assert!(matches!(sessions.lookup(&op(4, 0)), Err(EtcdError::CounterSequenceForgotten)));
+        assert!(matches!(sessions.lookup(b"k", &op(4, 0), false), Err(EtcdError::CounterSequenceForgotten)));
         assert!(sessions.remove(5));
         assert!(sessions.is_empty());
+    }
+
+    /// A recorded sequence number answers only a retry to the same key, and while auth is
+    /// on only the session's owner may use it.
+    #[test]
+    fn a_session_is_its_owners_for_its_keys() {
+        let mut sessions = Sessions::default();
+        assert!(matches!(sessions.lookup(b"k", &op(1, 0), true), Ok(Lookup::Apply)));
+        sessions.record(b"k", &op(1, 0), CounterValue { value: 10, revision: 3 });
+        assert!(matches!(sessions.lookup(b"other", &op(1, 0), true), Err(EtcdError::CounterSequenceReused)));
+        let intruder = CounterOp { user: "m".into(), ..op(1, u64::MAX) };
+        assert!(matches!(sessions.lookup(b"k", &intruder, true), Err(EtcdError::PermissionDenied)));
+        assert_eq!(sessions.get(5).unwrap().results.len(), 1, "the intruder made it forget");
+        assert!(matches!(sessions.lookup(b"k", &op(1, 0), true), Ok(Lookup::Applied(_))));
     }
 }

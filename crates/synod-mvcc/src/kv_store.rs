@@ -17,7 +17,8 @@ use synod_api::etcdserverpb::{
 };
 use synod_api::mvccpb::KeyValue;
 use synod_api::synodpb::{
-    AuthCommand, AuthState, Command, CounterAdd, CounterSession, LeaseCheckpoints, LeaseRecord, command,
+    AuthCommand, AuthState, Command, CounterAdd, CounterSession, LeaseCheckpoints, LeaseRecord, auth_command,
+    command,
 };
 
 use crate::auth::{self, Auth};
@@ -317,36 +318,62 @@ impl KvStore {
         }
     }
 
-    /// etcd's apply-time permission check: a client write names the user it was admitted
-    /// for, and the user must still be allowed it by the auth state it is applied against
-    /// (deterministic: users and roles are replicated state). The member's own writes
-    /// (lease expiry, alarms, combined counter adds) name no user.
+    /// etcd's apply-time permission check. A client's write names the user it was admitted
+    /// for (none while auth was off), and the user must still be allowed it by the auth state
+    /// it is applied against: deterministic, since users and roles are replicated state. The
+    /// member's own writes (lease expiry, alarms it raises, checkpoints) are not checked.
     fn check_auth(&self, command: &Command) -> Result<(), EtcdError> {
-        let user = command.auth_user.as_str();
-        if user.is_empty() || !self.auth.enabled() {
+        if !command.from_client || !self.auth.enabled() {
             return Ok(());
         }
+        let user = command.auth_user.as_str();
         let mut needs = auth::Needs::new();
-        match &command.op {
-            Some(command::Op::Put(r)) => auth::put_needs(&mut needs, r),
-            Some(command::Op::DeleteRange(r)) => auth::delete_needs(&mut needs, r),
-            Some(command::Op::Txn(r)) => auth::txn_needs(&mut needs, r),
+        let admin_only = match &command.op {
+            Some(command::Op::Put(r)) => {
+                auth::put_needs(&mut needs, r);
+                false
+            }
+            Some(command::Op::DeleteRange(r)) => {
+                auth::delete_needs(&mut needs, r);
+                false
+            }
+            Some(command::Op::Txn(r)) => {
+                auth::txn_needs(&mut needs, r);
+                false
+            }
             Some(command::Op::LeaseRevoke(r)) => {
                 let keys = self.leases.get(r.id).map(|lease| lease.keys.iter().cloned().collect::<Vec<_>>());
                 needs.extend(
                     keys.unwrap_or_default().into_iter().map(|key| (auth::Access::Write, key, Vec::new())),
                 );
+                false
             }
-            Some(command::Op::Compaction(_)) => {
-                return if self.auth.user(user).is_some() {
-                    Ok(())
-                } else {
-                    Err(EtcdError::PermissionDenied)
-                };
-            }
-            _ => return Ok(()),
+            // Any known user may compact, as in etcd.
+            Some(command::Op::Compaction(_)) => false,
+            Some(command::Op::Alarm(r)) => r.action != AlarmAction::Get as i32,
+            Some(command::Op::Auth(AuthCommand { op })) => match op {
+                // Authenticate and enabling auth are open to anyone; a token is checked
+                // against the password it was issued for (`Auth::issue`).
+                Some(auth_command::Op::IssueToken(_)) | Some(auth_command::Op::Enable(_)) => return Ok(()),
+                _ => true,
+            },
+            // Counter adds are checked per op (`apply_counter_add`); grants need no user.
+            Some(command::Op::CounterAdd(_))
+            | Some(command::Op::LeaseGrant(_))
+            | Some(command::Op::LeaseCheckpoints(_))
+            | Some(command::Op::MemberAttributes(_))
+            | None => return Ok(()),
+        };
+        if user.is_empty() {
+            // Admitted while auth was off, applied after it was enabled: etcd's answer.
+            return Err(EtcdError::UserEmpty);
         }
-        if self.auth.permits(user, &needs) { Ok(()) } else { Err(EtcdError::PermissionDenied) }
+        let allowed = if admin_only {
+            self.auth.is_admin(user)
+        } else {
+            self.auth.user(user).is_some() && self.auth.permits(user, &needs)
+        };
+        if allowed { Ok(()) } else { Err(EtcdError::PermissionDenied) }
     }
 
     fn apply_auth(
@@ -573,13 +600,28 @@ impl KvStore {
         let mut running = start;
         let mut touched = BTreeSet::new();
         let mut results = Vec::with_capacity(request.ops.len());
+        let auth_on = self.auth.enabled();
         for op in &request.ops {
             let result = (|| {
+                // Each add is checked for its own user: the leader folds many callers' adds
+                // into one entry. An add admitted while auth was off names no user.
+                if auth_on {
+                    if op.user.is_empty() {
+                        return Err(EtcdError::UserEmpty);
+                    }
+                    let needs = vec![
+                        (auth::Access::Write, request.key.clone(), Vec::new()),
+                        (auth::Access::Read, request.key.clone(), Vec::new()),
+                    ];
+                    if self.auth.user(&op.user).is_none() || !self.auth.permits(&op.user, &needs) {
+                        return Err(EtcdError::PermissionDenied);
+                    }
+                }
                 if op.session != 0 {
                     if !self.leases.contains(op.session) {
                         return Err(EtcdError::LeaseNotFound);
                     }
-                    if let Lookup::Applied(recorded) = self.sessions.lookup(op)? {
+                    if let Lookup::Applied(recorded) = self.sessions.lookup(&request.key, op, auth_on)? {
                         return Ok(recorded);
                     }
                     // The lookup may have forgotten results: the session is written back.
@@ -590,7 +632,7 @@ impl KvStore {
                 running = Some(value);
                 let result = CounterValue { value, revision };
                 if op.session != 0 {
-                    self.sessions.record(op, result);
+                    self.sessions.record(&request.key, op, result);
                 }
                 Ok(result)
             })();

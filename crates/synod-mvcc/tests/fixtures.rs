@@ -269,6 +269,7 @@ fn counter_op(text: &str) -> CounterOp {
             sequence: number(1) as u64,
             delta: number(2),
             answered_below: if numbers.len() == 4 { number(3) as u64 } else { 0 },
+            ..Default::default()
         },
         _ => panic!("a counter op is DELTA or SESSION:SEQUENCE:DELTA[:ANSWERED_BELOW], not {text}"),
     }

@@ -248,11 +248,18 @@ impl Api {
     }
 
     /// Proposes a command after etcd's size check and returns its applied outcome.
-    /// A client's write carries the user it was admitted for, whom applying it checks again.
+    /// Proposes a client's write: it carries the user it was admitted for, whom applying it
+    /// checks again. Outside a client request it is the member's own write.
     pub(crate) async fn propose(&self, mut command: Command) -> Result<Response, Status> {
-        if let Some(admitted) = auth::admitted() {
-            command.auth_user = admitted.user;
+        if let Ok(admitted) = auth::admitted() {
+            command.from_client = true;
+            command.auth_user = admitted.map(|a| a.user).unwrap_or_default();
         }
+        self.propose_as_member(command).await
+    }
+
+    /// Proposes a command as it is, with etcd's size check: the member's own writes.
+    async fn propose_as_member(&self, command: Command) -> Result<Response, Status> {
         let encoded = command.encode_to_vec();
         if encoded.len() as u64 > self.inner.max_request_bytes {
             return Err(EtcdError::RequestTooLarge.into());
@@ -276,9 +283,9 @@ impl Api {
             member_id: self.inner.consensus.member_id(),
             alarm: AlarmType::Nospace as i32,
         };
-        if let Err(e) =
-            self.propose(Command { op: Some(command::Op::Alarm(alarm)), ..Default::default() }).await
-        {
+        // The member raises the alarm, whoever's write found the quota full.
+        let raise = Command { op: Some(command::Op::Alarm(alarm)), ..Default::default() };
+        if let Err(e) = self.propose_as_member(raise).await {
             tracing::warn!(error = %e, "could not raise the NOSPACE alarm");
         }
         Err(EtcdError::NoSpace.into())
@@ -335,19 +342,24 @@ impl Api {
     /// a member that had not applied the change when it admitted the read.
     fn recheck(&self, guard: &Guard) -> Result<(), Status> {
         match auth::admitted() {
-            Some(admitted) => self.check(guard, &admitted.credentials).map(drop),
-            None => Ok(()),
+            Ok(Some(admitted)) => self.check(guard, &admitted.credentials).map(drop),
+            _ => Ok(()),
         }
     }
 
     /// Whether `credentials` may do what `guard` asks, by the auth state now.
     pub(crate) fn check(&self, guard: &Guard, credentials: &Credentials) -> Result<Option<String>, Status> {
         let state = &self.inner.state;
-        let lease_keys = |id| state.lease(id).ok().flatten().map(|lease| lease.keys.into_iter().collect());
+        // A lease's keys are read first, not under the auth read (a second read lock taken
+        // while a writer waits would deadlock); a lease that is gone has no keys.
+        let lease_keys = match guard {
+            Guard::LeaseKeys(id, _) => {
+                state.lease(*id).map_err(errors::storage)?.map(|lease| lease.keys.into_iter().collect())
+            }
+            _ => None,
+        };
         state
-            .auth(|auth| {
-                self.inner.gate.check(auth, credentials, guard, |id| lease_keys(id).unwrap_or_default())
-            })
+            .auth(|auth| self.inner.gate.check(auth, credentials, guard, lease_keys.unwrap_or_default()))
             .map_err(errors::storage)?
             .map_err(Status::from)
     }

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use sha2::Digest as _;
 use synod_api::EtcdError;
-use synod_mvcc::auth::{Access, Auth, Needs};
+use synod_mvcc::auth::{Access, Auth, Needs, TokenHash};
 use tokio::sync::Semaphore;
 
 use crate::tls::ClientIdentity;
@@ -69,9 +70,10 @@ pub(crate) trait Guarded {
 }
 
 tokio::task_local! {
-    /// The caller a request was admitted for, while its handler runs: its writes carry the
-    /// user into the log, and its linearizable reads check again once caught up.
-    static ADMITTED: Admitted;
+    /// The caller a client request was admitted for (`None` while auth is off or for calls
+    /// open to anyone), while its handler runs: its writes carry the user into the log, and
+    /// its linearizable reads check again once caught up. Unset outside client requests.
+    static ADMITTED: Option<Admitted>;
 }
 
 /// Who a request was admitted as.
@@ -81,17 +83,28 @@ pub(crate) struct Admitted {
     pub credentials: Credentials,
 }
 
-/// Runs a request's handler as `admitted` (`None`: auth is off or the call needs no user).
+/// Runs a client request's handler as `admitted` (`None`: auth is off or the call needs no
+/// user).
 pub(crate) async fn run_as<F: std::future::Future>(admitted: Option<Admitted>, handler: F) -> F::Output {
-    match admitted {
-        Some(admitted) => ADMITTED.scope(admitted, handler).await,
-        None => handler.await,
+    ADMITTED.scope(admitted, handler).await
+}
+
+/// `work` as part of the running client request (if any), for a task it spawns: the
+/// task's writes carry the request's user as the request's own would.
+pub(crate) fn carried<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
+    let admitted = admitted();
+    async move {
+        match admitted {
+            Ok(admitted) => ADMITTED.scope(admitted, work).await,
+            Err(()) => work.await,
+        }
     }
 }
 
-/// Who the running request was admitted as, if anyone.
-pub(crate) fn admitted() -> Option<Admitted> {
-    ADMITTED.try_with(Clone::clone).ok()
+/// Who the running client request was admitted as: `Err` outside a client request,
+/// `Ok(None)` for one admitted without a user.
+pub(crate) fn admitted() -> Result<Option<Admitted>, ()> {
+    ADMITTED.try_with(Clone::clone).map_err(drop)
 }
 
 /// What a request carries besides its message: its credentials, and etcd's `hasleader`.
@@ -139,7 +152,26 @@ impl<T> From<&tonic::Request<T>> for Credentials {
 pub(crate) struct Gate {
     token_ttl: Duration,
     hashing: Arc<Semaphore>,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Failed logins by a hash of the name tried (names can be long; the table must not be).
+    failures: Mutex<HashMap<u128, Failed>>,
+}
+
+/// A name's failed logins, and when its next try may go.
+#[derive(Clone, Copy, Debug)]
+struct Failed {
+    count: u32,
+    next_turn: Instant,
+}
+
+/// The failure table's key for a user name.
+fn name_key(name: &str) -> u128 {
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    u128::from_le_bytes(digest[..16].try_into().expect("a SHA-256 has 32 bytes"))
+}
+
+/// A token's SHA-256, as the members know it.
+pub(crate) fn token_hash(token: &str) -> TokenHash {
+    sha2::Sha256::digest(token.as_bytes()).into()
 }
 
 impl Gate {
@@ -158,7 +190,7 @@ impl Gate {
             return Ok(None);
         }
         if let Some(token) = &credentials.token {
-            return match auth.token_user(token, now_unix_ms()) {
+            return match auth.token_user(&token_hash(token), now_unix_ms()) {
                 Some(user) => Ok(Some(user.to_string())),
                 None => Err(EtcdError::InvalidAuthToken),
             };
@@ -169,15 +201,15 @@ impl Gate {
         }
     }
 
-    /// Whether `credentials` may do what `guard` asks, under `auth`; `lease_keys` gives the
-    /// keys attached to a lease, for [`Guard::LeaseKeys`]. Returns the user it allowed
+    /// Whether `credentials` may do what `guard` asks, under `auth`; `lease_keys` are the
+    /// keys attached to the lease of a [`Guard::LeaseKeys`]. Returns the user it allowed
     /// (`None` when auth is off or the call is open to anyone).
     pub fn check(
         &self,
         auth: &Auth,
         credentials: &Credentials,
         guard: &Guard,
-        lease_keys: impl FnOnce(i64) -> Vec<Vec<u8>>,
+        lease_keys: Vec<Vec<u8>>,
     ) -> Result<Option<String>, EtcdError> {
         if *guard == Guard::Open {
             return Ok(None);
@@ -192,9 +224,8 @@ impl Gate {
                 auth.is_admin(&user) || auth.user(&user).is_some_and(|u| u.roles.iter().any(|r| r == role))
             }
             Guard::Keys(needs) => auth.permits(&user, needs),
-            Guard::LeaseKeys(lease, access) => {
-                auth.is_admin(&user)
-                    || lease_keys(*lease).iter().all(|key| auth.permitted(&user, *access, key, &[]))
+            Guard::LeaseKeys(_, access) => {
+                auth.is_admin(&user) || lease_keys.iter().all(|key| auth.permitted(&user, *access, key, &[]))
             }
         };
         if allowed { Ok(Some(user)) } else { Err(EtcdError::PermissionDenied) }
@@ -224,9 +255,12 @@ impl Gate {
         stored: Option<String>,
         password: String,
     ) -> Result<(), EtcdError> {
-        let delay = self.delay_for(name);
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+        // Each try of a name that failed before waits its turn: the turns of concurrent
+        // tries queue up one delay apart, so guessing in parallel gains nothing.
+        let key = name_key(name);
+        let wait = self.reserve_turn(key);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
         let known = stored.is_some();
         let _permit = self.hashing.acquire().await.map_err(|_| EtcdError::Stopped)?;
@@ -239,39 +273,42 @@ impl Gate {
         .map_err(|_| EtcdError::Stopped)?;
         let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if matched == Some(true) && known {
-            failures.remove(name);
+            failures.remove(&key);
             return Ok(());
         }
-        if failures.len() >= FAILED_LOGINS_TRACKED && !failures.contains_key(name) {
-            let oldest = failures.iter().min_by_key(|(_, (_, at))| *at).map(|(name, _)| name.clone());
+        if failures.len() >= FAILED_LOGINS_TRACKED && !failures.contains_key(&key) {
+            let oldest = failures.iter().min_by_key(|(_, failed)| failed.next_turn).map(|(key, _)| *key);
             if let Some(oldest) = oldest {
                 failures.remove(&oldest);
             }
         }
-        let entry = failures.entry(name.to_string()).or_insert((0, Instant::now()));
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = Instant::now();
+        let failed = failures.entry(key).or_insert(Failed { count: 0, next_turn: Instant::now() });
+        failed.count = failed.count.saturating_add(1);
         Err(EtcdError::AuthFailed)
     }
 
-    fn delay_for(&self, name: &str) -> Duration {
-        let failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match failures.get(name) {
-            None | Some((0, _)) => Duration::ZERO,
-            Some((count, _)) => {
-                let factor = 1u32 << (count - 1).min(16);
-                FAILED_LOGIN_DELAY.saturating_mul(factor).min(FAILED_LOGIN_DELAY_MAX)
-            }
-        }
+    /// When a try of the name keyed `key` may go: now if it has no failures, else one delay
+    /// after the turn of the try before it, which this try takes over.
+    fn reserve_turn(&self, key: u128) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(failed) = failures.get_mut(&key) else { return Duration::ZERO };
+        let delay = FAILED_LOGIN_DELAY
+            .saturating_mul(1u32 << (failed.count.max(1) - 1).min(16))
+            .min(FAILED_LOGIN_DELAY_MAX);
+        let now = Instant::now();
+        let turn = failed.next_turn.max(now) + delay;
+        failed.next_turn = turn;
+        turn - now
     }
 
     /// A new random token and when it stops being valid.
-    pub fn new_token(&self) -> (String, i64, i64) {
+    /// A new random token, its SHA-256, and when it stops being valid.
+    pub fn new_token(&self) -> (String, TokenHash, i64) {
         use rand::Rng as _;
         let token: String =
             rand::rng().sample_iter(rand::distr::Alphanumeric).take(TOKEN_CHARS).map(char::from).collect();
-        let now = now_unix_ms();
-        (token, now, now.saturating_add(self.token_ttl.as_millis() as i64))
+        let ttl_ms = i64::try_from(self.token_ttl.as_millis()).unwrap_or(i64::MAX);
+        (token.clone(), token_hash(&token), now_unix_ms().saturating_add(ttl_ms))
     }
 }
 
@@ -432,7 +469,7 @@ mod guards {
         Guard::Keys(vec![(Read, prefix, end)])
     }
 
-    /// Deleting or rewriting one's own queue key.
+    /// Rewriting one's own queue key (Proclaim, Resign read it first).
     fn own_key(key: &[u8]) -> Guard {
         Guard::Keys(vec![(Write, key.to_vec(), Vec::new()), (Read, key.to_vec(), Vec::new())])
     }
@@ -443,9 +480,10 @@ mod guards {
         }
     }
 
+    /// Unlocking deletes the key, as etcd's Unlock does: writing it is enough.
     impl Guarded for UnlockRequest {
         fn guard(&self) -> Guard {
-            own_key(&self.key)
+            Guard::Keys(vec![(Write, self.key.clone(), Vec::new())])
         }
     }
 

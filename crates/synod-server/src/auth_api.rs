@@ -84,10 +84,16 @@ impl Api {
         if !enabled {
             return Err(EtcdError::AuthNotEnabled.into());
         }
+        let password_hash = stored.clone().unwrap_or_default();
         let stored = stored.and_then(|hash| String::from_utf8(hash).ok());
         self.gate().verify(&request.name, stored, request.password).await?;
-        let (token, issued_unix_ms, expires_unix_ms) = self.gate().new_token();
-        let issue = AuthToken { user: request.name, token: token.clone(), expires_unix_ms, issued_unix_ms };
+        let (token, token_sha256, expires_unix_ms) = self.gate().new_token();
+        let issue = AuthToken {
+            user: request.name,
+            token_sha256: token_sha256.to_vec(),
+            expires_unix_ms,
+            password_hash,
+        };
         let header = self.auth_change(Op::IssueToken(issue)).await?;
         Ok(AuthenticateResponse { header, token })
     }

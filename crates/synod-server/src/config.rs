@@ -108,6 +108,9 @@ fn bytes(text: &str) -> Result<i64, String> {
     text.parse::<i64>().map_err(|_| format!("{text:?} is not a number of bytes"))
 }
 
+/// The longest `--auth-token-ttl`: a week. A stolen token should not outlive that.
+const AUTH_TOKEN_TTL_MAX_SECS: u64 = 7 * 24 * 3600;
+
 /// Parses a boolean flag value as Go's `strconv.ParseBool` does.
 fn go_bool(text: &str) -> Result<bool, String> {
     synod_base::go_fmt::parse_bool(text.trim())
@@ -223,11 +226,16 @@ pub struct Flags {
           value_parser = go_bool, default_value = "false", value_name = "BOOL")]
     pub peer_client_cert_auth: bool,
 
+    /// The common name every peer's certificate must carry: with one CA for clients and
+    /// members, this keeps client certificates off the peer port.
+    #[arg(long, value_name = "NAME")]
+    pub peer_cert_allowed_cn: Option<String>,
+
     /// Type of auth tokens: only `simple` (random tokens with a TTL) is supported.
     #[arg(long, default_value = "simple", value_parser = auth_token_kind, value_name = "TYPE")]
     pub auth_token: String,
 
-    /// How long an auth token stays valid after its last use, in seconds.
+    /// How long an auth token stays valid after it is issued, in seconds.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub auth_token_ttl: u64,
 
@@ -326,7 +334,9 @@ pub struct Config {
     /// TLS on the `https` peer URLs, and this member's certificate and trusted CA when it
     /// connects to `https` peers.
     pub peer_tls: Option<TlsFiles>,
-    /// How long an auth token stays valid after its last use.
+    /// The common name peers' certificates must carry, if any.
+    pub peer_cert_allowed_cn: Option<String>,
+    /// How long an auth token stays valid after it is issued.
     pub auth_token_ttl: Duration,
     /// What the flags set that has no effect, for the log once it is set up.
     pub warnings: Vec<String>,
@@ -420,8 +430,11 @@ impl Flags {
                         member checks its peers' certificates against"
                 .into());
         }
-        if self.auth_token_ttl == 0 {
-            return Err("--auth-token-ttl must be positive".into());
+        if self.peer_cert_allowed_cn.is_some() && peer_tls.is_none() {
+            return Err("--peer-cert-allowed-cn needs TLS on the peer URLs".into());
+        }
+        if self.auth_token_ttl == 0 || self.auth_token_ttl > AUTH_TOKEN_TTL_MAX_SECS {
+            return Err(format!("--auth-token-ttl must be between 1 and {AUTH_TOKEN_TTL_MAX_SECS} seconds"));
         }
         Ok(Config {
             name: self.name,
@@ -446,6 +459,7 @@ impl Flags {
             unsafe_local_reads: self.unsafe_local_reads,
             client_tls,
             peer_tls,
+            peer_cert_allowed_cn: self.peer_cert_allowed_cn,
             auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
             warnings,
         })

@@ -31,6 +31,7 @@ impl Api {
             sequence: request.sequence,
             delta: request.delta,
             answered_below: request.answered_below,
+            user: crate::auth::admitted().ok().flatten().map(|a| a.user).unwrap_or_default(),
         };
         let add = CounterAdd { key: request.key, ops: vec![op] };
         match self.propose(Command { op: Some(command::Op::CounterAdd(add)), ..Default::default() }).await? {

@@ -88,8 +88,23 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
     }
 
     // Certificates that do not load fail the start, before anything is served.
-    let client_tls = config.client_tls.as_ref().map(tls::acceptor).transpose().context("client TLS")?;
-    let peer_tls = config.peer_tls.as_ref().map(tls::acceptor).transpose().context("peer TLS")?;
+    let client_tls = config
+        .client_tls
+        .as_ref()
+        .map(|files| {
+            tls::acceptor(files).map(|acceptor| tls::Listener { acceptor, allowed_common_name: None })
+        })
+        .transpose()
+        .context("client TLS")?;
+    let peer_tls = config
+        .peer_tls
+        .as_ref()
+        .map(|files| {
+            let allowed_common_name = config.peer_cert_allowed_cn.clone();
+            tls::acceptor(files).map(|acceptor| tls::Listener { acceptor, allowed_common_name })
+        })
+        .transpose()
+        .context("peer TLS")?;
     let dialer = GrpcDialer {
         tls: config.peer_tls.as_ref().map(tls::peer_client_config).transpose().context("peer TLS")?,
     };

@@ -213,7 +213,8 @@ impl Api {
         let api = self.clone();
         let key = holder_key(name, lease);
         let prefix = queue_prefix(name);
-        tokio::spawn(async move {
+        // The claim and proclaim are the caller's writes: they carry its user into the log.
+        tokio::spawn(crate::auth::carried(async move {
             let claim = match api.claim(key, lease, value.clone()).await {
                 Ok(claim) => claim,
                 Err(status) => {
@@ -242,7 +243,7 @@ impl Api {
                     let _ = answer.send(Err(status));
                 }
             }
-        });
+        }));
         outcome.await.unwrap_or_else(|_| Err(EtcdError::Stopped.into()))
     }
 

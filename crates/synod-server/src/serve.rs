@@ -22,11 +22,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_rustls::TlsAcceptor;
 
 use crate::authority::AuthorityRewrite;
 use crate::pace::Pace;
-use crate::tls::{ClientIdentity, common_name};
+use crate::tls::{self, ClientIdentity, common_name};
 
 /// Streams one HTTP/2 connection may have open at once; more wait for the client's turn
 /// rather than taking unbounded server memory.
@@ -50,7 +49,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     port: Port,
-    tls: Option<TlsAcceptor>,
+    tls: Option<tls::Listener>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -110,20 +109,26 @@ impl Connection {
     async fn serve(
         self,
         stream: TcpStream,
-        tls: Option<TlsAcceptor>,
+        tls: Option<tls::Listener>,
         app: Router,
         _permit: OwnedSemaphorePermit,
     ) {
-        let Some(acceptor) = tls else {
+        let Some(tls) = tls else {
             return self.serve_http(stream, app).await;
         };
         let handshake = Duration::from_millis(limits::TLS_HANDSHAKE_TIMEOUT_MS);
-        let stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+        let stream = match tokio::time::timeout(handshake, tls.acceptor.accept(stream)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
             Err(_) => return tracing::debug!("TLS handshake timed out"),
         };
         let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(common_name);
+        if let Some(allowed) = &tls.allowed_common_name
+            && identity.as_ref() != Some(allowed)
+        {
+            let port = self.port;
+            return tracing::warn!(?identity, %allowed, ?port, "refused a certificate with another common name");
+        }
         let app = match identity {
             Some(name) => app.layer(axum::Extension(ClientIdentity(name))),
             None => app,

@@ -29,8 +29,18 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub trusted_ca: Option<PathBuf>,
-    /// Whether a connecting party must present a certificate signed by `trusted_ca`.
+    /// `--client-cert-auth`: a connecting party must present a certificate signed by
+    /// `trusted_ca`. As in etcd, a trusted CA requires that anyway; the flag without a CA is
+    /// refused.
     pub client_cert_auth: bool,
+}
+
+/// A TLS listener's settings: the acceptor, and the one common name a connecting party's
+/// certificate must carry, if the operator named one (`--peer-cert-allowed-cn`).
+#[derive(Clone)]
+pub struct Listener {
+    pub acceptor: TlsAcceptor,
+    pub allowed_common_name: Option<String>,
 }
 
 /// The common name of the verified client certificate of the connection a request came on.
@@ -47,17 +57,20 @@ pub fn acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?;
-    let builder = match (&files.trusted_ca, files.client_cert_auth) {
-        (Some(ca), true) => {
+    // As etcd's TLSInfo: a trusted CA means client certificates are required and checked,
+    // with or without the cert-auth flag (which config refuses without a CA).
+    let builder = match &files.trusted_ca {
+        Some(ca) => {
             let roots = Arc::new(root_store(ca)?);
             let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
                 .build()
                 .context("client certificate verifier")?;
             builder.with_client_cert_verifier(verifier)
         }
-        _ => builder.with_no_client_auth(),
+        None => builder.with_no_client_auth(),
     };
-    let resolver = Arc::new(ReloadingCert::load(files.cert.clone(), files.key.clone(), RELOAD_CHECK_INTERVAL)?);
+    let resolver =
+        Arc::new(ReloadingCert::load(files.cert.clone(), files.key.clone(), RELOAD_CHECK_INTERVAL)?);
     let mut config = builder.with_cert_resolver(resolver);
     // gRPC needs HTTP/2; the JSON gateway and /health also take HTTP/1.1.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

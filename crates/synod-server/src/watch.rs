@@ -339,7 +339,7 @@ impl Stream {
             return self
                 .send(WatchResponse {
                     header: self.header(revision),
-                    watch_id: create.watch_id,
+                    watch_id: -1,
                     created: true,
                     canceled: true,
                     // etcd's reason is the error in the words of Go's gRPC error.
