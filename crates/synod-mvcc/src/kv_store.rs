@@ -52,6 +52,11 @@ pub enum Response {
 /// Either way the outcome is the same on every member.
 pub type Applied = Result<Response, EtcdError>;
 
+/// The largest store revision a restored state may have. Real stores never come near it
+/// (2^62 writes), and refusing more leaves room for every write after a restore, so a
+/// snapshot or data file with a huge revision is an error instead of an overflow later.
+pub const REVISION_MAX: i64 = 1 << 62;
+
 /// The scalar state persisted next to the records.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Meta {
@@ -111,6 +116,19 @@ impl KvStore {
         sessions: impl IntoIterator<Item = Result<CounterSession, E>>,
         auth: Option<AuthState>,
     ) -> Result<KvStore, E> {
+        let bad_meta = |detail: String| E::from(BackendError::Corrupt { rev: Rev::default(), detail });
+        if !(1..=REVISION_MAX).contains(&meta.current_revision) {
+            return Err(bad_meta(format!(
+                "store revision {} outside 1..={REVISION_MAX}",
+                meta.current_revision
+            )));
+        }
+        if !(-1..=meta.current_revision).contains(&meta.compact_revision) {
+            return Err(bad_meta(format!(
+                "compaction revision {} outside -1..={}",
+                meta.compact_revision, meta.current_revision
+            )));
+        }
         let mut store = KvStore::from_meta(meta);
         let mut key_lease: std::collections::HashMap<Vec<u8>, i64> = Default::default();
         let mut last = Rev::default();

@@ -771,11 +771,18 @@ impl StateStore {
             txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
         table.retain(|_, _| false).map_err(engine)?;
         meta.retain(|_, _| false).map_err(engine)?;
-        walk_snapshot(
+        let mut check = MetaCheck::default();
+        let summary = walk_snapshot(
             input,
             |main, sub, value| table.insert((main, sub), value).map(drop).map_err(engine),
-            |key, value| meta.insert(key, value).map(drop).map_err(engine),
-        )
+            |key, value| {
+                check.see(key, value)?;
+                meta.insert(key, value).map(drop).map_err(engine)
+            },
+        )?;
+        // Refused before the commit, so the state stays as it was.
+        check.finish()?;
+        Ok(summary)
     }
 
     /// Writes the keyspace, from one consistent read, as an etcd snapshot (a bbolt
@@ -872,7 +879,10 @@ impl StateStore {
     /// checksum, every record and meta value, and the closing counts. A member checks a
     /// snapshot it received before it lets go of its own state for it.
     pub fn check_snapshot(input: &mut dyn Read) -> Result<ExportSummary, StorageError> {
-        walk_snapshot(input, |_, _, _| Ok(()), |_, _| Ok(()))
+        let mut meta = MetaCheck::default();
+        let summary = walk_snapshot(input, |_, _, _| Ok(()), |key, value| meta.see(key, value))?;
+        meta.finish()?;
+        Ok(summary)
     }
 
     /// etcd's HashKV: a hash of the records up to `revision` (0 for the newest), with the
@@ -952,6 +962,13 @@ fn load(db: &Database, kv_table: &str, meta_table: &str) -> Result<Loaded, Stora
         }
     };
     let applied = read(APPLIED_INDEX)?.map(|v| decode_u64(APPLIED_INDEX, &v)).transpose()?;
+    // Kept as index + 1 in memory: the largest index has no successor, and no log gets there.
+    if applied == Some(u64::MAX) {
+        return Err(StorageError::corrupt(
+            format!("state meta {APPLIED_INDEX}"),
+            "the largest index".to_string(),
+        ));
+    }
     let mut state_meta = Meta::default();
     if let Some(v) = read(REVISION)? {
         state_meta.current_revision = decode_u64(REVISION, &v)? as i64;
@@ -1014,6 +1031,50 @@ fn decode_session(key: &str, frame: &[u8]) -> Result<CounterSession, StorageErro
     CounterSession::decode(payload).map_err(|e| {
         StorageError::corrupt(format!("state meta {key}"), format!("not a counter session: {e}"))
     })
+}
+
+/// The meta values of a snapshot stream that must be in range before it replaces a state:
+/// what `KvStore::restore` and `load` would refuse afterwards, refused while reading it.
+#[derive(Debug)]
+struct MetaCheck {
+    revision: i64,
+    compacted: i64,
+}
+
+impl Default for MetaCheck {
+    fn default() -> MetaCheck {
+        MetaCheck { revision: 1, compacted: -1 }
+    }
+}
+
+impl MetaCheck {
+    fn see(&mut self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        let number = || {
+            let payload =
+                record::open(value).map_err(|d| StorageError::corrupt(format!("state meta {key}"), d))?;
+            decode_u64(key, payload)
+        };
+        match key {
+            // Kept as index + 1 in memory: the largest index has no successor.
+            APPLIED_INDEX if number()? == u64::MAX => {
+                Err(StorageError::corrupt(format!("state meta {key}"), "the largest index".to_string()))
+            }
+            REVISION => number().map(|n| self.revision = n as i64),
+            COMPACT_REVISION => number().map(|n| self.compacted = n as i64),
+            _ => Ok(()),
+        }
+    }
+
+    fn finish(&self) -> Result<(), StorageError> {
+        let (revision, compacted) = (self.revision, self.compacted);
+        if (1..=synod_mvcc::REVISION_MAX).contains(&revision) && (-1..=revision).contains(&compacted) {
+            return Ok(());
+        }
+        Err(StorageError::corrupt(
+            "state meta".to_string(),
+            format!("revision {revision} with compaction revision {compacted}"),
+        ))
+    }
 }
 
 fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64, StorageError> {
