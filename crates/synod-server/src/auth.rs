@@ -455,18 +455,21 @@ mod guards {
     /// A lock or an election queues a key under `name/` and reads the queue: both, on the
     /// whole prefix, as etcd's recipes need.
     fn queue(name: &[u8]) -> Guard {
-        let mut prefix = name.to_vec();
-        prefix.push(b'/');
-        let end = prefix_end(&prefix);
+        let (prefix, end) = queue_range(name);
         Guard::Keys(vec![(Write, prefix.clone(), end.clone()), (Read, prefix, end)])
     }
 
     /// Reading who holds a lock or leads an election.
     fn queue_read(name: &[u8]) -> Guard {
-        let mut prefix = name.to_vec();
-        prefix.push(b'/');
-        let end = prefix_end(&prefix);
+        let (prefix, end) = queue_range(name);
         Guard::Keys(vec![(Read, prefix, end)])
+    }
+
+    /// The keys of `name`'s queue, as the Lock and Election services make them.
+    fn queue_range(name: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let prefix = crate::lock_api::queue_prefix(name);
+        let end = prefix_end(&prefix);
+        (prefix, end)
     }
 
     /// Rewriting one's own queue key (Proclaim, Resign read it first).

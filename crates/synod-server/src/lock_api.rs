@@ -56,7 +56,7 @@ fn holder_key(name: &[u8], lease: i64) -> Vec<u8> {
 }
 
 /// The prefix of every key in the queue of `name`.
-fn queue_prefix(name: &[u8]) -> Vec<u8> {
+pub(crate) fn queue_prefix(name: &[u8]) -> Vec<u8> {
     let mut prefix = name.to_vec();
     prefix.push(b'/');
     prefix
