@@ -208,16 +208,22 @@ mod tests {
         let first = resolver.current().cert[0].clone();
         assert_eq!(resolver.current().cert[0], first, "unchanged files, same certificate");
 
+        // Replaced files get modification times of their own, whatever the file system's
+        // timestamp resolution.
+        let touch = |path: &Path, seconds: u64| {
+            let file = std::fs::File::options().write(true).open(path).expect("open");
+            file.set_modified(SystemTime::now() + Duration::from_secs(seconds)).expect("set the time");
+        };
         let (new_cert, new_key) = write_pair(dir.path(), "next");
-        // A later modification time than the first files', whatever the clock's resolution.
-        std::thread::sleep(Duration::from_millis(20));
         std::fs::copy(&new_cert, &cert).expect("replace the certificate");
         std::fs::copy(&new_key, &key).expect("replace the key");
+        touch(&cert, 10);
+        touch(&key, 10);
         let second = resolver.current().cert[0].clone();
         assert_ne!(second, first, "the replaced certificate was not picked up");
 
-        std::thread::sleep(Duration::from_millis(20));
         std::fs::write(&cert, "not a certificate").expect("break the certificate");
+        touch(&cert, 20);
         assert_eq!(resolver.current().cert[0], second, "a broken file replaced a good certificate");
     }
 }
