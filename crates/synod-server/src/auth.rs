@@ -122,11 +122,12 @@ const REQUIRE_LEADER: &str = "hasleader";
 
 impl Credentials {
     pub fn new(metadata: &tonic::metadata::MetadataMap, extensions: &http::Extensions) -> Credentials {
+        // A token that is not text is no token synod issued: it is refused as invalid, not
+        // taken for no token at all.
         let token = TOKEN_KEYS
             .iter()
             .find_map(|key| metadata.get(*key))
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_string);
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
         let common_name = extensions.get::<ClientIdentity>().map(|identity| identity.0.clone());
         // etcd checks the first value only, and only for "true" (clientv3.WithRequireLeader).
         let require_leader = metadata.get(REQUIRE_LEADER).is_some_and(|v| v.as_bytes() == b"true");
@@ -136,8 +137,9 @@ impl Credentials {
     /// A JSON gateway request's: the `Authorization` header carries the token, and TLS
     /// common names are not used there, as in etcd.
     pub fn from_headers(headers: &http::HeaderMap) -> Credentials {
-        let token =
-            headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let token = headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         Credentials { token, common_name: None, require_leader: false }
     }
 }

@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt as _;
 
 use crate::authority::AuthorityRewrite;
 use crate::pace::Pace;
@@ -114,7 +115,7 @@ impl Connection {
         _permit: OwnedSemaphorePermit,
     ) {
         let Some(tls) = tls else {
-            return self.serve_http(stream, app).await;
+            return self.serve_http(stream, app, None).await;
         };
         let handshake = Duration::from_millis(limits::TLS_HANDSHAKE_TIMEOUT_MS);
         let stream = match tokio::time::timeout(handshake, tls.acceptor.accept(stream)).await {
@@ -129,45 +130,57 @@ impl Connection {
             let port = self.port;
             return tracing::warn!(?identity, %allowed, ?port, "refused a certificate with another common name");
         }
-        let app = match identity {
-            Some(name) => app.layer(axum::Extension(ClientIdentity(name))),
-            None => app,
-        };
-        self.serve_http(stream, app).await
+        self.serve_http(stream, app, identity.map(ClientIdentity)).await
     }
 
-    async fn serve_http<S>(self, stream: S, app: Router)
+    /// Serves HTTP on the connection. Each request goes to `app` (shared, not rebuilt per
+    /// connection) with the connection's verified client identity, if any; a client's
+    /// requests are paced per connection, members' are not.
+    async fn serve_http<S>(self, stream: S, app: Router, identity: Option<ClientIdentity>)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let outcome = match self.port {
-            // etcdctl sends `:authority` values h2 rejects; the shim replaces them. Clients'
-            // requests are paced per connection; members' are not.
+        let pace = match self.port {
             Port::Client => {
-                let pace =
-                    Arc::new(tokio::sync::Mutex::new(Pace::new(limits::CONNECTION_REQUESTS_PER_SECOND)));
-                let app =
-                    app.layer(axum::middleware::from_fn(move |request, next: axum::middleware::Next| {
-                        let pace = pace.clone();
-                        async move {
-                            pace.lock().await.wait().await;
-                            next.run(request).await
-                        }
-                    }));
-                self.run(AuthorityRewrite::new(stream), app).await
+                Some(Arc::new(tokio::sync::Mutex::new(Pace::new(limits::CONNECTION_REQUESTS_PER_SECOND))))
             }
-            Port::Peer => self.run(stream, app).await,
+            Port::Peer => None,
+        };
+        let service = tower::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+            let (app, pace) = (app.clone(), pace.clone());
+            if let Some(identity) = &identity {
+                request.extensions_mut().insert(identity.clone());
+            }
+            async move {
+                if let Some(pace) = pace {
+                    pace.lock().await.wait().await;
+                }
+                app.oneshot(request).await
+            }
+        });
+        let outcome = match self.port {
+            // etcdctl sends `:authority` values h2 rejects; the shim replaces them.
+            Port::Client => self.run(AuthorityRewrite::new(stream), service).await,
+            Port::Peer => self.run(stream, service).await,
         };
         if let Err(error) = outcome {
             tracing::debug!(%error, "connection ended with an error");
         }
     }
 
-    async fn run<S>(self, stream: S, app: Router) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+    async fn run<S, H>(self, stream: S, service: H) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: tower::Service<
+                http::Request<hyper::body::Incoming>,
+                Response = axum::response::Response,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        H::Future: Send + 'static,
     {
-        let service = TowerToHyperService::new(app);
+        let service = TowerToHyperService::new(service);
         let connection = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         self.watcher.watch(connection.into_owned()).await
     }

@@ -546,14 +546,18 @@ const MATRIX: &[(&str, &[&str])] = &[
     ("counter add p/c", &["both"]),
 ];
 
-/// How `op` is refused: etcd's error, or for a watch the cancel reason etcd gives, which
-/// is Go's text of the gRPC error.
-fn denied(op: &str) -> &'static str {
+/// How `op` is refused with `error` (of gRPC code `code`): the error itself, or for a
+/// watch the cancel reason etcd gives, which is Go's text of the gRPC error.
+fn refused(op: &str, code: &str, error: &str) -> String {
     if op.starts_with("watch") {
-        "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
+        format!("rpc error: code = {code} desc = {error}")
     } else {
-        "etcdserver: permission denied"
+        error.to_string()
     }
+}
+
+fn denied(op: &str) -> String {
+    refused(op, "PermissionDenied", "etcdserver: permission denied")
 }
 
 /// Runs the matrix of users × operations against one server, all but `skip`; returns the
@@ -576,25 +580,20 @@ async fn matrix(channel: &Channel, skip: &[&str]) -> Vec<String> {
                 assert_eq!(outcome, denied(op), "{op} as {user}");
             }
         }
-        // A watch is refused with a cancel reason in Go's words for the gRPC error, as
-        // etcd's is; other calls fail with the error itself.
-        let watch = op.starts_with("watch");
         let anonymous = attempt(channel, op, None, lease).await;
         lines.push(format!("{op:28} (none)   {anonymous}"));
-        let expected = if watch {
-            "rpc error: code = InvalidArgument desc = etcdserver: user name is empty"
-        } else {
-            "etcdserver: user name is empty"
-        };
-        assert_eq!(anonymous, expected, "{op} without a token");
+        assert_eq!(
+            anonymous,
+            refused(op, "InvalidArgument", "etcdserver: user name is empty"),
+            "{op} without a token"
+        );
         let forged = attempt(channel, op, Some("forged.token"), lease).await;
         lines.push(format!("{op:28} (forged) {forged}"));
-        let expected = if watch {
-            "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"
-        } else {
-            "etcdserver: invalid auth token"
-        };
-        assert_eq!(forged, expected, "{op} with a forged token");
+        assert_eq!(
+            forged,
+            refused(op, "Unauthenticated", "etcdserver: invalid auth token"),
+            "{op} with a forged token"
+        );
     }
     // Revoking a lease deletes its keys: only who may write them may do it. Run last, as
     // it deletes b; b is put back on the lease first (the matrix deleted it).
