@@ -2,7 +2,7 @@
 //! checked after every request.
 //!
 //! Requests take the server's path (`crates/synod-server/src/api.rs`): synod-mvcc's
-//! request checks first (a Txn against `TXN_OPS_MAX`), then a write is applied as the
+//! request checks first (a Txn against `TXN_OPS_DEFAULT`), then a write is applied as the
 //! `Command` the log would carry, a Range is planned and executed, and a read-only Txn is
 //! served without the log. A raw `Command` skips the server's checks, as a log entry from a
 //! buggy or hostile peer does; the state machine must then refuse it on its own.
@@ -94,7 +94,7 @@ impl Member {
 
     /// A Txn: checked as the server does, then read from the state or applied.
     pub fn txn(&mut self, request: TxnRequest) -> Applied {
-        check::txn(&request, limits::TXN_OPS_MAX)?;
+        check::txn(&request, limits::TXN_OPS_DEFAULT as usize)?;
         if synod_mvcc::txn_is_read_only(&request) {
             let before = self.store.meta();
             let response = self

@@ -18,8 +18,8 @@ pub const GRPC_OVERHEAD_BYTES: u64 = 512 * 1024;
 pub const REQUEST_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 /// Operations allowed in each of a Txn's compare, success and failure lists (etcd's
-/// `--max-txn-ops` default).
-pub const TXN_OPS_MAX: usize = 128;
+/// `--max-txn-ops` default; the flag may raise it, and the request size still bounds it).
+pub const TXN_OPS_DEFAULT: u32 = 128;
 
 /// Size of the MVCC state file at which writes are refused with NOSPACE: etcd's
 /// `--quota-backend-bytes` default (2 GiB).
@@ -102,6 +102,14 @@ pub const CLIENT_CONNECTIONS_MAX: usize = 20_000;
 
 /// Peer connections a member holds at once: a handful per member is normal.
 pub const PEER_CONNECTIONS_MAX: usize = 1_024;
+
+/// Connections the metrics port (`--listen-metrics-urls`) holds at once: scrapers and
+/// probes, a handful in practice.
+pub const METRICS_CONNECTIONS_MAX: usize = 256;
+
+/// HTTP/2 streams one client connection may have open at once (`--max-concurrent-streams`
+/// may lower it); more wait for the client's turn rather than taking unbounded memory.
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 1024;
 
 /// HTTP/2 streams a client may reset before the server has processed them (the "rapid
 /// reset" attack, CVE-2023-44487) and streams the server may reset for a client's errors

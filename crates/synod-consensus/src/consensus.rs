@@ -185,7 +185,7 @@ pub(crate) struct Inner {
     pub(crate) network: PeerNetwork,
     pub(crate) snapshot_dir: PathBuf,
     pub(crate) snapshot_bytes_max: u64,
-    state: Arc<StateStore>,
+    pub(crate) state: Arc<StateStore>,
     state_machine: StateMachine,
     pub(crate) removed: Removed,
     pending: Arc<Semaphore>,
@@ -982,6 +982,39 @@ impl Consensus {
             Some(log_id) => self.wait_applied(log_id.index, deadline).await,
             None => Ok(()),
         }
+    }
+
+    /// Every other member's hash of its keyspace at `revision` with the compaction revision
+    /// it was taken above, or why it gave none (unreachable, compacted, not there yet), as
+    /// etcd's initial corruption check asks its peers. Each ask gets `timeout`.
+    pub async fn peer_hashes(
+        &self,
+        revision: i64,
+        timeout: Duration,
+    ) -> Vec<(u64, Result<(u32, i64), String>)> {
+        let membership = self.metrics().membership_config.membership().clone();
+        let peers: Vec<(u64, MemberNode)> = membership
+            .nodes()
+            .filter(|(id, _)| **id != self.inner.member_id)
+            .map(|(id, node)| (*id, node.clone()))
+            .collect();
+        let asks = peers.into_iter().map(|(id, node)| async move {
+            let answer = async {
+                let mut client = self.inner.network.client(id, &node.peer_urls)?;
+                let message = pb::HashKvRequest { group_id: self.inner.group.0, revision };
+                let response = client
+                    .hash_kv(self.inner.network.request(id, message, timeout))
+                    .await
+                    .map_err(|status| status.message().to_string())?
+                    .into_inner();
+                if !response.error.is_empty() {
+                    return Err(response.error);
+                }
+                Ok((response.hash, response.compact_revision))
+            };
+            (id, answer.await)
+        });
+        futures::future::join_all(asks).await
     }
 
     async fn call_member(

@@ -15,6 +15,7 @@ mod codec;
 mod combine;
 mod consensus;
 mod disk_io;
+mod force;
 mod log_store;
 mod network;
 mod peer_service;
@@ -30,6 +31,7 @@ pub use consensus::{
     LeaderService, MemberChange, MemberInfo, discover_cluster,
 };
 pub use disk_io::DiskIo;
+pub use force::{ForcedCluster, force_new_cluster};
 
 /// The decoders of what members store and exchange, for the fuzz targets (`fuzz/`): each
 /// takes bytes as a disk or a peer would hand them over and says whether synod accepted

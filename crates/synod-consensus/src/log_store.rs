@@ -38,7 +38,7 @@ const TAIL_FLUSHED_MAX: usize = 4096;
 /// Writes waiting for the writer; openraft sends at most a few at a time.
 const QUEUE_MAX: usize = 1024;
 
-fn vote_key(group: GroupId) -> String {
+pub(crate) fn vote_key(group: GroupId) -> String {
     format!("raft/vote/{}", group.0)
 }
 fn committed_key(group: GroupId) -> String {

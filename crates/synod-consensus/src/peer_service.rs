@@ -361,6 +361,29 @@ impl raft_server::Raft for PeerService {
         Ok(Response::new(response))
     }
 
+    async fn hash_kv(
+        &self,
+        request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.check(&request)?;
+        let message = request.into_inner();
+        self.check_group(message.group_id)?;
+        let state = self.inner.state.clone();
+        let hashed = self
+            .consensus()
+            .disk_io()
+            .run(move || state.hash_kv(message.revision).map_err(std::io::Error::other))
+            .await
+            .map_err(|e| Status::internal(format!("hash the keyspace: {e}")))?;
+        let response = match hashed {
+            Ok((hash, compact_revision, _)) => {
+                pb::HashKvResponse { hash, compact_revision, ..Default::default() }
+            }
+            Err(error) => pb::HashKvResponse { error: error.message().to_string(), ..Default::default() },
+        };
+        Ok(Response::new(response))
+    }
+
     async fn leader_call(
         &self,
         request: Request<pb::LeaderCallRequest>,

@@ -207,7 +207,10 @@ fn read_removed(state: &StateStore, group: GroupId) -> io::Result<BTreeSet<u64>>
     })
 }
 
-fn read_applied(state: &StateStore, group: GroupId) -> io::Result<(Option<LogId>, StoredMembership)> {
+pub(crate) fn read_applied(
+    state: &StateStore,
+    group: GroupId,
+) -> io::Result<(Option<LogId>, StoredMembership)> {
     let applied = state.meta_value(&applied_key(group)).map_err(io_error)?;
     let membership = state.meta_value(&membership_key(group)).map_err(io_error)?;
     Ok((

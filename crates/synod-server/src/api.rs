@@ -55,6 +55,8 @@ struct Inner {
     watch_hub: Arc<WatchHub>,
     watch_progress_interval: Duration,
     max_request_bytes: u64,
+    /// Operations allowed in each list of a Txn (`--max-txn-ops`).
+    txn_ops_max: usize,
     /// Where client snapshots are staged (the member directory).
     member_dir: std::path::PathBuf,
     quota_backend_bytes: Option<u64>,
@@ -93,6 +95,7 @@ impl Api {
                 watch_hub,
                 watch_progress_interval: config.watch_progress_notify_interval,
                 max_request_bytes: config.max_request_bytes,
+                txn_ops_max: config.txn_ops_max,
                 member_dir: config.data_dir.join("member"),
                 quota_backend_bytes: config.quota_backend_bytes,
                 unsafe_local_reads: config.unsafe_local_reads,
@@ -422,7 +425,7 @@ impl Api {
 
     pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, Status> {
         self.check_quota(txn_cost(&request)).await?;
-        check::txn(&request, limits::TXN_OPS_MAX)?;
+        check::txn(&request, self.inner.txn_ops_max)?;
         let mut response = if txn_is_read_only(&request) {
             let serializable = request.success.iter().chain(&request.failure).all(
                 |op| matches!(&op.request, Some(request_op::Request::RequestRange(r)) if r.serializable),

@@ -1,13 +1,22 @@
-//! The command line: etcd's server flags, with etcd's names, defaults and checks.
+//! etcd's server flags, with etcd's names, defaults and checks, from every place etcd reads
+//! them: the command line, `ETCD_*` variables and a YAML file ([`sources`]).
 //!
-//! Flags that people and tools pass to etcd work the same way here. A flag synod does not
-//! know is an error that names it (clap exits with status 2); so is a malformed URL, and so
-//! is a flag whose feature synod does not have yet: nothing is silently ignored.
+//! Flags that people and tools pass to etcd work the same way here. A flag nobody knows is an
+//! error that names it (clap exits with status 2); so is a malformed URL, and so is an etcd
+//! flag whose feature synod does not have, unless its value asks for nothing synod does
+//! not do ([`unsupported`]): nothing is silently ignored.
 
+mod sources;
+mod unsupported;
+
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Parser};
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+
+pub use sources::Notice;
 
 use crate::compactor::Retention;
 use crate::tls::TlsFiles;
@@ -147,6 +156,31 @@ pub enum LogLevel {
     Fatal,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsLevel {
+    /// etcd's basic set.
+    Basic,
+    /// Also the gRPC handling-time histograms.
+    Extensive,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Logger {
+    /// Structured JSON lines in zap's layout.
+    Zap,
+    /// etcd 3.4's text logger, which synod does not have.
+    Capnslog,
+}
+
+/// Where log lines go (`--log-outputs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogOutput {
+    Stderr,
+    Stdout,
+    /// Appended to this file.
+    File(PathBuf),
+}
+
 /// synod: a strongly consistent key-value and coordination store that speaks etcd's v3 API.
 ///
 /// With no flags it serves clients on http://localhost:2379 and peers on
@@ -161,6 +195,16 @@ pub struct Flags {
     /// Path to the data directory [default: <name>.synod].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Read the configuration from this YAML file, in etcd's layout; the other flags and the
+    /// ETCD_* variables are then not used, as in etcd.
+    #[arg(long, value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+
+    /// Path to a dedicated directory for the replicated log (etcd's WAL), for example on a
+    /// separate disk [default: <data-dir>/member].
+    #[arg(long, value_name = "DIR")]
+    pub wal_dir: Option<PathBuf>,
 
     /// URLs to listen on for client traffic (gRPC and the JSON API share each port).
     #[arg(long, default_value = "http://localhost:2379", value_parser = url, value_delimiter = ',', value_name = "URLS")]
@@ -243,6 +287,24 @@ pub struct Flags {
     #[arg(long, default_value_t = limits::REQUEST_BYTES_DEFAULT, value_name = "BYTES")]
     pub max_request_bytes: u64,
 
+    /// Maximum number of operations permitted in each list of a transaction.
+    #[arg(long, default_value_t = limits::TXN_OPS_DEFAULT, value_name = "COUNT")]
+    pub max_txn_ops: u32,
+
+    /// Maximum concurrent streams each client connection may open; synod caps it at
+    /// 1024, its bound on what one connection may hold.
+    #[arg(long, default_value_t = u32::MAX, value_name = "COUNT")]
+    pub max_concurrent_streams: u32,
+
+    /// How often the server pings an idle client connection to check it is alive (a Go
+    /// duration; 0 turns the pings off).
+    #[arg(long, default_value = "2h", value_parser = go_duration, value_name = "DURATION")]
+    pub grpc_keepalive_interval: Duration,
+
+    /// How long the server waits for a ping's answer before it closes the connection.
+    #[arg(long, default_value = "20s", value_parser = go_duration, value_name = "DURATION")]
+    pub grpc_keepalive_timeout: Duration,
+
     /// Raise the NOSPACE alarm (and refuse writes) when the state file exceeds this many
     /// bytes. 0 means the default of 2 GiB; a negative value disables the quota.
     #[arg(long, default_value = "0", value_parser = bytes, allow_negative_numbers = true, value_name = "BYTES")]
@@ -284,6 +346,37 @@ pub struct Flags {
     #[arg(long, default_value = "5s", value_parser = go_duration, value_name = "DURATION")]
     pub experimental_lease_checkpoint_interval: Duration,
 
+    /// Check this member's data against its peers' (their hashes at this member's
+    /// revision) before serving, and refuse to start on a mismatch.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set,
+          require_equals = true, value_parser = go_bool, default_value = "false", value_name = "BOOL")]
+    pub experimental_initial_corrupt_check: bool,
+
+    /// Restart this member as a one-member cluster with all its data, to recover from a lost
+    /// quorum; add the other members back afterwards. Remove the flag once it has started:
+    /// every start with it removes the other members again.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set,
+          require_equals = true, value_parser = go_bool, default_value = "false", value_name = "BOOL")]
+    pub force_new_cluster: bool,
+
+    /// URLs to listen on for /metrics and the health probes (/health, /livez, /readyz),
+    /// which need no client certificate there.
+    #[arg(long, value_parser = url, value_delimiter = ',', value_name = "URLS")]
+    pub listen_metrics_urls: Vec<Url>,
+
+    /// Detail of the exported metrics: basic (extensive, with the gRPC handling-time
+    /// histograms, is refused until they are exported).
+    #[arg(long, value_enum, default_value = "basic", value_name = "LEVEL")]
+    pub metrics: MetricsLevel,
+
+    /// The logger: zap (JSON lines in etcd's layout) is the only one.
+    #[arg(long, value_enum, default_value = "zap", value_name = "LOGGER")]
+    pub logger: Logger,
+
+    /// Where logs go: stderr (also `default`), stdout, or file paths, comma-separated.
+    #[arg(long, default_value = "default", value_delimiter = ',', value_name = "OUTPUTS")]
+    pub log_outputs: Vec<String>,
+
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, value_enum, default_value = "info", value_name = "LEVEL")]
     pub log_level: LogLevel,
@@ -323,6 +416,25 @@ pub struct Config {
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
     pub log_level: LogLevel,
+    pub log_outputs: Vec<LogOutput>,
+    /// Where the log lives when not in the data dir (`--wal-dir`).
+    pub wal_dir: Option<PathBuf>,
+    /// Operations allowed in each list of a Txn (`--max-txn-ops`).
+    pub txn_ops_max: usize,
+    /// HTTP/2 streams one client connection may have open at once.
+    pub streams_per_connection_max: u32,
+    /// How often an idle client connection is pinged (`None`: never), and how long the
+    /// answer may take.
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+    pub listen_metrics_urls: Vec<Url>,
+    /// The certificate an `https` metrics URL serves (the client one), asking for none.
+    pub metrics_tls: Option<TlsFiles>,
+    pub metrics: MetricsLevel,
+    /// Compare this member's data with its peers' before serving.
+    pub initial_corrupt_check: bool,
+    /// Restart as a one-member cluster with this member's data (`--force-new-cluster`).
+    pub force_new_cluster: bool,
     /// What automatic compaction keeps; `None` when it is off.
     pub auto_compaction: Option<Retention>,
     pub watch_progress_notify_interval: Duration,
@@ -340,6 +452,73 @@ pub struct Config {
     pub auth_token_ttl: Duration,
     /// What the flags set that has no effect, for the log once it is set up.
     pub warnings: Vec<String>,
+}
+
+/// The configuration a member runs with, and what reading it had to say.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// For the log once it is set up.
+    pub notices: Vec<Notice>,
+}
+
+/// Why the configuration could not be read.
+#[derive(Debug)]
+pub enum LoadError {
+    /// A flag clap refused, or `--help` and `--version`, which clap prints.
+    Flags(clap::Error),
+    /// A setting that is malformed, conflicting or refused, in etcd's words where etcd has them.
+    Invalid(String),
+}
+
+impl From<clap::Error> for LoadError {
+    fn from(error: clap::Error) -> Self {
+        LoadError::Flags(error)
+    }
+}
+
+impl From<String> for LoadError {
+    fn from(message: String) -> Self {
+        LoadError::Invalid(message)
+    }
+}
+
+/// Reads the configuration as etcd does: the command line `args` (program name first), then
+/// the `ETCD_*` variables in `env` for flags the command line does not set, or else the
+/// file `--config-file` names alone ([`sources`]).
+pub fn load(args: Vec<OsString>, env: &[(OsString, OsString)]) -> Result<Loaded, LoadError> {
+    let command = unsupported::add_to(Flags::command());
+    let command_line = command.clone().try_get_matches_from(&args)?;
+    let mut notices = Vec::new();
+    let program = args.first().cloned().unwrap_or_else(|| "synod".into());
+    let mut all = args;
+    all.extend(sources::from_env(&command, &command_line, env, &mut notices)?);
+    let mut matches = command.clone().try_get_matches_from(&all)?;
+    if let Some(path) = matches.get_one::<PathBuf>("config_file").cloned() {
+        let ignored: Vec<String> = command
+            .get_arguments()
+            .filter(|arg| matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine))
+            .filter_map(|arg| arg.get_long())
+            .filter(|long| *long != "config-file")
+            .map(|long| format!("--{long}"))
+            .collect();
+        let file_args = sources::from_file(&command, &path)?;
+        notices.push(Notice::Info(format!(
+            "loaded server configuration from {}; other configuration command line flags and environment \
+             variables are ignored",
+            path.display()
+        )));
+        if !ignored.is_empty() {
+            notices.push(Notice::Warn(format!(
+                "ignoring {} (from the command line or ETCD_* variables) because --config-file is set",
+                ignored.join(" ")
+            )));
+        }
+        matches = command.try_get_matches_from(std::iter::once(program).chain(file_args))?;
+    }
+    unsupported::check(&matches)?;
+    let flags = Flags::from_arg_matches(&matches)?;
+    Ok(Loaded { config: flags.into_config()?, notices })
 }
 
 impl Flags {
@@ -407,6 +586,23 @@ impl Flags {
             ));
         }
         let mut warnings = Vec::new();
+        let metrics_tls =
+            match (self.listen_metrics_urls.iter().any(|u| u.tls), &self.cert_file, &self.key_file) {
+                (false, ..) => None,
+                (true, Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    trusted_ca: None,
+                    client_cert_auth: false,
+                }),
+                (true, ..) => {
+                    return Err(
+                        "an https --listen-metrics-urls needs --cert-file and --key-file: it serves the \
+                            client certificate"
+                            .into(),
+                    );
+                }
+            };
         let client_tls = tls_files(
             "client",
             ["--cert-file", "--key-file", "--trusted-ca-file", "--client-cert-auth"],
@@ -433,6 +629,29 @@ impl Flags {
         if self.peer_cert_allowed_cn.is_some() && peer_tls.is_none() {
             return Err("--peer-cert-allowed-cn needs TLS on the peer URLs".into());
         }
+        if self.logger == Logger::Capnslog {
+            return Err("--logger=capnslog: synod logs in zap's JSON layout only; use --logger=zap".into());
+        }
+        let log_outputs = log_outputs(&self.log_outputs)?;
+        if self.metrics == MetricsLevel::Extensive {
+            return Err("--metrics=extensive: the gRPC handling-time histograms are not exported yet; \
+                        use --metrics=basic"
+                .into());
+        }
+        if self.max_txn_ops == 0 {
+            return Err("--max-txn-ops must be positive".into());
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err("--max-concurrent-streams must be positive".into());
+        }
+        if self.grpc_keepalive_timeout.is_zero() {
+            return Err("--grpc-keepalive-timeout must be positive".into());
+        }
+        if let Some(wal_dir) = &self.wal_dir
+            && wal_dir.as_os_str().is_empty()
+        {
+            return Err("--wal-dir must not be empty".into());
+        }
         if self.auth_token_ttl == 0 || self.auth_token_ttl > AUTH_TOKEN_TTL_MAX_SECS {
             return Err(format!("--auth-token-ttl must be between 1 and {AUTH_TOKEN_TTL_MAX_SECS} seconds"));
         }
@@ -453,6 +672,17 @@ impl Flags {
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             log_level: self.log_level,
+            log_outputs,
+            wal_dir: self.wal_dir,
+            txn_ops_max: self.max_txn_ops as usize,
+            streams_per_connection_max: self.max_concurrent_streams.min(limits::STREAMS_PER_CONNECTION_MAX),
+            keepalive_interval: Some(self.grpc_keepalive_interval).filter(|i| !i.is_zero()),
+            keepalive_timeout: self.grpc_keepalive_timeout,
+            listen_metrics_urls: self.listen_metrics_urls,
+            metrics_tls,
+            metrics: self.metrics,
+            initial_corrupt_check: self.experimental_initial_corrupt_check,
+            force_new_cluster: self.force_new_cluster,
             auto_compaction,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             lease_checkpoint_interval: self.experimental_lease_checkpoint_interval,
@@ -464,6 +694,33 @@ impl Flags {
             warnings,
         })
     }
+}
+
+/// `--log-outputs`: etcd's names for the standard streams, or files. etcd's `default`
+/// means the journal under systemd; synod writes to stderr, which systemd's journal
+/// captures, so its `journal` output is not offered.
+fn log_outputs(names: &[String]) -> Result<Vec<LogOutput>, String> {
+    let mut outputs = Vec::new();
+    for name in names.iter().map(|n| n.trim()) {
+        let output = match name {
+            "default" | "stderr" => LogOutput::Stderr,
+            "stdout" => LogOutput::Stdout,
+            "journal" => {
+                return Err("--log-outputs=journal: synod does not write to journald itself; use stderr, \
+                            which systemd's journal captures"
+                    .into());
+            }
+            "" => return Err("--log-outputs has an empty entry".into()),
+            path => LogOutput::File(PathBuf::from(path)),
+        };
+        if !outputs.contains(&output) {
+            outputs.push(output);
+        }
+    }
+    if outputs.is_empty() {
+        outputs.push(LogOutput::Stderr);
+    }
+    Ok(outputs)
 }
 
 /// The TLS files of the client or the peer side, checked as etcd checks them: an `https`
@@ -523,9 +780,16 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
-        let mut argv = vec!["synod"];
-        argv.extend_from_slice(args);
-        Flags::try_parse_from(argv).map_err(|e| e.to_string())?.into_config()
+        load_with(args, &[]).map(|loaded| loaded.config)
+    }
+
+    fn load_with(args: &[&str], env: &[(&str, &str)]) -> Result<Loaded, String> {
+        let argv = std::iter::once("synod").chain(args.iter().copied()).map(OsString::from).collect();
+        let env: Vec<(OsString, OsString)> = env.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        load(argv, &env).map_err(|e| match e {
+            LoadError::Flags(e) => e.to_string(),
+            LoadError::Invalid(message) => message,
+        })
     }
 
     /// No flags gives etcd's defaults, with the data in ./default.synod.
@@ -603,6 +867,191 @@ mod tests {
         let config =
             parse(&["--initial-cluster", "default=http://localhost:2380,b=http://10.0.0.2:2380"]).unwrap();
         assert_eq!(config.initial_cluster.len(), 2);
+    }
+
+    /// Every flag is read from its ETCD_* variable; a variable whose flag is also given
+    /// stops the start with etcd's words, and unknown or empty ones are reported, not used.
+    #[test]
+    fn environment_variables_as_etcd_reads_them() {
+        let loaded = load_with(
+            &["--initial-advertise-peer-urls=http://127.0.0.1:12380"],
+            &[
+                ("ETCD_NAME", "n1"),
+                ("ETCD_INITIAL_CLUSTER", "n1=http://127.0.0.1:12380,n2=http://127.0.0.1:22380"),
+                ("ETCD_LISTEN_CLIENT_URLS", "http://127.0.0.1:12379,http://127.0.0.1:12479"),
+                ("ETCD_AUTO_COMPACTION_RETENTION", "1h"),
+                ("ETCD_MAX_TXN_OPS", "256"),
+                ("ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", "true"),
+                ("ETCD_BOGUS", "1"),
+                ("ETCD_DATA_DIR", ""),
+                ("ETCD_UNSAFE_LOCAL_READS", "true"),
+                ("ETCDCTL_API", "3"),
+                ("HOME", "/root"),
+            ],
+        )
+        .unwrap();
+        let config = &loaded.config;
+        assert_eq!(config.name, "n1");
+        assert_eq!(config.data_dir, PathBuf::from("n1.synod"));
+        assert_eq!(config.initial_cluster.len(), 2);
+        assert_eq!(config.listen_client_urls.len(), 2);
+        assert_eq!(config.auto_compaction, Some(Retention::Period(Duration::from_secs(3600))));
+        assert_eq!(config.txn_ops_max, 256);
+        assert!(config.initial_corrupt_check);
+        assert!(!config.unsafe_local_reads, "a test switch must not come from the environment");
+        let notices = &loaded.notices;
+        assert!(
+            notices.contains(&Notice::Info("recognized and used environment variable ETCD_NAME=n1".into()))
+        );
+        assert!(notices.contains(&Notice::Warn("unrecognized environment variable ETCD_BOGUS=1".into())));
+        assert!(notices.contains(&Notice::Warn("unrecognized environment variable ETCD_DATA_DIR=".into())));
+        assert!(notices.contains(&Notice::Warn(
+            "unrecognized environment variable ETCD_UNSAFE_LOCAL_READS=true".into()
+        )));
+        assert!(!notices.iter().any(|n| format!("{n:?}").contains("ETCDCTL_API")));
+
+        let err = load_with(&["--name", "y"], &[("ETCD_NAME", "x")]).unwrap_err();
+        assert_eq!(
+            err,
+            "conflicting environment variable \"ETCD_NAME\" is shadowed by corresponding command-line flag \
+             (either unset environment variable or disable flag)"
+        );
+        let err = load_with(&[], &[("ETCD_ENABLE_V2", "true")]).unwrap_err();
+        assert!(err.starts_with("--enable-v2=true: the v2 API is not served"), "{err}");
+        let err = load_with(&[], &[("ETCD_HEARTBEAT_INTERVAL", "soon")]).unwrap_err();
+        assert!(err.contains("soon") && err.contains("--heartbeat-interval"), "{err}");
+        load_with(&[], &[("ETCD_ENABLE_V2", "false"), ("ETCD_LOGGER", "zap")]).unwrap();
+    }
+
+    /// A YAML file in etcd's layout, TLS sections included, replaces the flags and the
+    /// variables; unknown keys are refused by name.
+    #[test]
+    fn config_file_in_etcds_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etcd.conf.yml");
+        std::fs::write(
+            &path,
+            "# etcd.conf.yml\n\
+             name: 'fromfile'\n\
+             data-dir: /var/lib/etcd\n\
+             wal-dir:\n\
+             snapshot-count: 10000\n\
+             heartbeat-interval: 100\n\
+             election-timeout: 1000\n\
+             quota-backend-bytes: 0\n\
+             listen-peer-urls: http://localhost:2380\n\
+             listen-client-urls: https://localhost:2379\n\
+             listen-metrics-urls: http://127.0.0.1:2381\n\
+             initial-cluster-state: 'new'\n\
+             enable-v2: false\n\
+             proxy: 'off'\n\
+             discovery:\n\
+             client-transport-security:\n  cert-file: /pki/server.crt\n  key-file: /pki/server.key\n  \
+             client-cert-auth: true\n  trusted-ca-file: /pki/ca.crt\n  auto-tls: false\n\
+             peer-transport-security:\n  client-cert-auth: false\n  auto-tls: false\n\
+             log-outputs: [stderr]\n\
+             logger: zap\n\
+             auto-compaction-retention: \"1\"\n",
+        )
+        .unwrap();
+        let path_arg = format!("--config-file={}", path.display());
+        let loaded = load_with(&[&path_arg, "--name=ignored"], &[("ETCD_SNAPSHOT_COUNT", "5")]).unwrap();
+        let config = &loaded.config;
+        assert_eq!(config.name, "fromfile");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/etcd"));
+        assert_eq!(config.wal_dir, None);
+        assert_eq!(config.snapshot_count, 10_000);
+        assert_eq!(config.listen_metrics_urls[0].to_string(), "http://127.0.0.1:2381");
+        let tls = config.client_tls.as_ref().expect("client TLS from client-transport-security");
+        assert_eq!(tls.cert, PathBuf::from("/pki/server.crt"));
+        assert!(tls.client_cert_auth);
+        assert_eq!(config.log_outputs, vec![LogOutput::Stderr]);
+        assert!(
+            loaded
+                .notices
+                .iter()
+                .any(|n| matches!(n, Notice::Warn(w) if w.contains("--name --snapshot-count")))
+        );
+
+        for (text, named) in [
+            ("name: a\nsnapshot-cuont: 5\n", "\"snapshot-cuont\""),
+            ("client-transport-security:\n  cert-fiel: x\n", "\"cert-fiel\" under client-transport-security"),
+            (
+                "client-transport-security:\n  allowed-cn: x\n",
+                "\"allowed-cn\" under client-transport-security",
+            ),
+            ("config-file: other.yml\n", "\"config-file\""),
+            ("name: [a, [b]]\n", "name must be"),
+            ("- a\n- b\n", "not a map"),
+            ("name: 'a\n", "not valid YAML"),
+            ("enable-v2: true\n", "--enable-v2=true"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = load_with(&[&path_arg], &[]).unwrap_err();
+            assert!(err.contains(named), "{text:?}: {err}");
+        }
+        let err = load_with(&["--config-file=/no/such/file.yml"], &[]).unwrap_err();
+        assert!(err.contains("/no/such/file.yml"), "{err}");
+    }
+
+    /// The flags kubeadm writes into its etcd static pod parse as they are.
+    #[test]
+    fn kubeadms_command_line() {
+        let config = parse(&[
+            "--advertise-client-urls=https://192.168.0.10:2379",
+            "--cert-file=/etc/kubernetes/pki/etcd/server.crt",
+            "--client-cert-auth=true",
+            "--data-dir=/var/lib/etcd",
+            "--experimental-initial-corrupt-check=true",
+            "--experimental-watch-progress-notify-interval=5s",
+            "--initial-advertise-peer-urls=https://192.168.0.10:2380",
+            "--initial-cluster=node=https://192.168.0.10:2380",
+            "--key-file=/etc/kubernetes/pki/etcd/server.key",
+            "--listen-client-urls=https://127.0.0.1:2379,https://192.168.0.10:2379",
+            "--listen-metrics-urls=http://127.0.0.1:2381",
+            "--listen-peer-urls=https://192.168.0.10:2380",
+            "--name=node",
+            "--peer-cert-file=/etc/kubernetes/pki/etcd/peer.crt",
+            "--peer-client-cert-auth=true",
+            "--peer-key-file=/etc/kubernetes/pki/etcd/peer.key",
+            "--peer-trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt",
+            "--snapshot-count=10000",
+            "--trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt",
+        ])
+        .unwrap();
+        assert!(config.initial_corrupt_check);
+        assert_eq!(config.watch_progress_notify_interval, Duration::from_secs(5));
+        assert_eq!(config.listen_metrics_urls.len(), 1);
+    }
+
+    /// Logging, keepalive, stream and txn flags are read and checked.
+    #[test]
+    fn operational_flags() {
+        let config = parse(&[
+            "--log-outputs=stdout,/var/log/synod.log,stdout",
+            "--grpc-keepalive-interval=0",
+            "--max-concurrent-streams=100000",
+            "--metrics=basic",
+            "--wal-dir=/fast/wal",
+        ])
+        .unwrap();
+        assert_eq!(config.log_outputs, vec![LogOutput::Stdout, LogOutput::File("/var/log/synod.log".into())]);
+        assert_eq!(config.keepalive_interval, None);
+        assert_eq!(config.streams_per_connection_max, limits::STREAMS_PER_CONNECTION_MAX);
+        assert_eq!(config.metrics, MetricsLevel::Basic);
+        assert_eq!(config.wal_dir, Some(PathBuf::from("/fast/wal")));
+        assert_eq!(parse(&[]).unwrap().keepalive_interval, Some(Duration::from_secs(7200)));
+        for (args, named) in [
+            (&["--logger=capnslog"][..], "--logger=capnslog"),
+            (&["--log-outputs=journal"], "--log-outputs=journal"),
+            (&["--max-txn-ops=0"], "--max-txn-ops"),
+            (&["--grpc-keepalive-timeout=0s"], "--grpc-keepalive-timeout"),
+            (&["--metrics=all"], "--metrics"),
+            (&["--metrics=extensive"], "--metrics=extensive"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(named), "{args:?}: {err}");
+        }
     }
 
     #[test]

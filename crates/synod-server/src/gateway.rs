@@ -1,5 +1,5 @@
-//! The HTTP side of the client port: etcd's JSON gateway (`POST /v3/...`) and the plain
-//! endpoints `/health`, `/livez`, `/readyz`, `/version` and `/metrics`.
+//! The HTTP side of the client port: etcd's JSON gateway (`POST /v3/...`), beside the
+//! probes and metrics of [`crate::probes`].
 //!
 //! The gateway follows grpc-gateway as etcd runs it: proto3 JSON with base64 bytes and
 //! 64-bit integers as strings, proto field names on output, either spelling on input,
@@ -11,17 +11,17 @@ use std::future::Future;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use http::{StatusCode, header};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use synod_api::etcdserverpb::{AlarmType, LeaseKeepAliveRequest, RangeRequest, WatchRequest};
+use synod_api::etcdserverpb::{LeaseKeepAliveRequest, WatchRequest};
 use synod_api::v3electionpb::LeaderRequest;
 use tonic::Status;
 
-use crate::api::{Api, ETCD_VERSION};
+use crate::api::Api;
 use crate::auth::Credentials;
 use crate::errors;
 
@@ -136,11 +136,7 @@ pub fn router(api: Api, body_limit_bytes: usize) -> Router {
     router
         .route("/v1/counter/add", unary!(counter_add))
         .route("/v1/counter/get", unary!(counter_get))
-        .route("/health", get(health))
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/version", get(version))
-        .route("/metrics", get(metrics))
+        .merge(crate::probes::routes())
         .layer(DefaultBodyLimit::max(body_limit_bytes))
         .with_state(api)
 }
@@ -225,79 +221,6 @@ async fn keep_alive(State(api): State<Api>, headers: http::HeaderMap, body: Byte
     stream_response(api.keep_alive_stream(futures::stream::iter(requests.into_iter().map(Ok))))
 }
 
-#[derive(Serialize)]
-struct Health {
-    health: &'static str,
-    reason: String,
-}
-
-/// etcd's `/health`: alarms (minus `?exclude=`), then a leader (unless
-/// `?serializable=true`), then a one-key read.
-async fn health(State(api): State<Api>, Query(query): Query<Vec<(String, String)>>) -> Response {
-    let excluded: Vec<&str> = query.iter().filter(|(k, _)| k == "exclude").map(|(_, v)| v.as_str()).collect();
-    let serializable = query.iter().any(|(k, v)| k == "serializable" && v == "true");
-    let reason = check_health(&api, &excluded, serializable).await.err();
-    let (status, health) = match reason {
-        None => (StatusCode::OK, Health { health: "true", reason: String::new() }),
-        Some(reason) => {
-            tracing::warn!(reason = %reason, "serving /health false");
-            (StatusCode::SERVICE_UNAVAILABLE, Health { health: "false", reason })
-        }
-    };
-    api.metrics()
-        .health_checks
-        .get_or_create(&vec![("type", "health".to_string()), ("status", status.as_u16().to_string())])
-        .inc();
-    (status, axum::Json(health)).into_response()
-}
-
-async fn check_health(api: &Api, excluded: &[&str], serializable: bool) -> Result<(), String> {
-    let alarms = api.state().alarms().map_err(|e| format!("STORAGE ERROR:{e}"))?;
-    for alarm in alarms {
-        let name = AlarmType::try_from(alarm.alarm).map_or("UNKNOWN", |a| a.as_str_name());
-        if !excluded.contains(&name) {
-            return Err(format!("ALARM {name}"));
-        }
-    }
-    if !serializable && api.consensus().leader().is_none() {
-        return Err("RAFT NO LEADER".into());
-    }
-    read_check(api, serializable).await.map_err(|e| format!("RANGE ERROR:{}", e.message()))
-}
-
-async fn read_check(api: &Api, serializable: bool) -> Result<(), Status> {
-    let probe = RangeRequest { key: vec![0], keys_only: true, limit: 1, serializable, ..Default::default() };
-    api.range(probe).await.map(drop)
-}
-
-/// Liveness: the member can serve a local read.
-async fn livez(State(api): State<Api>) -> Response {
-    match read_check(&api, true).await {
-        Ok(()) => (StatusCode::OK, "ok").into_response(),
-        Err(e) => {
-            (StatusCode::SERVICE_UNAVAILABLE, format!("[-]serializable_read failed: {}\n", e.message()))
-                .into_response()
-        }
-    }
-}
-
-/// Readiness: no corruption alarm, and both local and linearizable reads work.
-async fn readyz(State(api): State<Api>) -> Response {
-    let corrupt =
-        api.state().alarms().map(|a| a.iter().any(|a| a.alarm == AlarmType::Corrupt as i32)).unwrap_or(true);
-    if corrupt {
-        return (StatusCode::SERVICE_UNAVAILABLE, "[-]data_corruption failed: alarm activated\n")
-            .into_response();
-    }
-    for (name, serializable) in [("serializable_read", true), ("linearizable_read", false)] {
-        if let Err(e) = read_check(&api, serializable).await {
-            return (StatusCode::SERVICE_UNAVAILABLE, format!("[-]{name} failed: {}\n", e.message()))
-                .into_response();
-        }
-    }
-    (StatusCode::OK, "ok").into_response()
-}
-
 /// Requests no route matches: gRPC clients get `Unimplemented` naming the method (so that
 /// etcd clients calling a service synod does not serve yet get a clear answer), everyone
 /// else a 404 as etcd's HTTP mux gives.
@@ -312,14 +235,4 @@ pub async fn fallback(request: http::Request<axum::body::Body>) -> Response {
         return status.into_http::<axum::body::Body>().into_response();
     }
     (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
-}
-
-async fn version() -> Response {
-    axum::Json(serde_json::json!({ "etcdserver": ETCD_VERSION, "etcdcluster": ETCD_VERSION })).into_response()
-}
-
-async fn metrics(State(api): State<Api>) -> Response {
-    api.refresh_metrics();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], api.metrics().render())
-        .into_response()
 }

@@ -22,8 +22,10 @@ pub mod identity;
 pub mod lease;
 mod lease_api;
 mod lock_api;
+pub mod log;
 pub mod metrics;
 mod pace;
+pub mod probes;
 pub mod serve;
 pub mod tls;
 pub mod watch;
@@ -86,6 +88,12 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
             TcpListener::bind(url.bind_addr()).await.with_context(|| format!("listen on {url}"))?;
         peer_listeners.push((url.clone(), listener));
     }
+    let mut metrics_listeners = Vec::new();
+    for url in &config.listen_metrics_urls {
+        let listener =
+            TcpListener::bind(url.bind_addr()).await.with_context(|| format!("listen on {url}"))?;
+        metrics_listeners.push((url.clone(), listener));
+    }
 
     // Certificates that do not load fail the start, before anything is served.
     let client_tls = config
@@ -105,14 +113,47 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         })
         .transpose()
         .context("peer TLS")?;
+    // An https metrics URL serves the client certificate and asks for none: scrapers and
+    // probes hold no client certificate, as on etcd's metrics port.
+    let metrics_tls = config
+        .metrics_tls
+        .as_ref()
+        .map(|files| {
+            tls::acceptor(files).map(|acceptor| tls::Listener { acceptor, allowed_common_name: None })
+        })
+        .transpose()
+        .context("metrics TLS")?;
     let dialer = GrpcDialer {
         tls: config.peer_tls.as_ref().map(tls::peer_client_config).transpose().context("peer TLS")?,
     };
 
-    let data_dir = DataDir::open(&config.data_dir).context("open data dir")?;
-    let log = Arc::new(LogStore::open(&data_dir.log_path()).context("open log")?);
-    let (identity, bootstrap) = identity_and_bootstrap(&config, &dialer, &log).await?;
+    let data_dir =
+        DataDir::open_with_log_in(&config.data_dir, config.wal_dir.as_deref()).context("open data dir")?;
     let state = Arc::new(StateStore::open(&data_dir.state_path(), GroupId::FIRST).context("open state")?);
+    // A state that applied log entries came with a log; none where the log should be means
+    // it is elsewhere (another --wal-dir), and a new one would give the old state a new
+    // identity. Checked before a log file is made. A restored snapshot has applied nothing.
+    let log_path = data_dir.log_path();
+    if !log_path.exists() && state.applied_index().0 > 0 {
+        bail!(
+            "the state in {} has applied log entries up to {}, but there is no log at {}: start with \
+             the --wal-dir this member used before",
+            state.path().display(),
+            state.applied_index().0,
+            log_path.display()
+        );
+    }
+    let log = Arc::new(LogStore::open(&log_path).context("open log")?);
+    if config.force_new_cluster && log.meta(IDENTITY_KEY)?.is_none() {
+        bail!(
+            "--force-new-cluster restarts a member from its data dir, and {} holds no member",
+            config.data_dir.display()
+        );
+    }
+    let (identity, bootstrap) = identity_and_bootstrap(&config, &dialer, &log).await?;
+    if config.force_new_cluster {
+        force_new_cluster(&log, &state, &identity)?;
+    }
     data_dir.sync().context("sync data dir")?;
     let metrics = Arc::new(Metrics::new());
     let flush_metrics = metrics.clone();
@@ -153,7 +194,11 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         .map(|retention| tokio::spawn(compactor::run(consensus.clone(), api.state_handle(), retention)));
     let grpc_limit = (config.max_request_bytes + limits::GRPC_OVERHEAD_BYTES) as usize;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    // systemd hears READY=1 once the member serves with a leader, as etcd's Type=notify
+    // unit does; with no NOTIFY_SOCKET this does nothing.
+    let ready: Box<dyn FnOnce() + Send> = Box::new(|| notify_service_manager(sd_notify::NotifyState::Ready));
+    let grpc_health = tokio::spawn(probes::follow_leader(api.clone(), health_reporter, ready));
     let grpc = tonic::service::Routes::new(KvServer::new(api.clone()).max_decoding_message_size(grpc_limit))
         .add_service(MaintenanceServer::new(api.clone()).max_decoding_message_size(grpc_limit))
         .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(grpc_limit))
@@ -182,13 +227,40 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
 
     let (stop_servers, stopping) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
+    // Peers are served first: members checking their data against this one's (and the
+    // consensus group itself) need them while this member checks its own.
     for (url, listener) in peer_listeners {
         tracing::info!(address = %url, "listening for peers");
         servers.push(tokio::spawn(serve::serve(
             listener,
             peer_app.clone(),
-            serve::Port::Peer,
+            (serve::Port::Peer, serve::Http2::default()),
             if url.tls { peer_tls.clone() } else { None },
+            stopping.clone(),
+        )));
+    }
+    if config.initial_corrupt_check
+        && let Err(error) = initial_corrupt_check(&consensus, &api.state_handle()).await
+    {
+        let _ = stop_servers.send(true);
+        consensus.shutdown().await;
+        return Err(error);
+    }
+
+    let metrics_app = probes::routes().with_state(api.clone()).fallback(gateway::fallback);
+    let client_http2 = serve::Http2 {
+        streams_max: config.streams_per_connection_max,
+        keepalive_interval: config.keepalive_interval,
+        keepalive_timeout: config.keepalive_timeout,
+    };
+
+    for (url, listener) in metrics_listeners {
+        tracing::info!(address = %url, "serving metrics and health probes");
+        servers.push(tokio::spawn(serve::serve(
+            listener,
+            metrics_app.clone(),
+            (serve::Port::Metrics, serve::Http2::default()),
+            if url.tls { metrics_tls.clone() } else { None },
             stopping.clone(),
         )));
     }
@@ -197,7 +269,7 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         servers.push(tokio::spawn(serve::serve(
             listener,
             app.clone(),
-            serve::Port::Client,
+            (serve::Port::Client, client_http2),
             if url.tls { client_tls.clone() } else { None },
             stopping.clone(),
         )));
@@ -208,6 +280,10 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         () = stop => Ok(()),
         message = failed(&mut failure) => Err(anyhow::anyhow!("{message}")),
     };
+    // Stopping: systemd hears it first, then the listeners close and the requests in
+    // flight get their grace period to finish before consensus stops.
+    notify_service_manager(sd_notify::NotifyState::Stopping);
+    grpc_health.abort();
     lessor.abort();
     if let Some(compactor) = compactor {
         compactor.abort();
@@ -357,6 +433,76 @@ async fn check_peers_agree(config: &Config, dialer: &GrpcDialer, identity: &Iden
         );
     }
     Ok(())
+}
+
+/// etcd's `--force-new-cluster`: the member restarts from its data dir as the only member
+/// of its cluster (synod-consensus rewrites the stored membership before consensus starts).
+fn force_new_cluster(log: &LogStore, state: &StateStore, identity: &Identity) -> anyhow::Result<()> {
+    let forced = synod_consensus::force_new_cluster(log, state, GroupId::FIRST, identity.member_id)
+        .map_err(|e| anyhow::anyhow!("--force-new-cluster: {e}"))?;
+    let removed: Vec<String> = forced.removed.iter().map(|id| format!("{id:x}")).collect();
+    tracing::warn!(
+        member_id = %format!("{:x}", identity.member_id),
+        removed = %removed.join(","),
+        index = forced.index,
+        "forcing a new cluster: this member is now its only member; add the others back with \
+         `etcdctl member add`, and restart without --force-new-cluster"
+    );
+    Ok(())
+}
+
+/// How long the initial corruption check waits for each peer's hash.
+const CORRUPT_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// etcd's `--experimental-initial-corrupt-check`: before serving clients, asks every peer
+/// for its hash of the keyspace at this member's revision, and refuses to start if one with
+/// the same compaction revision disagrees. Peers that cannot answer (down, compacted past
+/// the revision, or behind it) are skipped with a warning, as in etcd.
+async fn initial_corrupt_check(consensus: &Consensus, state: &StateStore) -> anyhow::Result<()> {
+    let revision = state.current_revision().context("read the current revision")?;
+    let (hash, compact_revision, _) = match state.hash_kv(revision).context("hash the keyspace")? {
+        Ok(hashed) => hashed,
+        Err(error) => bail!("initial corruption check: hash the keyspace at {revision}: {}", error.message()),
+    };
+    tracing::info!(revision, hash, compact_revision, "starting initial corruption check");
+    let mut mismatches = Vec::new();
+    for (peer, answer) in consensus.peer_hashes(revision, CORRUPT_CHECK_TIMEOUT).await {
+        let peer = format!("{peer:x}");
+        match answer {
+            Ok((_, peer_compact)) if peer_compact != compact_revision => tracing::warn!(
+                %peer, revision, compact_revision, peer_compact_revision = peer_compact,
+                "cannot compare the hash with a peer compacted elsewhere"
+            ),
+            Ok((peer_hash, _)) if peer_hash != hash => {
+                tracing::error!(%peer, revision, hash, peer_hash, "found data inconsistency with a peer");
+                mismatches.push(peer);
+            }
+            Ok(_) => tracing::info!(%peer, revision, hash, "hash matches the peer's"),
+            Err(error) => {
+                tracing::warn!(%peer, revision, %error, "cannot fetch the hash from a peer; skipped")
+            }
+        }
+    }
+    if !mismatches.is_empty() {
+        bail!(
+            "initial corruption check: this member's data differs from its peers' ({}) at revision {revision}: \
+             found data inconsistency with peers",
+            mismatches.join(", ")
+        );
+    }
+    tracing::info!(revision, hash, "initial corruption checking passed; no corruption");
+    Ok(())
+}
+
+/// Tells the service manager (systemd's `NOTIFY_SOCKET`) about the member's state. Without
+/// a service manager there is no socket and nothing to do; one that cannot be reached is
+/// logged, since the unit will then time out.
+fn notify_service_manager(state: sd_notify::NotifyState) {
+    let what = format!("{state}");
+    match sd_notify::notify(&[state]) {
+        Ok(()) => tracing::debug!(state = %what.trim(), "notified the service manager"),
+        Err(error) => tracing::warn!(%error, state = %what.trim(), "could not notify the service manager"),
+    }
 }
 
 /// Resolves with the failure message once the member hits a fatal failure.

@@ -1,48 +1,30 @@
-//! The `synod` binary: parse etcd's flags, set up logging, run the member.
+//! The `synod` binary: read etcd's configuration, set up logging, run the member.
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use synod_server::config::{Flags, LogLevel};
-use tracing::Level;
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::prelude::*;
+use synod_server::config::{self, LoadError, Notice};
 
 fn main() -> ExitCode {
-    let config = match Flags::parse().into_config() {
-        Ok(config) => config,
-        Err(message) => {
+    let loaded = match config::load(std::env::args_os().collect(), &std::env::vars_os().collect::<Vec<_>>()) {
+        Ok(loaded) => loaded,
+        // --help and --version print and exit 0; a bad flag prints clap's message and exits 2.
+        Err(LoadError::Flags(error)) => error.exit(),
+        Err(LoadError::Invalid(message)) => {
             eprintln!("synod: {message}");
             return ExitCode::from(2);
         }
     };
-    let level = match config.log_level {
-        LogLevel::Debug => Level::DEBUG,
-        LogLevel::Info => Level::INFO,
-        LogLevel::Warn => Level::WARN,
-        LogLevel::Error | LogLevel::Panic | LogLevel::Fatal => Level::ERROR,
-    };
-    // openraft narrates every state change at INFO; at etcd's default level only its
-    // warnings are worth a line. --log-level=debug shows its INFO lines too.
-    let openraft_level = if level == Level::DEBUG { Level::INFO } else { level.min(Level::WARN) };
-    // Its per-heartbeat complaints about a member that is down are left out below debug:
-    // the peer transport logs once when a member becomes unreachable and once when it is back.
-    let retry_noise = if level == Level::DEBUG { Level::WARN } else { level.min(Level::ERROR) };
-    let filter = Targets::new()
-        .with_default(level)
-        .with_target("openraft", openraft_level)
-        .with_target("openraft::core::heartbeat", retry_noise)
-        .with_target("openraft::replication", retry_noise)
-        .with_target("openraft::engine::handler::replication_handler", retry_noise)
-        .with_target("openraft::core::raft_core", retry_noise);
-    // One JSON object per line on stderr, as etcd logs.
-    let format = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_writer(std::io::stderr);
-    tracing_subscriber::registry().with(format.with_filter(filter)).init();
+    let config = loaded.config;
+    if let Err(message) = synod_server::log::init(config.log_level, &config.log_outputs) {
+        eprintln!("synod: {message}");
+        return ExitCode::from(2);
+    }
+    for notice in &loaded.notices {
+        match notice {
+            Notice::Info(message) => tracing::info!("{message}"),
+            Notice::Warn(message) => tracing::warn!("{message}"),
+        }
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

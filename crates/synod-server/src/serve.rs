@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
@@ -28,28 +28,50 @@ use crate::authority::AuthorityRewrite;
 use crate::pace::Pace;
 use crate::tls::{self, ClientIdentity, common_name};
 
-/// Streams one HTTP/2 connection may have open at once; more wait for the client's turn
-/// rather than taking unbounded server memory.
-const STREAMS_PER_CONNECTION_MAX: u32 = 1024;
-
 /// How long in-flight requests get to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Which port a listener serves. Only the client port gets the `:authority` shim: peers are
 /// synod members, whose requests h2 accepts as they are, and replication traffic should not
-/// pay for it.
+/// pay for it; the metrics port serves plain HTTP scrapes and probes.
 #[derive(Clone, Copy, Debug)]
 pub enum Port {
     Client,
     Peer,
+    Metrics,
+}
+
+/// The HTTP/2 settings of a listener (etcd's `--max-concurrent-streams` and
+/// `--grpc-keepalive-*` on the client port).
+#[derive(Clone, Copy, Debug)]
+pub struct Http2 {
+    /// Streams one connection may have open at once; more wait for the client's turn.
+    pub streams_max: u32,
+    /// How often an idle connection is pinged (`None`: never), and how long its answer may
+    /// take before the connection is closed.
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for Http2 {
+    /// What peer and metrics ports use: the stream bound, and no pings of the server's own
+    /// (members ping each other with heartbeats).
+    fn default() -> Self {
+        Http2 {
+            streams_max: limits::STREAMS_PER_CONNECTION_MAX,
+            keepalive_interval: None,
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 /// Accepts connections on `listener` and serves `app` on each, over TLS when `tls` is set,
-/// until `shutdown` turns true.
+/// until `shutdown` turns true; then lets the requests in flight finish, for up to
+/// [`SHUTDOWN_GRACE`].
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    port: Port,
+    (port, http2): (Port, Http2),
     tls: Option<tls::Listener>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -57,13 +79,17 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http2()
-        .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+        .timer(TokioTimer::new())
+        .keep_alive_interval(http2.keepalive_interval)
+        .keep_alive_timeout(http2.keepalive_timeout)
+        .max_concurrent_streams(http2.streams_max)
         .max_pending_accept_reset_streams(limits::HTTP2_RESETS_MAX)
         .max_local_error_reset_streams(limits::HTTP2_RESETS_MAX)
         .adaptive_window(true);
     let connections = Arc::new(Semaphore::new(match port {
         Port::Client => limits::CLIENT_CONNECTIONS_MAX,
         Port::Peer => limits::PEER_CONNECTIONS_MAX,
+        Port::Metrics => limits::METRICS_CONNECTIONS_MAX,
     }));
     loop {
         tokio::select! {
@@ -141,7 +167,7 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let pace = match self.port {
-            Port::Client => {
+            Port::Client | Port::Metrics => {
                 Some(Arc::new(tokio::sync::Mutex::new(Pace::new(limits::CONNECTION_REQUESTS_PER_SECOND))))
             }
             Port::Peer => None,
@@ -161,7 +187,7 @@ impl Connection {
         let outcome = match self.port {
             // etcdctl sends `:authority` values h2 rejects; the shim replaces them.
             Port::Client => self.run(AuthorityRewrite::new(stream), service).await,
-            Port::Peer => self.run(stream, service).await,
+            Port::Peer | Port::Metrics => self.run(stream, service).await,
         };
         if let Err(error) = outcome {
             tracing::debug!(%error, "connection ended with an error");

@@ -7,13 +7,10 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use support::pki::Pki;
 use support::{ClientTls, Server, interop_program};
 use synod_api::authpb::{Permission, permission::Type as PermType};
 use synod_api::etcdserverpb::auth_client::AuthClient;
@@ -38,51 +35,6 @@ use tonic::transport::Channel;
 
 /// How long a call that should return gets.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// A CA and the certificates it signs, written as PEM files in a directory.
-struct Pki {
-    dir: PathBuf,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(dir: &Path, name: &str) -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().expect("CA key");
-        let cert = params.self_signed(&key).expect("self-sign the CA");
-        std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).expect("write CA");
-        Pki { dir: dir.to_path_buf(), issuer: Issuer::new(params, key) }
-    }
-
-    fn ca(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.crt"))
-    }
-
-    /// A certificate for `common_name`, valid for loopback, for servers and clients both
-    /// (members present theirs on both sides of peer connections); returns (cert, key).
-    fn issue(&self, common_name: &str) -> (PathBuf, PathBuf) {
-        self.issue_as(common_name, common_name)
-    }
-
-    /// [`Pki::issue`], written to files named `file`.
-    fn issue_as(&self, file: &str, common_name: &str) -> (PathBuf, PathBuf) {
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).expect("params");
-        params.distinguished_name.push(DnType::CommonName, common_name);
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
-        let (cert_path, key_path) =
-            (self.dir.join(format!("{file}.crt")), self.dir.join(format!("{file}.key")));
-        std::fs::write(&cert_path, cert.pem()).expect("write cert");
-        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-        (cert_path, key_path)
-    }
-}
 
 fn path(p: &Path) -> String {
     p.display().to_string()
@@ -803,16 +755,6 @@ fn tokens_expire_the_gateway_takes_them_and_failed_logins_slow_down() {
 
 /// A JSON gateway POST with an optional Authorization header; returns status and body.
 fn http(address: &str, path: &str, authorization: Option<&str>, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).expect("connect");
     let header = authorization.map(|token| format!("Authorization: {token}\r\n")).unwrap_or_default();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\n{header}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).expect("send head");
-    stream.write_all(body.as_bytes()).expect("send body");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
-    (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    support::http(address, "POST", path, &header, body)
 }

@@ -4,6 +4,9 @@
 //! <data-dir>/member/raftlog.redb   the replicated log and the member's identity
 //! <data-dir>/member/state.redb     the MVCC state and the applied index
 //! ```
+//!
+//! With a dedicated log directory (etcd's `--wal-dir`, for a log on its own disk), the log is
+//! `<wal-dir>/raftlog.redb` instead, and the data dir must not hold one of its own.
 //! The directory is private to the member's user (0700), as etcd makes it.
 
 use std::fs;
@@ -14,11 +17,20 @@ use crate::StorageError;
 #[derive(Clone, Debug)]
 pub struct DataDir {
     root: PathBuf,
+    /// Where the log lives when not in `root/member`.
+    wal_dir: Option<PathBuf>,
 }
 
 impl DataDir {
     /// Opens `root`, creating it and its `member` directory if needed.
     pub fn open(root: &Path) -> Result<DataDir, StorageError> {
+        DataDir::open_with_log_in(root, None)
+    }
+
+    /// Opens `root` with the log in `wal_dir` if given, creating the directories if needed.
+    /// A data dir that already holds a log of its own is refused with a `wal_dir`
+    /// elsewhere: the member would start on a new, empty log beside its old state.
+    pub fn open_with_log_in(root: &Path, wal_dir: Option<&Path>) -> Result<DataDir, StorageError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StorageError::Io { path, source }
@@ -40,7 +52,32 @@ impl DataDir {
                 sync_dir(parent)?;
             }
         }
-        Ok(DataDir { root: root.to_path_buf() })
+        let wal_dir = wal_dir.filter(|dir| *dir != member).map(Path::to_path_buf);
+        if let Some(dir) = &wal_dir {
+            let own_log = member.join(LOG_FILE);
+            if own_log.exists() {
+                return Err(StorageError::Layout(format!(
+                    "the data dir holds a log at {}, but --wal-dir is {}: move the log there, or start \
+                     without --wal-dir",
+                    own_log.display(),
+                    dir.display()
+                )));
+            }
+            let fresh = !dir.exists();
+            fs::create_dir_all(dir).map_err(io(dir))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+            }
+            if fresh {
+                sync_dir(dir)?;
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    sync_dir(parent)?;
+                }
+            }
+        }
+        Ok(DataDir { root: root.to_path_buf(), wal_dir })
     }
 
     pub fn root(&self) -> &Path {
@@ -48,18 +85,28 @@ impl DataDir {
     }
 
     pub fn log_path(&self) -> PathBuf {
-        self.root.join("member").join("raftlog.redb")
+        self.log_dir().join(LOG_FILE)
+    }
+
+    fn log_dir(&self) -> PathBuf {
+        self.wal_dir.clone().unwrap_or_else(|| self.root.join("member"))
     }
 
     pub fn state_path(&self) -> PathBuf {
         self.root.join("member").join("state.redb")
     }
 
-    /// Makes the creation of files in the member directory durable.
+    /// Makes the creation of files in the member directory and the log's directory durable.
     pub fn sync(&self) -> Result<(), StorageError> {
-        sync_dir(&self.root.join("member"))
+        sync_dir(&self.root.join("member"))?;
+        match &self.wal_dir {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
     }
 }
+
+const LOG_FILE: &str = "raftlog.redb";
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     let io = |source| StorageError::Io { path: dir.to_path_buf(), source };

@@ -14,6 +14,9 @@ pub enum StorageError {
     },
     #[error("{path} is already in use by another process (is another synod running on this data dir?)")]
     InUse { path: PathBuf },
+    /// The files are not where the configuration says they should be.
+    #[error("{0}")]
+    Layout(String),
     #[error("storage engine: {0}")]
     Engine(#[from] redb::Error),
     #[error("corrupt data in {what}: {detail}")]

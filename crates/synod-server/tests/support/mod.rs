@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod pki;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -81,11 +83,13 @@ pub struct Server {
     pub data_dir: PathBuf,
     log_path: PathBuf,
     program: PathBuf,
-    args: Vec<String>,
+    pub args: Vec<String>,
     child: Option<Child>,
     /// How a client reaches it when its client URL is `https`: the CA to trust, and the
     /// certificate and key to present.
     pub client_tls: Option<ClientTls>,
+    /// Environment variables the process gets on top of the test's.
+    pub env: Vec<(String, String)>,
 }
 
 /// PEM files a test client uses to reach a TLS client port.
@@ -185,6 +189,30 @@ impl Server {
             args,
             child: None,
             client_tls: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// A synod member named `name` in `dir` run with exactly `args` and `env` (no flags of
+    /// the harness's own), serving clients on `client_port`; not started yet.
+    pub fn configured(
+        dir: &Path,
+        name: &str,
+        client_port: u16,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Server {
+        Server {
+            name: name.to_string(),
+            client_port,
+            peer_port: 0,
+            data_dir: dir.join(format!("{name}.synod")),
+            log_path: dir.join(format!("{name}.log")),
+            program: PathBuf::from(env!("CARGO_BIN_EXE_synod")),
+            args,
+            child: None,
+            client_tls: None,
+            env,
         }
     }
 
@@ -240,6 +268,7 @@ impl Server {
             args,
             child: None,
             client_tls: None,
+            env: Vec::new(),
         }
     }
 
@@ -259,6 +288,7 @@ impl Server {
             .expect("open server log");
         let child = Command::new(&self.program)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -515,14 +545,27 @@ pub fn etcdctl_output(program: &Path, args: &[&str]) -> (String, String) {
     (stdout, stderr)
 }
 
+/// One plain HTTP/1.1 request to `address` (`headers` are whole lines, each ending in
+/// CRLF); returns the status and the body.
+pub fn http(address: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(address).unwrap_or_else(|e| panic!("connect to {address}: {e}"));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("send head");
+    stream.write_all(body.as_bytes()).expect("send body");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
 /// The server's `/metrics` page.
 pub fn metrics(server: &Server) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(server.address()).expect("connect");
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    response
+    http(&server.address(), "GET", "/metrics", "", "").1
 }
 
 /// The value of an unlabelled metric on the server's `/metrics` page.
