@@ -9,6 +9,8 @@
 //! tonic. This crate must never depend on server, storage or state-machine code.
 
 #[cfg(feature = "grpc")]
+pub mod body;
+#[cfg(feature = "grpc")]
 pub mod codec;
 pub mod etcd_error;
 

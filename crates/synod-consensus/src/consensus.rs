@@ -42,6 +42,7 @@ use crate::combine::{self, Combiner, WriteOutcome};
 use crate::disk_io::DiskIo;
 use crate::log_store::RaftLog;
 use crate::network::{Dialer, PeerIdentity, PeerNetwork};
+use crate::observer::Observer;
 use crate::removed::{REMOVED_MESSAGE, Removed};
 use crate::runtime::SynodRuntime;
 use crate::state_machine::{StateMachine, member_key};
@@ -114,8 +115,11 @@ pub struct ConsensusOptions {
     pub snapshot_bytes_max: u64,
     pub log: Arc<LogStore>,
     pub state: Arc<StateStore>,
-    /// Told about every durable log write (duration, entries), for metrics.
-    pub on_log_flush: Option<crate::log_store::FlushObserver>,
+    /// Told what happens, for metrics ([`NoObserver`](crate::NoObserver) for none).
+    pub observer: Arc<dyn Observer>,
+    /// How often each peer is probed for its round-trip time (etcd probes every 4 s);
+    /// `None` probes nothing (the simulator, whose network is all delays of its own).
+    pub probe_interval: Option<Duration>,
     /// How to reach the other members (`GrpcDialer` in a server).
     pub dialer: Arc<dyn Dialer>,
     /// Where blocking disk work runs (`DiskIo::Threads` in a server).
@@ -179,6 +183,7 @@ pub enum MemberChange {
 
 pub(crate) struct Inner {
     pub(crate) raft: Raft,
+    pub(crate) observer: Arc<dyn Observer>,
     pub(crate) group: GroupId,
     pub(crate) member_id: u64,
     pub(crate) cluster_id: u64,
@@ -409,9 +414,11 @@ impl Consensus {
         }
         .validate()
         .map_err(|e| failed("consensus configuration", &e))?;
-        let log =
-            RaftLog::open(options.log.clone(), options.group, options.on_log_flush.clone(), options.disk_io)
-                .map_err(|e| failed("open the raft log", &e))?;
+        let flushed = options.observer.clone();
+        let on_flush: crate::log_store::FlushObserver =
+            Arc::new(move |elapsed, entries| flushed.log_flushed(elapsed, entries));
+        let log = RaftLog::open(options.log.clone(), options.group, Some(on_flush), options.disk_io)
+            .map_err(|e| failed("open the raft log", &e))?;
         let removed = Removed::new(options.member_id);
         let state_machine = StateMachine::open(
             options.state.clone(),
@@ -434,6 +441,7 @@ impl Consensus {
             removed.clone(),
             options.dialer.clone(),
             options.disk_io,
+            options.observer.clone(),
         );
         let raft =
             Raft::new(options.member_id, Arc::new(config), network.clone(), log, state_machine.clone())
@@ -453,6 +461,7 @@ impl Consensus {
         let (failure, _) = watch::channel(None);
         let inner = Arc::new(Inner {
             raft,
+            observer: options.observer.clone(),
             group: options.group,
             member_id: options.member_id,
             cluster_id: options.cluster_id,
@@ -477,6 +486,9 @@ impl Consensus {
         let consensus = Consensus { inner };
         consensus.start_checkpointer();
         consensus.start_watchdog();
+        if let Some(interval) = options.probe_interval {
+            consensus.start_prober(interval);
+        }
         consensus.stop_when_removed();
         consensus.publish_attributes(options.name, options.client_urls);
         Ok(consensus)
@@ -1483,11 +1495,18 @@ impl Consensus {
         let mut metrics = self.inner.raft.metrics();
         tokio::spawn(async move {
             let mut known = (0, None);
+            let mut followed = None;
             loop {
                 let (running, term, leader) = {
                     let m = metrics.borrow_watched();
                     (m.running_state.clone(), m.current_term, m.current_leader)
                 };
+                // etcd counts a change whenever raft names a leader other than the last one
+                // it named, which includes the same member after a time without a leader.
+                if leader.is_some() && leader != followed {
+                    consensus.inner.observer.leader_changed(leader.unwrap_or_default());
+                }
+                followed = leader;
                 if (term, leader) != known {
                     match leader {
                         Some(leader) => {
@@ -1529,6 +1548,7 @@ impl Consensus {
                     continue;
                 }
                 let state = consensus.inner.state.clone();
+                let started = Instant::now();
                 if let Err(e) = consensus
                     .inner
                     .disk_io
@@ -1538,7 +1558,43 @@ impl Consensus {
                     consensus.fail(format!("state checkpoint failed: {e}"));
                     return;
                 }
+                consensus.inner.observer.state_committed(started.elapsed());
                 durable = applied;
+            }
+        });
+    }
+
+    /// Probes every other member every `interval` with a ClusterInfo call, as etcd's
+    /// prober does, for the peer round-trip histogram and the failures of members that
+    /// are down. Ends when the group stops.
+    fn start_prober(&self, interval: Duration) {
+        let consensus = self.clone();
+        let mut stopped = self.inner.removed.watch();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    _ = stopped.changed() => return,
+                }
+                if consensus.inner.raft.metrics().borrow_watched().running_state.is_err() {
+                    return;
+                }
+                let members: Vec<(u64, MemberNode)> = consensus
+                    .metrics()
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .filter(|(id, _)| **id != consensus.inner.member_id)
+                    .map(|(id, node)| (*id, node.clone()))
+                    .collect();
+                let probes = members.iter().map(|(id, node)| async {
+                    let started = Instant::now();
+                    match consensus.inner.network.probe(*id, &node.peer_urls, interval).await {
+                        Ok(()) => consensus.inner.observer.peer_round_trip(*id, started.elapsed()),
+                        Err(_) => consensus.inner.observer.peer_send_failed(*id),
+                    }
+                });
+                futures::future::join_all(probes).await;
             }
         });
     }
@@ -1649,6 +1705,7 @@ mod tests {
             Removed::new(1),
             Arc::new(crate::network::GrpcDialer::default()),
             DiskIo::Threads,
+            Arc::new(crate::NoObserver),
         );
         let mut client = network.client(2, &[format!("http://127.0.0.1:{port}")]).unwrap();
         let request = pb::ForwardRequest { group_id: 0, commands: Vec::new() };

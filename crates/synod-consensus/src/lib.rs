@@ -18,6 +18,7 @@ mod disk_io;
 mod force;
 mod log_store;
 mod network;
+mod observer;
 mod peer_service;
 mod removed;
 mod runtime;
@@ -32,6 +33,7 @@ pub use consensus::{
 };
 pub use disk_io::DiskIo;
 pub use force::{ForcedCluster, force_new_cluster};
+pub use observer::{NoObserver, Observer};
 
 /// The decoders of what members store and exchange, for the fuzz targets (`fuzz/`): each
 /// takes bytes as a disk or a peer would hand them over and says whether synod accepted

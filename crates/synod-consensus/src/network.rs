@@ -20,6 +20,7 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
+use synod_api::body::{BodyWatcher, WatchedBody};
 use synod_api::synodpb as pb;
 use synod_api::synodpb::raft_client::RaftClient;
 use synod_base::GroupId;
@@ -28,6 +29,7 @@ use tower::ServiceExt as _;
 
 use crate::codec;
 use crate::disk_io::DiskIo;
+use crate::observer::Observer;
 use crate::removed::{REMOVED_MESSAGE, Removed};
 use crate::state_machine::{SnapshotFile, StateSnapshot};
 use crate::types::{MemberNode, TypeConfig, Vote};
@@ -132,6 +134,7 @@ pub struct PeerNetwork {
     removed: Removed,
     dialer: Arc<dyn Dialer>,
     disk_io: DiskIo,
+    observer: Arc<dyn Observer>,
 }
 
 impl PeerNetwork {
@@ -140,6 +143,7 @@ impl PeerNetwork {
         removed: Removed,
         dialer: Arc<dyn Dialer>,
         disk_io: DiskIo,
+        observer: Arc<dyn Observer>,
     ) -> PeerNetwork {
         PeerNetwork {
             identity,
@@ -148,13 +152,61 @@ impl PeerNetwork {
             removed,
             dialer,
             disk_io,
+            observer,
         }
+    }
+
+    /// One ClusterInfo call to `target`, the cheapest question a member answers, within
+    /// `timeout`: how etcd's prober measures a peer's round trip.
+    pub(crate) async fn probe(
+        &self,
+        target: u64,
+        peer_urls: &[String],
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let mut client = self.client(target, peer_urls)?;
+        let request = self.request(target, pb::ClusterInfoRequest {}, timeout);
+        match tokio::time::timeout(timeout, client.cluster_info(request)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(status.message().to_string()),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+
+    /// `channel` with its request bytes counted as sent to `target` and its response bytes
+    /// as received from it.
+    fn counted(&self, target: u64, channel: PeerChannel) -> PeerChannel {
+        let (sent, received) = (self.observer.clone(), self.observer.clone());
+        let service = tower::ServiceBuilder::new()
+            .map_request(move |request: http::Request<tonic::body::Body>| {
+                let observer = sent.clone();
+                request.map(|body| {
+                    tonic::body::Body::new(WatchedBody::new(
+                        body,
+                        Counted(move |n| observer.peer_sent(target, n)),
+                    ))
+                })
+            })
+            .map_response(move |response: http::Response<tonic::body::Body>| {
+                let observer = received.clone();
+                response.map(|body| {
+                    tonic::body::Body::new(WatchedBody::new(
+                        body,
+                        Counted(move |n| observer.peer_received(target, n)),
+                    ))
+                })
+            })
+            .service(channel);
+        PeerChannel::new(service)
     }
 
     /// Records the outcome of a call to `target`, logging only changes, so a member that is
     /// down costs two log lines rather than one per heartbeat.
     fn record_reachability(&self, target: u64, failure: Option<&RPCError<TypeConfig>>) {
         let mut unreachable = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        if failure.is_some() {
+            self.observer.peer_send_failed(target);
+        }
         match failure {
             Some(RPCError::Unreachable(_) | RPCError::Timeout(_)) => {
                 if let std::collections::hash_map::Entry::Vacant(entry) = unreachable.entry(target) {
@@ -183,7 +235,7 @@ impl PeerNetwork {
             Some((urls, channel)) if urls == peer_urls => channel.clone(),
             _ => {
                 let url = peer_urls.first().ok_or_else(|| format!("member {target:x} has no peer URL"))?;
-                let channel = self.dialer.dial(target, url)?;
+                let channel = self.counted(target, self.dialer.dial(target, url)?);
                 channels.insert(target, (peer_urls.to_vec(), channel.clone()));
                 channel
             }
@@ -402,4 +454,15 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             codec::vote_from(response.vote.as_ref()).map_err(|e| StreamingError::from(decode_error(e)))?;
         Ok(SnapshotResponse::new(vote))
     }
+}
+
+/// Counts the bytes of a body's data frames.
+struct Counted<F>(F);
+
+impl<F: Fn(u64) + Send + 'static> BodyWatcher for Counted<F> {
+    fn data(&mut self, chunk: &[u8]) {
+        (self.0)(chunk.len() as u64);
+    }
+
+    fn end(&mut self) {}
 }

@@ -67,7 +67,8 @@ async fn start(disks: &Disks, snapshot_count: u64, catchup_entries: u64) -> (Con
         snapshot_bytes_max: u64::MAX,
         log,
         state: state.clone(),
-        on_log_flush: None,
+        observer: Arc::new(synod_consensus::NoObserver),
+        probe_interval: None,
         dialer: Arc::new(synod_consensus::GrpcDialer::default()),
         disk_io: synod_consensus::DiskIo::Threads,
     })

@@ -32,7 +32,7 @@ use crate::auth::{self, Admitted, Credentials, Gate, Guard, Guarded};
 use crate::config::{Config, Url};
 use crate::errors;
 use crate::lease::Lessor;
-use crate::metrics::Metrics;
+use crate::metrics::{InFlight, Metrics};
 use crate::watch::WatchHub;
 use synod_consensus::{Consensus, DiskIo, MemberChange, MemberInfo};
 
@@ -194,6 +194,10 @@ impl Api {
         &self.inner.metrics
     }
 
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        self.inner.metrics.clone()
+    }
+
     pub fn consensus(&self) -> &Consensus {
         &self.inner.consensus
     }
@@ -204,6 +208,7 @@ impl Api {
         let m = &self.inner.metrics;
         let status = self.inner.consensus.status();
         m.has_leader.set(i64::from(status.leader.is_some()));
+        m.is_learner.set(i64::from(status.is_learner));
         m.is_leader.set(i64::from(status.leader == Some(self.inner.consensus.member_id())));
         m.proposals_committed.set(status.commit_index as i64);
         m.proposals_applied.set(status.applied_index as i64);
@@ -211,9 +216,13 @@ impl Api {
         m.snapshots_installed.set(status.snapshots_installed as i64);
         let stats = self.inner.state.stats();
         m.db_size_bytes.set(stats.size_bytes as i64);
+        m.debugging_db_size_bytes.set(stats.size_bytes as i64);
         m.db_size_in_use_bytes.set(stats.in_use_bytes as i64);
         if let Ok(revision) = self.inner.state.current_revision() {
             m.current_revision.set(revision);
+        }
+        if let Ok(sessions) = self.inner.state.counter_session_count() {
+            m.counter_sessions.set(sessions as i64);
         }
     }
 
@@ -268,7 +277,13 @@ impl Api {
             return Err(EtcdError::RequestTooLarge.into());
         }
         drop(encoded);
-        let outcome = self.inner.consensus.propose(command).await.map_err(errors::consensus)?;
+        let metrics = &self.inner.metrics;
+        // Pending until it is applied or fails, also when the caller goes away meanwhile.
+        let _pending = InFlight::new(metrics.proposals_pending.clone());
+        let outcome = self.inner.consensus.propose(command).await.map_err(|e| {
+            metrics.proposals_failed.inc();
+            errors::consensus(e)
+        })?;
         outcome.map_err(Status::from)
     }
 
@@ -301,24 +316,21 @@ impl Api {
         self.inner.consensus.read_barrier().await.map_err(errors::consensus)
     }
 
-    /// Serves one unary call: etcd's `hasleader` check, the handler, and the RPC metrics.
+    /// Serves one unary call: etcd's `hasleader` check, then the handler.
     pub(crate) async fn unary<Req: ServedByLearner + Guarded, T, F>(
         &self,
-        service: &'static str,
-        method: &'static str,
         request: Request<Req>,
         handler: impl FnOnce(Req) -> F,
     ) -> Reply<T>
     where
         F: std::future::Future<Output = Result<T, Status>>,
     {
-        let reply = match self.admit(request.get_ref(), &Credentials::from(&request)) {
+        match self.admit(request.get_ref(), &Credentials::from(&request)) {
             Ok(admitted) => {
                 auth::run_as(admitted, handler(request.into_inner())).await.map(tonic::Response::new)
             }
             Err(e) => Err(e),
-        };
-        self.record(service, method, reply)
+        }
     }
 
     /// etcd's unary interceptor: a learner serves only what it can answer alone, and a
@@ -374,12 +386,6 @@ impl Api {
 
     pub(crate) fn gate(&self) -> &Gate {
         &self.inner.gate
-    }
-
-    pub(crate) fn record<T>(&self, service: &'static str, method: &'static str, reply: Reply<T>) -> Reply<T> {
-        let code = reply.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
-        self.inner.metrics.rpc_done(service, method, code);
-        reply
     }
 
     fn members(&self) -> Vec<Member> {
@@ -676,65 +682,60 @@ impl ServedByLearner for MemberUpdateRequest {}
 impl ServedByLearner for MemberListRequest {}
 impl ServedByLearner for MemberPromoteRequest {}
 
-const KV: &str = "etcdserverpb.KV";
-const MAINTENANCE: &str = "etcdserverpb.Maintenance";
-const CLUSTER: &str = "etcdserverpb.Cluster";
-
 #[tonic::async_trait]
 impl kv_server::Kv for Api {
     async fn range(&self, request: Request<RangeRequest>) -> Reply<RangeResponse> {
-        self.unary(KV, "Range", request, |r| Api::range(self, r)).await
+        self.unary(request, |r| Api::range(self, r)).await
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Reply<PutResponse> {
-        self.unary(KV, "Put", request, |r| Api::put(self, r)).await
+        self.unary(request, |r| Api::put(self, r)).await
     }
 
     async fn delete_range(&self, request: Request<DeleteRangeRequest>) -> Reply<DeleteRangeResponse> {
-        self.unary(KV, "DeleteRange", request, |r| Api::delete_range(self, r)).await
+        self.unary(request, |r| Api::delete_range(self, r)).await
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Reply<TxnResponse> {
-        self.unary(KV, "Txn", request, |r| Api::txn(self, r)).await
+        self.unary(request, |r| Api::txn(self, r)).await
     }
 
     async fn compact(&self, request: Request<CompactionRequest>) -> Reply<CompactionResponse> {
-        self.unary(KV, "Compact", request, |r| Api::compact(self, r)).await
+        self.unary(request, |r| Api::compact(self, r)).await
     }
 }
 
 #[tonic::async_trait]
 impl maintenance_server::Maintenance for Api {
     async fn alarm(&self, request: Request<AlarmRequest>) -> Reply<AlarmResponse> {
-        self.unary(MAINTENANCE, "Alarm", request, |r| Api::alarm(self, r)).await
+        self.unary(request, |r| Api::alarm(self, r)).await
     }
 
     async fn status(&self, request: Request<StatusRequest>) -> Reply<StatusResponse> {
-        self.unary(MAINTENANCE, "Status", request, |r| Api::status(self, r)).await
+        self.unary(request, |r| Api::status(self, r)).await
     }
 
     async fn defragment(&self, request: Request<DefragmentRequest>) -> Reply<DefragmentResponse> {
-        self.unary(MAINTENANCE, "Defragment", request, |r| Api::defragment(self, r)).await
+        self.unary(request, |r| Api::defragment(self, r)).await
     }
 
     async fn hash(&self, request: Request<HashRequest>) -> Reply<HashResponse> {
-        self.unary(MAINTENANCE, "Hash", request, |r| Api::hash(self, r)).await
+        self.unary(request, |r| Api::hash(self, r)).await
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Reply<HashKvResponse> {
-        self.unary(MAINTENANCE, "HashKV", request, |r| Api::hash_kv(self, r)).await
+        self.unary(request, |r| Api::hash_kv(self, r)).await
     }
 
     type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
 
     async fn snapshot(&self, request: Request<SnapshotRequest>) -> Reply<Self::SnapshotStream> {
         self.admit(request.get_ref(), &Credentials::from(&request))?;
-        self.inner.metrics.rpc_done(MAINTENANCE, "Snapshot", tonic::Code::Ok);
         Ok(tonic::Response::new(ReceiverStream::new(self.snapshot_stream())))
     }
 
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Reply<MoveLeaderResponse> {
-        self.unary(MAINTENANCE, "MoveLeader", request, |r| Api::move_leader(self, r)).await
+        self.unary(request, |r| Api::move_leader(self, r)).await
     }
 
     async fn downgrade(&self, _request: Request<DowngradeRequest>) -> Reply<DowngradeResponse> {
@@ -745,23 +746,23 @@ impl maintenance_server::Maintenance for Api {
 #[tonic::async_trait]
 impl cluster_server::Cluster for Api {
     async fn member_add(&self, request: Request<MemberAddRequest>) -> Reply<MemberAddResponse> {
-        self.unary(CLUSTER, "MemberAdd", request, |r| Api::member_add(self, r)).await
+        self.unary(request, |r| Api::member_add(self, r)).await
     }
 
     async fn member_remove(&self, request: Request<MemberRemoveRequest>) -> Reply<MemberRemoveResponse> {
-        self.unary(CLUSTER, "MemberRemove", request, |r| Api::member_remove(self, r)).await
+        self.unary(request, |r| Api::member_remove(self, r)).await
     }
 
     async fn member_update(&self, request: Request<MemberUpdateRequest>) -> Reply<MemberUpdateResponse> {
-        self.unary(CLUSTER, "MemberUpdate", request, |r| Api::member_update(self, r)).await
+        self.unary(request, |r| Api::member_update(self, r)).await
     }
 
     async fn member_list(&self, request: Request<MemberListRequest>) -> Reply<MemberListResponse> {
-        self.unary(CLUSTER, "MemberList", request, |r| Api::member_list(self, r)).await
+        self.unary(request, |r| Api::member_list(self, r)).await
     }
 
     async fn member_promote(&self, request: Request<MemberPromoteRequest>) -> Reply<MemberPromoteResponse> {
-        self.unary(CLUSTER, "MemberPromote", request, |r| Api::member_promote(self, r)).await
+        self.unary(request, |r| Api::member_promote(self, r)).await
     }
 }
 

@@ -24,8 +24,6 @@ use tonic::{Request, Status};
 use crate::api::{Api, Reply, ServedByLearner};
 use crate::errors;
 
-const AUTH: &str = "etcdserverpb.Auth";
-
 impl Api {
     /// Proposes one auth change; the header of its reply.
     async fn auth_change(&self, op: Op) -> Result<Option<ResponseHeader>, Status> {
@@ -219,85 +217,85 @@ impl ServedByLearner for AuthRoleRevokePermissionRequest {}
 #[tonic::async_trait]
 impl auth_server::Auth for Api {
     async fn auth_enable(&self, request: Request<AuthEnableRequest>) -> Reply<AuthEnableResponse> {
-        self.unary(AUTH, "AuthEnable", request, |r| Api::auth_enable(self, r)).await
+        self.unary(request, |r| Api::auth_enable(self, r)).await
     }
 
     async fn auth_disable(&self, request: Request<AuthDisableRequest>) -> Reply<AuthDisableResponse> {
-        self.unary(AUTH, "AuthDisable", request, |r| Api::auth_disable(self, r)).await
+        self.unary(request, |r| Api::auth_disable(self, r)).await
     }
 
     async fn auth_status(&self, request: Request<AuthStatusRequest>) -> Reply<AuthStatusResponse> {
-        self.unary(AUTH, "AuthStatus", request, |r| Api::auth_status(self, r)).await
+        self.unary(request, |r| Api::auth_status(self, r)).await
     }
 
     async fn authenticate(&self, request: Request<AuthenticateRequest>) -> Reply<AuthenticateResponse> {
-        self.unary(AUTH, "Authenticate", request, |r| Api::authenticate(self, r)).await
+        self.unary(request, |r| Api::authenticate(self, r)).await
     }
 
     async fn user_add(&self, request: Request<AuthUserAddRequest>) -> Reply<AuthUserAddResponse> {
-        self.unary(AUTH, "UserAdd", request, |r| Api::user_add(self, r)).await
+        self.unary(request, |r| Api::user_add(self, r)).await
     }
 
     async fn user_get(&self, request: Request<AuthUserGetRequest>) -> Reply<AuthUserGetResponse> {
-        self.unary(AUTH, "UserGet", request, |r| Api::user_get(self, r)).await
+        self.unary(request, |r| Api::user_get(self, r)).await
     }
 
     async fn user_list(&self, request: Request<AuthUserListRequest>) -> Reply<AuthUserListResponse> {
-        self.unary(AUTH, "UserList", request, |r| Api::user_list(self, r)).await
+        self.unary(request, |r| Api::user_list(self, r)).await
     }
 
     async fn user_delete(&self, request: Request<AuthUserDeleteRequest>) -> Reply<AuthUserDeleteResponse> {
-        self.unary(AUTH, "UserDelete", request, |r| Api::user_delete(self, r)).await
+        self.unary(request, |r| Api::user_delete(self, r)).await
     }
 
     async fn user_change_password(
         &self,
         request: Request<AuthUserChangePasswordRequest>,
     ) -> Reply<AuthUserChangePasswordResponse> {
-        self.unary(AUTH, "UserChangePassword", request, |r| Api::user_change_password(self, r)).await
+        self.unary(request, |r| Api::user_change_password(self, r)).await
     }
 
     async fn user_grant_role(
         &self,
         request: Request<AuthUserGrantRoleRequest>,
     ) -> Reply<AuthUserGrantRoleResponse> {
-        self.unary(AUTH, "UserGrantRole", request, |r| Api::user_grant_role(self, r)).await
+        self.unary(request, |r| Api::user_grant_role(self, r)).await
     }
 
     async fn user_revoke_role(
         &self,
         request: Request<AuthUserRevokeRoleRequest>,
     ) -> Reply<AuthUserRevokeRoleResponse> {
-        self.unary(AUTH, "UserRevokeRole", request, |r| Api::user_revoke_role(self, r)).await
+        self.unary(request, |r| Api::user_revoke_role(self, r)).await
     }
 
     async fn role_add(&self, request: Request<AuthRoleAddRequest>) -> Reply<AuthRoleAddResponse> {
-        self.unary(AUTH, "RoleAdd", request, |r| Api::role_add(self, r)).await
+        self.unary(request, |r| Api::role_add(self, r)).await
     }
 
     async fn role_get(&self, request: Request<AuthRoleGetRequest>) -> Reply<AuthRoleGetResponse> {
-        self.unary(AUTH, "RoleGet", request, |r| Api::role_get(self, r)).await
+        self.unary(request, |r| Api::role_get(self, r)).await
     }
 
     async fn role_list(&self, request: Request<AuthRoleListRequest>) -> Reply<AuthRoleListResponse> {
-        self.unary(AUTH, "RoleList", request, |r| Api::role_list(self, r)).await
+        self.unary(request, |r| Api::role_list(self, r)).await
     }
 
     async fn role_delete(&self, request: Request<AuthRoleDeleteRequest>) -> Reply<AuthRoleDeleteResponse> {
-        self.unary(AUTH, "RoleDelete", request, |r| Api::role_delete(self, r)).await
+        self.unary(request, |r| Api::role_delete(self, r)).await
     }
 
     async fn role_grant_permission(
         &self,
         request: Request<AuthRoleGrantPermissionRequest>,
     ) -> Reply<AuthRoleGrantPermissionResponse> {
-        self.unary(AUTH, "RoleGrantPermission", request, |r| Api::role_grant_permission(self, r)).await
+        self.unary(request, |r| Api::role_grant_permission(self, r)).await
     }
 
     async fn role_revoke_permission(
         &self,
         request: Request<AuthRoleRevokePermissionRequest>,
     ) -> Reply<AuthRoleRevokePermissionResponse> {
-        self.unary(AUTH, "RoleRevokePermission", request, |r| Api::role_revoke_permission(self, r)).await
+        self.unary(request, |r| Api::role_revoke_permission(self, r)).await
     }
 }

@@ -364,8 +364,8 @@ pub struct Flags {
     #[arg(long, value_parser = url, value_delimiter = ',', value_name = "URLS")]
     pub listen_metrics_urls: Vec<Url>,
 
-    /// Detail of the exported metrics: basic (extensive, with the gRPC handling-time
-    /// histograms, is refused until they are exported).
+    /// Detail of the exported metrics: basic, or extensive for the gRPC handling-time
+    /// histograms too.
     #[arg(long, value_enum, default_value = "basic", value_name = "LEVEL")]
     pub metrics: MetricsLevel,
 
@@ -633,11 +633,7 @@ impl Flags {
             return Err("--logger=capnslog: synod logs in zap's JSON layout only; use --logger=zap".into());
         }
         let log_outputs = log_outputs(&self.log_outputs)?;
-        if self.metrics == MetricsLevel::Extensive {
-            return Err("--metrics=extensive: the gRPC handling-time histograms are not exported yet; \
-                        use --metrics=basic"
-                .into());
-        }
+
         if self.max_txn_ops == 0 {
             return Err("--max-txn-ops must be positive".into());
         }
@@ -1031,14 +1027,14 @@ mod tests {
             "--log-outputs=stdout,/var/log/synod.log,stdout",
             "--grpc-keepalive-interval=0",
             "--max-concurrent-streams=100000",
-            "--metrics=basic",
+            "--metrics=extensive",
             "--wal-dir=/fast/wal",
         ])
         .unwrap();
         assert_eq!(config.log_outputs, vec![LogOutput::Stdout, LogOutput::File("/var/log/synod.log".into())]);
         assert_eq!(config.keepalive_interval, None);
         assert_eq!(config.streams_per_connection_max, limits::STREAMS_PER_CONNECTION_MAX);
-        assert_eq!(config.metrics, MetricsLevel::Basic);
+        assert_eq!(config.metrics, MetricsLevel::Extensive);
         assert_eq!(config.wal_dir, Some(PathBuf::from("/fast/wal")));
         assert_eq!(parse(&[]).unwrap().keepalive_interval, Some(Duration::from_secs(7200)));
         for (args, named) in [
@@ -1047,7 +1043,6 @@ mod tests {
             (&["--max-txn-ops=0"], "--max-txn-ops"),
             (&["--grpc-keepalive-timeout=0s"], "--grpc-keepalive-timeout"),
             (&["--metrics=all"], "--metrics"),
-            (&["--metrics=extensive"], "--metrics=extensive"),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(named), "{args:?}: {err}");

@@ -14,8 +14,6 @@ use tonic::{Request, Status};
 use crate::api::{Api, Reply, ServedByLearner};
 use crate::errors;
 
-const COUNTER: &str = "synod.v1.Counter";
-
 impl Api {
     pub async fn counter_add(&self, request: AddRequest) -> Result<AddResponse, Status> {
         if request.key.is_empty() {
@@ -72,10 +70,10 @@ impl ServedByLearner for GetRequest {
 #[tonic::async_trait]
 impl counter_server::Counter for Api {
     async fn add(&self, request: Request<AddRequest>) -> Reply<AddResponse> {
-        self.unary(COUNTER, "Add", request, |r| Api::counter_add(self, r)).await
+        self.unary(request, |r| Api::counter_add(self, r)).await
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Reply<GetResponse> {
-        self.unary(COUNTER, "Get", request, |r| Api::counter_get(self, r)).await
+        self.unary(request, |r| Api::counter_get(self, r)).await
     }
 }

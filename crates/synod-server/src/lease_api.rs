@@ -24,8 +24,6 @@ use crate::errors;
 use crate::pace::Pace;
 use synod_base::limits;
 
-const LEASE: &str = "etcdserverpb.Lease";
-
 /// What a lease costs against the quota: etcd charges a lease's stored size; a fixed
 /// amount is close enough and keeps a grant from slipping past a full store.
 const LEASE_COST: u64 = 64;
@@ -131,11 +129,11 @@ type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, 
 #[tonic::async_trait]
 impl lease_server::Lease for Api {
     async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Reply<LeaseGrantResponse> {
-        self.unary(LEASE, "LeaseGrant", request, |r| Api::lease_grant(self, r)).await
+        self.unary(request, |r| Api::lease_grant(self, r)).await
     }
 
     async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> Reply<LeaseRevokeResponse> {
-        self.unary(LEASE, "LeaseRevoke", request, |r| Api::lease_revoke(self, r)).await
+        self.unary(request, |r| Api::lease_revoke(self, r)).await
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;
@@ -155,11 +153,11 @@ impl lease_server::Lease for Api {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Reply<LeaseTimeToLiveResponse> {
-        self.unary(LEASE, "LeaseTimeToLive", request, |r| Api::lease_time_to_live(self, r)).await
+        self.unary(request, |r| Api::lease_time_to_live(self, r)).await
     }
 
     async fn lease_leases(&self, request: Request<LeaseLeasesRequest>) -> Reply<LeaseLeasesResponse> {
-        self.unary(LEASE, "LeaseLeases", request, |r| Api::lease_leases(self, r)).await
+        self.unary(request, |r| Api::lease_leases(self, r)).await
     }
 }
 
@@ -186,13 +184,7 @@ fn keep_alive_responses(
         async move {
             pace.lock().await.wait().await;
             let request = request?;
-            let reply = api.lease_renew(request.id).await;
-            api.metrics().rpc_done(
-                LEASE,
-                "LeaseKeepAlive",
-                reply.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok),
-            );
-            reply
+            api.lease_renew(request.id).await
         }
     });
     // The first error ends the stream after it is sent.

@@ -26,6 +26,7 @@ pub mod log;
 pub mod metrics;
 mod pace;
 pub mod probes;
+mod rpc_metrics;
 pub mod serve;
 pub mod tls;
 pub mod watch;
@@ -155,8 +156,7 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         force_new_cluster(&log, &state, &identity)?;
     }
     data_dir.sync().context("sync data dir")?;
-    let metrics = Arc::new(Metrics::new());
-    let flush_metrics = metrics.clone();
+    let metrics = Arc::new(Metrics::new(config.metrics));
     let consensus = Consensus::start(ConsensusOptions {
         group: GroupId::FIRST,
         member_id: identity.member_id,
@@ -175,12 +175,8 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         snapshot_bytes_max: config.quota_backend_bytes.map_or(u64::MAX, |quota| quota.saturating_mul(2)),
         log,
         state: state.clone(),
-        on_log_flush: Some(Arc::new(move |elapsed: Duration, entries: usize| {
-            Metrics::observe_seconds(&flush_metrics.wal_fsync_seconds, elapsed);
-            if entries > 0 {
-                flush_metrics.log_batch_entries.observe(entries as f64);
-            }
-        })),
+        observer: metrics.clone(),
+        probe_interval: Some(PEER_PROBE_INTERVAL),
         dialer: Arc::new(dialer),
         disk_io: DiskIo::Threads,
     })
@@ -210,7 +206,8 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         .add_service(AuthServer::new(api.clone()).max_decoding_message_size(grpc_limit))
         .add_service(health_service)
         .prepare()
-        .into_axum_router();
+        .into_axum_router()
+        .layer(rpc_metrics::RpcMetricsLayer { metrics: api.metrics_handle() });
     // JSON bodies carry bytes in base64 (4/3 larger) plus field names.
     let json_limit = grpc_limit / 3 * 4 + 64 * 1024;
     let app = grpc.merge(gateway::router(api.clone(), json_limit)).fallback(gateway::fallback);
@@ -223,7 +220,8 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
                 axum::Json(serde_json::json!({ "etcdserver": api::ETCD_VERSION }))
             }),
         )
-        .fallback(gateway::fallback);
+        .fallback(gateway::fallback)
+        .layer(rpc_metrics::PeerBytesLayer { metrics: api.metrics_handle() });
 
     let (stop_servers, stopping) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
@@ -404,6 +402,10 @@ async fn running_cluster(
     }
     synod_consensus::discover_cluster(dialer, &peers, PEER_PROBE_TIMEOUT).await.ok()
 }
+
+/// How often each peer is probed for the round-trip histogram, as etcd's prober does
+/// (its read timeout less a second).
+const PEER_PROBE_INTERVAL: Duration = Duration::from_secs(4);
 
 /// How long a starting member waits for each peer it asks about the cluster.
 const PEER_PROBE_TIMEOUT: Duration = Duration::from_secs(1);

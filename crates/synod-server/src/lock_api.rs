@@ -42,9 +42,6 @@ use tonic::{Request, Status};
 use crate::api::{Api, Reply, ServedByLearner};
 use crate::auth::prefix_end;
 
-const LOCK: &str = "v3lockpb.Lock";
-const ELECTION: &str = "v3electionpb.Election";
-
 /// The key `lease` holds in the lock or election `name`, as etcd names it. A call without
 /// a lease gets a key of its own, named by a random number: etcd's servers give such a call
 /// a lease of its own, so two calls without a lease never share a place in the queue.
@@ -228,11 +225,20 @@ impl Api {
                 revision: claim.revision,
                 armed: claim.existing.is_none(),
             };
+            // Waiting in line, for synod_lock_waiters: the lock's or the election's queue.
+            let service = match expired {
+                EtcdError::ElectionSessionExpired => "election",
+                _ => "lock",
+            };
+            let waiting = crate::metrics::InFlight::new(
+                api.metrics().lock_waiters.get_or_create(&vec![("queue", service.to_string())]).clone(),
+            );
             let waited = tokio::select! {
                 waited = api.take_turn(&prefix, &claim, lease, value, expired) => waited,
                 // The caller left: dropping `abandon` gives the place up.
                 () = answer.closed() => return,
             };
+            drop(waiting);
             match waited {
                 Ok(header) => {
                     if answer.send(Ok((claim, header))).is_ok() {
@@ -456,11 +462,11 @@ impl ServedByLearner for ResignRequest {}
 #[tonic::async_trait]
 impl lock_server::Lock for Api {
     async fn lock(&self, request: Request<LockRequest>) -> Reply<LockResponse> {
-        self.unary(LOCK, "Lock", request, |r| Api::lock(self, r)).await
+        self.unary(request, |r| Api::lock(self, r)).await
     }
 
     async fn unlock(&self, request: Request<UnlockRequest>) -> Reply<UnlockResponse> {
-        self.unary(LOCK, "Unlock", request, |r| Api::unlock(self, r)).await
+        self.unary(request, |r| Api::unlock(self, r)).await
     }
 }
 
@@ -469,15 +475,15 @@ impl election_server::Election for Api {
     type ObserveStream = Pin<Box<dyn Stream<Item = Result<LeaderResponse, Status>> + Send>>;
 
     async fn campaign(&self, request: Request<CampaignRequest>) -> Reply<CampaignResponse> {
-        self.unary(ELECTION, "Campaign", request, |r| Api::campaign(self, r)).await
+        self.unary(request, |r| Api::campaign(self, r)).await
     }
 
     async fn proclaim(&self, request: Request<ProclaimRequest>) -> Reply<ProclaimResponse> {
-        self.unary(ELECTION, "Proclaim", request, |r| Api::proclaim(self, r)).await
+        self.unary(request, |r| Api::proclaim(self, r)).await
     }
 
     async fn leader(&self, request: Request<LeaderRequest>) -> Reply<LeaderResponse> {
-        self.unary(ELECTION, "Leader", request, |r| Api::leader(self, r)).await
+        self.unary(request, |r| Api::leader(self, r)).await
     }
 
     async fn observe(&self, request: Request<LeaderRequest>) -> Reply<Self::ObserveStream> {
@@ -487,6 +493,6 @@ impl election_server::Election for Api {
     }
 
     async fn resign(&self, request: Request<ResignRequest>) -> Reply<ResignResponse> {
-        self.unary(ELECTION, "Resign", request, |r| Api::resign(self, r)).await
+        self.unary(request, |r| Api::resign(self, r)).await
     }
 }

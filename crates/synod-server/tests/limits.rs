@@ -335,7 +335,7 @@ fn plain_http_endpoints_and_unknown_routes() {
         "etcd_server_has_leader 1",
         "etcd_server_proposals_committed_total",
         "etcd_disk_wal_fsync_duration_seconds_bucket",
-        "grpc_server_handled_total{grpc_type=\"unary\",grpc_service=\"etcdserverpb.KV\",grpc_method=\"Put\",grpc_code=\"Ok\"} 1",
+        "grpc_server_handled_total{grpc_type=\"unary\",grpc_service=\"etcdserverpb.KV\",grpc_method=\"Put\",grpc_code=\"OK\"} 1",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }

@@ -409,15 +409,16 @@ impl Sim {
             snapshot_bytes_max: u64::MAX,
             log,
             state: state.clone(),
-            on_log_flush: None,
+            observer: Arc::new(synod_consensus::NoObserver),
+            probe_interval: None,
             dialer: Arc::new(SimDialer { net: self.net.clone(), member: id, boot }),
             disk_io: DiskIo::Inline,
         })
         .await
         .context("start consensus")?;
         let server = PeerServer::new(consensus.peer_service());
-        let api =
-            Api::new(&self.config, consensus, state, Arc::new(Metrics::new())).context("start the API")?;
+        let api = Api::new(&self.config, consensus, state, Arc::new(Metrics::default()))
+            .context("start the API")?;
         Ok((api, server))
     }
 

@@ -466,6 +466,11 @@ impl StateStore {
         Ok(outcomes)
     }
 
+    /// How many counter sessions the state holds (each keeps its results until acknowledged).
+    pub fn counter_session_count(&self) -> Result<usize, StorageError> {
+        Ok(self.kv_read()?.counter_sessions().len())
+    }
+
     /// Changes whenever a lease is granted or removed.
     pub fn lease_generation(&self) -> Result<u64, StorageError> {
         Ok(self.kv_read()?.leases().generation())

@@ -560,7 +560,23 @@ pub fn http(address: &str, method: &str, path: &str, headers: &str, body: &str) 
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
-    (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    (status, if chunked { dechunk(body) } else { body.to_string() })
+}
+
+/// A chunked HTTP/1.1 body's content (etcd sends /metrics chunked).
+fn dechunk(mut body: &str) -> String {
+    let mut content = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        content.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    content
 }
 
 /// The server's `/metrics` page.
