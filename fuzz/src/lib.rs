@@ -8,6 +8,7 @@
 //!   `MemBackend`, with the invariants checked after every request.
 //! - [`round_trip`]: decode, re-encode and decode again, for protobuf and proto3 JSON.
 //! - [`state_stream`]: synod's state snapshot stream with its checksums filled in.
+//! - [`authority`]: the client port's `:authority` shim, from synod-server's source file.
 //! - [`gateway`]: the JSON gateway's request decoding, step by step as synod-server's
 //!   `gateway` module does it.
 //!
@@ -15,6 +16,7 @@
 //! message survives re-encoding, a store restarts into the state it had); an assertion
 //! that fires is a bug in synod, not in the input.
 
+pub mod authority;
 pub mod frames;
 pub mod gateway;
 pub mod kinds;

@@ -26,14 +26,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use synod_api::EtcdError;
+use synod_api::etcdserverpb::auth_client::AuthClient;
 use synod_api::etcdserverpb::lease_client::LeaseClient;
-use synod_api::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest};
+use synod_api::etcdserverpb::{
+    AuthenticateRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest,
+};
 use synod_api::synod::v1::counter_client::CounterClient;
 use synod_api::synod::v1::{AddRequest, GetRequest};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 /// How a client connects and retries.
@@ -48,6 +51,12 @@ pub struct Options {
     pub session_ttl_secs: i64,
     /// How long to wait for a TCP connection to a member.
     pub connect_timeout: Duration,
+    /// TLS for `https://` endpoints: the CA to check members against and, for mutual TLS,
+    /// the client's certificate (`ClientTlsConfig::identity`).
+    pub tls: Option<ClientTlsConfig>,
+    /// A user and password: the client authenticates (etcd's Authenticate) and sends the
+    /// token with every call, authenticating again when the token is refused as invalid.
+    pub credentials: Option<(String, String)>,
 }
 
 impl Default for Options {
@@ -58,6 +67,8 @@ impl Default for Options {
             retry_timeout: Duration::from_secs(30),
             session_ttl_secs: 60,
             connect_timeout: Duration::from_secs(2),
+            tls: None,
+            credentials: None,
         }
     }
 }
@@ -65,7 +76,8 @@ impl Default for Options {
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An endpoint that is neither `host:port` nor an `http://` URL.
+    /// An endpoint that is neither `host:port` nor an `http://` or `https://` URL, or an
+    /// `https://` one without [`Options::tls`].
     #[error("endpoint {endpoint}: {reason}")]
     InvalidEndpoint { endpoint: String, reason: String },
     /// The cluster refused the request (an add that would overflow, a key that is not a
@@ -106,14 +118,16 @@ pub struct Client {
 
 struct ClientInner {
     channels: Vec<Channel>,
+    /// The auth token in use, when the client has credentials.
+    token: Mutex<Option<String>>,
     /// The member calls go to first; moves on when one fails.
     preferred: AtomicUsize,
     options: Options,
 }
 
 impl Client {
-    /// A client for the members at `endpoints` (`host:port` or `http://host:port`), with
-    /// the default options. Connects lazily: a member that is down now is tried later.
+    /// A client for the members at `endpoints` (`host:port`, `http://host:port`, or
+    /// `https://host:port` with [`Options::tls`]), with the default options. Connects lazily: a member that is down now is tried later.
     /// Call it within a Tokio runtime.
     pub fn connect<E: AsRef<str>>(endpoints: impl IntoIterator<Item = E>) -> Result<Client, Error> {
         Client::with_options(endpoints, Options::default())
@@ -129,10 +143,16 @@ impl Client {
             let invalid = |reason: String| Error::InvalidEndpoint { endpoint: endpoint.to_string(), reason };
             let url =
                 if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
-            if !url.starts_with("http://") {
-                return Err(invalid("only http:// endpoints are supported".into()));
+            let mut target = Endpoint::from_shared(url.clone()).map_err(|e| invalid(e.to_string()))?;
+            if url.starts_with("https://") {
+                let tls = options
+                    .tls
+                    .clone()
+                    .ok_or_else(|| invalid("an https endpoint needs Options::tls".into()))?;
+                target = target.tls_config(tls).map_err(|e| invalid(e.to_string()))?;
+            } else if !url.starts_with("http://") {
+                return Err(invalid("only http:// and https:// endpoints are supported".into()));
             }
-            let target = Endpoint::from_shared(url).map_err(|e| invalid(e.to_string()))?;
             channels.push(target.connect_timeout(options.connect_timeout).connect_lazy());
         }
         if channels.is_empty() {
@@ -141,7 +161,9 @@ impl Client {
                 reason: "no endpoints given".into(),
             });
         }
-        Ok(Client { inner: Arc::new(ClientInner { channels, preferred: AtomicUsize::new(0), options }) })
+        let inner =
+            ClientInner { channels, token: Mutex::new(None), preferred: AtomicUsize::new(0), options };
+        Ok(Client { inner: Arc::new(inner) })
     }
 
     pub fn options(&self) -> &Options {
@@ -153,7 +175,7 @@ impl Client {
     /// `attempts` counts the attempts made, including one that fails for good.
     async fn retry<T, F, Fut>(&self, attempts: &mut u32, mut call: F) -> Result<T, Error>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let options = &self.inner.options;
@@ -163,12 +185,23 @@ impl Client {
             let member = self.inner.preferred.load(Ordering::Relaxed) % self.inner.channels.len();
             let channel = self.inner.channels[member].clone();
             *attempts += 1;
-            let outcome = match tokio::time::timeout(options.attempt_timeout, call(channel)).await {
+            let attempt = async {
+                let token = self.token(&channel).await?;
+                call(Conn { channel, token }).await
+            };
+            let outcome = match tokio::time::timeout(options.attempt_timeout, attempt).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(Status::deadline_exceeded("the attempt timed out")),
             };
             let status = match outcome {
                 Ok(value) => return Ok(value),
+                // An expired or revoked token: forget it, authenticate again, and retry.
+                Err(status)
+                    if EtcdError::from_message(status.message()) == Some(EtcdError::InvalidAuthToken) =>
+                {
+                    *lock(&self.inner.token) = None;
+                    status
+                }
                 Err(status) if !retryable(&status) => return Err(Error::Refused(status)),
                 Err(status) => status,
             };
@@ -187,13 +220,28 @@ impl Client {
         }
     }
 
+    /// The token to send, authenticating on `channel` first if the client has credentials
+    /// and no token yet.
+    async fn token(&self, channel: &Channel) -> Result<Option<String>, Status> {
+        let Some((name, password)) = &self.inner.options.credentials else {
+            return Ok(None);
+        };
+        if let Some(token) = lock(&self.inner.token).clone() {
+            return Ok(Some(token));
+        }
+        let request = AuthenticateRequest { name: name.clone(), password: password.clone() };
+        let token = AuthClient::new(channel.clone()).authenticate(request).await?.into_inner().token;
+        *lock(&self.inner.token) = Some(token.clone());
+        Ok(Some(token))
+    }
+
     /// The counter's value at `key`: a linearizable read.
     pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Value, Error> {
         let request = GetRequest { key: key.into(), serializable: false };
         let response = self
-            .retry(&mut 0, |channel| {
-                let request = request.clone();
-                async move { CounterClient::new(channel).get(request).await.map(tonic::Response::into_inner) }
+            .retry(&mut 0, |conn| {
+                let request = conn.request(request.clone());
+                async move { CounterClient::new(conn.channel).get(request).await.map(tonic::Response::into_inner) }
             })
             .await?;
         let revision = response.header.map_or(0, |h| h.revision);
@@ -204,9 +252,12 @@ impl Client {
     /// lost reply could add twice. Prefer [`Session::add`].
     pub async fn add_once(&self, key: impl Into<Vec<u8>>, delta: i64) -> Result<Added, Error> {
         let member = self.inner.preferred.load(Ordering::Relaxed) % self.inner.channels.len();
+        let channel = self.inner.channels[member].clone();
         let request = AddRequest { key: key.into(), delta, ..Default::default() };
-        let mut counter = CounterClient::new(self.inner.channels[member].clone());
-        let call = counter.add(request);
+        let call = async {
+            let conn = Conn { token: self.token(&channel).await?, channel };
+            CounterClient::new(conn.channel.clone()).add(conn.request(request)).await
+        };
         match tokio::time::timeout(self.inner.options.attempt_timeout, call).await {
             Ok(Ok(response)) => Ok(added(response.into_inner())),
             Ok(Err(status)) if retryable(&status) => Err(Error::Unavailable { last: status }),
@@ -220,11 +271,9 @@ impl Client {
     pub async fn session(&self) -> Result<Session, Error> {
         let ttl = self.inner.options.session_ttl_secs;
         let grant = self
-            .retry(&mut 0, |channel| async move {
-                LeaseClient::new(channel)
-                    .lease_grant(LeaseGrantRequest { ttl, id: 0 })
-                    .await
-                    .map(tonic::Response::into_inner)
+            .retry(&mut 0, |conn| async move {
+                let request = conn.request(LeaseGrantRequest { ttl, id: 0 });
+                LeaseClient::new(conn.channel).lease_grant(request).await.map(tonic::Response::into_inner)
             })
             .await?;
         let keepalive = tokio::spawn(keep_alive(self.clone(), grant.id, grant.ttl));
@@ -268,12 +317,9 @@ async fn keep_alive(client: Client, lease: i64, ttl: i64) {
     loop {
         tokio::time::sleep(period).await;
         let renewed = client
-            .retry(&mut 0, |channel| async move {
-                let request = LeaseKeepAliveRequest { id: lease };
-                let mut stream = LeaseClient::new(channel)
-                    .lease_keep_alive(tokio_stream::once(request))
-                    .await?
-                    .into_inner();
+            .retry(&mut 0, |conn| async move {
+                let request = conn.request(tokio_stream::once(LeaseKeepAliveRequest { id: lease }));
+                let mut stream = LeaseClient::new(conn.channel).lease_keep_alive(request).await?.into_inner();
                 stream.message().await?.ok_or_else(|| Status::unavailable("the keep-alive stream ended"))
             })
             .await;
@@ -348,15 +394,20 @@ impl Session {
         let mut attempts = 0;
         let outcome = self
             .client
-            .retry(&mut attempts, |channel| {
+            .retry(&mut attempts, |conn| {
                 let answered_below =
                     lock(&self.sequences).unanswered.first().copied().unwrap_or(sequence).min(sequence);
-                let request =
-                    AddRequest { key: key.clone(), delta, session: self.lease, sequence, answered_below };
+                let request = conn.request(AddRequest {
+                    key: key.clone(),
+                    delta,
+                    session: self.lease,
+                    sequence,
+                    answered_below,
+                });
                 let lose = lost > 0;
                 lost = lost.saturating_sub(1);
                 async move {
-                    let response = CounterClient::new(channel).add(request).await?;
+                    let response = CounterClient::new(conn.channel).add(request).await?;
                     if lose {
                         return Err(Status::unavailable("the reply was lost (injected)"));
                     }
@@ -385,8 +436,9 @@ impl Session {
         let lease = self.lease;
         let revoked = self
             .client
-            .retry(&mut 0, |channel| async move {
-                LeaseClient::new(channel).lease_revoke(LeaseRevokeRequest { id: lease }).await
+            .retry(&mut 0, |conn| async move {
+                let request = conn.request(LeaseRevokeRequest { id: lease });
+                LeaseClient::new(conn.channel).lease_revoke(request).await
             })
             .await;
         if let Err(e) = revoked {
@@ -411,6 +463,26 @@ impl Drop for Answered<'_> {
 impl Drop for Session {
     fn drop(&mut self) {
         self.keepalive.abort();
+    }
+}
+
+/// One member's connection for one attempt, with the auth token to send, if any.
+struct Conn {
+    channel: Channel,
+    token: Option<String>,
+}
+
+impl Conn {
+    /// `message` as a request carrying the token in the `token` metadata, as etcd's
+    /// clients send it.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token
+            && let Ok(value) = token.parse()
+        {
+            request.metadata_mut().insert("token", value);
+        }
+        request
     }
 }
 
@@ -446,5 +518,8 @@ mod tests {
         assert!(Client::connect(["127.0.0.1:2379", "http://localhost:22379"]).is_ok());
         assert!(matches!(Client::connect(Vec::<String>::new()), Err(Error::InvalidEndpoint { .. })));
         assert!(matches!(Client::connect(["https://127.0.0.1:2379"]), Err(Error::InvalidEndpoint { .. })));
+        assert!(matches!(Client::connect(["ftp://127.0.0.1:2379"]), Err(Error::InvalidEndpoint { .. })));
+        let tls = Options { tls: Some(ClientTlsConfig::new()), ..Options::default() };
+        assert!(Client::with_options(["https://127.0.0.1:2379"], tls).is_ok());
     }
 }

@@ -260,6 +260,31 @@ fn a_tls_cluster_with_auth_serves_etcdctl_and_refuses_the_rest() {
     // A certificate whose name is no user gets nothing.
     let (ok, out) = run(&tls_as(&bob_cert, &bob_key), &["get", "app/x"]);
     assert!(!ok && out.contains("etcdserver: permission denied"), "{out}");
+
+    // synod-client adds exactly once over mutual TLS with a user's password, on keys the
+    // user may write; a key it may not is refused, as is a wrong password.
+    let counter_client = |user: &str, password: &str| {
+        let tls = ClientTls { ca: ca.clone(), cert: alice_cert.clone(), key: alice_key.clone() }.config();
+        let options = synod_client::Options {
+            tls: Some(tls),
+            credentials: Some((user.to_string(), password.to_string())),
+            retry_timeout: Duration::from_secs(10),
+            ..synod_client::Options::default()
+        };
+        synod_client::Client::with_options(members.iter().map(Server::endpoint), options).expect("client")
+    };
+    runtime.block_on(async {
+        let client = counter_client("alice", "alicepw");
+        let session = client.session().await.expect("a session over mTLS with a password");
+        assert_eq!(session.add("app/hits", 1).await.expect("add").value, 1);
+        assert_eq!(session.add("app/hits", 2).await.expect("add").value, 3);
+        let refused = session.add("hits", 1).await.expect_err("a key alice may not write");
+        assert!(refused.to_string().contains("etcdserver: permission denied"), "{refused}");
+        session.close().await;
+        assert_eq!(client.get("app/hits").await.expect("get").value, 3);
+        let wrong = counter_client("alice", "nope").get("app/hits").await.expect_err("a wrong password");
+        assert!(wrong.to_string().contains("authentication failed"), "{wrong}");
+    });
 }
 
 /// Users and roles for the matrix: `reader` reads [a, c), `writer` writes b, `both` reads

@@ -62,16 +62,19 @@ fn print(format: Format, key: &str, value: i64, revision: i64) {
     }
 }
 
+/// A synod-client for the endpoints, with the global flags' TLS and user, as synodctl's
+/// other commands: `https://` endpoints are dialed with --cacert (and --cert/--key), and
+/// --user authenticates.
 fn connect(context: &Context, retry_timeout: Duration) -> Result<Client, CtlError> {
-    if context.client_config.tls.is_some() || context.client_config.login.is_some() {
-        return Err(CtlError::bad_args(
-            "synodctl counter does not speak TLS or auth yet (synod-client does not); \
-             use the Counter service's gRPC or JSON API with a token",
-        ));
-    }
+    let config = &context.client_config;
     let endpoints = context.endpoints.iter().map(|e| endpoint_url(e)).collect::<Result<Vec<_>, _>>()?;
-    let options =
-        Options { retry_timeout, connect_timeout: context.client_config.dial_timeout, ..Options::default() };
+    let options = Options {
+        retry_timeout,
+        connect_timeout: config.dial_timeout,
+        tls: config.tls.clone(),
+        credentials: config.login.clone(),
+        ..Options::default()
+    };
     Client::with_options(endpoints, options).map_err(|e| CtlError::bad_args(e.to_string()))
 }
 
