@@ -40,6 +40,7 @@ fn main() {
     write(&root, "log_decode", log_decode());
     write(&root, "snapshot_decode", snapshot_decode());
     write(&root, "gateway_json", gateway_json());
+    write(&root, "authority_rewrite", authority_rewrite());
 }
 
 fn write(root: &Path, target: &str, seeds: Vec<(&str, Vec<u8>)>) {
@@ -650,4 +651,55 @@ fn gateway_json() -> Vec<(&'static str, Vec<u8>)> {
         ("counter-add", json(gj::COUNTER_ADD, r#"{"key":"Yw==","delta":"5","session":"7","sequence":"1"}"#)),
         ("counter-get", json(gj::COUNTER_GET, r#"{"key":"Yw==","serializable":true}"#)),
     ]
+}
+
+/// HTTP/2 frame: a 24-bit length, the type, the flags and the stream id, then the payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// What etcdctl 3.4 sends for a Range (`:authority` a whole URL, in a literal field with
+/// the static table's name), in frames split and padded several ways, and HTTP/1.1; each
+/// read whole (chunk byte 0) and in chunks of 7 (chunk byte 6).
+fn authority_rewrite() -> Vec<(&'static str, Vec<u8>)> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let literal = |index: u8, value: &[u8]| {
+        let mut field = vec![index, value.len() as u8];
+        field.extend_from_slice(value);
+        field
+    };
+    let mut block = vec![0x83, 0x86]; // :method POST, :scheme http
+    block.extend(literal(1, b"http://127.0.0.1:2379"));
+    block.extend(literal(4, b"/etcdserverpb.KV/Range"));
+    let h2 = |frames: Vec<Vec<u8>>| {
+        [PREFACE.to_vec(), h2_frame(4, 0, 0, b"")].into_iter().chain(frames).collect::<Vec<_>>().concat()
+    };
+    let mut padded = vec![2, 0, 0, 0, 0, 16];
+    padded.extend(&block);
+    padded.extend([0, 0]);
+    let streams = [
+        (
+            "h2-range-with-url-authority",
+            h2(vec![h2_frame(1, 0x4, 1, &block), h2_frame(0, 0x1, 1, &[0, 0, 0, 0, 2, 10, 0])]),
+        ),
+        (
+            "h2-split-continuation",
+            h2(vec![h2_frame(1, 0, 3, &block[..10]), h2_frame(9, 0x4, 3, &block[10..])]),
+        ),
+        ("h2-padded-priority", h2(vec![h2_frame(1, 0x4 | 0x8 | 0x20, 5, &padded)])),
+        ("http1-health", b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:2379\r\n\r\n".to_vec()),
+        ("preface-only", PREFACE.to_vec()),
+    ];
+    let mut seeds = Vec::new();
+    for (name, stream) in streams {
+        for chunk in [0u8, 6] {
+            let name: &'static str = Box::leak(format!("{name}-{chunk}").into_boxed_str());
+            seeds.push((name, [vec![chunk], stream.clone()].concat()));
+        }
+    }
+    seeds
 }

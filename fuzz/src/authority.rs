@@ -20,7 +20,11 @@ struct Chunked<'a> {
 }
 
 impl AsyncRead for Chunked<'_> {
-    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let n = self.chunk.min(buf.remaining()).min(self.data.len());
         let (sent, rest) = self.data.split_at(n);
         buf.put_slice(sent);
