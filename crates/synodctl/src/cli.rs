@@ -30,6 +30,65 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The command line with etcdctl's environment variables applied: each global flag the
+/// command line does not give is read from `ETCDCTL_<FLAG>` (upper case, `-` as `_`). A
+/// variable whose flag is also given is an error with etcdctl's words, and an `ETCDCTL_`
+/// variable that names no global flag is reported and not used, as etcdctl does.
+/// `ETCDCTL_API` picks etcdctl's API version: only 3 is spoken.
+pub fn with_environment(
+    args: Vec<OsString>,
+    env: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<Vec<OsString>, String> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let matches = command.clone().try_get_matches_from(&args).ok();
+    let globals: Vec<&str> =
+        command.get_arguments().filter(|a| a.is_global_set()).filter_map(|a| a.get_long()).collect();
+    let mut extra = Vec::new();
+    for (name, value) in env {
+        let Some(name) = name.to_str().filter(|n| n.starts_with("ETCDCTL_")) else { continue };
+        let shown = value.to_string_lossy();
+        if name == "ETCDCTL_API" {
+            if shown != "3" {
+                return Err(format!("ETCDCTL_API={shown}: synodctl speaks etcd's v3 API only"));
+            }
+            continue;
+        }
+        let Some(flag) =
+            globals.iter().find(|flag| format!("ETCDCTL_{}", flag.to_uppercase().replace('-', "_")) == name)
+        else {
+            eprintln!("synodctl: unrecognized environment variable {name}={shown}");
+            continue;
+        };
+        let id = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag))
+            .map(|a| a.get_id().as_str().to_string())
+            .expect("a global flag of the command");
+        if matches.as_ref().is_some_and(|m| given(m, &id)) {
+            return Err(format!(
+                "conflicting environment variable {name:?} is shadowed by corresponding command-line flag \
+                 (either unset environment variable or disable flag)"
+            ));
+        }
+        if value.is_empty() {
+            continue;
+        }
+        let mut arg = OsString::from(format!("--{flag}="));
+        arg.push(&value);
+        extra.push(arg);
+    }
+    let mut args = args.into_iter();
+    Ok(args.next().into_iter().chain(extra).chain(args).collect())
+}
+
+/// Whether the command line gave the argument `id`, at the top or in a subcommand.
+fn given(matches: &clap::ArgMatches, id: &str) -> bool {
+    matches!(matches.try_get_raw(id), Ok(Some(_)))
+        && matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        || matches.subcommand().is_some_and(|(_, sub)| given(sub, id))
+}
+
 /// Flags every command takes, as etcdctl's persistent flags.
 #[derive(Debug, Args)]
 pub struct GlobalFlags {
@@ -125,6 +184,80 @@ pub enum Command {
     /// interrupted, or runs a command while holding it (with ETCD_LOCK_KEY and ETCD_LOCK_REV
     /// set, as etcdctl does).
     Lock(LockArgs),
+    /// Lease related commands.
+    Lease(LeaseArgs),
+    /// Alarm related commands.
+    Alarm(AlarmArgs),
+    /// Defragments the storage of the etcd members with given endpoints.
+    Defrag {
+        /// Use all endpoints from the cluster member list (followers first, the leader last).
+        #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+              default_missing_value = "true", value_parser = go_bool)]
+        cluster: bool,
+    },
+    /// Transfers leadership to another etcd cluster member.
+    MoveLeader {
+        /// <transferee-member-id>
+        args: Vec<String>,
+    },
+    /// Prints the version of synodctl.
+    Version,
+}
+
+/// `lease <subcommand>`
+#[derive(Debug, Args)]
+pub struct LeaseArgs {
+    #[command(subcommand)]
+    pub command: LeaseCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Creates leases.
+    Grant {
+        /// <ttl>
+        args: Vec<String>,
+    },
+    /// Revokes leases.
+    Revoke {
+        /// <leaseID>
+        args: Vec<String>,
+    },
+    /// Get lease information.
+    Timetolive {
+        /// Get keys attached to this lease.
+        #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+              default_missing_value = "true", value_parser = go_bool)]
+        keys: bool,
+        /// <leaseID>
+        args: Vec<String>,
+    },
+    /// List all active leases.
+    List,
+    /// Keeps leases alive (renew).
+    KeepAlive {
+        /// Resets the keep-alive time to its original value and exits immediately.
+        #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+              default_missing_value = "true", value_parser = go_bool)]
+        once: bool,
+        /// <leaseID>
+        args: Vec<String>,
+    },
+}
+
+/// `alarm <subcommand>`
+#[derive(Debug, Args)]
+pub struct AlarmArgs {
+    #[command(subcommand)]
+    pub command: AlarmCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlarmCommand {
+    /// Lists all alarms.
+    List,
+    /// Disarms all alarms.
+    Disarm,
 }
 
 /// `lock [options] <lockname> [exec-command arg1 arg2 ...]`
@@ -383,6 +516,12 @@ pub enum EndpointCommand {
     Health,
     /// Prints out the status of endpoints specified in `--endpoints` flag.
     Status,
+    /// Prints the KV history hash for each endpoint in --endpoints.
+    Hashkv {
+        /// Maximum revision to hash (default: all revisions).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+    },
 }
 
 /// `member <subcommand>`

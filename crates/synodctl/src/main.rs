@@ -2,9 +2,8 @@
 //!
 //! It speaks etcd's gRPC API, so it works against synod and etcd alike, and it reproduces
 //! etcdctl 3.5's flags, output formats (byte for byte), error texts and exit statuses for
-//! the verbs it has: `get`, `put`, `del`, `txn`, `compaction`, `endpoint health|status` and
-//! `member list`. Scripts written for etcdctl keep working when `etcdctl` becomes
-//! `synodctl`.
+//! the verbs it has, and reads its global flags from `ETCDCTL_*` variables as etcdctl does.
+//! Scripts written for etcdctl keep working when `etcdctl` becomes `synodctl`.
 //!
 //! The code is laid out by concern: [`cli`] (flags), [`requests`] and [`txn_parser`]
 //! (arguments to requests), [`client`] (connections and error texts), [`printer`] (output
@@ -27,7 +26,14 @@ use clap::Parser;
 use crate::exit::CtlError;
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let args = match cli::with_environment(std::env::args_os().collect(), std::env::vars_os()) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("Error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(error) => {
             let usage_error = error.use_stderr();

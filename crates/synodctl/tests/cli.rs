@@ -737,3 +737,157 @@ fn tls_and_user_flags() {
         (Some(1), "Error: etcdserver: authentication failed, invalid user ID or password\n".to_string())
     );
 }
+
+/// Runs a client with etcdctl's API variable, `args`, and extra environment variables.
+fn run_with(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(program)
+        .env("ETCDCTL_API", "3")
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()))
+}
+
+/// Masks what two clients' runs may differ in: 16-digit lease ids, and remaining TTLs.
+fn mask_leases(text: &str) -> String {
+    let mut out = String::new();
+    for word in text.split_inclusive(|c: char| !c.is_ascii_hexdigit()) {
+        let (token, tail) = word.split_at(word.trim_end_matches(|c: char| !c.is_ascii_hexdigit()).len());
+        out.push_str(if token.len() == 16 { "<lease>" } else { token });
+        out.push_str(tail);
+    }
+    out.replace("remaining(99s)", "remaining(100s)")
+}
+
+/// The lease, alarm, defrag, hashkv and move-leader verbs, and `ETCDCTL_*` variables,
+/// print what etcdctl prints against the same member, with the same exit statuses (lease
+/// ids, which each run grants its own, are masked).
+#[test]
+fn lease_and_maintenance_verbs_print_what_etcdctl_prints() {
+    let dir = tempfile::tempdir().expect("make a temp dir");
+    let member = Member::start(&dir.path().join("m"), free_port(), free_port());
+    let endpoint = format!("--endpoints={}", member.endpoint);
+    let script = |program: &Path| -> Vec<(String, Option<i32>)> {
+        let mut outputs = Vec::new();
+        let mut step = |args: &[&str], env: &[(&str, &str)]| -> String {
+            let output = run_with(program, args, env);
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            outputs.push((mask_leases(&stdout), output.status.code()));
+            stdout
+        };
+        let granted = step(&[&endpoint, "lease", "grant", "100"], &[]);
+        let id = granted.split_whitespace().nth(1).expect("a lease id").to_string();
+        step(&[&endpoint, "put", "--lease", &id, "leased", "v"], &[]);
+        step(&[&endpoint, "lease", "timetolive", &id, "--keys"], &[]);
+        step(&[&endpoint, "lease", "list"], &[]);
+        step(&[&endpoint, "lease", "keep-alive", "--once", &id], &[]);
+        step(&[&endpoint, "lease", "revoke", &id], &[]);
+        step(&[&endpoint, "lease", "timetolive", &id], &[]);
+        step(&[&endpoint, "lease", "revoke", "zz"], &[]);
+        step(&[&endpoint, "lease", "grant"], &[]);
+        step(&[&endpoint, "alarm", "list"], &[]);
+        step(&[&endpoint, "alarm", "disarm"], &[]);
+        step(&[&endpoint, "defrag"], &[]);
+        step(&["lease", "list"], &[("ETCDCTL_ENDPOINTS", &member.endpoint)]);
+        step(&[&endpoint, "lease", "list"], &[("ETCDCTL_ENDPOINTS", &member.endpoint)]);
+        step(&["lease", "list"], &[("ETCDCTL_ENDPOINTS", &member.endpoint), ("ETCDCTL_DIAL_TIMEOUT", "3s")]);
+        outputs
+    };
+    let ours = script(Path::new(SYNODCTL));
+    assert!(ours[0].0.starts_with("lease <lease> granted with TTL(100s)\n"), "{ours:?}");
+    assert_eq!(ours[2].0, "lease <lease> granted with TTL(100s), remaining(100s), attached keys([leased])\n");
+    assert_eq!(ours[6].0, "lease <lease> already expired\n");
+    assert_eq!(ours[11].0, format!("Finished defragmenting etcd member[{}]\n", member.endpoint));
+    assert_eq!(ours[13].1, Some(1), "a variable shadowed by its flag must fail");
+    let hash = run_with(Path::new(SYNODCTL), &[&endpoint, "endpoint", "hashkv"], &[]);
+    let hash = String::from_utf8_lossy(&hash.stdout);
+    assert!(hash.starts_with(&format!("{}, ", member.endpoint)), "{hash}");
+
+    let Some(etcdctl) = etcdctl() else { return };
+    let theirs = script(&etcdctl);
+    for (i, (ours, theirs)) in ours.iter().zip(&theirs).enumerate() {
+        assert_eq!(ours, theirs, "step {i}: synodctl (left) vs etcdctl (right)");
+    }
+}
+
+/// Each member's id, and the leader's id, as Status reports them (0 while none is known).
+fn ids_and_leader(members: &[Member]) -> (Vec<u64>, u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let mut ids = Vec::new();
+        let mut leader = 0;
+        for member in members {
+            let mut maintenance = MaintenanceClient::connect(member.url()).await.expect("connect");
+            let status = maintenance.status(StatusRequest {}).await.expect("status").into_inner();
+            ids.push(status.header.expect("a header").member_id);
+            leader = status.leader;
+        }
+        (ids, leader)
+    })
+}
+
+/// `defrag --cluster` defragments every member, the leader last; `move-leader` hands the
+/// leadership to the member named, and says so as etcdctl does.
+#[test]
+fn defrag_cluster_goes_leader_last_and_move_leader_hands_over() {
+    let dir = tempfile::tempdir().expect("make a temp dir");
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let cluster: Vec<String> =
+        ports.iter().enumerate().map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}")).collect();
+    let cluster = cluster.join(",");
+    let members: Vec<Member> = std::thread::scope(|scope| {
+        let starting: Vec<_> = (0..3)
+            .map(|i| {
+                let (dir, cluster, ports) = (dir.path(), &cluster, ports[i]);
+                scope.spawn(move || {
+                    Member::start_in(&dir.join(format!("m{i}")), &format!("m{i}"), ports, cluster)
+                })
+            })
+            .collect();
+        starting.into_iter().map(|m| m.join().expect("a member starts")).collect()
+    });
+    let all: Vec<String> = members.iter().map(|m| m.endpoint.clone()).collect();
+    let endpoints = format!("--endpoints={}", all.join(","));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (ids, leader, leader_at) = loop {
+        let (ids, leader) = ids_and_leader(&members);
+        let published =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+                let mut cluster = ClusterClient::connect(members[0].url()).await.expect("connect");
+                let list = cluster.member_list(MemberListRequest { linearizable: true }).await;
+                list.is_ok_and(|l| l.into_inner().members.iter().all(|m| !m.client_ur_ls.is_empty()))
+            });
+        if let Some(at) = ids.iter().position(|id| *id == leader)
+            && published
+        {
+            break (ids, leader, at);
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+
+    let output = run_with(Path::new(SYNODCTL), &[&endpoints, "defrag", "--cluster"], &[]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(
+        lines[2],
+        format!("Finished defragmenting etcd member[http://{}]", all[leader_at]),
+        "{lines:?}"
+    );
+
+    let target = ids[(leader_at + 1) % 3];
+    let output = run_with(Path::new(SYNODCTL), &[&endpoints, "move-leader", &format!("{target:x}")], &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("Leadership transferred from {leader:x} to {target:x}\n"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ids_and_leader(&members).1 != target {
+        assert!(std::time::Instant::now() < deadline, "the leadership did not move");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

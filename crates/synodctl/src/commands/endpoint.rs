@@ -105,7 +105,7 @@ pub async fn status(context: &Context, cluster: bool) -> anyhow::Result<()> {
 }
 
 /// The endpoints to check: `--endpoints`, or with `--cluster` every member's client URLs.
-async fn endpoints(context: &Context, cluster: bool) -> anyhow::Result<Vec<String>> {
+pub(super) async fn endpoints(context: &Context, cluster: bool) -> anyhow::Result<Vec<String>> {
     if !cluster {
         return Ok(context.endpoints.clone());
     }

@@ -8,8 +8,10 @@ mod counter;
 mod del;
 mod endpoint;
 mod get;
+mod lease;
 mod local_cluster;
 mod lock;
+mod maintenance;
 mod member;
 mod put;
 mod snapshot;
@@ -67,6 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Endpoint(args) => match args.command {
             EndpointCommand::Health => endpoint::health(&context, args.cluster).await,
             EndpointCommand::Status => endpoint::status(&context, args.cluster).await,
+            EndpointCommand::Hashkv { rev } => maintenance::hashkv(&context, args.cluster, rev).await,
         },
         Command::Member(args) => match args.command {
             MemberCommand::List => member::list(&context).await,
@@ -81,6 +84,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             CounterCommand::Get { args } => counter::get(&context, &args).await,
         },
         Command::Lock(args) => lock::run(&context, &args).await,
+        Command::Lease(args) => lease::run(&context, &args).await,
+        Command::Alarm(args) => maintenance::alarm(&context, &args).await,
+        Command::Defrag { cluster } => maintenance::defrag(&context, cluster).await,
+        Command::MoveLeader { args } => maintenance::move_leader(&context, &args).await,
+        Command::Version => maintenance::version(),
     }
 }
 
