@@ -202,6 +202,39 @@ pub enum Command {
     },
     /// Prints the version of synodctl.
     Version,
+    /// Watches events stream on keys or prefixes.
+    Watch(WatchArgs),
+}
+
+/// `watch [options] <key or prefix> [range_end]`
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Interactive mode (not offered yet).
+    #[arg(short = 'i', long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub interactive: bool,
+
+    /// Watch on a prefix if prefix is set.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub prefix: bool,
+
+    /// Revision to start watching.
+    #[arg(long, default_value_t = 0)]
+    pub rev: i64,
+
+    /// Get the previous key-value pair before the event happens.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub prev_kv: bool,
+
+    /// Get periodic watch progress notification from server.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub progress_notify: bool,
+
+    /// <key or prefix> [range_end]
+    pub args: Vec<String>,
 }
 
 /// `lease <subcommand>`

@@ -15,6 +15,7 @@ use synod_api::etcdserverpb::cluster_client::ClusterClient;
 use synod_api::etcdserverpb::kv_client::KvClient;
 use synod_api::etcdserverpb::lease_client::LeaseClient;
 use synod_api::etcdserverpb::maintenance_client::MaintenanceClient;
+use synod_api::etcdserverpb::watch_client::WatchClient;
 use synod_api::v3lockpb::lock_client::LockClient;
 use tokio::time::Instant;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -199,6 +200,10 @@ impl Client {
 
     pub fn maintenance(&self) -> MaintenanceClient<Transport> {
         MaintenanceClient::new(self.transport()).max_decoding_message_size(RESPONSE_BYTES_MAX)
+    }
+
+    pub fn watch(&self) -> WatchClient<Transport> {
+        WatchClient::new(self.transport()).max_decoding_message_size(RESPONSE_BYTES_MAX)
     }
 
     pub fn lease(&self) -> LeaseClient<Transport> {

@@ -18,6 +18,8 @@ pub enum ExitCode {
     BadFeature = 4,
     /// Missing or conflicting arguments.
     BadArgs = 128,
+    /// A watch the server ended (etcdctl's `ExitInterrupted`).
+    Interrupted = 130,
 }
 
 /// A failure that ends the command with an etcdctl exit code.

@@ -891,3 +891,64 @@ fn defrag_cluster_goes_leader_last_and_move_leader_hands_over() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The first `lines` lines a watching client prints, after which it is stopped.
+fn watch_lines(program: &Path, args: &[&str], lines: usize) -> Vec<String> {
+    use std::io::BufRead;
+    let mut child = Command::new(program)
+        .env("ETCDCTL_API", "3")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+    let stdout = child.stdout.take().expect("stdout is piped");
+    // A watch never ends by itself: a thread reads, and the test waits on it with a deadline.
+    let (sender, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    while seen.len() < lines {
+        match received.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen
+}
+
+/// `watch --prefix --rev 1 --prev-kv` replays the history and prints each event as
+/// etcdctl does, puts and deletes, with the previous values.
+#[test]
+fn watch_prints_what_etcdctl_prints() {
+    let dir = tempfile::tempdir().expect("make a temp dir");
+    let member = Member::start(&dir.path().join("m"), free_port(), free_port());
+    let endpoint = format!("--endpoints={}", member.endpoint);
+    for args in [
+        &["put", "w/a", "1"][..],
+        &["put", "w/b", "2"],
+        &["put", "w/a", "3"],
+        &["del", "w/b"],
+        &["put", "x", "no"],
+    ] {
+        let mut all = vec![endpoint.as_str()];
+        all.extend_from_slice(args);
+        assert!(run_with(Path::new(SYNODCTL), &all, &[]).status.success());
+    }
+    let args = [endpoint.as_str(), "watch", "w/", "--prefix", "--rev=1", "--prev-kv"];
+    let ours = watch_lines(Path::new(SYNODCTL), &args, 15);
+    let expected =
+        ["PUT", "w/a", "1", "PUT", "w/b", "2", "PUT", "w/a", "1", "w/a", "3", "DELETE", "w/b", "2", "w/b"];
+    assert_eq!(ours, expected);
+    let refused = run_with(Path::new(SYNODCTL), &[&endpoint, "watch"], &[]);
+    let Some(etcdctl) = etcdctl() else { return };
+    assert_eq!(watch_lines(&etcdctl, &args, 15), ours, "synodctl (right) vs etcdctl (left)");
+    assert_eq!(run_with(&etcdctl, &[&endpoint, "watch"], &[]).status.code(), refused.status.code());
+}

@@ -16,6 +16,7 @@ mod member;
 mod put;
 mod snapshot;
 mod txn;
+mod watch;
 
 use std::io::Write;
 
@@ -89,6 +90,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Defrag { cluster } => maintenance::defrag(&context, cluster).await,
         Command::MoveLeader { args } => maintenance::move_leader(&context, &args).await,
         Command::Version => maintenance::version(),
+        Command::Watch(args) => watch::run(&context, &args).await,
     }
 }
 

@@ -13,7 +13,7 @@
 mod fields;
 mod json;
 mod rows;
-mod simple;
+pub mod simple;
 mod table;
 
 use prost::Message;

@@ -27,6 +27,23 @@ fn key_value(out: &mut Vec<u8>, kv: &KeyValue, hex: bool, value_only: bool) {
     line(&kv.value);
 }
 
+/// etcdctl's simple `Watch`: each event's type, then its previous key-value (with
+/// `--prev-kv`), then its key-value.
+pub fn watch(out: &mut Vec<u8>, events: &[synod_api::mvccpb::Event], hex: bool) {
+    for event in events {
+        let kind =
+            if event.r#type == synod_api::mvccpb::event::EventType::Delete as i32 { "DELETE" } else { "PUT" };
+        out.extend_from_slice(kind.as_bytes());
+        out.push(b'\n');
+        if let Some(prev) = &event.prev_kv {
+            key_value(out, prev, hex, false);
+        }
+        if let Some(kv) = &event.kv {
+            key_value(out, kv, hex, false);
+        }
+    }
+}
+
 pub fn get(out: &mut Vec<u8>, response: &RangeResponse, hex: bool, value_only: bool) {
     for kv in &response.kvs {
         key_value(out, kv, hex, value_only);
