@@ -204,6 +204,126 @@ pub enum Command {
     Version,
     /// Watches events stream on keys or prefixes.
     Watch(WatchArgs),
+    /// Enable or disable authentication.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+    /// User related commands.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Role related commands.
+    Role {
+        #[command(subcommand)]
+        command: RoleCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Enables authentication.
+    Enable,
+    /// Disables authentication.
+    Disable,
+    /// Returns authentication status.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Adds a new user (the password after a colon, with --new-user-password, or on stdin).
+    Add {
+        /// Create a user without password (CN based auth only).
+        #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+              default_missing_value = "true", value_parser = go_bool)]
+        no_password: bool,
+        /// Supply password from the command line flag.
+        #[arg(long)]
+        new_user_password: Option<String>,
+        /// Read password from stdin instead of interactive terminal (synodctl always reads
+        /// stdin; accepted for etcdctl's scripts).
+        #[arg(long, num_args = 0..=1, require_equals = true, default_value = "true",
+              default_missing_value = "true", value_parser = go_bool)]
+        interactive: bool,
+        /// <user name or user:password>
+        args: Vec<String>,
+    },
+    /// Deletes a user.
+    Delete {
+        /// <user name>
+        args: Vec<String>,
+    },
+    /// Gets detailed information of a user.
+    Get {
+        /// Show permissions of roles granted to the user.
+        #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+              default_missing_value = "true", value_parser = go_bool)]
+        detail: bool,
+        /// <user name>
+        args: Vec<String>,
+    },
+    /// Lists all users.
+    List,
+    /// Changes password of user (the new password on stdin).
+    Passwd {
+        /// Read password from stdin (synodctl always does).
+        #[arg(long, num_args = 0..=1, require_equals = true, default_value = "true",
+              default_missing_value = "true", value_parser = go_bool)]
+        interactive: bool,
+        /// <user name>
+        args: Vec<String>,
+    },
+    /// Grants a role to a user.
+    GrantRole {
+        /// <user name> <role name>
+        args: Vec<String>,
+    },
+    /// Revokes a role from a user.
+    RevokeRole {
+        /// <user name> <role name>
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Adds a new role.
+    Add {
+        /// <role name>
+        args: Vec<String>,
+    },
+    /// Deletes a role.
+    Delete {
+        /// <role name>
+        args: Vec<String>,
+    },
+    /// Gets detailed information of a role.
+    Get {
+        /// <role name>
+        args: Vec<String>,
+    },
+    /// Lists all roles.
+    List,
+    /// Grants a key to a role: <role name> <permission type> <key> [endkey].
+    GrantPermission(PermissionArgs),
+    /// Revokes a key from a role: <role name> <key> [endkey].
+    RevokePermission(PermissionArgs),
+}
+
+/// A permission's key and range, as etcdctl's `role grant-permission` takes them.
+#[derive(Debug, Args)]
+pub struct PermissionArgs {
+    /// Grant (or revoke) a prefix permission.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub prefix: bool,
+    /// Grant (or revoke) a permission of keys greater than or equal to the key.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub from_key: bool,
+    pub args: Vec<String>,
 }
 
 /// `watch [options] <key or prefix> [range_end]`

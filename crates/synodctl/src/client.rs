@@ -202,6 +202,10 @@ impl Client {
         MaintenanceClient::new(self.transport()).max_decoding_message_size(RESPONSE_BYTES_MAX)
     }
 
+    pub fn auth(&self) -> AuthClient<Transport> {
+        AuthClient::new(self.transport())
+    }
+
     pub fn watch(&self) -> WatchClient<Transport> {
         WatchClient::new(self.transport()).max_decoding_message_size(RESPONSE_BYTES_MAX)
     }

@@ -3,6 +3,7 @@
 //! mistake is reported before any connection is tried, and an unsupported output format
 //! after the request has been made).
 
+mod auth;
 mod compaction;
 mod counter;
 mod del;
@@ -91,6 +92,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::MoveLeader { args } => maintenance::move_leader(&context, &args).await,
         Command::Version => maintenance::version(),
         Command::Watch(args) => watch::run(&context, &args).await,
+        Command::Auth { command } => auth::auth(&context, &command).await,
+        Command::User { command } => auth::user(&context, &command).await,
+        Command::Role { command } => auth::role(&context, &command).await,
     }
 }
 
