@@ -204,6 +204,8 @@ pub enum Command {
     Version,
     /// Watches events stream on keys or prefixes.
     Watch(WatchArgs),
+    /// Observes and participates in leader election.
+    Elect(ElectArgs),
     /// Enable or disable authentication.
     Auth {
         #[command(subcommand)]
@@ -219,6 +221,20 @@ pub enum Command {
         #[command(subcommand)]
         command: RoleCommand,
     },
+}
+
+/// `elect [-l] <election-name> [proposal]`
+#[derive(Debug, Args)]
+pub struct ElectArgs {
+    /// Observation mode: print the leader at each change.
+    #[arg(short = 'l', long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub listen: bool,
+    /// Timeout for the session's lease, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub ttl: i64,
+    /// <election-name> [proposal]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,6 +16,7 @@ use synod_api::etcdserverpb::kv_client::KvClient;
 use synod_api::etcdserverpb::lease_client::LeaseClient;
 use synod_api::etcdserverpb::maintenance_client::MaintenanceClient;
 use synod_api::etcdserverpb::watch_client::WatchClient;
+use synod_api::v3electionpb::election_client::ElectionClient;
 use synod_api::v3lockpb::lock_client::LockClient;
 use tokio::time::Instant;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -200,6 +201,10 @@ impl Client {
 
     pub fn maintenance(&self) -> MaintenanceClient<Transport> {
         MaintenanceClient::new(self.transport()).max_decoding_message_size(RESPONSE_BYTES_MAX)
+    }
+
+    pub fn election(&self) -> ElectionClient<Transport> {
+        ElectionClient::new(self.transport())
     }
 
     pub fn auth(&self) -> AuthClient<Transport> {

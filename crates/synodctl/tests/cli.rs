@@ -1033,3 +1033,81 @@ fn auth_user_and_role_print_what_etcdctl_prints() {
         assert_eq!(ours, theirs, "step {i}: synodctl (left) vs etcdctl (right)");
     }
 }
+
+/// A child process whose stdout lines arrive on a channel.
+struct Lines {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Lines {
+    fn spawn(program: &Path, args: &[&str]) -> Lines {
+        use std::io::BufRead;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { child, lines }
+    }
+
+    /// The next `n` lines, or a failure after 20 s.
+    fn next(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| self.lines.recv_timeout(std::time::Duration::from_secs(20)).expect("a line within 20 s"))
+            .collect()
+    }
+
+    /// Whether a line arrives within `wait`.
+    fn quiet_for(&self, wait: std::time::Duration) -> bool {
+        self.lines.recv_timeout(wait).is_err()
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `elect` prints the leader's key and proposal once elected and holds the leadership;
+/// a second candidate waits until the first resigns on SIGTERM; `elect -l` prints each
+/// leader in turn.
+#[test]
+fn elect_campaigns_resigns_and_observes() {
+    let dir = tempfile::tempdir().expect("make a temp dir");
+    let member = Member::start(&dir.path().join("m"), free_port(), free_port());
+    let endpoint = format!("--endpoints={}", member.endpoint);
+    let ctl = Path::new(SYNODCTL);
+    let mut first = Lines::spawn(ctl, &[&endpoint, "elect", "office", "one"]);
+    let elected = first.next(2);
+    assert!(elected[0].starts_with("office/"), "{elected:?}");
+    assert_eq!(elected[1], "one");
+    let observer = Lines::spawn(ctl, &[&endpoint, "elect", "-l", "office"]);
+    assert_eq!(observer.next(2), elected);
+    let second = Lines::spawn(ctl, &[&endpoint, "elect", "office", "two"]);
+    assert!(second.quiet_for(std::time::Duration::from_millis(500)), "a second leader while the first holds");
+    first.terminate();
+    let next = second.next(2);
+    assert_eq!(next[1], "two");
+    assert_ne!(next[0], elected[0]);
+    assert_eq!(observer.next(2), next);
+    let refused = run_with(ctl, &[&endpoint, "elect", "office"], &[]);
+    assert_eq!(refused.status.code(), Some(128));
+}

@@ -71,7 +71,7 @@ async fn hold(client: &Client, name: &str, lease: i64, command: &[String]) -> an
 }
 
 /// Ctrl-C or SIGTERM.
-async fn stop() {
+pub(super) async fn stop() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {
@@ -86,8 +86,8 @@ async fn stop() {
     }
 }
 
-/// Renews the lease a third of its TTL apart while the lock is held.
-async fn keep_alive(client: Client, lease: i64, ttl: i64) {
+/// Renews the lease a third of its TTL apart while the lock (or a candidacy) is held.
+pub(super) async fn keep_alive(client: Client, lease: i64, ttl: i64) {
     let period = Duration::from_millis(ttl as u64 * 1000 / 3);
     loop {
         tokio::time::sleep(period).await;

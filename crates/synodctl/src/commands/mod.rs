@@ -7,6 +7,7 @@ mod auth;
 mod compaction;
 mod counter;
 mod del;
+mod elect;
 mod endpoint;
 mod get;
 mod lease;
@@ -92,6 +93,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::MoveLeader { args } => maintenance::move_leader(&context, &args).await,
         Command::Version => maintenance::version(),
         Command::Watch(args) => watch::run(&context, &args).await,
+        Command::Elect(args) => elect::run(&context, &args).await,
         Command::Auth { command } => auth::auth(&context, &command).await,
         Command::User { command } => auth::user(&context, &command).await,
         Command::Role { command } => auth::role(&context, &command).await,
