@@ -131,6 +131,56 @@ pub fn read(file: &mut std::fs::File, length: u64) -> Result<EtcdSnapshot, Strin
     Ok(EtcdSnapshot { records, revision, compact_revision, leases })
 }
 
+/// What `etcdctl snapshot status` reports of a snapshot file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotStatus {
+    /// CRC-32C (Castagnoli) over every bucket's name and then its keys and values, in order,
+    /// as etcd computes it.
+    pub hash: u32,
+    /// The newest revision in the key bucket.
+    pub revision: i64,
+    /// Keys in all buckets.
+    pub total_keys: u64,
+    /// The database's size: its page count times its page size.
+    pub total_size: u64,
+}
+
+/// etcd's snapshot status of the database in the first `length` bytes of `file`.
+pub fn status(file: &mut std::fs::File, length: u64) -> Result<SnapshotStatus, String> {
+    const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+    let db = Db::open(file, length)?;
+    let root = db.root()?;
+    let mut buckets = Vec::new();
+    db.walk(&root, 0, &mut |key, value, flags| {
+        if flags & BUCKET_LEAF == 0 {
+            return Err(format!("a key that is not a bucket at the top: {key:02x?}"));
+        }
+        buckets.push((key.to_vec(), value.to_vec()));
+        Ok(())
+    })?;
+    let mut digest = CASTAGNOLI.digest();
+    let (mut revision, mut total_keys) = (0, 0);
+    for (name, header) in &buckets {
+        digest.update(name);
+        let is_key_bucket = name == b"key";
+        db.walk_bucket(header, &mut |key, value, _| {
+            digest.update(key);
+            digest.update(value);
+            if is_key_bucket {
+                revision = revision_key(key)?.0.main;
+            }
+            total_keys += 1;
+            Ok(())
+        })?;
+    }
+    Ok(SnapshotStatus {
+        hash: digest.finalize(),
+        revision,
+        total_keys,
+        total_size: db.high_water * db.page_size as u64,
+    })
+}
+
 /// What a compaction at `at` keeps of records in revision order: for each key its newest
 /// record at or below `at` unless that is a deletion, and everything after `at`.
 fn compacted(records: Vec<(Rev, StoredKv)>, at: i64) -> Vec<(Rev, StoredKv)> {
@@ -228,6 +278,8 @@ struct Db<'a> {
     page_size: usize,
     pages: u64,
     root: u64,
+    /// The database's page count as its meta page says (bbolt's `tx.Size()` in pages).
+    high_water: u64,
     /// Pages read so far (with their overflow pages): each belongs to one tree once, so a
     /// page met again is damage (a cycle, or pages shared so as to make a walk take forever
     /// or read the file many times over), as bbolt's check says.
@@ -243,7 +295,7 @@ impl<'a> Db<'a> {
             return Err(format!("page size {page_size} is not bbolt's"));
         }
         let pages = length / page_size as u64;
-        let mut best: Option<(u64, u64)> = None;
+        let mut best: Option<(u64, u64, u64)> = None;
         for id in 0..2u64 {
             let mut page = vec![0u8; page_size];
             if (id + 1) * page_size as u64 > length
@@ -251,14 +303,15 @@ impl<'a> Db<'a> {
             {
                 continue;
             }
-            if let Some((txid, root)) = meta(&page)
-                && best.is_none_or(|(t, _)| txid > t)
+            if let Some((txid, root, high_water)) = meta(&page)
+                && best.is_none_or(|(t, ..)| txid > t)
             {
-                best = Some((txid, root));
+                best = Some((txid, root, high_water));
             }
         }
-        let (_, root) = best.ok_or("neither meta page is valid (not an etcd snapshot, or damaged)")?;
-        Ok(Db { file, page_size, pages, root, seen: Default::default() })
+        let (_, root, high_water) =
+            best.ok_or("neither meta page is valid (not an etcd snapshot, or damaged)")?;
+        Ok(Db { file, page_size, pages, root, high_water, seen: Default::default() })
     }
 
     fn page(&self, id: u64) -> Result<Page, String> {
@@ -332,8 +385,8 @@ impl<'a> Db<'a> {
     }
 }
 
-/// A valid meta page's transaction id and root bucket page.
-fn meta(page: &[u8]) -> Option<(u64, u64)> {
+/// A valid meta page's transaction id, root bucket page and high-water page id.
+fn meta(page: &[u8]) -> Option<(u64, u64, u64)> {
     if u16_at(page, 8)? != META
         || u32_at(page, PAGE_HEADER)? != MAGIC
         || u32_at(page, PAGE_HEADER + 4)? != VERSION
@@ -345,8 +398,9 @@ fn meta(page: &[u8]) -> Option<(u64, u64)> {
         return None;
     }
     let root = u64_at(page, PAGE_HEADER + 16)?;
+    let high_water = u64_at(page, PAGE_HEADER + 40)?;
     let txid = u64_at(page, PAGE_HEADER + 48)?;
-    Some((txid, root))
+    Some((txid, root, high_water))
 }
 
 #[cfg(test)]

@@ -483,6 +483,11 @@ pub enum SnapshotCommand {
         /// <filename>
         args: Vec<String>,
     },
+    /// Gets backend snapshot status of a given file (synod's or etcd's).
+    Status {
+        /// <filename>
+        args: Vec<String>,
+    },
     /// Creates a data directory from a snapshot file, synod's or etcd's, keeping keys,
     /// revisions and leases; start each member of the new cluster on its own restored
     /// directory with `--initial-cluster-state new`.

@@ -190,6 +190,14 @@ fn a_restored_cluster_has_the_saved_keyspace() {
         assert!(ok, "etcdctl snapshot status: {text}");
         let status: serde_json::Value = serde_json::from_str(text.trim()).expect("status JSON");
         assert_eq!(status["revision"], revision, "{text}");
+        // synodctl reports the same hash, revision, key count and size, in every format.
+        for format in ["simple", "json", "table"] {
+            let path = file.display().to_string();
+            let theirs = run(&etcdctl, &["snapshot", "status", "-w", format, &path]);
+            let ours = run(SYNODCTL, &["snapshot", "status", "-w", format, &path]);
+            assert!(ours.0, "synodctl snapshot status: {}", ours.1);
+            assert_eq!(ours.1, theirs.1, "snapshot status -w {format}: synodctl (left) vs etcdctl (right)");
+        }
         // And etcd restores it: the same keyspace served by etcd.
         if let Some(etcd_program) = interop("etcd") {
             let etcd_dir = dir.path().join("etcd-restored");

@@ -81,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshot(args) => match args.command {
             SnapshotCommand::Save { args } => snapshot::save(&context, &args).await,
             SnapshotCommand::Restore(args) => snapshot::restore(&args),
+            SnapshotCommand::Status { args } => snapshot::status(&context, &args),
         },
         Command::Counter(args) => match args.command {
             CounterCommand::Add { retry_timeout, args } => counter::add(&context, retry_timeout, &args).await,

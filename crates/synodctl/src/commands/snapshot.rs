@@ -1,5 +1,5 @@
-//! `snapshot save` and `snapshot restore`: a member's whole state to a file, and a new
-//! data directory from such a file.
+//! `snapshot save`, `snapshot status` and `snapshot restore`: a member's whole state to a
+//! file, what such a file holds, and a new data directory from it.
 //!
 //! A snapshot file is what Maintenance.Snapshot streams, from synod as from etcd: a bbolt
 //! database with etcd's buckets, then its SHA-256. So `restore` takes etcd's snapshots too,
@@ -10,12 +10,13 @@ use std::io::{Read, Write};
 use anyhow::Context as _;
 use sha2::Digest as _;
 use synod_api::etcdserverpb::SnapshotRequest;
-use synod_base::GroupId;
+use synod_base::{GroupId, go_fmt};
 use synod_storage::{DataDir, StateStore, etcd_snapshot};
 
 use super::Context;
 use crate::cli::SnapshotRestoreArgs;
 use crate::exit::CtlError;
+use crate::printer::Format;
 
 /// The bytes a snapshot's checksum takes at its end.
 const CHECKSUM_BYTES: u64 = 32;
@@ -135,6 +136,45 @@ fn restore_into(
     )?;
     dir.sync()?;
     Ok((summary, state.current_revision()?, state.leases()?.len()))
+}
+
+/// `snapshot status <file>`: the hash, revision, key count and size etcd reports of a
+/// snapshot file (a trailing SHA-256, if any, is not part of the database).
+pub fn status(context: &Context, args: &[String]) -> anyhow::Result<()> {
+    let [path] = args else {
+        return Err(CtlError::bad_args("snapshot status requires exactly one argument").into());
+    };
+    let printer = context.printer()?;
+    let mut file = std::fs::File::open(path).map_err(|e| CtlError::request(format!("open {path}: {e}")))?;
+    let size = file.metadata().map_err(|e| CtlError::request(e.to_string()))?.len();
+    let body = if size % 512 == CHECKSUM_BYTES { size - CHECKSUM_BYTES } else { size };
+    let status = etcd_snapshot::status(&mut file, body).map_err(CtlError::request)?;
+    let size = go_fmt::humanize_bytes(status.total_size);
+    let row =
+        vec![format!("{:x}", status.hash), status.revision.to_string(), status.total_keys.to_string(), size];
+    let mut out = Vec::new();
+    match printer.format {
+        Format::Simple => out.extend_from_slice(format!("{}\n", row.join(", ")).as_bytes()),
+        Format::Json => out.extend_from_slice(
+            format!(
+                "{{\"hash\":{},\"revision\":{},\"totalKey\":{},\"totalSize\":{}}}\n",
+                status.hash, status.revision, status.total_keys, status.total_size
+            )
+            .as_bytes(),
+        ),
+        Format::Table => {
+            crate::printer::table::render(&mut out, &["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"], &[row])
+        }
+        other => {
+            return Err(CtlError::bad_feature(format!(
+                "{} not supported as output format",
+                format!("{other:?}").to_lowercase()
+            ))
+            .into());
+        }
+    }
+    std::io::stdout().write_all(&out)?;
+    Ok(())
 }
 
 /// Checks the SHA-256 at the end of a snapshot file and returns the length of what it

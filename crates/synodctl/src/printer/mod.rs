@@ -14,7 +14,7 @@ mod fields;
 mod json;
 mod rows;
 pub mod simple;
-mod table;
+pub mod table;
 
 use prost::Message;
 use synod_api::etcdserverpb::{
