@@ -102,12 +102,14 @@ async fn write_entry(consensus: &Consensus, adds: Vec<Add>) -> Vec<WriteOutcome>
     let ops = adds.into_iter().map(|add| add.op).collect();
     let command =
         Command { op: Some(command::Op::CounterAdd(CounterAdd { key, ops })), ..Default::default() };
-    consensus.inner.observer.counter_entry(count);
     match consensus.inner.raft.client_write(Proposal(command)).await {
-        Ok(response) => split(response.log_id.index, response.data.0, count)
-            .into_iter()
-            .map(|(index, applied)| Ok((index, applied)))
-            .collect(),
+        Ok(response) => {
+            consensus.inner.observer.counter_entry(count);
+            split(response.log_id.index, response.data.0, count)
+                .into_iter()
+                .map(|(index, applied)| Ok((index, applied)))
+                .collect()
+        }
         Err(e) => vec![Err(e); count],
     }
 }

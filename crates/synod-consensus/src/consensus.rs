@@ -567,6 +567,11 @@ impl Consensus {
         (alone || heard).then_some(leader)
     }
 
+    /// Whether `id` is in the newest membership this member knows, as a voter or a learner.
+    pub fn is_member(&self, id: u64) -> bool {
+        self.inner.raft.metrics().borrow_watched().membership_config.membership().get_node(&id).is_some()
+    }
+
     /// Whether this member is a learner: in the membership but without a vote.
     pub fn is_learner(&self) -> bool {
         let m = self.inner.raft.metrics();
@@ -994,39 +999,6 @@ impl Consensus {
             Some(log_id) => self.wait_applied(log_id.index, deadline).await,
             None => Ok(()),
         }
-    }
-
-    /// Every other member's hash of its keyspace at `revision` with the compaction revision
-    /// it was taken above, or why it gave none (unreachable, compacted, not there yet), as
-    /// etcd's initial corruption check asks its peers. Each ask gets `timeout`.
-    pub async fn peer_hashes(
-        &self,
-        revision: i64,
-        timeout: Duration,
-    ) -> Vec<(u64, Result<(u32, i64), String>)> {
-        let membership = self.metrics().membership_config.membership().clone();
-        let peers: Vec<(u64, MemberNode)> = membership
-            .nodes()
-            .filter(|(id, _)| **id != self.inner.member_id)
-            .map(|(id, node)| (*id, node.clone()))
-            .collect();
-        let asks = peers.into_iter().map(|(id, node)| async move {
-            let answer = async {
-                let mut client = self.inner.network.client(id, &node.peer_urls)?;
-                let message = pb::HashKvRequest { group_id: self.inner.group.0, revision };
-                let response = client
-                    .hash_kv(self.inner.network.request(id, message, timeout))
-                    .await
-                    .map_err(|status| status.message().to_string())?
-                    .into_inner();
-                if !response.error.is_empty() {
-                    return Err(response.error);
-                }
-                Ok((response.hash, response.compact_revision))
-            };
-            (id, answer.await)
-        });
-        futures::future::join_all(asks).await
     }
 
     async fn call_member(
@@ -1616,6 +1588,54 @@ impl Consensus {
     pub fn disk_io(&self) -> DiskIo {
         self.inner.disk_io
     }
+}
+
+/// Every other member's hash of its keyspace at `revision`, with the compaction revision it
+/// was taken above, or why it gave none (unreachable, compacted, not there yet), as etcd's
+/// initial corruption check asks its peers. It runs before the member's consensus group
+/// starts, so it reads the members from the applied state. Each ask gets `timeout`.
+pub async fn peer_hashes(
+    dialer: Arc<dyn Dialer>,
+    state: &StateStore,
+    (group, cluster_id, member_id): (GroupId, u64, u64),
+    revision: i64,
+    timeout: Duration,
+) -> Result<Vec<(u64, Result<(u32, i64), String>)>, String> {
+    let (_, stored) = crate::state_machine::read_applied(state, group).map_err(|e| e.to_string())?;
+    let identity = PeerIdentity { group, member_id, cluster_id, message_bytes_max: 16 * 1024 * 1024 };
+    let network = PeerNetwork::new(
+        identity,
+        Removed::new(member_id),
+        dialer,
+        DiskIo::Threads,
+        Arc::new(crate::NoObserver),
+    );
+    let peers: Vec<(u64, MemberNode)> = stored
+        .membership()
+        .nodes()
+        .filter(|(id, _)| **id != member_id)
+        .map(|(id, node)| (*id, node.clone()))
+        .collect();
+    let asks = peers.into_iter().map(|(id, node)| {
+        let network = network.clone();
+        async move {
+            let answer = async {
+                let mut client = network.client(id, &node.peer_urls)?;
+                let message = pb::HashKvRequest { group_id: group.0, revision };
+                let call = client.hash_kv(network.request(id, message, timeout));
+                let response = match tokio::time::timeout(timeout, call).await {
+                    Ok(response) => response.map_err(|status| status.message().to_string())?.into_inner(),
+                    Err(_) => return Err(format!("no answer within {timeout:?}")),
+                };
+                if !response.error.is_empty() {
+                    return Err(response.error);
+                }
+                Ok((response.hash, response.compact_revision))
+            };
+            (id, answer.await)
+        }
+    });
+    Ok(futures::future::join_all(asks).await)
 }
 
 /// Asks the members at `peer_urls` (any that answers) for the cluster id and membership,

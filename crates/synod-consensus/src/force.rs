@@ -39,8 +39,22 @@ pub fn force_new_cluster(
     let mut membership = codec::membership(stored.membership());
     let mut last: Option<pb::LogId> = applied.as_ref().map(codec::log_id);
     let first_unapplied = applied.map_or(0, |id| id.index + 1);
+    let bounds = log.bounds(group).map_err(storage)?;
+    // After a snapshot from a leader the applied state can be ahead of the log until the
+    // log is trimmed; the new entry must follow both.
+    if let Some((_, end)) = bounds
+        && end.0 + 1 < first_unapplied
+    {
+        return Err(format!(
+            "the log ends at entry {}, before the applied entry {} (a snapshot was installed and the \
+             log not trimmed yet); restart the member once without --force-new-cluster, or restore a \
+             snapshot into a new cluster",
+            end.0,
+            first_unapplied - 1
+        ));
+    }
     // Entries past the applied index may change the membership, and the newest counts.
-    if let Some((_, end)) = log.bounds(group).map_err(storage)? {
+    if let Some((_, end)) = bounds {
         for (index, bytes) in
             log.entries(group, LogIndex(first_unapplied)..LogIndex(end.0 + 1)).map_err(storage)?
         {
@@ -58,6 +72,12 @@ pub fn force_new_cluster(
         .get(&member_id)
         .cloned()
         .ok_or_else(|| format!("member {member_id:x} is not in its cluster's membership"))?;
+    // A learner never voted: it may lack writes the cluster committed without it.
+    if !membership.configs.iter().any(|voters| voters.ids.contains(&member_id)) {
+        return Err(format!(
+            "member {member_id:x} is a learner and may lack committed writes; force a new cluster from a voter"
+        ));
+    }
     let vote = log.meta(&vote_key(group)).map_err(storage)?;
     let vote =
         vote.map(|bytes| pb::Vote::decode(bytes.as_slice())).transpose().map_err(|e| format!("vote: {e}"))?;

@@ -29,7 +29,7 @@ mod types;
 
 pub use consensus::{
     Bootstrap, Consensus, ConsensusError, ConsensusOptions, ConsensusStatus, LeaderCall, LeaderReply,
-    LeaderService, MemberChange, MemberInfo, discover_cluster,
+    LeaderService, MemberChange, MemberInfo, discover_cluster, peer_hashes,
 };
 pub use disk_io::DiskIo;
 pub use force::{ForcedCluster, force_new_cluster};

@@ -20,7 +20,7 @@ pub trait Observer: Send + Sync + 'static {
     fn peer_send_failed(&self, _to: u64) {}
     /// A probe of member `to` came back after `elapsed`.
     fn peer_round_trip(&self, _to: u64, _elapsed: Duration) {}
-    /// The leader proposed one log entry carrying `adds` native counter adds to one key.
+    /// The leader wrote one log entry carrying `adds` native counter adds to one key.
     fn counter_entry(&self, _adds: usize) {}
 }
 

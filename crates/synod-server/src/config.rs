@@ -586,6 +586,15 @@ impl Flags {
             ));
         }
         let mut warnings = Vec::new();
+        if self.max_concurrent_streams > limits::STREAMS_PER_CONNECTION_MAX
+            && self.max_concurrent_streams != u32::MAX
+        {
+            warnings.push(format!(
+                "--max-concurrent-streams={} is above synod's bound; each connection gets {}",
+                self.max_concurrent_streams,
+                limits::STREAMS_PER_CONNECTION_MAX
+            ));
+        }
         let metrics_tls =
             match (self.listen_metrics_urls.iter().any(|u| u.tls), &self.cert_file, &self.key_file) {
                 (false, ..) => None,
@@ -947,7 +956,9 @@ mod tests {
              peer-transport-security:\n  client-cert-auth: false\n  auto-tls: false\n\
              log-outputs: [stderr]\n\
              logger: zap\n\
-             auto-compaction-retention: \"1\"\n",
+             auto-compaction-retention: \"1\"\n\
+             experimental-watch-progress-notify-interval: 5000000000\n\
+             grpc-keepalive-min-time: 5000000000\n",
         )
         .unwrap();
         let path_arg = format!("--config-file={}", path.display());
@@ -957,6 +968,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/etcd"));
         assert_eq!(config.wal_dir, None);
         assert_eq!(config.snapshot_count, 10_000);
+        assert_eq!(config.watch_progress_notify_interval, Duration::from_secs(5));
         assert_eq!(config.listen_metrics_urls[0].to_string(), "http://127.0.0.1:2381");
         let tls = config.client_tls.as_ref().expect("client TLS from client-transport-security");
         assert_eq!(tls.cert, PathBuf::from("/pki/server.crt"));

@@ -115,7 +115,8 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         .transpose()
         .context("peer TLS")?;
     // An https metrics URL serves the client certificate and asks for none: scrapers and
-    // probes hold no client certificate, as on etcd's metrics port.
+    // probes hold no client certificate (etcd applies its client certificate rule there;
+    // docs/etcd-compat.md).
     let metrics_tls = config
         .metrics_tls
         .as_ref()
@@ -154,6 +155,10 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
     let (identity, bootstrap) = identity_and_bootstrap(&config, &dialer, &log).await?;
     if config.force_new_cluster {
         force_new_cluster(&log, &state, &identity)?;
+    }
+    // Before the member takes part in consensus or serves anyone, as etcd runs it.
+    if config.initial_corrupt_check {
+        initial_corrupt_check(Arc::new(dialer.clone()), state.clone(), &identity).await?;
     }
     data_dir.sync().context("sync data dir")?;
     let metrics = Arc::new(Metrics::new(config.metrics));
@@ -221,12 +226,16 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
             }),
         )
         .fallback(gateway::fallback)
-        .layer(rpc_metrics::PeerBytesLayer { metrics: api.metrics_handle() });
+        .layer(rpc_metrics::PeerBytesLayer {
+            metrics: api.metrics_handle(),
+            is_member: {
+                let consensus = consensus.clone();
+                Arc::new(move |id| consensus.is_member(id))
+            },
+        });
 
     let (stop_servers, stopping) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
-    // Peers are served first: members checking their data against this one's (and the
-    // consensus group itself) need them while this member checks its own.
     for (url, listener) in peer_listeners {
         tracing::info!(address = %url, "listening for peers");
         servers.push(tokio::spawn(serve::serve(
@@ -237,14 +246,6 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
             stopping.clone(),
         )));
     }
-    if config.initial_corrupt_check
-        && let Err(error) = initial_corrupt_check(&consensus, &api.state_handle()).await
-    {
-        let _ = stop_servers.send(true);
-        consensus.shutdown().await;
-        return Err(error);
-    }
-
     let metrics_app = probes::routes().with_state(api.clone()).fallback(gateway::fallback);
     let client_http2 = serve::Http2 {
         streams_max: config.streams_per_connection_max,
@@ -456,19 +457,33 @@ fn force_new_cluster(log: &LogStore, state: &StateStore, identity: &Identity) ->
 /// How long the initial corruption check waits for each peer's hash.
 const CORRUPT_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// etcd's `--experimental-initial-corrupt-check`: before serving clients, asks every peer
+/// etcd's `--experimental-initial-corrupt-check`: before taking part, asks every peer
 /// for its hash of the keyspace at this member's revision, and refuses to start if one with
 /// the same compaction revision disagrees. Peers that cannot answer (down, compacted past
 /// the revision, or behind it) are skipped with a warning, as in etcd.
-async fn initial_corrupt_check(consensus: &Consensus, state: &StateStore) -> anyhow::Result<()> {
+async fn initial_corrupt_check(
+    dialer: Arc<GrpcDialer>,
+    state: Arc<StateStore>,
+    identity: &Identity,
+) -> anyhow::Result<()> {
     let revision = state.current_revision().context("read the current revision")?;
-    let (hash, compact_revision, _) = match state.hash_kv(revision).context("hash the keyspace")? {
+    // Hashing reads the whole keyspace: off the async threads.
+    let hashing = state.clone();
+    let hashed = tokio::task::spawn_blocking(move || hashing.hash_kv(revision))
+        .await
+        .context("hash the keyspace")?
+        .context("hash the keyspace")?;
+    let (hash, compact_revision, _) = match hashed {
         Ok(hashed) => hashed,
         Err(error) => bail!("initial corruption check: hash the keyspace at {revision}: {}", error.message()),
     };
     tracing::info!(revision, hash, compact_revision, "starting initial corruption check");
     let mut mismatches = Vec::new();
-    for (peer, answer) in consensus.peer_hashes(revision, CORRUPT_CHECK_TIMEOUT).await {
+    let ids = (GroupId::FIRST, identity.cluster_id, identity.member_id);
+    let answers = synod_consensus::peer_hashes(dialer, &state, ids, revision, CORRUPT_CHECK_TIMEOUT)
+        .await
+        .map_err(|e| anyhow::anyhow!("initial corruption check: {e}"))?;
+    for (peer, answer) in answers {
         let peer = format!("{peer:x}");
         match answer {
             Ok((_, peer_compact)) if peer_compact != compact_revision => tracing::warn!(

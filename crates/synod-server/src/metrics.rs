@@ -290,7 +290,7 @@ impl Metrics {
             );
             r.register(
                 "synod_native_adds",
-                "Native counter adds applied by this member's leader, combined or not",
+                "Native counter adds this member wrote to the log as the leader, combined or not (a retried add counts again)",
                 m.counter_adds.clone(),
             );
             r.register(

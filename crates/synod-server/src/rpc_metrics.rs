@@ -20,29 +20,88 @@ use tokio::time::Instant;
 
 use crate::metrics::{Labels, Metrics};
 
-/// The streaming methods synod serves; every other served method is unary.
-const STREAMING: &[(&str, &str, &str)] = &[
-    ("etcdserverpb.Watch", "Watch", "bidi_stream"),
-    ("etcdserverpb.Lease", "LeaseKeepAlive", "bidi_stream"),
-    ("etcdserverpb.Maintenance", "Snapshot", "server_stream"),
-    ("v3electionpb.Election", "Observe", "server_stream"),
-    ("grpc.health.v1.Health", "Watch", "server_stream"),
+/// The methods synod serves, by service, with their streaming kinds; every other path is
+/// not counted, as go-grpc-prometheus counts only registered methods, so a client cannot
+/// make up label values.
+const METHODS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "etcdserverpb.KV",
+        &[("Range", UNARY), ("Put", UNARY), ("DeleteRange", UNARY), ("Txn", UNARY), ("Compact", UNARY)],
+    ),
+    ("etcdserverpb.Watch", &[("Watch", BIDI)]),
+    (
+        "etcdserverpb.Lease",
+        &[
+            ("LeaseGrant", UNARY),
+            ("LeaseRevoke", UNARY),
+            ("LeaseKeepAlive", BIDI),
+            ("LeaseTimeToLive", UNARY),
+            ("LeaseLeases", UNARY),
+        ],
+    ),
+    (
+        "etcdserverpb.Cluster",
+        &[
+            ("MemberAdd", UNARY),
+            ("MemberRemove", UNARY),
+            ("MemberUpdate", UNARY),
+            ("MemberList", UNARY),
+            ("MemberPromote", UNARY),
+        ],
+    ),
+    (
+        "etcdserverpb.Maintenance",
+        &[
+            ("Alarm", UNARY),
+            ("Status", UNARY),
+            ("Defragment", UNARY),
+            ("Hash", UNARY),
+            ("HashKV", UNARY),
+            ("Snapshot", SERVER_STREAM),
+            ("MoveLeader", UNARY),
+            ("Downgrade", UNARY),
+        ],
+    ),
+    (
+        "etcdserverpb.Auth",
+        &[
+            ("AuthEnable", UNARY),
+            ("AuthDisable", UNARY),
+            ("AuthStatus", UNARY),
+            ("Authenticate", UNARY),
+            ("UserAdd", UNARY),
+            ("UserGet", UNARY),
+            ("UserList", UNARY),
+            ("UserDelete", UNARY),
+            ("UserChangePassword", UNARY),
+            ("UserGrantRole", UNARY),
+            ("UserRevokeRole", UNARY),
+            ("RoleAdd", UNARY),
+            ("RoleGet", UNARY),
+            ("RoleList", UNARY),
+            ("RoleDelete", UNARY),
+            ("RoleGrantPermission", UNARY),
+            ("RoleRevokePermission", UNARY),
+        ],
+    ),
+    ("v3lockpb.Lock", &[("Lock", UNARY), ("Unlock", UNARY)]),
+    (
+        "v3electionpb.Election",
+        &[
+            ("Campaign", UNARY),
+            ("Proclaim", UNARY),
+            ("Leader", UNARY),
+            ("Observe", SERVER_STREAM),
+            ("Resign", UNARY),
+        ],
+    ),
+    ("synod.v1.Counter", &[("Add", UNARY), ("Get", UNARY)]),
+    ("grpc.health.v1.Health", &[("Check", UNARY), ("Watch", SERVER_STREAM)]),
 ];
 
-/// The services synod serves: calls to any other are refused and not counted, as
-/// go-grpc-prometheus counts only registered methods.
-const SERVICES: &[&str] = &[
-    "etcdserverpb.KV",
-    "etcdserverpb.Watch",
-    "etcdserverpb.Lease",
-    "etcdserverpb.Cluster",
-    "etcdserverpb.Maintenance",
-    "etcdserverpb.Auth",
-    "v3lockpb.Lock",
-    "v3electionpb.Election",
-    "synod.v1.Counter",
-    "grpc.health.v1.Health",
-];
+const UNARY: &str = "unary";
+const BIDI: &str = "bidi_stream";
+const SERVER_STREAM: &str = "server_stream";
 
 /// grpc-go's name for a status code (`codes.Code.String()`), which the `grpc_code` label
 /// carries and etcd's alerts match on.
@@ -70,14 +129,11 @@ pub fn code_name(code: i32) -> &'static str {
 }
 
 /// `(grpc_type, grpc_service, grpc_method)` of a request path, for a served method.
-fn method_of(path: &str) -> Option<(&'static str, String, String)> {
+fn method_of(path: &str) -> Option<(&'static str, &'static str, &'static str)> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    if !SERVICES.contains(&service) || method.is_empty() || method.contains('/') {
-        return None;
-    }
-    let kind =
-        STREAMING.iter().find(|(s, m, _)| *s == service && *m == method).map_or("unary", |(_, _, kind)| kind);
-    Some((kind, service.to_string(), method.to_string()))
+    let (service, methods) = METHODS.iter().find(|(name, _)| *name == service)?;
+    let (method, kind) = methods.iter().find(|(name, _)| *name == method)?;
+    Some((kind, service, method))
 }
 
 /// The layer that records the gRPC series for the services it wraps.
@@ -118,8 +174,11 @@ where
             return Box::pin(self.inner.call(request));
         };
         let metrics = self.metrics.clone();
-        let labels: Labels =
-            vec![("grpc_type", kind.to_string()), ("grpc_service", service), ("grpc_method", method)];
+        let labels: Labels = vec![
+            ("grpc_type", kind.to_string()),
+            ("grpc_service", service.to_string()),
+            ("grpc_method", method.to_string()),
+        ];
         metrics.grpc_started.get_or_create(&labels).inc();
         let received = Received {
             metrics: metrics.clone(),
@@ -127,8 +186,16 @@ where
             messages: MessageCounter::default(),
         };
         let request = request.map(|body| Body::new(WatchedBody::new(body, received)));
-        let started = Instant::now();
         let future = self.inner.call(request);
+        // Until the reply starts, a client that leaves (its deadline, a cancelled wait for a
+        // lock) drops this future: `pending` then counts the call as Canceled.
+        let mut pending = Sent {
+            metrics,
+            labels,
+            messages: MessageCounter::default(),
+            code: None,
+            started: Instant::now(),
+        };
         Box::pin(async move {
             let response = future.await?;
             // A call refused before any reply (most errors) carries its status in the headers.
@@ -137,7 +204,8 @@ where
                 .get("grpc-status")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i32>().ok());
-            let sent = Sent { metrics, labels, messages: MessageCounter::default(), code, started };
+            let mut sent = pending.take();
+            sent.code = code;
             Ok(response.map(|body| Body::new(WatchedBody::new(body, sent))))
         })
     }
@@ -163,13 +231,35 @@ impl BodyWatcher for Received {
 }
 
 /// Counts a response's bytes and messages, and the call as handled once its status is
-/// sent or the client is gone.
+/// sent or the client is gone, before any reply too ([`Sent::take`]). Empty labels mean
+/// counted already.
 struct Sent {
     metrics: Arc<Metrics>,
     labels: Labels,
     messages: MessageCounter,
     code: Option<i32>,
     started: Instant,
+}
+
+impl Sent {
+    /// Moves the call's accounting out, to the response body; what stays behind counts
+    /// nothing when dropped.
+    fn take(&mut self) -> Sent {
+        Sent {
+            metrics: self.metrics.clone(),
+            labels: std::mem::take(&mut self.labels),
+            messages: MessageCounter::default(),
+            code: None,
+            started: self.started,
+        }
+    }
+}
+
+impl Drop for Sent {
+    /// A call dropped before its reply began: the client went away.
+    fn drop(&mut self) {
+        BodyWatcher::end(self);
+    }
 }
 
 impl BodyWatcher for Sent {
@@ -190,6 +280,9 @@ impl BodyWatcher for Sent {
     }
 
     fn end(&mut self) {
+        if self.labels.is_empty() {
+            return;
+        }
         // No status sent: the client went away (or the connection broke) before the end.
         let code = code_name(self.code.unwrap_or(1));
         let mut labels = self.labels.clone();
@@ -198,21 +291,25 @@ impl BodyWatcher for Sent {
         if let Some(handling) = &self.metrics.grpc_handling_seconds {
             handling.get_or_create(&self.labels).observe(self.started.elapsed().as_secs_f64());
         }
+        // Counted once: a body's end and its drop both come here.
+        self.labels.clear();
     }
 }
 
 /// Counts the peer port's traffic from the serving side: a request's bytes as received
-/// from its sender, the answer's as sent to it (the sender names itself in a header).
+/// from its sender, the answer's as sent to it (the sender names itself in a header; only
+/// members are counted, so nobody can make up label values).
 #[derive(Clone)]
 pub struct PeerBytesLayer {
     pub metrics: Arc<Metrics>,
+    pub is_member: Arc<dyn Fn(u64) -> bool + Send + Sync>,
 }
 
 impl<S> tower::Layer<S> for PeerBytesLayer {
     type Service = PeerBytes<S>;
 
     fn layer(&self, inner: S) -> PeerBytes<S> {
-        PeerBytes { inner, metrics: self.metrics.clone() }
+        PeerBytes { inner, metrics: self.metrics.clone(), is_member: self.is_member.clone() }
     }
 }
 
@@ -220,6 +317,7 @@ impl<S> tower::Layer<S> for PeerBytesLayer {
 pub struct PeerBytes<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    is_member: Arc<dyn Fn(u64) -> bool + Send + Sync>,
 }
 
 impl<S> tower::Service<Request<Body>> for PeerBytes<S>
@@ -240,7 +338,8 @@ where
             .headers()
             .get(synod_consensus::FROM_HEADER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| u64::from_str_radix(v, 16).ok());
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .filter(|sender| (self.is_member)(*sender));
         let Some(sender) = sender else {
             return Box::pin(self.inner.call(request));
         };
@@ -273,10 +372,8 @@ mod tests {
     /// Paths name served methods with their streaming kind; others are not counted.
     #[test]
     fn methods_and_kinds() {
-        assert_eq!(
-            method_of("/etcdserverpb.KV/Range"),
-            Some(("unary", "etcdserverpb.KV".into(), "Range".into()))
-        );
+        assert_eq!(method_of("/etcdserverpb.KV/Range"), Some(("unary", "etcdserverpb.KV", "Range")));
+        assert_eq!(method_of("/etcdserverpb.KV/MadeUp"), None, "a made-up method would be a new label");
         assert_eq!(method_of("/etcdserverpb.Watch/Watch").map(|m| m.0), Some("bidi_stream"));
         assert_eq!(method_of("/etcdserverpb.Lease/LeaseKeepAlive").map(|m| m.0), Some("bidi_stream"));
         assert_eq!(method_of("/etcdserverpb.Lease/LeaseGrant").map(|m| m.0), Some("unary"));

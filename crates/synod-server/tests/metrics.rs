@@ -122,6 +122,9 @@ fn the_mixins_series_move_with_their_events() {
         let mut kv = KvClient::new(m.channel().await);
         kv.put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() }).await.unwrap();
     });
+    // The call counts as handled when the server has sent its status, just after the
+    // client has its answer.
+    moves(m, "grpc_server_handled_total", &handled_ok, before[1]);
     let page = scrape(m);
     let after = [
         value(&page, "grpc_server_started_total", &put),
@@ -149,7 +152,7 @@ fn the_mixins_series_move_with_their_events() {
             .await
             .unwrap_err();
     });
-    assert_eq!(now(m, "grpc_server_handled_total", &failed), before + 1.0);
+    assert_eq!(moves(m, "grpc_server_handled_total", &failed, before), before + 1.0);
 
     // A watch stream and a keep-alive stream count once each as bidi streams, their
     // messages one by one, and a client leaving is Canceled.
@@ -297,7 +300,8 @@ fn check_with_promtool(page: &str, member: &Server, dir: &std::path::Path) {
 }
 
 /// synod's own series: adds and the entries that carried them (the combining factor),
-/// counter sessions, and callers waiting in a lock queue.
+/// counter sessions, and callers waiting in a lock queue; a caller that gives up waiting
+/// counts as a Canceled call.
 #[test]
 fn synods_own_series_move() {
     let dir = tempfile::tempdir().unwrap();
@@ -337,9 +341,19 @@ fn synods_own_series_move() {
             assert!(tokio::time::Instant::now() < deadline, "no waiter counted");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let canceled = [("grpc_method", "Lock"), ("grpc_code", "Canceled")];
+        let canceled_before = now(&server, "grpc_server_handled_total", &canceled);
         waiting.abort();
         while now(&server, "synod_lock_waiters", &waiters) > 0.0 {
             assert!(tokio::time::Instant::now() < deadline, "the waiter that left is still counted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The call it left before any reply counts as handled, Canceled, as grpc-go's does.
+        while now(&server, "grpc_server_handled_total", &canceled) <= canceled_before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the abandoned Lock call is not counted as handled"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });

@@ -52,7 +52,12 @@ impl DataDir {
                 sync_dir(parent)?;
             }
         }
-        let wal_dir = wal_dir.filter(|dir| *dir != member).map(Path::to_path_buf);
+        // The same directory spelled another way (`./data/member`, a symlink) is no dedicated one.
+        let same = |dir: &Path| match (fs::canonicalize(dir), fs::canonicalize(&member)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => dir == member,
+        };
+        let wal_dir = wal_dir.filter(|dir| !same(dir)).map(Path::to_path_buf);
         if let Some(dir) = &wal_dir {
             let own_log = member.join(LOG_FILE);
             if own_log.exists() {

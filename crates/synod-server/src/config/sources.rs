@@ -164,8 +164,28 @@ pub fn from_yaml(command: &Command, text: &str) -> Result<Vec<OsString>, String>
     Ok(args)
 }
 
+/// Flags whose YAML value etcd reads as a Go `time.Duration`: a whole number of
+/// nanoseconds (a text such as `5s` does not load in etcd either, and is taken here too).
+const DURATION_FLAGS: &[&str] = &[
+    "grpc-keepalive-min-time",
+    "grpc-keepalive-interval",
+    "grpc-keepalive-timeout",
+    "experimental-watch-progress-notify-interval",
+    "experimental-lease-checkpoint-interval",
+    "experimental-corrupt-check-time",
+    "experimental-compaction-sleep-interval",
+    "experimental-warning-apply-duration",
+    "backend-batch-interval",
+];
+
 /// Adds `--flag=value` for one setting; a setting left empty keeps the flag's default.
 fn push(args: &mut Vec<OsString>, flag: &str, value: &Yaml, key: &str) -> Result<(), String> {
+    if let Yaml::Integer(nanos) = value
+        && DURATION_FLAGS.contains(&flag)
+    {
+        args.push(OsString::from(format!("--{flag}={nanos}ns")));
+        return Ok(());
+    }
     let scalar = |value: &Yaml| -> Result<Option<String>, String> {
         Ok(match value {
             Yaml::Null => None,

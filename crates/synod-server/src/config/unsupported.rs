@@ -1,10 +1,12 @@
 //! etcd's server flags whose feature synod does not have, each with the reason.
 //!
 //! A flag here is accepted only with a value that asks for what synod does anyway (etcd's
-//! default, nearly always), so that etcd's sample configuration, Debian's defaults and the
-//! command lines tools generate start unchanged. Any other value stops the start with the
-//! flag's name and the reason: a setting that is accepted and then ignored is how a cluster
-//! comes up other than its operator meant.
+//! default, nearly always), so that Debian's defaults and the command lines tools generate
+//! (kubeadm's, charts') start unchanged. Any other value stops the start with the flag's
+//! name and the reason, etcd's own sample configuration file included where it turns a
+//! feature on (`enable-v2: true`, `enable-pprof: true`, `strict-reconfig-check: false`): a
+//! setting that is accepted and then ignored is how a cluster comes up other than its
+//! operator meant.
 
 use std::time::Duration;
 
@@ -45,8 +47,9 @@ const NO_BBOLT: &str = "synod's state is not in bbolt; it is checkpointed every 
 pub const UNSUPPORTED: &[Unsupported] = &[
     entry(
         "initial-election-tick-advance",
-        Harmless::Bool(true),
-        "a starting member always waits out one election timeout before it campaigns",
+        Harmless::Bool(false),
+        "a starting member waits out a whole election timeout before it campaigns; it does not \
+         fast-forward its election ticks",
     ),
     entry(
         "max-snapshots",
@@ -58,7 +61,7 @@ pub const UNSUPPORTED: &[Unsupported] = &[
         Harmless::Number(5),
         "synod's log is one file, purged behind snapshots (--snapshot-count)",
     ),
-    entry("backend-batch-interval", Harmless::Text(&["", "0", "0s"]), NO_BBOLT),
+    entry("backend-batch-interval", Harmless::Duration(Duration::ZERO), NO_BBOLT),
     entry("backend-batch-limit", Harmless::Number(0), NO_BBOLT),
     entry(
         "grpc-keepalive-min-time",
@@ -164,7 +167,7 @@ pub const UNSUPPORTED: &[Unsupported] = &[
     ),
     entry(
         "experimental-compaction-sleep-interval",
-        Harmless::Text(&["", "0s", "10ms"]),
+        Harmless::Duration(Duration::from_millis(10)),
         "a compaction is one entry in the log and is applied at once",
     ),
     entry(

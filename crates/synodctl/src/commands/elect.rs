@@ -50,7 +50,7 @@ pub async fn run(context: &Context, args: &ElectArgs) -> anyhow::Result<()> {
         }
     };
     let lease = client.call(client.lease().lease_grant(LeaseGrantRequest { ttl: args.ttl, id: 0 })).await?.id;
-    let keepalive = tokio::spawn(keep_alive(client.clone(), lease, args.ttl));
+    let mut keepalive = tokio::spawn(keep_alive(client.clone(), lease, args.ttl));
     let campaign =
         CampaignRequest { name: name.as_bytes().to_vec(), lease, value: proposal.as_bytes().to_vec() };
     let outcome = async {
@@ -60,7 +60,12 @@ pub async fn run(context: &Context, args: &ElectArgs) -> anyhow::Result<()> {
         };
         let leader = elected.leader.unwrap_or_default();
         println!("{}\n{proposal}", String::from_utf8_lossy(&leader.key));
-        stop().await;
+        // Held until interrupted, or until the session's lease is lost (then another
+        // candidate may lead already, and this one must stop acting as the leader).
+        tokio::select! {
+            () = stop() => {}
+            _ = &mut keepalive => return Err(CtlError::request("elect: session expired")),
+        }
         elections.resign(ResignRequest { leader: Some(leader) }).await.map_err(|s| CtlError::request(request_error(&s)))?;
         Ok::<(), CtlError>(())
     }

@@ -87,6 +87,8 @@ pub(super) async fn stop() {
 }
 
 /// Renews the lease a third of its TTL apart while the lock (or a candidacy) is held.
+/// Returns once the lease is gone (expired or revoked): the session, and what it held, is
+/// lost.
 pub(super) async fn keep_alive(client: Client, lease: i64, ttl: i64) {
     let period = Duration::from_millis(ttl as u64 * 1000 / 3);
     loop {
@@ -94,13 +96,12 @@ pub(super) async fn keep_alive(client: Client, lease: i64, ttl: i64) {
         let request = LeaseKeepAliveRequest { id: lease };
         let renewed = client.lease().lease_keep_alive(tokio_stream::once(request)).await;
         match renewed {
-            Ok(response) => {
-                let mut responses = response.into_inner();
-                if !matches!(responses.message().await, Ok(Some(r)) if r.ttl > 0) {
-                    eprintln!("Error: the lock's lease could not be renewed; the lock may be lost");
-                }
-            }
-            Err(status) => eprintln!("Error: renewing the lock's lease: {}", request_error(&status)),
+            Ok(response) => match response.into_inner().message().await {
+                Ok(Some(answer)) if answer.ttl > 0 => {}
+                Ok(Some(_)) => return,
+                _ => eprintln!("Error: the session's lease could not be renewed; it may be lost"),
+            },
+            Err(status) => eprintln!("Error: renewing the session's lease: {}", request_error(&status)),
         }
     }
 }
