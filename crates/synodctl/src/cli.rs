@@ -206,6 +206,8 @@ pub enum Command {
     Watch(WatchArgs),
     /// Observes and participates in leader election.
     Elect(ElectArgs),
+    /// Makes a mirror at the destination etcd cluster.
+    MakeMirror(MirrorArgs),
     /// Enable or disable authentication.
     Auth {
         #[command(subcommand)]
@@ -221,6 +223,32 @@ pub enum Command {
         #[command(subcommand)]
         command: RoleCommand,
     },
+}
+
+/// `make-mirror [options] <destination>`
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// Key-value prefix to mirror.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Destination prefix to mirror a prefix to a different prefix in the destination cluster.
+    #[arg(long)]
+    pub dest_prefix: Option<String>,
+    /// Mirror key-values to the root of the destination cluster.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub no_dest_prefix: bool,
+    /// Verify certificates of TLS enabled secure servers using this CA bundle.
+    #[arg(long, value_name = "FILE")]
+    pub dest_cacert: Option<std::path::PathBuf>,
+    /// Identify secure client using this TLS certificate file for the destination cluster.
+    #[arg(long, value_name = "FILE", requires = "dest_key")]
+    pub dest_cert: Option<std::path::PathBuf>,
+    /// Identify secure client using this TLS key file.
+    #[arg(long, value_name = "FILE", requires = "dest_cert")]
+    pub dest_key: Option<std::path::PathBuf>,
+    /// <destination>
+    pub args: Vec<String>,
 }
 
 /// `elect [-l] <election-name> [proposal]`

@@ -1111,3 +1111,36 @@ fn elect_campaigns_resigns_and_observes() {
     let refused = run_with(ctl, &[&endpoint, "elect", "office"], &[]);
     assert_eq!(refused.status.code(), Some(128));
 }
+
+/// `make-mirror` copies a prefix to another cluster under another prefix, then follows
+/// puts and deletes on the source.
+#[test]
+fn make_mirror_copies_then_follows() {
+    let dir = tempfile::tempdir().expect("make a temp dir");
+    let source = Member::start(&dir.path().join("source"), free_port(), free_port());
+    let dest = Member::start(&dir.path().join("dest"), free_port(), free_port());
+    let ctl = Path::new(SYNODCTL);
+    let at = |member: &Member| format!("--endpoints={}", member.endpoint);
+    for (key, value) in [("src/a", "1"), ("src/b", "2"), ("other", "x")] {
+        assert!(run_with(ctl, &[&at(&source), "put", key, value], &[]).status.success());
+    }
+    let _mirror = Lines::spawn(
+        ctl,
+        &[&at(&source), "make-mirror", "--prefix=src/", "--dest-prefix=dst/", &dest.endpoint],
+    );
+    let dest_keys = || {
+        let output = run_with(ctl, &[&at(&dest), "get", "", "--from-key"], &[]);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while dest_keys() != "dst/a\n1\ndst/b\n2\n" {
+        assert!(std::time::Instant::now() < deadline, "the copy never arrived: {:?}", dest_keys());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(run_with(ctl, &[&at(&source), "put", "src/c", "3"], &[]).status.success());
+    assert!(run_with(ctl, &[&at(&source), "del", "src/a"], &[]).status.success());
+    while dest_keys() != "dst/b\n2\ndst/c\n3\n" {
+        assert!(std::time::Instant::now() < deadline, "the changes never arrived: {:?}", dest_keys());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -15,6 +15,7 @@ mod local_cluster;
 mod lock;
 mod maintenance;
 mod member;
+mod mirror;
 mod put;
 mod snapshot;
 mod txn;
@@ -95,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Version => maintenance::version(),
         Command::Watch(args) => watch::run(&context, &args).await,
         Command::Elect(args) => elect::run(&context, &args).await,
+        Command::MakeMirror(args) => mirror::run(&context, &args).await,
         Command::Auth { command } => auth::auth(&context, &command).await,
         Command::User { command } => auth::user(&context, &command).await,
         Command::Role { command } => auth::role(&context, &command).await,
