@@ -208,6 +208,11 @@ pub enum Command {
     Elect(ElectArgs),
     /// Makes a mirror at the destination etcd cluster.
     MakeMirror(MirrorArgs),
+    /// Commands for checking properties of the etcd cluster.
+    Check {
+        #[command(subcommand)]
+        command: CheckCommand,
+    },
     /// Enable or disable authentication.
     Auth {
         #[command(subcommand)]
@@ -223,6 +228,34 @@ pub enum Command {
         #[command(subcommand)]
         command: RoleCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckCommand {
+    /// Checks the performance of the etcd cluster.
+    Perf(CheckPerfArgs),
+}
+
+/// `check perf [options]`
+#[derive(Debug, Args)]
+pub struct CheckPerfArgs {
+    /// The performance check's workload model: s (small), m (medium), l (large), xl.
+    #[arg(long, default_value = "s")]
+    pub load: String,
+    /// The prefix for writing the performance check's keys.
+    #[arg(long, default_value = "/etcdctl-check-perf/")]
+    pub prefix: String,
+    /// Compact storage with the last revision after the test is finished.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub auto_compact: bool,
+    /// Defragment storage after the test is finished.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub auto_defrag: bool,
+    /// How long the load runs (etcdctl's is a minute; shorter for tests).
+    #[arg(long, default_value = "60s", value_parser = go_duration, hide = true)]
+    pub duration: Duration,
 }
 
 /// `make-mirror [options] <destination>`

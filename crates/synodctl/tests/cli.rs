@@ -1144,3 +1144,47 @@ fn make_mirror_copies_then_follows() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `check perf` runs its load (shortened here), deletes its keys, and judges the result in
+/// etcdctl's words, its exit status matching its verdict; a prefix that holds keys is
+/// refused before any load.
+#[test]
+fn check_perf_runs_and_judges() {
+    let dir = tempfile::tempdir().expect("make a temp dir");
+    let member = Member::start(&dir.path().join("m"), free_port(), free_port());
+    let endpoint = format!("--endpoints={}", member.endpoint);
+    let ctl = Path::new(SYNODCTL);
+    let output = run_with(ctl, &[&endpoint, "check", "perf", "--duration=2s"], &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.len() >= 4, "{stdout}");
+    let checks = &lines[lines.len() - 4..lines.len() - 1];
+    assert!(
+        checks[0].starts_with("PASS: Throughput is ") || checks[0].starts_with("FAIL: Throughput too low: "),
+        "{stdout}"
+    );
+    assert!(checks[0].ends_with(" writes/s"), "{stdout}");
+    assert!(
+        checks[1].starts_with("PASS: Slowest request took ")
+            || checks[1].starts_with("FAIL: Slowest request took too long: "),
+        "{stdout}"
+    );
+    assert!(
+        checks[2].starts_with("PASS: Stddev is ") || checks[2].starts_with("FAIL: Stddev too high: "),
+        "{stdout}"
+    );
+    let verdict = lines[lines.len() - 1];
+    let all_passed = lines[..lines.len() - 1].iter().all(|l| l.starts_with("PASS: "));
+    assert_eq!(verdict, if all_passed { "PASS" } else { "FAIL" }, "{stdout}");
+    assert_eq!(output.status.code(), Some(if all_passed { 0 } else { 1 }));
+    let left = run_with(ctl, &[&endpoint, "get", "/etcdctl-check-perf/", "--prefix", "--keys-only"], &[]);
+    assert!(left.stdout.is_empty(), "keys left behind: {}", String::from_utf8_lossy(&left.stdout));
+
+    assert!(run_with(ctl, &[&endpoint, "put", "/etcdctl-check-perf/x", "1"], &[]).status.success());
+    let refused = run_with(ctl, &[&endpoint, "check", "perf", "--duration=1s"], &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("has keys. Delete with etcdctl del --prefix"),
+        "{refused:?}"
+    );
+}

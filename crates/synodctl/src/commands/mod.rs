@@ -4,6 +4,7 @@
 //! after the request has been made).
 
 mod auth;
+mod check;
 mod compaction;
 mod counter;
 mod del;
@@ -26,7 +27,7 @@ use std::io::Write;
 use anyhow::Context as _;
 
 use crate::cli::{
-    Cli, Command, CounterCommand, EndpointCommand, GlobalFlags, MemberCommand, SnapshotCommand,
+    CheckCommand, Cli, Command, CounterCommand, EndpointCommand, GlobalFlags, MemberCommand, SnapshotCommand,
 };
 use crate::client::{Client, ClientConfig};
 use crate::exit::CtlResult;
@@ -97,6 +98,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Watch(args) => watch::run(&context, &args).await,
         Command::Elect(args) => elect::run(&context, &args).await,
         Command::MakeMirror(args) => mirror::run(&context, &args).await,
+        Command::Check { command: CheckCommand::Perf(args) } => check::perf(&context, &args).await,
         Command::Auth { command } => auth::auth(&context, &command).await,
         Command::User { command } => auth::user(&context, &command).await,
         Command::Role { command } => auth::role(&context, &command).await,
