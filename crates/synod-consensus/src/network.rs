@@ -183,7 +183,7 @@ impl PeerNetwork {
                 request.map(|body| {
                     tonic::body::Body::new(WatchedBody::new(
                         body,
-                        Counted(move |n| observer.peer_sent(target, n)),
+                        Counted { report: move |n| observer.peer_sent(target, n), bytes: 0 },
                     ))
                 })
             })
@@ -192,7 +192,7 @@ impl PeerNetwork {
                 response.map(|body| {
                     tonic::body::Body::new(WatchedBody::new(
                         body,
-                        Counted(move |n| observer.peer_received(target, n)),
+                        Counted { report: move |n| observer.peer_received(target, n), bytes: 0 },
                     ))
                 })
             })
@@ -456,13 +456,20 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     }
 }
 
-/// Counts the bytes of a body's data frames.
-struct Counted<F>(F);
+/// Counts the bytes of a body's data frames, reported once at its end.
+struct Counted<F: Fn(u64)> {
+    report: F,
+    bytes: u64,
+}
 
 impl<F: Fn(u64) + Send + 'static> BodyWatcher for Counted<F> {
     fn data(&mut self, chunk: &[u8]) {
-        (self.0)(chunk.len() as u64);
+        self.bytes += chunk.len() as u64;
     }
 
-    fn end(&mut self) {}
+    fn end(&mut self) {
+        if self.bytes > 0 {
+            (self.report)(std::mem::take(&mut self.bytes));
+        }
+    }
 }

@@ -212,7 +212,7 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         .add_service(health_service)
         .prepare()
         .into_axum_router()
-        .layer(rpc_metrics::RpcMetricsLayer { metrics: api.metrics_handle() });
+        .layer(rpc_metrics::RpcMetricsLayer::new(api.metrics_handle()));
     // JSON bodies carry bytes in base64 (4/3 larger) plus field names.
     let json_limit = grpc_limit / 3 * 4 + 64 * 1024;
     let app = grpc.merge(gateway::router(api.clone(), json_limit)).fallback(gateway::fallback);

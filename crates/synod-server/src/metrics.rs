@@ -70,6 +70,17 @@ pub struct Metrics {
     pub counter_entries: Counter,
     pub counter_sessions: Gauge,
     pub lock_waiters: Family<Labels, Gauge>,
+    /// Each peer's series, looked up by member id without building labels: peer traffic is
+    /// counted on every replication message.
+    peers: std::sync::RwLock<std::collections::HashMap<u64, std::sync::Arc<PeerSeries>>>,
+}
+
+/// One peer's network series.
+pub(crate) struct PeerSeries {
+    pub(crate) sent: Counter,
+    pub(crate) received: Counter,
+    failures: Counter,
+    round_trip: Histogram,
 }
 
 /// etcd's buckets for disk latencies: 1 ms doubling to ~8 s.
@@ -132,6 +143,7 @@ impl Metrics {
             counter_entries: Counter::default(),
             counter_sessions: Gauge::default(),
             lock_waiters: Family::default(),
+            peers: Default::default(),
         };
         {
             let mut r = metrics.registry.lock().expect("fresh mutex");
@@ -322,6 +334,25 @@ impl Metrics {
         vec![(direction, format!("{id:x}"))]
     }
 
+    /// Member `id`'s series, made the first time it is seen.
+    pub(crate) fn peer_series(&self, id: u64) -> std::sync::Arc<PeerSeries> {
+        if let Some(series) = self.peers.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return series.clone();
+        }
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        peers
+            .entry(id)
+            .or_insert_with(|| {
+                std::sync::Arc::new(PeerSeries {
+                    sent: self.peer_sent_bytes.get_or_create(&Metrics::peer("To", id)).clone(),
+                    received: self.peer_received_bytes.get_or_create(&Metrics::peer("From", id)).clone(),
+                    failures: self.peer_sent_failures.get_or_create(&Metrics::peer("To", id)).clone(),
+                    round_trip: self.peer_round_trip_seconds.get_or_create(&Metrics::peer("To", id)).clone(),
+                })
+            })
+            .clone()
+    }
+
     /// The metrics in Prometheus' text format (version 0.0.4), which etcd serves and
     /// `promtool check metrics` reads.
     pub fn render(&self) -> String {
@@ -366,19 +397,19 @@ impl synod_consensus::Observer for Metrics {
     }
 
     fn peer_sent(&self, to: u64, bytes: u64) {
-        self.peer_sent_bytes.get_or_create(&Metrics::peer("To", to)).inc_by(bytes);
+        self.peer_series(to).sent.inc_by(bytes);
     }
 
     fn peer_received(&self, from: u64, bytes: u64) {
-        self.peer_received_bytes.get_or_create(&Metrics::peer("From", from)).inc_by(bytes);
+        self.peer_series(from).received.inc_by(bytes);
     }
 
     fn peer_send_failed(&self, to: u64) {
-        self.peer_sent_failures.get_or_create(&Metrics::peer("To", to)).inc();
+        self.peer_series(to).failures.inc();
     }
 
     fn peer_round_trip(&self, to: u64, elapsed: Duration) {
-        self.peer_round_trip_seconds.get_or_create(&Metrics::peer("To", to)).observe(elapsed.as_secs_f64());
+        self.peer_series(to).round_trip.observe(elapsed.as_secs_f64());
     }
 
     fn counter_entry(&self, adds: usize) {

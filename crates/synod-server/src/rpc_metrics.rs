@@ -9,7 +9,7 @@
 //! handling-time histogram. Byte counts are the gRPC frames' bytes (a message and its 5-byte
 //! prefix), which is what etcd's client byte counters count too.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -17,6 +17,9 @@ use futures::future::BoxFuture;
 use http::{Request, Response};
 use synod_api::body::{BodyWatcher, MessageCounter, WatchedBody};
 use tokio::time::Instant;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 
 use crate::metrics::{Labels, Metrics};
 
@@ -128,32 +131,99 @@ pub fn code_name(code: i32) -> &'static str {
     }
 }
 
-/// `(grpc_type, grpc_service, grpc_method)` of a request path, for a served method.
-fn method_of(path: &str) -> Option<(&'static str, &'static str, &'static str)> {
+/// The position of a request path's method in [`METHODS`], flattened, if synod serves it.
+fn method_of(path: &str) -> Option<usize> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    let (service, methods) = METHODS.iter().find(|(name, _)| *name == service)?;
-    let (method, kind) = methods.iter().find(|(name, _)| *name == method)?;
-    Some((kind, service, method))
+    let mut index = 0;
+    for (name, methods) in METHODS {
+        if *name == service {
+            return methods.iter().position(|(m, _)| *m == method).map(|at| index + at);
+        }
+        index += methods.len();
+    }
+    None
+}
+
+/// `(grpc_type, grpc_service, grpc_method)` of the method at a flattened position.
+fn method_at(index: usize) -> (&'static str, &'static str, &'static str) {
+    let mut index = index;
+    for (service, methods) in METHODS {
+        if let Some((method, kind)) = methods.get(index) {
+            return (kind, service, method);
+        }
+        index -= methods.len();
+    }
+    unreachable!("a position method_of gave")
+}
+
+/// grpc-go's codes, 0 to 16.
+const CODES: usize = 17;
+
+/// One served method's series, made the first time it is called, so that a call builds no
+/// labels and looks nothing up by name.
+struct RpcSeries {
+    labels: Labels,
+    started: Counter,
+    msg_received: Counter,
+    msg_sent: Counter,
+    handling: Option<Histogram>,
+    handled: [OnceLock<Counter>; CODES],
+}
+
+impl RpcSeries {
+    fn new(metrics: &Metrics, index: usize) -> RpcSeries {
+        let (kind, service, method) = method_at(index);
+        let labels: Labels = vec![
+            ("grpc_type", kind.to_string()),
+            ("grpc_service", service.to_string()),
+            ("grpc_method", method.to_string()),
+        ];
+        RpcSeries {
+            started: metrics.grpc_started.get_or_create(&labels).clone(),
+            msg_received: metrics.grpc_msg_received.get_or_create(&labels).clone(),
+            msg_sent: metrics.grpc_msg_sent.get_or_create(&labels).clone(),
+            handling: metrics.grpc_handling_seconds.as_ref().map(|h| h.get_or_create(&labels).clone()),
+            handled: std::array::from_fn(|_| OnceLock::new()),
+            labels,
+        }
+    }
+
+    fn handled(&self, metrics: &Metrics, code: i32) -> &Counter {
+        let code = usize::try_from(code).ok().filter(|c| *c < CODES).unwrap_or(2);
+        self.handled[code].get_or_init(|| {
+            let mut labels = self.labels.clone();
+            labels.push(("grpc_code", code_name(code as i32).to_string()));
+            metrics.grpc_handled.get_or_create(&labels).clone()
+        })
+    }
 }
 
 /// The layer that records the gRPC series for the services it wraps.
 #[derive(Clone)]
 pub struct RpcMetricsLayer {
-    pub metrics: Arc<Metrics>,
+    metrics: Arc<Metrics>,
+    series: Arc<Vec<OnceLock<Arc<RpcSeries>>>>,
+}
+
+impl RpcMetricsLayer {
+    pub fn new(metrics: Arc<Metrics>) -> RpcMetricsLayer {
+        let methods = METHODS.iter().map(|(_, methods)| methods.len()).sum();
+        RpcMetricsLayer { metrics, series: Arc::new((0..methods).map(|_| OnceLock::new()).collect()) }
+    }
 }
 
 impl<S> tower::Layer<S> for RpcMetricsLayer {
     type Service = RpcMetrics<S>;
 
     fn layer(&self, inner: S) -> RpcMetrics<S> {
-        RpcMetrics { inner, metrics: self.metrics.clone() }
+        RpcMetrics { inner, layer: self.clone() }
     }
 }
 
 #[derive(Clone)]
 pub struct RpcMetrics<S> {
     inner: S,
-    metrics: Arc<Metrics>,
+    layer: RpcMetricsLayer,
 }
 
 impl<S> tower::Service<Request<Body>> for RpcMetrics<S>
@@ -170,19 +240,16 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let Some((kind, service, method)) = method_of(request.uri().path()) else {
+        let Some(index) = method_of(request.uri().path()) else {
             return Box::pin(self.inner.call(request));
         };
-        let metrics = self.metrics.clone();
-        let labels: Labels = vec![
-            ("grpc_type", kind.to_string()),
-            ("grpc_service", service.to_string()),
-            ("grpc_method", method.to_string()),
-        ];
-        metrics.grpc_started.get_or_create(&labels).inc();
+        let metrics = self.layer.metrics.clone();
+        let series =
+            self.layer.series[index].get_or_init(|| Arc::new(RpcSeries::new(&metrics, index))).clone();
+        series.started.inc();
         let received = Received {
             metrics: metrics.clone(),
-            labels: labels.clone(),
+            series: series.clone(),
             messages: MessageCounter::default(),
         };
         let request = request.map(|body| Body::new(WatchedBody::new(body, received)));
@@ -191,7 +258,7 @@ where
         // lock) drops this future: `pending` then counts the call as Canceled.
         let mut pending = Sent {
             metrics,
-            labels,
+            series: Some(series),
             messages: MessageCounter::default(),
             code: None,
             started: Instant::now(),
@@ -214,7 +281,7 @@ where
 /// Counts a request's bytes and messages.
 struct Received {
     metrics: Arc<Metrics>,
-    labels: Labels,
+    series: Arc<RpcSeries>,
     messages: MessageCounter,
 }
 
@@ -223,7 +290,7 @@ impl BodyWatcher for Received {
         self.metrics.client_grpc_received_bytes.inc_by(chunk.len() as u64);
         let messages = self.messages.feed(chunk);
         if messages > 0 {
-            self.metrics.grpc_msg_received.get_or_create(&self.labels).inc_by(messages);
+            self.series.msg_received.inc_by(messages);
         }
     }
 
@@ -231,11 +298,11 @@ impl BodyWatcher for Received {
 }
 
 /// Counts a response's bytes and messages, and the call as handled once its status is
-/// sent or the client is gone, before any reply too ([`Sent::take`]). Empty labels mean
+/// sent or the client is gone, before any reply too ([`Sent::take`]). No series means
 /// counted already.
 struct Sent {
     metrics: Arc<Metrics>,
-    labels: Labels,
+    series: Option<Arc<RpcSeries>>,
     messages: MessageCounter,
     code: Option<i32>,
     started: Instant,
@@ -247,7 +314,7 @@ impl Sent {
     fn take(&mut self) -> Sent {
         Sent {
             metrics: self.metrics.clone(),
-            labels: std::mem::take(&mut self.labels),
+            series: self.series.take(),
             messages: MessageCounter::default(),
             code: None,
             started: self.started,
@@ -266,8 +333,10 @@ impl BodyWatcher for Sent {
     fn data(&mut self, chunk: &[u8]) {
         self.metrics.client_grpc_sent_bytes.inc_by(chunk.len() as u64);
         let messages = self.messages.feed(chunk);
-        if messages > 0 {
-            self.metrics.grpc_msg_sent.get_or_create(&self.labels).inc_by(messages);
+        if messages > 0
+            && let Some(series) = &self.series
+        {
+            series.msg_sent.inc_by(messages);
         }
     }
 
@@ -280,19 +349,13 @@ impl BodyWatcher for Sent {
     }
 
     fn end(&mut self) {
-        if self.labels.is_empty() {
-            return;
-        }
-        // No status sent: the client went away (or the connection broke) before the end.
-        let code = code_name(self.code.unwrap_or(1));
-        let mut labels = self.labels.clone();
-        labels.push(("grpc_code", code.to_string()));
-        self.metrics.grpc_handled.get_or_create(&labels).inc();
-        if let Some(handling) = &self.metrics.grpc_handling_seconds {
-            handling.get_or_create(&self.labels).observe(self.started.elapsed().as_secs_f64());
-        }
         // Counted once: a body's end and its drop both come here.
-        self.labels.clear();
+        let Some(series) = self.series.take() else { return };
+        // No status sent: the client went away (or the connection broke) before the end.
+        series.handled(&self.metrics, self.code.unwrap_or(1)).inc();
+        if let Some(handling) = &series.handling {
+            handling.observe(self.started.elapsed().as_secs_f64());
+        }
     }
 }
 
@@ -343,8 +406,8 @@ where
         let Some(sender) = sender else {
             return Box::pin(self.inner.call(request));
         };
-        let received = self.metrics.peer_received_bytes.get_or_create(&Metrics::peer("From", sender)).clone();
-        let sent = self.metrics.peer_sent_bytes.get_or_create(&Metrics::peer("To", sender)).clone();
+        let series = self.metrics.peer_series(sender);
+        let (received, sent) = (series.received.clone(), series.sent.clone());
         let request = request.map(|body| Body::new(WatchedBody::new(body, Bytes(received))));
         let future = self.inner.call(request);
         Box::pin(async move {
@@ -355,7 +418,7 @@ where
 }
 
 /// Adds a body's bytes to a counter.
-struct Bytes(prometheus_client::metrics::counter::Counter);
+struct Bytes(Counter);
 
 impl BodyWatcher for Bytes {
     fn data(&mut self, chunk: &[u8]) {
@@ -372,16 +435,21 @@ mod tests {
     /// Paths name served methods with their streaming kind; others are not counted.
     #[test]
     fn methods_and_kinds() {
-        assert_eq!(method_of("/etcdserverpb.KV/Range"), Some(("unary", "etcdserverpb.KV", "Range")));
-        assert_eq!(method_of("/etcdserverpb.KV/MadeUp"), None, "a made-up method would be a new label");
-        assert_eq!(method_of("/etcdserverpb.Watch/Watch").map(|m| m.0), Some("bidi_stream"));
-        assert_eq!(method_of("/etcdserverpb.Lease/LeaseKeepAlive").map(|m| m.0), Some("bidi_stream"));
-        assert_eq!(method_of("/etcdserverpb.Lease/LeaseGrant").map(|m| m.0), Some("unary"));
-        assert_eq!(method_of("/etcdserverpb.Maintenance/Snapshot").map(|m| m.0), Some("server_stream"));
-        assert_eq!(method_of("/v3electionpb.Election/Observe").map(|m| m.0), Some("server_stream"));
-        assert_eq!(method_of("/etcdserverpb.Nope/Range"), None);
-        assert_eq!(method_of("/v3/kv/range"), None);
-        assert_eq!(method_of("/metrics"), None);
+        let kind = |path: &str| method_of(path).map(method_at);
+        assert_eq!(kind("/etcdserverpb.KV/Range"), Some(("unary", "etcdserverpb.KV", "Range")));
+        assert_eq!(kind("/etcdserverpb.KV/MadeUp"), None, "a made-up method would be a new label");
+        assert_eq!(kind("/etcdserverpb.Watch/Watch").map(|m| m.0), Some("bidi_stream"));
+        assert_eq!(kind("/etcdserverpb.Lease/LeaseKeepAlive").map(|m| m.0), Some("bidi_stream"));
+        assert_eq!(kind("/etcdserverpb.Lease/LeaseGrant").map(|m| m.0), Some("unary"));
+        assert_eq!(kind("/etcdserverpb.Maintenance/Snapshot").map(|m| m.0), Some("server_stream"));
+        assert_eq!(kind("/v3electionpb.Election/Observe").map(|m| m.0), Some("server_stream"));
+        assert_eq!(
+            kind("/grpc.health.v1.Health/Watch"),
+            Some(("server_stream", "grpc.health.v1.Health", "Watch"))
+        );
+        assert_eq!(kind("/etcdserverpb.Nope/Range"), None);
+        assert_eq!(kind("/v3/kv/range"), None);
+        assert_eq!(kind("/metrics"), None);
     }
 
     /// grpc-go's spellings, not tonic's.
