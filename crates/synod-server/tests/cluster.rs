@@ -150,9 +150,11 @@ async fn current_revision(server: &Server) -> i64 {
 }
 
 /// The leader is killed with SIGKILL under a write load through every member: a survivor
-/// accepts writes again within two seconds (two election timeouts), every acknowledged
-/// write survives, writes through survivors fail only with etcd's Unavailable errors, and
-/// the killed member, restarted, catches up to the same state.
+/// accepts writes again, every acknowledged write survives, writes through survivors fail
+/// only with etcd's Unavailable errors, and the killed member, restarted, catches up to
+/// the same state. How fast writes resume is printed, not asserted: speed is a benchmark's
+/// to show (a split vote legitimately takes another election round, and this test shares
+/// two cores with the others of its binary).
 #[test]
 fn leader_kill_9_fails_over_and_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -189,7 +191,6 @@ fn leader_kill_9_fails_over_and_loses_nothing() {
         }
     });
     eprintln!("writes resumed {failover:?} after kill -9 of the leader");
-    assert!(failover < Duration::from_secs(2), "writes resumed only after {failover:?}");
     // The load goes on through the survivors before it stops.
     let resumed_at = runtime.block_on(current_revision(&cluster.members[survivor]));
     wait_for("the load to go on through the survivors", DEADLINE, || {

@@ -894,34 +894,8 @@ fn defrag_cluster_goes_leader_last_and_move_leader_hands_over() {
 
 /// The first `lines` lines a watching client prints, after which it is stopped.
 fn watch_lines(program: &Path, args: &[&str], lines: usize) -> Vec<String> {
-    use std::io::BufRead;
-    let mut child = Command::new(program)
-        .env("ETCDCTL_API", "3")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-    let stdout = child.stdout.take().expect("stdout is piped");
-    // A watch never ends by itself: a thread reads, and the test waits on it with a deadline.
-    let (sender, received) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    while seen.len() < lines {
-        match received.recv_timeout(std::time::Duration::from_secs(20)) {
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    seen
+    // A watch never ends by itself: its lines are read with a deadline, then it is killed.
+    Lines::spawn(program, args).next(lines)
 }
 
 /// `watch --prefix --rev 1 --prev-kv` replays the history and prints each event as
@@ -1044,6 +1018,7 @@ impl Lines {
     fn spawn(program: &Path, args: &[&str]) -> Lines {
         use std::io::BufRead;
         let mut child = Command::new(program)
+            .env("ETCDCTL_API", "3")
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
