@@ -250,41 +250,8 @@ pub fn parse_bool(text: &str) -> Result<bool, String> {
     }
 }
 
-/// go-humanize's `Bytes`: a size in SI units with one decimal below 10 (`25 kB`, `2.1 MB`,
-/// `8 B`), as `etcdctl snapshot status` prints a snapshot's size.
-pub fn humanize_bytes(bytes: u64) -> String {
-    const SIZES: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    if bytes < 10 {
-        return format!("{bytes} B");
-    }
-    let exponent = ((bytes as f64).ln() / 1000f64.ln()).floor();
-    let suffix = SIZES[exponent as usize];
-    let value = ((bytes as f64) / 1000f64.powf(exponent) * 10.0 + 0.5).floor() / 10.0;
-    if value < 10.0 { format!("{value:.1} {suffix}") } else { format!("{value:.0} {suffix}") }
-}
-
 #[cfg(test)]
 mod tests {
-
-    /// Sizes print as go-humanize prints them.
-    #[test]
-    fn bytes_print_like_go_humanize() {
-        let cases = [
-            (0, "0 B"),
-            (9, "9 B"),
-            (10, "10 B"),
-            (999, "999 B"),
-            (1000, "1.0 kB"),
-            (20_480, "20 kB"),
-            (24_576, "25 kB"),
-            (1_048_576, "1.0 MB"),
-            (9_950_000, "10 MB"),
-            (2_147_483_648, "2.1 GB"),
-        ];
-        for (bytes, text) in cases {
-            assert_eq!(humanize_bytes(bytes), text, "{bytes}");
-        }
-    }
     use super::*;
 
     /// Durations print as Go prints them, including the micro sign and dropped zeros.

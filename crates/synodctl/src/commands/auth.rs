@@ -15,18 +15,7 @@ use synod_api::etcdserverpb::{
 use super::Context;
 use crate::cli::{AuthCommand, PermissionArgs, RoleCommand, UserCommand};
 use crate::exit::CtlError;
-use crate::printer::Format;
 use crate::requests::prefix_end;
-
-fn simple_only(context: &Context) -> Result<(), CtlError> {
-    match context.printer()?.format {
-        Format::Simple => Ok(()),
-        other => Err(CtlError::bad_feature(format!(
-            "{} not supported as output format for auth, user and role yet",
-            format!("{other:?}").to_lowercase()
-        ))),
-    }
-}
 
 fn one<'a>(args: &'a [String], message: &str) -> Result<&'a str, CtlError> {
     match args {
@@ -45,7 +34,7 @@ fn password_from_stdin() -> Result<String, CtlError> {
 }
 
 pub async fn auth(context: &Context, command: &AuthCommand) -> anyhow::Result<()> {
-    simple_only(context)?;
+    context.simple_printer("auth, user and role")?;
     let client = context.connect().await?;
     match command {
         AuthCommand::Enable => {
@@ -82,7 +71,7 @@ pub async fn auth(context: &Context, command: &AuthCommand) -> anyhow::Result<()
 }
 
 pub async fn user(context: &Context, command: &UserCommand) -> anyhow::Result<()> {
-    simple_only(context)?;
+    context.simple_printer("auth, user and role")?;
     match command {
         UserCommand::Add { no_password, new_user_password, args, .. } => {
             let name = one(args, "user add command requires user name as its argument")?;
@@ -168,7 +157,7 @@ pub async fn user(context: &Context, command: &UserCommand) -> anyhow::Result<()
 }
 
 pub async fn role(context: &Context, command: &RoleCommand) -> anyhow::Result<()> {
-    simple_only(context)?;
+    context.simple_printer("auth, user and role")?;
     match command {
         RoleCommand::Add { args } => {
             let name = one(args, "role add command requires role name as its argument")?;

@@ -8,7 +8,6 @@ use synod_api::etcdserverpb::{
 use super::Context;
 use crate::cli::{LeaseArgs, LeaseCommand};
 use crate::exit::CtlError;
-use crate::printer::Format;
 
 /// A lease id as etcdctl reads it: hexadecimal.
 fn lease_id(text: &str) -> Result<i64, CtlError> {
@@ -17,18 +16,8 @@ fn lease_id(text: &str) -> Result<i64, CtlError> {
         .map_err(|e| CtlError::bad_args(format!("bad lease ID arg ({e}), expecting ID in Hex")))
 }
 
-fn simple_only(context: &Context) -> Result<(), CtlError> {
-    match context.printer()?.format {
-        Format::Simple => Ok(()),
-        other => Err(CtlError::bad_feature(format!(
-            "{} not supported as output format for lease commands yet",
-            format!("{other:?}").to_lowercase()
-        ))),
-    }
-}
-
 pub async fn run(context: &Context, args: &LeaseArgs) -> anyhow::Result<()> {
-    simple_only(context)?;
+    context.simple_printer("lease commands")?;
     match &args.command {
         LeaseCommand::Grant { args } => {
             let [ttl] = args.as_slice() else {

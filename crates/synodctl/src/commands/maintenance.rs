@@ -10,17 +10,6 @@ use super::Context;
 use crate::cli::{AlarmArgs, AlarmCommand};
 use crate::client::Client;
 use crate::exit::{CtlError, ExitCode};
-use crate::printer::Format;
-
-fn simple_only(context: &Context, verb: &str) -> Result<(), CtlError> {
-    match context.printer()?.format {
-        Format::Simple => Ok(()),
-        other => Err(CtlError::bad_feature(format!(
-            "{} not supported as output format for {verb} yet",
-            format!("{other:?}").to_lowercase()
-        ))),
-    }
-}
 
 /// `version`: synodctl's version and the API it speaks.
 pub fn version() -> anyhow::Result<()> {
@@ -31,7 +20,7 @@ pub fn version() -> anyhow::Result<()> {
 
 /// `alarm list` and `alarm disarm`: each alarm as etcd's `%+v` of an AlarmMember.
 pub async fn alarm(context: &Context, args: &AlarmArgs) -> anyhow::Result<()> {
-    simple_only(context, "alarm")?;
+    context.simple_printer("alarm")?;
     let action = match args.command {
         AlarmCommand::List => AlarmAction::Get,
         AlarmCommand::Disarm => AlarmAction::Deactivate,
@@ -130,7 +119,7 @@ pub async fn move_leader(context: &Context, args: &[String]) -> anyhow::Result<(
 
 /// `endpoint hashkv [--rev N]`: each endpoint's hash of its keyspace.
 pub async fn hashkv(context: &Context, cluster: bool, revision: i64) -> anyhow::Result<()> {
-    simple_only(context, "endpoint hashkv")?;
+    context.simple_printer("endpoint hashkv")?;
     let endpoints = super::endpoint::endpoints(context, cluster).await?;
     for endpoint in endpoints {
         let client = Client::connect(std::slice::from_ref(&endpoint), &context.client_config).await?;

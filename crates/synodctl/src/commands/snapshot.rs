@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use anyhow::Context as _;
 use sha2::Digest as _;
 use synod_api::etcdserverpb::SnapshotRequest;
-use synod_base::{GroupId, go_fmt};
+use synod_base::GroupId;
 use synod_storage::{DataDir, StateStore, etcd_snapshot};
 
 use super::Context;
@@ -149,7 +149,7 @@ pub fn status(context: &Context, args: &[String]) -> anyhow::Result<()> {
     let size = file.metadata().map_err(|e| CtlError::request(e.to_string()))?.len();
     let body = if size % 512 == CHECKSUM_BYTES { size - CHECKSUM_BYTES } else { size };
     let status = etcd_snapshot::status(&mut file, body).map_err(CtlError::request)?;
-    let size = go_fmt::humanize_bytes(status.total_size);
+    let size = crate::printer::rows::si_bytes(status.total_size);
     let row =
         vec![format!("{:x}", status.hash), status.revision.to_string(), status.total_keys.to_string(), size];
     let mut out = Vec::new();

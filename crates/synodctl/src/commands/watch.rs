@@ -10,7 +10,7 @@ use synod_api::etcdserverpb::{WatchCreateRequest, WatchRequest, watch_request};
 use super::Context;
 use crate::cli::WatchArgs;
 use crate::exit::{CtlError, ExitCode};
-use crate::printer::{Format, simple};
+use crate::printer::simple;
 use crate::requests::prefix_end;
 
 pub async fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<()> {
@@ -24,14 +24,7 @@ pub async fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<()> {
         _ => return Err(CtlError::bad_args("`range_end` and `--prefix` are mutually exclusive; running a command per event is not offered yet").into()),
     };
     let range_end = if args.prefix { prefix_end(&key) } else { range_end };
-    let printer = context.printer()?;
-    if printer.format != Format::Simple {
-        return Err(CtlError::bad_feature(format!(
-            "{} not supported as output format for watch yet",
-            format!("{:?}", printer.format).to_lowercase()
-        ))
-        .into());
-    }
+    let printer = context.simple_printer("watch")?;
     let client = context.connect().await?;
     let create = WatchRequest {
         request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {

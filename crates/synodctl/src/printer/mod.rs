@@ -12,7 +12,7 @@
 
 mod fields;
 mod json;
-mod rows;
+pub mod rows;
 pub mod simple;
 pub mod table;
 
@@ -46,7 +46,7 @@ impl Format {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Format::Simple => "simple",
             Format::Json => "json",
