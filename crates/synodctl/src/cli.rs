@@ -47,6 +47,10 @@ pub fn with_environment(
     let mut extra = Vec::new();
     for (name, value) in env {
         let Some(name) = name.to_str().filter(|n| n.starts_with("ETCDCTL_")) else { continue };
+        // The watch verb's own variables (see `commands::watch`).
+        if matches!(name, "ETCDCTL_WATCH_KEY" | "ETCDCTL_WATCH_RANGE_END") {
+            continue;
+        }
         let shown = value.to_string_lossy();
         if name == "ETCDCTL_API" {
             if shown != "3" {
@@ -310,7 +314,7 @@ pub enum AuthCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// Adds a new user (the password after a colon, with --new-user-password, or on stdin).
+    /// Adds a new user (the password after a colon, with --new-user-password, or asked for).
     Add {
         /// Create a user without password (CN based auth only).
         #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
@@ -319,8 +323,7 @@ pub enum UserCommand {
         /// Supply password from the command line flag.
         #[arg(long)]
         new_user_password: Option<String>,
-        /// Read password from stdin instead of interactive terminal (synodctl always reads
-        /// stdin; accepted for etcdctl's scripts).
+        /// Read password from stdin instead of interactive terminal.
         #[arg(long, num_args = 0..=1, require_equals = true, default_value = "true",
               default_missing_value = "true", value_parser = go_bool)]
         interactive: bool,
@@ -343,9 +346,9 @@ pub enum UserCommand {
     },
     /// Lists all users.
     List,
-    /// Changes password of user (the new password on stdin).
+    /// Changes password of user.
     Passwd {
-        /// Read password from stdin (synodctl always does).
+        /// Read password from stdin instead of interactive terminal.
         #[arg(long, num_args = 0..=1, require_equals = true, default_value = "true",
               default_missing_value = "true", value_parser = go_bool)]
         interactive: bool,
@@ -403,10 +406,10 @@ pub struct PermissionArgs {
     pub args: Vec<String>,
 }
 
-/// `watch [options] <key or prefix> [range_end]`
+/// `watch [options] [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...]`
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Interactive mode (not offered yet).
+    /// Interactive mode.
     #[arg(short = 'i', long, num_args = 0..=1, require_equals = true, default_value = "false",
           default_missing_value = "true", value_parser = go_bool)]
     pub interactive: bool,
@@ -430,8 +433,12 @@ pub struct WatchArgs {
           default_missing_value = "true", value_parser = go_bool)]
     pub progress_notify: bool,
 
-    /// <key or prefix> [range_end]
+    /// [key or prefix] [range_end]
     pub args: Vec<String>,
+
+    /// A command to run for each event (after `--`).
+    #[arg(last = true)]
+    pub command: Vec<String>,
 }
 
 /// `lease <subcommand>`

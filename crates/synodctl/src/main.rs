@@ -7,7 +7,8 @@
 //!
 //! The code is laid out by concern: [`cli`] (flags), [`requests`] and [`txn_parser`]
 //! (arguments to requests), [`client`] (connections and error texts), [`printer`] (output
-//! formats), [`commands`] (the verbs), [`limits`] and [`exit`] (etcdctl's exit statuses).
+//! formats), [`commands`] (the verbs), [`progress`] (bars on a terminal), [`limits`] and
+//! [`exit`] (etcdctl's exit statuses).
 //! The Go text formats etcdctl's output is made of are `synod_base::go_fmt`.
 
 mod cli;
@@ -16,6 +17,7 @@ mod commands;
 mod exit;
 mod limits;
 mod printer;
+mod progress;
 mod requests;
 mod txn_parser;
 

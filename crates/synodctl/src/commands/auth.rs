@@ -1,6 +1,8 @@
-//! `auth enable|disable|status`, `user ...` and `role ...`: etcd's Auth API, printed as
-//! etcdctl's simple printer prints it. synodctl never prompts: a password comes after a
-//! colon (`user add alice:secret`), from `--new-user-password`, or as a line on stdin.
+//! `auth enable|disable|status`, `user ...` and `role ...`: etcd's Auth API, printed in
+//! each format as etcdctl prints it (`auth enable` and `disable` print the same in all).
+//! A password comes after a colon (`user add alice:secret`), from `--new-user-password`,
+//! from a prompt (asked twice, as etcdctl does), or with `--interactive=false` as the
+//! first word on stdin.
 
 use synod_api::EtcdError;
 use synod_api::authpb::permission::Type as PermType;
@@ -12,9 +14,10 @@ use synod_api::etcdserverpb::{
     AuthUserRevokeRoleRequest,
 };
 
-use super::Context;
+use super::{Context, emit};
 use crate::cli::{AuthCommand, PermissionArgs, RoleCommand, UserCommand};
 use crate::exit::CtlError;
+use crate::printer::Reply;
 use crate::requests::prefix_end;
 
 fn one<'a>(args: &'a [String], message: &str) -> Result<&'a str, CtlError> {
@@ -24,17 +27,45 @@ fn one<'a>(args: &'a [String], message: &str) -> Result<&'a str, CtlError> {
     }
 }
 
-/// A password from stdin: the first line, without its line ending.
+/// etcdctl's non-interactive password: the first word on stdin (`fmt.Scanf("%s")`).
 fn password_from_stdin() -> Result<String, CtlError> {
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)
         .map_err(|e| CtlError::request(format!("read the password: {e}")))?;
+    Ok(line.split_whitespace().next().unwrap_or_default().to_string())
+}
+
+/// etcdctl's interactive password: asked for twice on stdout and read from stdin, without
+/// echo when stdin is a terminal; it must not be empty, and both answers must agree.
+fn ask_password(name: &str) -> Result<String, CtlError> {
+    let first = ask(&format!("Password of {name}: "))?;
+    if first.is_empty() {
+        return Err(CtlError::bad_args("empty password"));
+    }
+    if first != ask(&format!("Type password of {name} again for confirmation: "))? {
+        return Err(CtlError::bad_args("given passwords are different"));
+    }
+    Ok(first)
+}
+
+fn ask(prompt: &str) -> Result<String, CtlError> {
+    use std::io::{IsTerminal, Write};
+    let failed = |e: std::io::Error| CtlError::bad_args(format!("failed to ask password: {e}"));
+    let mut stdout = std::io::stdout();
+    stdout.write_all(prompt.as_bytes()).and_then(|()| stdout.flush()).map_err(failed)?;
+    if std::io::stdin().is_terminal() {
+        // Ends the prompt's line itself.
+        return console::Term::stdout().read_secure_line().map_err(failed);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(failed)?;
+    stdout.write_all(b"\n").map_err(failed)?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 pub async fn auth(context: &Context, command: &AuthCommand) -> anyhow::Result<()> {
-    context.simple_printer("auth, user and role")?;
+    let printer = context.printer()?;
     let client = context.connect().await?;
     match command {
         AuthCommand::Enable => {
@@ -63,70 +94,84 @@ pub async fn auth(context: &Context, command: &AuthCommand) -> anyhow::Result<()
         }
         AuthCommand::Status => {
             let status = client.call(client.auth().auth_status(AuthStatusRequest {})).await?;
-            println!("Authentication Status: {}", status.enabled);
-            println!("AuthRevision: {}", status.auth_revision);
+            emit(printer.reply(Reply::AuthStatus(&status), |out| {
+                out.extend(format!("Authentication Status: {}\n", status.enabled).bytes());
+                out.extend(format!("AuthRevision: {}\n", status.auth_revision).bytes());
+            })?)?;
         }
     }
     Ok(())
 }
 
 pub async fn user(context: &Context, command: &UserCommand) -> anyhow::Result<()> {
-    context.simple_printer("auth, user and role")?;
+    let printer = context.printer()?;
     match command {
-        UserCommand::Add { no_password, new_user_password, args, .. } => {
+        UserCommand::Add { no_password, new_user_password, interactive, args } => {
             let name = one(args, "user add command requires user name as its argument")?;
             let (name, password) = match name.split_once(':') {
                 Some((name, password)) => (name.to_string(), password.to_string()),
                 None if *no_password => (name.to_string(), String::new()),
                 None => match new_user_password {
                     Some(password) => (name.to_string(), password.clone()),
+                    None if *interactive => (name.to_string(), ask_password(name)?),
                     None => (name.to_string(), password_from_stdin()?),
                 },
             };
             let client = context.connect().await?;
             let options = Some(synod_api::authpb::UserAddOptions { no_password: *no_password });
             let request = AuthUserAddRequest { name: name.clone(), password, options, ..Default::default() };
-            client.call(client.auth().user_add(request)).await?;
-            println!("User {name} created");
+            let response = client.call(client.auth().user_add(request)).await?;
+            emit(printer.reply(Reply::Header(&response.header), |out| {
+                out.extend(format!("User {name} created\n").bytes())
+            })?)?;
         }
         UserCommand::Delete { args } => {
             let name = one(args, "user delete command requires user name as its argument")?;
             let client = context.connect().await?;
-            client.call(client.auth().user_delete(AuthUserDeleteRequest { name: name.into() })).await?;
-            println!("User {name} deleted");
+            let response =
+                client.call(client.auth().user_delete(AuthUserDeleteRequest { name: name.into() })).await?;
+            emit(printer.reply(Reply::Header(&response.header), |out| {
+                out.extend(format!("User {name} deleted\n").bytes())
+            })?)?;
         }
         UserCommand::Get { detail, args } => {
             let name = one(args, "user get command requires user name as its argument")?;
             let client = context.connect().await?;
             let user = client.call(client.auth().user_get(AuthUserGetRequest { name: name.into() })).await?;
-            println!("User: {name}");
             if *detail {
+                // As etcdctl: the user's name in every format, then each role as `role get`
+                // prints it.
+                emit(format!("User: {name}\n").into_bytes().into())?;
                 for role in &user.roles {
-                    println!();
                     let got = client
                         .call(client.auth().role_get(AuthRoleGetRequest { role: role.clone() }))
                         .await?;
-                    print_role(role, &got);
+                    emit(b"\n".to_vec().into())?;
+                    emit(printer.reply(Reply::RoleGet(&got), |out| print_role(out, role, &got))?)?;
                 }
             } else {
-                let roles: String = user.roles.iter().map(|r| format!(" {r}")).collect();
-                println!("Roles:{roles}");
+                emit(printer.reply(Reply::UserGet(&user), |out| {
+                    let roles: String = user.roles.iter().map(|r| format!(" {r}")).collect();
+                    out.extend(format!("User: {name}\nRoles:{roles}\n").bytes());
+                })?)?;
             }
         }
         UserCommand::List => {
             let client = context.connect().await?;
             let users = client.call(client.auth().user_list(AuthUserListRequest {})).await?;
-            for user in users.users {
-                println!("{user}");
-            }
+            emit(printer.reply(Reply::UserList(&users), |out| {
+                for user in &users.users {
+                    out.extend(format!("{user}\n").bytes());
+                }
+            })?)?;
         }
-        UserCommand::Passwd { args, .. } => {
+        UserCommand::Passwd { interactive, args } => {
             let name = one(args, "user passwd command requires user name as its argument")?;
-            let password = password_from_stdin()?;
+            let password = if *interactive { ask_password(name)? } else { password_from_stdin()? };
             let client = context.connect().await?;
             let request = AuthUserChangePasswordRequest { name: name.into(), password, ..Default::default() };
-            client.call(client.auth().user_change_password(request)).await?;
-            println!("Password updated");
+            let response = client.call(client.auth().user_change_password(request)).await?;
+            emit(printer.reply(Reply::Header(&response.header), |out| out.extend(b"Password updated\n"))?)?;
         }
         UserCommand::GrantRole { args } => {
             let [user, role] = args.as_slice() else {
@@ -137,8 +182,10 @@ pub async fn user(context: &Context, command: &UserCommand) -> anyhow::Result<()
             };
             let client = context.connect().await?;
             let request = AuthUserGrantRoleRequest { user: user.clone(), role: role.clone() };
-            client.call(client.auth().user_grant_role(request)).await?;
-            println!("Role {role} is granted to user {user}");
+            let response = client.call(client.auth().user_grant_role(request)).await?;
+            emit(printer.reply(Reply::Header(&response.header), |out| {
+                out.extend(format!("Role {role} is granted to user {user}\n").bytes())
+            })?)?;
         }
         UserCommand::RevokeRole { args } => {
             let [user, role] = args.as_slice() else {
@@ -149,40 +196,50 @@ pub async fn user(context: &Context, command: &UserCommand) -> anyhow::Result<()
             };
             let client = context.connect().await?;
             let request = AuthUserRevokeRoleRequest { name: user.clone(), role: role.clone() };
-            client.call(client.auth().user_revoke_role(request)).await?;
-            println!("Role {role} is revoked from user {user}");
+            let response = client.call(client.auth().user_revoke_role(request)).await?;
+            emit(printer.reply(Reply::Header(&response.header), |out| {
+                out.extend(format!("Role {role} is revoked from user {user}\n").bytes())
+            })?)?;
         }
     }
     Ok(())
 }
 
 pub async fn role(context: &Context, command: &RoleCommand) -> anyhow::Result<()> {
-    context.simple_printer("auth, user and role")?;
+    let printer = context.printer()?;
     match command {
         RoleCommand::Add { args } => {
             let name = one(args, "role add command requires role name as its argument")?;
             let client = context.connect().await?;
-            client.call(client.auth().role_add(AuthRoleAddRequest { name: name.into() })).await?;
-            println!("Role {name} created");
+            let response =
+                client.call(client.auth().role_add(AuthRoleAddRequest { name: name.into() })).await?;
+            emit(printer.reply(Reply::Header(&response.header), |out| {
+                out.extend(format!("Role {name} created\n").bytes())
+            })?)?;
         }
         RoleCommand::Delete { args } => {
             let name = one(args, "role delete command requires role name as its argument")?;
             let client = context.connect().await?;
-            client.call(client.auth().role_delete(AuthRoleDeleteRequest { role: name.into() })).await?;
-            println!("Role {name} deleted");
+            let response =
+                client.call(client.auth().role_delete(AuthRoleDeleteRequest { role: name.into() })).await?;
+            emit(printer.reply(Reply::Header(&response.header), |out| {
+                out.extend(format!("Role {name} deleted\n").bytes())
+            })?)?;
         }
         RoleCommand::Get { args } => {
             let name = one(args, "role get command requires role name as its argument")?;
             let client = context.connect().await?;
             let got = client.call(client.auth().role_get(AuthRoleGetRequest { role: name.into() })).await?;
-            print_role(name, &got);
+            emit(printer.reply(Reply::RoleGet(&got), |out| print_role(out, name, &got))?)?;
         }
         RoleCommand::List => {
             let client = context.connect().await?;
             let roles = client.call(client.auth().role_list(AuthRoleListRequest {})).await?;
-            for role in roles.roles {
-                println!("{role}");
-            }
+            emit(printer.reply(Reply::RoleList(&roles), |out| {
+                for role in &roles.roles {
+                    out.extend(format!("{role}\n").bytes());
+                }
+            })?)?;
         }
         RoleCommand::GrantPermission(permission) => {
             let [role, kind, key, rest @ ..] = permission.args.as_slice() else {
@@ -202,8 +259,10 @@ pub async fn role(context: &Context, command: &RoleCommand) -> anyhow::Result<()
                 range_end,
             };
             let request = AuthRoleGrantPermissionRequest { name: role.clone(), perm: Some(perm) };
-            client.call(client.auth().role_grant_permission(request)).await?;
-            println!("Role {role} updated");
+            let response = client.call(client.auth().role_grant_permission(request)).await?;
+            emit(printer.reply(Reply::Header(&response.header), |out| {
+                out.extend(format!("Role {role} updated\n").bytes())
+            })?)?;
         }
         RoleCommand::RevokePermission(permission) => {
             let [role, key, rest @ ..] = permission.args.as_slice() else {
@@ -219,15 +278,16 @@ pub async fn role(context: &Context, command: &RoleCommand) -> anyhow::Result<()
                 key: key.as_bytes().to_vec(),
                 range_end: range_end.clone(),
             };
-            client.call(client.auth().role_revoke_permission(request)).await?;
+            let response = client.call(client.auth().role_revoke_permission(request)).await?;
             let end = String::from_utf8_lossy(&range_end);
-            if range_end.is_empty() {
-                println!("Permission of key {key} is revoked from role {role}");
+            let text = if range_end.is_empty() {
+                format!("Permission of key {key} is revoked from role {role}\n")
             } else if range_end != b"\0" {
-                println!("Permission of range [{key}, {end}) is revoked from role {role}");
+                format!("Permission of range [{key}, {end}) is revoked from role {role}\n")
             } else {
-                println!("Permission of range [{key}, <open ended> is revoked from role {role}");
-            }
+                format!("Permission of range [{key}, <open ended> is revoked from role {role}\n")
+            };
+            emit(printer.reply(Reply::Header(&response.header), |out| out.extend(text.bytes()))?)?;
         }
     }
     Ok(())
@@ -247,17 +307,17 @@ fn range_end(key: &str, rest: &[String], permission: &PermissionArgs) -> Result<
 
 /// etcdctl's simple `RoleGet`: the read and then the write permissions, a key alone or
 /// as a range, with the prefix a range stands for.
-fn print_role(role: &str, got: &AuthRoleGetResponse) {
-    println!("Role {role}");
+fn print_role(out: &mut Vec<u8>, role: &str, got: &AuthRoleGetResponse) {
+    out.extend(format!("Role {role}\n").bytes());
     for (title, kinds) in [
         ("KV Read:", [PermType::Read, PermType::Readwrite]),
         ("KV Write:", [PermType::Write, PermType::Readwrite]),
     ] {
-        println!("{title}");
+        out.extend(format!("{title}\n").bytes());
         for perm in got.perm.iter().filter(|p| kinds.iter().any(|k| *k as i32 == p.perm_type)) {
             let key = String::from_utf8_lossy(&perm.key);
             if perm.range_end.is_empty() {
-                println!("\t{key}");
+                out.extend(format!("\t{key}\n").bytes());
                 continue;
             }
             let end = String::from_utf8_lossy(&perm.range_end);
@@ -269,7 +329,7 @@ fn print_role(role: &str, got: &AuthRoleGetResponse) {
             if !perm.key.is_empty() && prefix_end(&perm.key) == perm.range_end {
                 line.push_str(&format!(" (prefix {key})"));
             }
-            println!("{line}");
+            out.extend(format!("{line}\n").bytes());
         }
     }
 }

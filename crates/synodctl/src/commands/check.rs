@@ -51,9 +51,12 @@ pub async fn perf(context: &Context, args: &CheckPerfArgs) -> anyhow::Result<()>
     let duration = args.duration;
     let started = Instant::now();
     let sequence = Arc::new(AtomicU64::new(0));
+    let planned = (rate as f64 * duration.as_secs_f64()).ceil() as u64;
+    let progress = crate::progress::count(planned, "writing");
     let workers: Vec<_> = (0..clients)
         .map(|_| {
             let (client, sequence, prefix) = (client.clone(), sequence.clone(), prefix.clone());
+            let progress = progress.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = Vec::new();
@@ -72,6 +75,7 @@ pub async fn perf(context: &Context, args: &CheckPerfArgs) -> anyhow::Result<()>
                         Ok(_) => latencies.push(sent.elapsed().as_secs_f64()),
                         Err(status) => errors.push(request_error(&status)),
                     }
+                    progress.inc(1);
                 }
                 (latencies, errors)
             })
@@ -84,6 +88,7 @@ pub async fn perf(context: &Context, args: &CheckPerfArgs) -> anyhow::Result<()>
         latencies.extend(l);
         errors.extend(e);
     }
+    progress.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     let delete =
         DeleteRangeRequest { key: prefix.clone(), range_end: prefix_end(&prefix), ..Default::default() };

@@ -1,13 +1,14 @@
-//! `lease grant|revoke|timetolive|list|keep-alive`, printed as etcdctl 3.4's simple
-//! printer prints them. Other output formats are not offered for these verbs yet.
+//! `lease grant|revoke|timetolive|list|keep-alive`, printed in each format as etcdctl
+//! prints them.
 
 use synod_api::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest,
 };
 
-use super::Context;
+use super::{Context, emit};
 use crate::cli::{LeaseArgs, LeaseCommand};
 use crate::exit::CtlError;
+use crate::printer::Reply;
 
 /// A lease id as etcdctl reads it: hexadecimal.
 fn lease_id(text: &str) -> Result<i64, CtlError> {
@@ -17,7 +18,7 @@ fn lease_id(text: &str) -> Result<i64, CtlError> {
 }
 
 pub async fn run(context: &Context, args: &LeaseArgs) -> anyhow::Result<()> {
-    context.simple_printer("lease commands")?;
+    let printer = context.printer()?;
     match &args.command {
         LeaseCommand::Grant { args } => {
             let [ttl] = args.as_slice() else {
@@ -29,7 +30,11 @@ pub async fn run(context: &Context, args: &LeaseArgs) -> anyhow::Result<()> {
                 .call(client.lease().lease_grant(LeaseGrantRequest { ttl, id: 0 }))
                 .await
                 .map_err(|e| wrap(e, "failed to grant lease"))?;
-            println!("lease {:016x} granted with TTL({}s)", response.id, response.ttl);
+            emit(printer.reply(Reply::LeaseGrant(&response), |out| {
+                out.extend(
+                    format!("lease {:016x} granted with TTL({}s)\n", response.id, response.ttl).bytes(),
+                )
+            })?)?;
         }
         LeaseCommand::Revoke { args } => {
             let [id] = args.as_slice() else {
@@ -37,11 +42,13 @@ pub async fn run(context: &Context, args: &LeaseArgs) -> anyhow::Result<()> {
             };
             let id = lease_id(id)?;
             let client = context.connect().await?;
-            client
+            let response = client
                 .call(client.lease().lease_revoke(LeaseRevokeRequest { id }))
                 .await
                 .map_err(|e| wrap(e, "failed to revoke lease"))?;
-            println!("lease {id:016x} revoked");
+            emit(printer.reply(Reply::LeaseRevoke(&response.header), |out| {
+                out.extend(format!("lease {id:016x} revoked\n").bytes())
+            })?)?;
         }
         LeaseCommand::Timetolive { keys, args } => {
             let [id] = args.as_slice() else {
@@ -52,20 +59,9 @@ pub async fn run(context: &Context, args: &LeaseArgs) -> anyhow::Result<()> {
             let response = client
                 .call(client.lease().lease_time_to_live(LeaseTimeToLiveRequest { id, keys: *keys }))
                 .await?;
-            if response.granted_ttl == 0 && response.ttl == -1 {
-                println!("lease {id:016x} already expired");
-                return Ok(());
-            }
-            let mut line = format!(
-                "lease {:016x} granted with TTL({}s), remaining({}s)",
-                response.id, response.granted_ttl, response.ttl
-            );
-            if *keys {
-                let names: Vec<String> =
-                    response.keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
-                line.push_str(&format!(", attached keys([{}])", names.join(" ")));
-            }
-            println!("{line}");
+            emit(printer.reply(Reply::LeaseTimeToLive(&response), |out| {
+                out.extend(time_to_live(&response, *keys).bytes())
+            })?)?;
         }
         LeaseCommand::List => {
             let client = context.connect().await?;
@@ -73,10 +69,12 @@ pub async fn run(context: &Context, args: &LeaseArgs) -> anyhow::Result<()> {
                 .call(client.lease().lease_leases(LeaseLeasesRequest {}))
                 .await
                 .map_err(|e| wrap(e, "failed to list leases"))?;
-            println!("found {} leases", response.leases.len());
-            for lease in response.leases {
-                println!("{:016x}", lease.id);
-            }
+            emit(printer.reply(Reply::LeaseList(&response), |out| {
+                out.extend(format!("found {} leases\n", response.leases.len()).bytes());
+                for lease in &response.leases {
+                    out.extend(format!("{:016x}\n", lease.id).bytes());
+                }
+            })?)?;
         }
         LeaseCommand::KeepAlive { once, args } => {
             let [id] = args.as_slice() else {
@@ -85,14 +83,14 @@ pub async fn run(context: &Context, args: &LeaseArgs) -> anyhow::Result<()> {
             let id = lease_id(id)?;
             let client = context.connect().await?;
             // One renewal every TTL/3, as etcd's client keeps a lease alive, on one stream.
+            // The first is queued before the stream opens: etcd sends the response headers
+            // only with the first answer.
             let (sender, requests) = tokio::sync::mpsc::channel(1);
+            let mut renewal = sender.send(LeaseKeepAliveRequest { id }).await;
             let mut stream = client
                 .call(client.lease().lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(requests)))
                 .await?;
-            loop {
-                if sender.send(LeaseKeepAliveRequest { id }).await.is_err() {
-                    break;
-                }
+            while renewal.is_ok() {
                 let answer = stream
                     .message()
                     .await
@@ -101,16 +99,38 @@ pub async fn run(context: &Context, args: &LeaseArgs) -> anyhow::Result<()> {
                     println!("lease {id:016x} expired or revoked.");
                     return Ok(());
                 };
-                println!("lease {:016x} keepalived with TTL({})", answer.id, answer.ttl);
+                emit(printer.reply(Reply::LeaseKeepAlive(&answer), |out| {
+                    out.extend(
+                        format!("lease {:016x} keepalived with TTL({})\n", answer.id, answer.ttl).bytes(),
+                    )
+                })?)?;
                 if *once {
                     return Ok(());
                 }
                 tokio::time::sleep(std::time::Duration::from_millis((answer.ttl.max(1) as u64) * 1000 / 3))
                     .await;
+                renewal = sender.send(LeaseKeepAliveRequest { id }).await;
             }
         }
     }
     Ok(())
+}
+
+/// etcdctl's simple `TimeToLive`.
+fn time_to_live(response: &synod_api::etcdserverpb::LeaseTimeToLiveResponse, keys: bool) -> String {
+    if response.granted_ttl == 0 && response.ttl == -1 {
+        return format!("lease {:016x} already expired\n", response.id);
+    }
+    let mut line = format!(
+        "lease {:016x} granted with TTL({}s), remaining({}s)",
+        response.id, response.granted_ttl, response.ttl
+    );
+    if keys {
+        let names: Vec<String> =
+            response.keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+        line.push_str(&format!(", attached keys([{}])", names.join(" ")));
+    }
+    line + "\n"
 }
 
 /// etcdctl's `failed to ... (reason)` wrapping of a request error.

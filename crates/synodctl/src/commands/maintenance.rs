@@ -1,15 +1,17 @@
 //! `version`, `alarm list|disarm`, `defrag`, `move-leader` and `endpoint hashkv`, printed
-//! as etcdctl 3.4's simple printer prints them.
+//! as etcdctl prints them (`version` and `defrag` print the same in every format).
 
 use synod_api::etcdserverpb::alarm_request::AlarmAction;
 use synod_api::etcdserverpb::{
-    AlarmRequest, AlarmType, DefragmentRequest, HashKvRequest, MoveLeaderRequest, StatusRequest,
+    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, HashKvRequest, MoveLeaderRequest,
+    StatusRequest,
 };
 
-use super::Context;
+use super::{Context, emit};
 use crate::cli::{AlarmArgs, AlarmCommand};
 use crate::client::Client;
 use crate::exit::{CtlError, ExitCode};
+use crate::printer::{EndpointHash, Reply};
 
 /// `version`: synodctl's version and the API it speaks.
 pub fn version() -> anyhow::Result<()> {
@@ -19,20 +21,32 @@ pub fn version() -> anyhow::Result<()> {
 }
 
 /// `alarm list` and `alarm disarm`: each alarm as etcd's `%+v` of an AlarmMember.
+/// Disarming works as clientv3's `AlarmDisarm` of every alarm: the alarms are listed, each
+/// is deactivated on its own, and the reply is what those deactivations returned, with no
+/// header.
 pub async fn alarm(context: &Context, args: &AlarmArgs) -> anyhow::Result<()> {
-    context.simple_printer("alarm")?;
-    let action = match args.command {
-        AlarmCommand::List => AlarmAction::Get,
-        AlarmCommand::Disarm => AlarmAction::Deactivate,
-    };
+    let printer = context.printer()?;
     let client = context.connect().await?;
-    let request = AlarmRequest { action: action as i32, member_id: 0, alarm: AlarmType::None as i32 };
-    let response = client.call(client.maintenance().alarm(request)).await?;
-    for alarm in response.alarms {
-        let name = AlarmType::try_from(alarm.alarm).map_or("UNKNOWN", |a| a.as_str_name());
-        println!("memberID:{} alarm:{name} ", alarm.member_id);
+    let list = AlarmRequest { action: AlarmAction::Get as i32, member_id: 0, alarm: AlarmType::None as i32 };
+    let mut response = client.call(client.maintenance().alarm(list)).await?;
+    if let AlarmCommand::Disarm = args.command {
+        let mut disarmed = AlarmResponse::default();
+        for alarm in response.alarms {
+            let request = AlarmRequest {
+                action: AlarmAction::Deactivate as i32,
+                member_id: alarm.member_id,
+                alarm: alarm.alarm,
+            };
+            disarmed.alarms.extend(client.call(client.maintenance().alarm(request)).await?.alarms);
+        }
+        response = disarmed;
     }
-    Ok(())
+    emit(printer.reply(Reply::Alarm(&response), |out| {
+        for alarm in &response.alarms {
+            let name = AlarmType::try_from(alarm.alarm).map_or("UNKNOWN", |a| a.as_str_name());
+            out.extend(format!("memberID:{} alarm:{name} \n", alarm.member_id).bytes());
+        }
+    })?)
 }
 
 /// `defrag`: each endpoint in turn. With `--cluster` every member's client URL, followers
@@ -53,7 +67,10 @@ pub async fn defrag(context: &Context, cluster: bool) -> anyhow::Result<()> {
             )
             .await
         };
-        match outcome.await {
+        let spinner = crate::progress::spinner(format!("defragmenting {endpoint}"));
+        let outcome = outcome.await;
+        spinner.finish_and_clear();
+        match outcome {
             Ok(_) => println!("Finished defragmenting etcd member[{endpoint}]"),
             Err(e) => {
                 eprintln!("Failed to defragment etcd member[{endpoint}] ({})", e.message.unwrap_or_default());
@@ -92,6 +109,7 @@ pub async fn move_leader(context: &Context, args: &[String]) -> anyhow::Result<(
     let [target] = args else {
         return Err(CtlError::bad_args("move-leader command needs 1 argument").into());
     };
+    let printer = context.printer()?;
     let target = u64::from_str_radix(target, 16)
         .map_err(|e| CtlError::bad_args(format!("bad member ID arg ({e}), expecting ID in Hex")))?;
     let mut leader = None;
@@ -112,19 +130,40 @@ pub async fn move_leader(context: &Context, args: &[String]) -> anyhow::Result<(
         )
         .into());
     };
-    client.call(client.maintenance().move_leader(MoveLeaderRequest { target_id: target })).await?;
-    println!("Leadership transferred from {leader_id:x} to {target:x}");
-    Ok(())
+    let response =
+        client.call(client.maintenance().move_leader(MoveLeaderRequest { target_id: target })).await?;
+    emit(printer.reply(Reply::MoveLeader(&response.header), |out| {
+        out.extend(format!("Leadership transferred from {leader_id:x} to {target:x}\n").bytes())
+    })?)
 }
 
 /// `endpoint hashkv [--rev N]`: each endpoint's hash of its keyspace.
 pub async fn hashkv(context: &Context, cluster: bool, revision: i64) -> anyhow::Result<()> {
-    context.simple_printer("endpoint hashkv")?;
+    let printer = context.printer()?;
     let endpoints = super::endpoint::endpoints(context, cluster).await?;
+    // As etcdctl: an endpoint that fails is reported and skipped, the others are printed,
+    // and the last failure is the command's.
+    let mut hashes = Vec::new();
+    let mut failure = None;
     for endpoint in endpoints {
-        let client = Client::connect(std::slice::from_ref(&endpoint), &context.client_config).await?;
-        let response = client.call(client.maintenance().hash_kv(HashKvRequest { revision })).await?;
-        println!("{endpoint}, {}", response.hash);
+        let hash = async {
+            let client = Client::connect(std::slice::from_ref(&endpoint), &context.client_config).await?;
+            client.call(client.maintenance().hash_kv(HashKvRequest { revision })).await
+        };
+        match hash.await {
+            Ok(hash) => hashes.push(EndpointHash { endpoint, hash }),
+            Err(e) => {
+                eprintln!(
+                    "Failed to get the hash of endpoint {endpoint} ({})",
+                    e.message.as_deref().unwrap_or_default()
+                );
+                failure = Some(e);
+            }
+        }
     }
-    Ok(())
+    emit(printer.endpoint_hashkv(&hashes)?)?;
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }

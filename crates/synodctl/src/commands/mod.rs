@@ -56,19 +56,6 @@ impl Context {
         Ok(Printer::new(Format::parse(&self.write_out)?, self.hex))
     }
 
-    /// The printer for a verb that prints only etcdctl's simple format so far; any other
-    /// format fails (exit status 4), naming the verb.
-    fn simple_printer(&self, verb: &str) -> CtlResult<Printer> {
-        let printer = self.printer()?;
-        if printer.format != Format::Simple {
-            return Err(crate::exit::CtlError::bad_feature(format!(
-                "{} not supported as output format for {verb} yet",
-                printer.format.name()
-            )));
-        }
-        Ok(printer)
-    }
-
     /// A connection to the first endpoint that answers.
     async fn connect(&self) -> CtlResult<Client> {
         Client::connect(&self.endpoints, &self.client_config).await

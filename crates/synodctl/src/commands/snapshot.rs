@@ -37,11 +37,19 @@ pub async fn save(context: &Context, args: &[String]) -> anyhow::Result<()> {
     let part = format!("{path}.part");
     let mut file = std::fs::File::create(&part).with_context(|| format!("create {part}"))?;
     let mut size = 0u64;
+    let mut progress = None;
     while let Some(message) =
         stream.message().await.map_err(|s| CtlError::request(crate::client::request_error(&s)))?
     {
         file.write_all(&message.blob).with_context(|| format!("write {part}"))?;
         size += message.blob.len() as u64;
+        // Each message says how much is still to come.
+        progress
+            .get_or_insert_with(|| crate::progress::bytes(size + message.remaining_bytes, "saving snapshot"))
+            .set_position(size);
+    }
+    if let Some(progress) = progress {
+        progress.finish_and_clear();
     }
     if size % 512 != CHECKSUM_BYTES {
         return Err(CtlError::request(format!("sha256 checksum not found [bytes: {size}]")).into());
@@ -127,13 +135,15 @@ fn restore_into(
         anyhow::bail!("not a snapshot: no bbolt database at its start");
     }
     let snapshot = etcd_snapshot::read(file, body).map_err(anyhow::Error::msg)?;
-    let mut records = snapshot.records.into_iter().map(Ok);
+    let progress = crate::progress::count(snapshot.records.len() as u64, "restoring records");
+    let mut records = snapshot.records.into_iter().inspect(|_| progress.inc(1)).map(Ok);
     let summary = state.restore_records(
         &mut records,
         &snapshot.leases,
         snapshot.revision,
         snapshot.compact_revision,
     )?;
+    progress.finish_and_clear();
     dir.sync()?;
     Ok((summary, state.current_revision()?, state.leases()?.len()))
 }

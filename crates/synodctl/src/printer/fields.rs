@@ -2,13 +2,15 @@
 //! field, strings quoted with Go's `%q`. It is the only format in which etcdctl 3.5 allows
 //! `get --count-only`.
 
+use synod_api::authpb::permission::Type as PermType;
 use synod_api::etcdserverpb::{
-    DeleteRangeResponse, MemberListResponse, PutResponse, RangeResponse, ResponseHeader, TxnResponse,
-    response_op,
+    AlarmType, DeleteRangeResponse, MemberListResponse, PutResponse, RangeResponse, ResponseHeader,
+    TxnResponse, response_op,
 };
 use synod_api::mvccpb::KeyValue;
+use synod_api::mvccpb::event::EventType;
 
-use super::{EndpointHealth, EndpointStatus};
+use super::{EndpointHash, EndpointHealth, EndpointStatus, Reply};
 use synod_base::go_fmt::quote;
 
 fn line(out: &mut Vec<u8>, text: String) {
@@ -82,6 +84,89 @@ pub fn member_list(out: &mut Vec<u8>, response: &MemberListResponse) {
             line(out, format!("\"ClientURL\" : {}", quote(url.as_bytes())));
         }
         line(out, format!("\"IsLearner\" : {}", m.is_learner));
+        out.push(b'\n');
+    }
+}
+
+/// The fields of a [`Reply`]; false for the replies etcdctl's fields printer does not
+/// offer (user get and list, move-leader, auth status).
+///
+/// etcdctl crashes (a nil header) on an alarm reply without a header, which is what etcd
+/// 3.4 sends to `alarm list` and what clientv3 makes of `alarm disarm`; this prints zeros
+/// for it instead.
+pub fn reply(out: &mut Vec<u8>, reply: Reply<'_>) -> bool {
+    match reply {
+        Reply::LeaseGrant(r) => {
+            header(out, &r.header);
+            line(out, format!("\"ID\" : {}", r.id));
+            line(out, format!("\"TTL\" : {}", r.ttl));
+        }
+        Reply::LeaseKeepAlive(r) => {
+            header(out, &r.header);
+            line(out, format!("\"ID\" : {}", r.id));
+            line(out, format!("\"TTL\" : {}", r.ttl));
+        }
+        Reply::LeaseTimeToLive(r) => {
+            header(out, &r.header);
+            line(out, format!("\"ID\" : {}", r.id));
+            line(out, format!("\"TTL\" : {}", r.ttl));
+            line(out, format!("\"GrantedTTL\" : {}", r.granted_ttl));
+            for key in &r.keys {
+                line(out, format!("\"Key\" : {}", quote(key)));
+            }
+        }
+        Reply::LeaseList(r) => {
+            header(out, &r.header);
+            for lease in &r.leases {
+                line(out, format!("\"ID\" : {}", lease.id));
+            }
+        }
+        Reply::Header(h) | Reply::LeaseRevoke(h) => header(out, h),
+        Reply::Alarm(r) => {
+            header(out, &r.header);
+            for alarm in &r.alarms {
+                let name = AlarmType::try_from(alarm.alarm).map_or("UNKNOWN", |a| a.as_str_name());
+                line(out, format!("\"MemberID\" : {}", alarm.member_id));
+                line(out, format!("\"AlarmType\" : {name}"));
+                out.push(b'\n');
+            }
+        }
+        Reply::RoleGet(r) => {
+            header(out, &r.header);
+            for perm in &r.perm {
+                let kind = PermType::try_from(perm.perm_type).map_or("UNKNOWN", |t| t.as_str_name());
+                // etcdctl's Println puts a second space after the colon here.
+                line(out, format!("\"PermType\" :  {kind}"));
+                line(out, format!("\"Key\" : {}", quote(&perm.key)));
+                line(out, format!("\"RangeEnd\" : {}", quote(&perm.range_end)));
+            }
+        }
+        Reply::RoleList(r) => {
+            header(out, &r.header);
+            let roles: String = r.roles.iter().map(|role| format!(" {}", quote(role.as_bytes()))).collect();
+            line(out, format!("\"Roles\" :{roles}"));
+        }
+        Reply::Watch(r) => {
+            header(out, &r.header);
+            for event in &r.events {
+                let kind = EventType::try_from(event.r#type).map_or("UNKNOWN", |t| t.as_str_name());
+                line(out, format!("\"Type\" : {kind}"));
+                if let Some(prev) = &event.prev_kv {
+                    key_value(out, "Prev", prev);
+                }
+                key_value(out, "", event.kv.as_ref().unwrap_or(&KeyValue::default()));
+            }
+        }
+        Reply::UserGet(_) | Reply::UserList(_) | Reply::MoveLeader(_) | Reply::AuthStatus(_) => return false,
+    }
+    true
+}
+
+pub fn endpoint_hashkv(out: &mut Vec<u8>, hashes: &[EndpointHash]) {
+    for h in hashes {
+        header(out, &h.hash.header);
+        line(out, format!("\"Endpoint\" : {}", quote(h.endpoint.as_bytes())));
+        line(out, format!("\"Hash\" : {}", h.hash.hash));
         out.push(b'\n');
     }
 }

@@ -12,12 +12,12 @@ use std::io;
 use base64::Engine;
 use serde::{Serialize, Serializer};
 use synod_api::etcdserverpb::{
-    DeleteRangeResponse, Member as PbMember, MemberListResponse, PutResponse, RangeResponse, ResponseHeader,
-    StatusResponse as PbStatus, TxnResponse, response_op,
+    DeleteRangeResponse, HashKvResponse, Member as PbMember, MemberListResponse, PutResponse, RangeResponse,
+    ResponseHeader, StatusResponse as PbStatus, TxnResponse, response_op,
 };
-use synod_api::mvccpb::KeyValue as PbKeyValue;
+use synod_api::mvccpb::{Event as PbEvent, KeyValue as PbKeyValue};
 
-use super::{EndpointHealth, EndpointStatus};
+use super::{EndpointHash, EndpointHealth, EndpointStatus, Reply};
 
 fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
@@ -27,7 +27,7 @@ fn base64<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error>
     serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct Header {
     #[serde(skip_serializing_if = "is_zero")]
     cluster_id: u64,
@@ -276,6 +276,176 @@ struct EndpointStatusJson<'a> {
     status: Status<'a>,
 }
 
+/// A reply's header alone: `{"header":{...}}`.
+#[derive(Serialize)]
+struct HeaderOnly {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header: Option<Header>,
+}
+
+/// clientv3's `LeaseGrantResponse` and `LeaseKeepAliveResponse`: the header embedded,
+/// then untagged fields (so Go's field names, and no `omitempty`). Only the grant has
+/// `Error`.
+#[derive(Serialize)]
+struct LeaseGranted<'a> {
+    #[serde(flatten)]
+    header: Option<Header>,
+    #[serde(rename = "ID")]
+    id: i64,
+    #[serde(rename = "TTL")]
+    ttl: i64,
+    #[serde(rename = "Error", skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+/// clientv3's `LeaseTimeToLiveResponse`: `keys` is `null` when no key is attached.
+#[derive(Serialize)]
+struct TimeToLive<'a> {
+    #[serde(flatten)]
+    header: Option<Header>,
+    id: i64,
+    ttl: i64,
+    #[serde(rename = "granted-ttl")]
+    granted_ttl: i64,
+    keys: Option<Vec<Base64<'a>>>,
+}
+
+#[derive(Serialize)]
+struct Base64<'a>(#[serde(serialize_with = "base64")] &'a [u8]);
+
+/// clientv3's `LeaseLeasesResponse`: always a list, empty or not.
+#[derive(Serialize)]
+struct Leases {
+    #[serde(flatten)]
+    header: Option<Header>,
+    leases: Vec<LeaseId>,
+}
+
+#[derive(Serialize)]
+struct LeaseId {
+    id: i64,
+}
+
+#[derive(Serialize)]
+struct AlarmMember {
+    #[serde(rename = "memberID", skip_serializing_if = "is_zero")]
+    member_id: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    alarm: i32,
+}
+
+#[derive(Serialize)]
+struct Alarms {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header: Option<Header>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    alarms: Vec<AlarmMember>,
+}
+
+/// `AuthUserGetResponse` and `AuthRoleListResponse` (`roles`), `AuthUserListResponse`
+/// (`users`): a header and a list of names.
+#[derive(Serialize)]
+struct Names<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header: Option<Header>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    roles: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    users: &'a [String],
+}
+
+#[derive(Serialize)]
+struct Permission<'a> {
+    #[serde(rename = "permType", skip_serializing_if = "is_zero")]
+    perm_type: i32,
+    #[serde(skip_serializing_if = "<[u8]>::is_empty", serialize_with = "base64")]
+    key: &'a [u8],
+    #[serde(skip_serializing_if = "<[u8]>::is_empty", serialize_with = "base64")]
+    range_end: &'a [u8],
+}
+
+#[derive(Serialize)]
+struct Role<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header: Option<Header>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    perm: Vec<Permission<'a>>,
+}
+
+#[derive(Serialize)]
+struct AuthStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header: Option<Header>,
+    #[serde(skip_serializing_if = "is_zero")]
+    enabled: bool,
+    #[serde(rename = "authRevision", skip_serializing_if = "is_zero")]
+    auth_revision: u64,
+}
+
+/// clientv3's `WatchResponse`: untagged fields, the header a value (so `{}` when empty),
+/// the events `null` when there are none.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Watch<'a> {
+    header: Header,
+    events: Option<Vec<Event<'a>>>,
+    compact_revision: i64,
+    canceled: bool,
+    created: bool,
+}
+
+#[derive(Serialize)]
+struct Event<'a> {
+    #[serde(rename = "type", skip_serializing_if = "is_zero")]
+    kind: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kv: Option<KeyValue<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_kv: Option<KeyValue<'a>>,
+}
+
+impl<'a> From<&'a PbEvent> for Event<'a> {
+    fn from(e: &'a PbEvent) -> Self {
+        Event {
+            kind: e.r#type,
+            kv: e.kv.as_ref().map(KeyValue::from),
+            prev_kv: e.prev_kv.as_ref().map(KeyValue::from),
+        }
+    }
+}
+
+/// etcd 3.5's `HashKVResponse`, under etcdctl's `epHashKV` names.
+#[derive(Serialize)]
+struct EndpointHashJson<'a> {
+    #[serde(rename = "Endpoint")]
+    endpoint: &'a str,
+    #[serde(rename = "HashKV")]
+    hash: HashKv,
+}
+
+#[derive(Serialize)]
+struct HashKv {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header: Option<Header>,
+    #[serde(skip_serializing_if = "is_zero")]
+    hash: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    compact_revision: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    hash_revision: i64,
+}
+
+impl From<&HashKvResponse> for HashKv {
+    fn from(r: &HashKvResponse) -> Self {
+        HashKv {
+            header: header(&r.header),
+            hash: r.hash,
+            compact_revision: r.compact_revision,
+            hash_revision: r.hash_revision,
+        }
+    }
+}
+
 /// serde_json's compact output with Go's extra escapes: `encoding/json` escapes `<`, `>`
 /// and `&` (HTML safety) and U+2028/U+2029 (JavaScript safety). The control-character
 /// escapes are already Go's (`\b`, `\f`, `\n`, `\r`, `\t`, `\u00XX`).
@@ -370,6 +540,86 @@ pub fn member_list_hex(out: &mut Vec<u8>, response: &MemberListResponse) {
     }
     text.push_str("}\n");
     out.extend_from_slice(text.as_bytes());
+}
+
+pub fn reply(out: &mut Vec<u8>, reply: Reply<'_>) {
+    fn names(out: &mut Vec<u8>, h: &Option<ResponseHeader>, roles: &[String], users: &[String]) {
+        print(out, &Names { header: header(h), roles, users })
+    }
+    match reply {
+        Reply::LeaseGrant(r) => print(
+            out,
+            &LeaseGranted { header: header(&r.header), id: r.id, ttl: r.ttl, error: Some(&r.error) },
+        ),
+        Reply::LeaseKeepAlive(r) => {
+            print(out, &LeaseGranted { header: header(&r.header), id: r.id, ttl: r.ttl, error: None })
+        }
+        Reply::LeaseTimeToLive(r) => print(
+            out,
+            &TimeToLive {
+                header: header(&r.header),
+                id: r.id,
+                ttl: r.ttl,
+                granted_ttl: r.granted_ttl,
+                keys: (!r.keys.is_empty()).then(|| r.keys.iter().map(|k| Base64(k)).collect()),
+            },
+        ),
+        Reply::LeaseList(r) => print(
+            out,
+            &Leases {
+                header: header(&r.header),
+                leases: r.leases.iter().map(|l| LeaseId { id: l.id }).collect(),
+            },
+        ),
+        Reply::Header(h) | Reply::LeaseRevoke(h) | Reply::MoveLeader(h) => {
+            print(out, &HeaderOnly { header: header(h) })
+        }
+        Reply::Alarm(r) => print(
+            out,
+            &Alarms {
+                header: header(&r.header),
+                alarms: r
+                    .alarms
+                    .iter()
+                    .map(|a| AlarmMember { member_id: a.member_id, alarm: a.alarm })
+                    .collect(),
+            },
+        ),
+        Reply::UserGet(r) => names(out, &r.header, &r.roles, &[]),
+        Reply::UserList(r) => names(out, &r.header, &[], &r.users),
+        Reply::RoleList(r) => names(out, &r.header, &r.roles, &[]),
+        Reply::RoleGet(r) => print(
+            out,
+            &Role {
+                header: header(&r.header),
+                perm: r
+                    .perm
+                    .iter()
+                    .map(|p| Permission { perm_type: p.perm_type, key: &p.key, range_end: &p.range_end })
+                    .collect(),
+            },
+        ),
+        Reply::AuthStatus(r) => print(
+            out,
+            &AuthStatus { header: header(&r.header), enabled: r.enabled, auth_revision: r.auth_revision },
+        ),
+        Reply::Watch(r) => print(
+            out,
+            &Watch {
+                header: header(&r.header).unwrap_or_default(),
+                events: (!r.events.is_empty()).then(|| r.events.iter().map(Event::from).collect()),
+                compact_revision: r.compact_revision,
+                canceled: r.canceled,
+                created: r.created,
+            },
+        ),
+    }
+}
+
+pub fn endpoint_hashkv(out: &mut Vec<u8>, hashes: &[EndpointHash]) {
+    let list: Vec<EndpointHashJson> =
+        hashes.iter().map(|h| EndpointHashJson { endpoint: &h.endpoint, hash: (&h.hash).into() }).collect();
+    print(out, &list);
 }
 
 pub fn endpoint_health(out: &mut Vec<u8>, health: &[EndpointHealth]) {

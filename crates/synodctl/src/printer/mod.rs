@@ -18,7 +18,10 @@ pub mod table;
 
 use prost::Message;
 use synod_api::etcdserverpb::{
-    DeleteRangeResponse, MemberListResponse, PutResponse, RangeResponse, StatusResponse, TxnResponse,
+    AlarmResponse, AuthRoleGetResponse, AuthRoleListResponse, AuthStatusResponse, AuthUserGetResponse,
+    AuthUserListResponse, DeleteRangeResponse, HashKvResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
+    LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse, MemberListResponse, PutResponse,
+    RangeResponse, ResponseHeader, StatusResponse, TxnResponse, WatchResponse,
 };
 
 use crate::exit::{CtlError, CtlResult};
@@ -77,6 +80,93 @@ pub struct EndpointHealth {
 pub struct EndpointStatus {
     pub endpoint: String,
     pub status: StatusResponse,
+}
+
+/// The result of `endpoint hashkv` for one endpoint (etcdctl's `epHashKV`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointHash {
+    pub endpoint: String,
+    pub hash: HashKvResponse,
+}
+
+/// A reply etcdctl prints through its generic RPC printer (`printerRPC`): as JSON, Go's
+/// marshalling of the struct etcdctl holds; as protobuf, that struct's `Marshal`; as
+/// fields, what `printer_fields.go` lists, where it lists anything. No table is offered.
+///
+/// The lease replies are clientv3's structs, not the wire messages: their header is
+/// embedded, so JSON has its fields at the top level, and `Marshal` is the embedded
+/// header's, so the protobuf format prints the header alone.
+#[derive(Clone, Copy, Debug)]
+pub enum Reply<'a> {
+    LeaseGrant(&'a LeaseGrantResponse),
+    LeaseKeepAlive(&'a LeaseKeepAliveResponse),
+    LeaseTimeToLive(&'a LeaseTimeToLiveResponse),
+    LeaseList(&'a LeaseLeasesResponse),
+    /// A reply that is its header alone: the auth changes.
+    Header(&'a Option<ResponseHeader>),
+    /// `lease revoke`'s reply, a header alone, which etcdctl cannot print as protobuf (it
+    /// hands the printer a value without a `Marshal` method).
+    LeaseRevoke(&'a Option<ResponseHeader>),
+    /// `move-leader`'s reply, a header alone, which the fields format does not offer.
+    MoveLeader(&'a Option<ResponseHeader>),
+    Alarm(&'a AlarmResponse),
+    UserGet(&'a AuthUserGetResponse),
+    UserList(&'a AuthUserListResponse),
+    RoleGet(&'a AuthRoleGetResponse),
+    RoleList(&'a AuthRoleListResponse),
+    AuthStatus(&'a AuthStatusResponse),
+    /// One watch response, as clientv3 hands it over: without the watch id.
+    Watch(&'a WatchResponse),
+}
+
+impl Reply<'_> {
+    /// What etcdctl's protobuf printer writes for the reply.
+    fn protobuf(self) -> CtlResult<Vec<u8>> {
+        let header_alone =
+            |header: &Option<ResponseHeader>| LeaseRevokeResponse { header: *header }.encode_to_vec();
+        let embedded = |header: &Option<ResponseHeader>| header.unwrap_or_default().encode_to_vec();
+        Ok(match self {
+            Reply::LeaseRevoke(header) => {
+                // Go's `%v` of the struct: its header in protobuf's text format.
+                let text = match header {
+                    Some(h) => [
+                        ("cluster_id", h.cluster_id.to_string()),
+                        ("member_id", h.member_id.to_string()),
+                        ("revision", h.revision.to_string()),
+                        ("raft_term", h.raft_term.to_string()),
+                    ]
+                    .iter()
+                    .filter(|(_, value)| value != "0")
+                    .map(|(name, value)| format!("{name}:{value} "))
+                    .collect(),
+                    None => "<nil>".to_string(),
+                };
+                return Err(CtlError::bad_feature(format!(
+                    "marshal unsupported for type clientv3.LeaseRevokeResponse ({{{text}}})"
+                )));
+            }
+            Reply::LeaseGrant(r) => embedded(&r.header),
+            Reply::LeaseKeepAlive(r) => embedded(&r.header),
+            Reply::LeaseTimeToLive(r) => embedded(&r.header),
+            Reply::LeaseList(r) => embedded(&r.header),
+            Reply::Header(header) | Reply::MoveLeader(header) => header_alone(header),
+            Reply::Alarm(r) => r.encode_to_vec(),
+            Reply::UserGet(r) => r.encode_to_vec(),
+            Reply::UserList(r) => r.encode_to_vec(),
+            Reply::RoleGet(r) => r.encode_to_vec(),
+            Reply::RoleList(r) => r.encode_to_vec(),
+            Reply::AuthStatus(r) => r.encode_to_vec(),
+            Reply::Watch(r) => WatchResponse {
+                header: r.header,
+                events: r.events.clone(),
+                compact_revision: r.compact_revision,
+                canceled: r.canceled,
+                created: r.created,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        })
+    }
 }
 
 /// Prints responses in one format. `hex` is etcdctl's `--hex`: keys and values as `\xNN`
@@ -180,6 +270,38 @@ impl Printer {
             Format::Protobuf => return Err(self.format.unsupported()),
         }
         Ok(out)
+    }
+
+    /// A [`Reply`]; `simple` writes etcdctl's simple format of it, which often needs more
+    /// than the reply (the name of the user added, the lease revoked).
+    pub fn reply(&self, reply: Reply<'_>, simple: impl FnOnce(&mut Vec<u8>)) -> CtlResult<Output> {
+        let mut out = Vec::new();
+        match self.format {
+            Format::Simple => simple(&mut out),
+            Format::Json => json::reply(&mut out, reply),
+            Format::Fields => {
+                if !fields::reply(&mut out, reply) {
+                    return Err(self.format.unsupported());
+                }
+            }
+            Format::Protobuf => out = reply.protobuf()?,
+            Format::Table => return Err(self.format.unsupported()),
+        }
+        Ok(out.into())
+    }
+
+    pub fn endpoint_hashkv(&self, hashes: &[EndpointHash]) -> CtlResult<Output> {
+        let mut out = Vec::new();
+        match self.format {
+            Format::Simple => simple::lines(&mut out, &rows::endpoint_hashkv(hashes)),
+            Format::Json => json::endpoint_hashkv(&mut out, hashes),
+            Format::Fields => fields::endpoint_hashkv(&mut out, hashes),
+            Format::Table => {
+                table::render(&mut out, rows::ENDPOINT_HASHKV_HEADER, &rows::endpoint_hashkv(hashes))
+            }
+            Format::Protobuf => return Err(self.format.unsupported()),
+        }
+        Ok(out.into())
     }
 
     pub fn endpoint_status(&self, statuses: &[EndpointStatus]) -> CtlResult<Output> {

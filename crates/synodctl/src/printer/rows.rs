@@ -1,9 +1,10 @@
 //! The rows behind the simple and table formats of `member list` and `endpoint ...`
-//! (etcdctl's `makeMemberListTable`, `makeEndpointHealthTable`, `makeEndpointStatusTable`).
+//! (etcdctl's `makeMemberListTable`, `makeEndpointHealthTable`, `makeEndpointStatusTable`,
+//! `makeEndpointHashKVTable`).
 
 use synod_api::etcdserverpb::MemberListResponse;
 
-use super::{EndpointHealth, EndpointStatus};
+use super::{EndpointHash, EndpointHealth, EndpointStatus};
 
 pub const MEMBER_LIST_HEADER: &[&str] = &["ID", "Status", "Name", "Peer Addrs", "Client Addrs", "Is Learner"];
 
@@ -21,6 +22,8 @@ pub const ENDPOINT_STATUS_HEADER: &[&str] = &[
     "raft applied index",
     "errors",
 ];
+
+pub const ENDPOINT_HASHKV_HEADER: &[&str] = &["endpoint", "hash"];
 
 pub fn member_list(response: &MemberListResponse) -> Vec<Vec<String>> {
     response
@@ -44,6 +47,10 @@ pub fn endpoint_health(health: &[EndpointHealth]) -> Vec<Vec<String>> {
         .iter()
         .map(|h| vec![h.endpoint.clone(), h.health.to_string(), h.took.clone(), h.error.clone()])
         .collect()
+}
+
+pub fn endpoint_hashkv(hashes: &[EndpointHash]) -> Vec<Vec<String>> {
+    hashes.iter().map(|h| vec![h.endpoint.clone(), h.hash.hash.to_string()]).collect()
 }
 
 pub fn endpoint_status(statuses: &[EndpointStatus]) -> Vec<Vec<String>> {
