@@ -2,7 +2,8 @@
 //! etcd's environment variables, only by an etcd config file, and by kubeadm's exact command
 //! line; probes on the metrics port of a mutual-TLS member; probes and gRPC health that
 //! follow the leader; systemd's readiness protocol; the initial corruption check; the log on
-//! its own directory; and logs in etcd's layout.
+//! its own directory; `--force-new-cluster`; SIGTERM draining requests in flight; the gRPC
+//! keepalive flags; and logs in etcd's layout.
 
 mod support;
 
@@ -511,4 +512,143 @@ fn a_survivor_forces_a_new_cluster_and_members_are_added_back() {
     let mut names = members(survivor);
     names.sort();
     assert_eq!(names, ["m0", "m3"]);
+}
+
+/// SIGTERM under load drains the requests in flight: each put either answered OK, and is
+/// there after a restart, or failed without being applied (it was refused before it was
+/// taken in). A put cut off mid-way, applied but answered with an error, would show up as a
+/// failed put whose key survives.
+#[test]
+fn sigterm_drains_requests_in_flight() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::synod(dir.path());
+    let pid = server.pid();
+    let runtime = runtime();
+    let (succeeded, failed) = runtime.block_on(async {
+        let channel = server.channel().await;
+        let answered = Arc::new(AtomicUsize::new(0));
+        let signalled = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..8)
+            .map(|worker| {
+                let (channel, answered, signalled) = (channel.clone(), answered.clone(), signalled.clone());
+                tokio::spawn(async move {
+                    let mut kv = KvClient::new(channel);
+                    let (mut ok, mut failed) = (Vec::new(), Vec::new());
+                    for i in 0..10_000 {
+                        let key = format!("drain/{worker}/{i}");
+                        let put = PutRequest {
+                            key: key.clone().into(),
+                            value: b"v".to_vec(),
+                            ..Default::default()
+                        };
+                        let outcome = tokio::time::timeout(Duration::from_secs(20), kv.put(put)).await;
+                        match outcome {
+                            Ok(Ok(_)) => ok.push(key),
+                            _ => failed.push(key),
+                        }
+                        // The member is stopped once the load is well under way.
+                        if answered.fetch_add(1, Ordering::Relaxed) == 400
+                            && !signalled.swap(true, Ordering::Relaxed)
+                        {
+                            let sent = std::process::Command::new("kill")
+                                .args(["-TERM", &pid.to_string()])
+                                .status()
+                                .expect("run kill");
+                            assert!(sent.success());
+                        }
+                        if failed.len() >= 3 {
+                            break;
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        let (mut ok, mut failed) = (Vec::new(), Vec::new());
+        for worker in workers {
+            let (o, f) = worker.await.expect("a worker");
+            ok.extend(o);
+            failed.extend(f);
+        }
+        (ok, failed)
+    });
+    assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0), "a clean exit on SIGTERM");
+    assert!(succeeded.len() > 400 && !failed.is_empty(), "{} ok, {} failed", succeeded.len(), failed.len());
+
+    server.start();
+    runtime.block_on(async {
+        for key in &succeeded {
+            assert!(get(&server, key).await.is_some(), "{key} was acknowledged and is lost");
+        }
+        for key in &failed {
+            assert!(
+                get(&server, key).await.is_none(),
+                "{key} failed, yet was applied: it was cut off in flight"
+            );
+        }
+    });
+}
+
+/// `--grpc-keepalive-interval` and `--grpc-keepalive-timeout` reach the client port: the
+/// member pings an idle connection every interval and closes one that does not answer
+/// within the timeout, while a connection that answers stays open.
+#[test]
+fn grpc_keepalive_flags_close_a_silent_connection() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server =
+        Server::synod_with(dir.path(), &["--grpc-keepalive-interval=1s", "--grpc-keepalive-timeout=1s"]);
+
+    /// A raw HTTP/2 connection that acknowledges the member's settings and, if `answers`,
+    /// its pings; it reports each ping, and the end of the connection.
+    fn connection(address: &str, answers: bool) -> std::sync::mpsc::Receiver<&'static str> {
+        let mut stream = std::net::TcpStream::connect(address).expect("connect");
+        stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").expect("preface");
+        stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).expect("settings");
+        let (events, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            loop {
+                let mut header = [0u8; 9];
+                if stream.read_exact(&mut header).is_err() {
+                    let _ = events.send("closed");
+                    return;
+                }
+                let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+                let mut payload = vec![0u8; length];
+                if stream.read_exact(&mut payload).is_err() {
+                    let _ = events.send("closed");
+                    return;
+                }
+                let (kind, flags) = (header[3], header[4]);
+                if kind == 4 && flags & 1 == 0 {
+                    let _ = stream.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]);
+                }
+                if kind == 6 && flags & 1 == 0 {
+                    let _ = events.send("ping");
+                    if answers {
+                        let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                        ack.extend_from_slice(&payload);
+                        let _ = stream.write_all(&ack);
+                    }
+                }
+            }
+        });
+        received
+    }
+
+    let address = server.address();
+    let silent = connection(&address, false);
+    let answering = connection(&address, true);
+    let next = |events: &std::sync::mpsc::Receiver<&'static str>| {
+        events.recv_timeout(Duration::from_secs(15)).expect("an event within 15 s")
+    };
+    assert_eq!(next(&silent), "ping", "the member pings an idle connection");
+    assert_eq!(next(&silent), "closed", "and closes it when the ping goes unanswered");
+    // The answering connection was pinged too, and is open after the silent one closed.
+    assert_eq!(next(&answering), "ping");
+    while let Ok(event) = answering.try_recv() {
+        assert_eq!(event, "ping", "the answering connection stays open");
+    }
 }
