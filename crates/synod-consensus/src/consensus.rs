@@ -213,6 +213,9 @@ pub(crate) struct Inner {
     reads: Batcher<(), Result<(), ConsensusError>>,
     /// Counter adds waiting for an entry, per key, while this member leads.
     counters: Combiner,
+    /// False while a restored state is not yet in a snapshot with the log cut behind it;
+    /// membership changes wait for it, so an added member is sent the restored data.
+    restore_sealed: watch::Sender<bool>,
 }
 
 /// Batches the writes forwarded to one leader.
@@ -380,6 +383,15 @@ fn etcd_error(text: String) -> Result<EtcdError, ConsensusError> {
     EtcdError::from_message(&text).ok_or(ConsensusError::Failed(text))
 }
 
+/// The log meta key present while the member's state holds data that no log entry made
+/// (a restored snapshot) and the log has not yet been cut behind a snapshot of it.
+const UNSEALED_RESTORE_KEY: &str = "unsealed-restore";
+
+/// Whether a state that applied nothing holds data: a restored snapshot's keys or leases.
+fn holds_restored_data(state: &StateStore) -> Result<bool, synod_storage::StorageError> {
+    Ok(state.applied().is_none() && (state.current_revision()? > 1 || !state.leases()?.is_empty()))
+}
+
 impl Consensus {
     /// Starts the member's consensus group on its stores.
     pub async fn start(options: ConsensusOptions) -> Result<Consensus, ConsensusError> {
@@ -450,6 +462,12 @@ impl Consensus {
         if let Bootstrap::New(members) = &options.bootstrap {
             let initialized = raft.is_initialized().await.map_err(|e| failed("read consensus state", &e))?;
             if !initialized {
+                if holds_restored_data(&options.state).map_err(|e| failed("read the state", &e))? {
+                    options
+                        .log
+                        .put_meta(UNSEALED_RESTORE_KEY, &[])
+                        .map_err(|e| failed("write the log", &e))?;
+                }
                 match raft.initialize(members.clone()).await {
                     Ok(()) => {}
                     // Another member already initialized the shared configuration.
@@ -482,6 +500,7 @@ impl Consensus {
             forwards: Mutex::new(BTreeMap::new()),
             reads: Batcher::new(1, usize::MAX),
             counters: Combiner::default(),
+            restore_sealed: watch::Sender::new(true),
         });
         let consensus = Consensus { inner };
         consensus.start_checkpointer();
@@ -491,7 +510,57 @@ impl Consensus {
         }
         consensus.stop_when_removed();
         consensus.publish_attributes(options.name, options.client_urls);
+        if options.log.meta(UNSEALED_RESTORE_KEY).map_err(|e| failed("read the log", &e))?.is_some() {
+            consensus.inner.restore_sealed.send_replace(false);
+            consensus.seal_restored_state(options.log.clone());
+        }
         Ok(consensus)
+    }
+
+    /// Cuts the log behind a snapshot of a restored state, once the member has applied an
+    /// entry: a member added later is then sent that snapshot, with the restored data,
+    /// instead of a log that begins before it (and would leave it empty). etcd's restore
+    /// does the same by starting the log with a snapshot record. The log's mark is removed
+    /// once the log is cut, so a member that stops halfway does it again when restarted.
+    fn seal_restored_state(&self, log: Arc<LogStore>) {
+        let consensus = self.clone();
+        tokio::spawn(async move {
+            let raft = &consensus.inner.raft;
+            let mut metrics = raft.metrics();
+            let (mut snapshot_asked, mut purge_asked) = (false, None);
+            loop {
+                let (applied, snapshot, purged) = {
+                    let m = metrics.borrow_watched();
+                    (m.last_applied, m.snapshot, m.purged)
+                };
+                if let Some(snapshot) = snapshot {
+                    if purged.is_some_and(|p| p.index >= snapshot.index) {
+                        match log.delete_meta(UNSEALED_RESTORE_KEY) {
+                            Ok(()) => {
+                                tracing::info!(index = snapshot.index, "restored state sealed in a snapshot");
+                                consensus.inner.restore_sealed.send_replace(true);
+                            }
+                            Err(e) => consensus.fail(format!("write the log: {e}")),
+                        }
+                        return;
+                    }
+                    if purge_asked != Some(snapshot.index) {
+                        purge_asked = Some(snapshot.index);
+                        if raft.trigger().purge_log(snapshot.index).await.is_err() {
+                            return;
+                        }
+                    }
+                } else if applied.is_some() && !snapshot_asked {
+                    snapshot_asked = true;
+                    if raft.trigger().snapshot().await.is_err() {
+                        return;
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     pub fn member_id(&self) -> u64 {
@@ -1190,6 +1259,8 @@ impl Consensus {
         deadline: Instant,
     ) -> Result<(Option<u64>, Option<u64>), ConsensusError> {
         let attempts = async {
+            // A member added now must be sent the restored data, not a log without it.
+            let _ = self.inner.restore_sealed.subscribe().wait_for(|sealed| *sealed).await;
             loop {
                 match self.try_change_on_leader(change.clone()).await {
                     Err(Attempt::Busy) => self.wait_membership_settled().await,

@@ -35,6 +35,8 @@ pub enum LogOp<'a> {
     PurgeThrough { group: GroupId, through: LogIndex },
     /// Sets a metadata value.
     PutMeta { key: &'a str, value: &'a [u8] },
+    /// Removes a metadata value.
+    DeleteMeta { key: &'a str },
 }
 
 fn log_table(group: GroupId) -> String {
@@ -123,6 +125,10 @@ impl LogStore {
                     let mut table = txn.open_table(META).map_err(engine)?;
                     table.insert(key, record::seal(value).as_slice()).map_err(engine)?;
                 }
+                LogOp::DeleteMeta { key } => {
+                    let mut table = txn.open_table(META).map_err(engine)?;
+                    table.remove(key).map_err(engine)?;
+                }
             }
         }
         txn.commit().map_err(engine)
@@ -198,6 +204,11 @@ impl LogStore {
     /// Stores a metadata value durably.
     pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
         self.write(&[LogOp::PutMeta { key, value }], Durability::Immediate)
+    }
+
+    /// Removes a metadata value durably (nothing happens if there is none).
+    pub fn delete_meta(&self, key: &str) -> Result<(), StorageError> {
+        self.write(&[LogOp::DeleteMeta { key }], Durability::Immediate)
     }
 }
 
