@@ -1471,6 +1471,33 @@ impl Consensus {
             .map_err(|_| ConsensusError::Timeout)
     }
 
+    /// Before a leader stops (etcd's `TransferLeadershipOnShutdown`): hands the leadership
+    /// to the voter whose log is the most up to date, so the others need not wait an
+    /// election timeout to notice the leader is gone. Returns the new leader; `None` when
+    /// this member does not lead, leads alone, or the handover did not finish in time.
+    pub async fn hand_over_leadership(&self) -> Option<u64> {
+        let m = self.metrics();
+        if m.current_leader != Some(self.inner.member_id) {
+            return None;
+        }
+        let matched = |id: &u64| {
+            m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map_or(0, |l| l.index)
+        };
+        let target = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|id| *id != self.inner.member_id)
+            .max_by_key(|id| (matched(id), std::cmp::Reverse(*id)))?;
+        match self.transfer_leadership(target).await {
+            Ok(()) => Some(target),
+            Err(e) => {
+                tracing::warn!(error = %e, target = %format!("{target:x}"), "leadership not handed over before stopping");
+                None
+            }
+        }
+    }
+
     /// Makes the applied state durable now.
     pub fn checkpoint(&self) -> Result<LogIndex, ConsensusError> {
         self.inner.state.checkpoint().map_err(|e| ConsensusError::Failed(e.to_string()))

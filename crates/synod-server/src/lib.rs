@@ -279,9 +279,15 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
         () = stop => Ok(()),
         message = failed(&mut failure) => Err(anyhow::anyhow!("{message}")),
     };
-    // Stopping: systemd hears it first, then the listeners close and the requests in
+    // Stopping: systemd hears it first; a leader hands its leadership over, as etcd does,
+    // so that writes go on at once elsewhere; then the listeners close and the requests in
     // flight get their grace period to finish before consensus stops.
     notify_service_manager(sd_notify::NotifyState::Stopping);
+    if outcome.is_ok()
+        && let Some(leader) = consensus.hand_over_leadership().await
+    {
+        tracing::info!(new_leader = %format!("{leader:x}"), "handed the leadership over before stopping");
+    }
     grpc_health.abort();
     lessor.abort();
     if let Some(compactor) = compactor {

@@ -1,7 +1,8 @@
 //! Replication with real `synod` processes on loopback: failover after `kill -9` of the
 //! leader, members catching up after a restart (from the log and from a snapshot),
 //! membership changes under load, replicas that stay identical, a minority that fails fast
-//! and never serves stale reads, and etcdctl's cluster commands.
+//! and never serves stale reads, a leader that hands over before it stops, and etcdctl's
+//! cluster commands.
 
 mod support;
 
@@ -216,6 +217,28 @@ fn leader_kill_9_fails_over_and_loses_nothing() {
     let revision = runtime.block_on(current_revision(&cluster.members[survivor]));
     wait_same_hash(&runtime, &cluster, revision);
     check_acks(&runtime, &cluster.members[leader], "load", &acked);
+}
+
+/// A leader stopped with SIGTERM hands its leadership to a follower first, as etcd does:
+/// when it has exited, no survivor still follows it (without the handover they would for
+/// an election timeout), and it says so in its log.
+#[test]
+fn a_leader_stopped_with_sigterm_hands_over_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(dir.path(), 3, &[]);
+    let runtime = runtime();
+    let leader = cluster.leader();
+    let old = cluster.member_id(leader);
+    assert_eq!(cluster.members[leader].terminate(), Some(0));
+    for (i, member) in cluster.members.iter().enumerate().filter(|(i, _)| *i != leader) {
+        let status = runtime.block_on(status(member)).expect("status");
+        assert_ne!(status.leader, old, "member {i} still follows the stopped leader");
+    }
+    assert!(
+        cluster.members[leader].log().contains("handed the leadership over before stopping"),
+        "{}",
+        cluster.members[leader].log()
+    );
 }
 
 /// A follower that misses writes while it is down catches up from the leader's log when the
