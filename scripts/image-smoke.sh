@@ -3,8 +3,8 @@
 # image FROM scratch with buildah (deploy/build-image.sh), mounts it with `podman image
 # mount`, and runs a 3-member cluster from copies of the image's filesystem with chroot, as
 # the image's user, with its entrypoint and environment and ETCD_* variables only. Then
-# etcdctl checks the cluster, one member is killed, and the others go on. Needs root,
-# buildah, podman and etcdctl. Cleans up everything it made.
+# etcdctl and the image's synodctl check the cluster, one member is killed, and the others
+# go on. Needs root, buildah, podman and etcdctl. Cleans up everything it made.
 #
 #   scripts/image-smoke.sh [SYNOD_BINARY]     (default target/release/synod)
 set -euo pipefail
@@ -65,6 +65,10 @@ if ! healthy; then
 fi
 etcdctl put from-the-image yes >/dev/null
 etcdctl member list
+# The image's own synodctl, as its user, reads what etcdctl wrote.
+value=$(env -i "$chroot" --userspec="$user" "$work/m1" /usr/local/bin/synodctl \
+    --endpoints="$endpoints" get from-the-image --print-value-only)
+[ "$value" = yes ] || { echo "image-smoke: the image's synodctl read: $value" >&2; exit 1; }
 probe=$(curl -s "http://127.0.0.1:$((base + 2))/readyz")
 [ "$probe" = ok ] || { echo "image-smoke: /readyz on the metrics port said: $probe" >&2; exit 1; }
 kill -9 "${pids[0]}"

@@ -20,7 +20,7 @@ pub use sources::Notice;
 
 use crate::compactor::Retention;
 use crate::tls::TlsFiles;
-use synod_base::limits;
+use synod_base::{bootstrap, limits};
 
 /// A URL from a `--*-urls` or `--initial-cluster` flag: `http://host:port` or
 /// `https://host:port`.
@@ -390,11 +390,7 @@ pub struct Flags {
 }
 
 /// A member of the initial cluster: its name and peer URLs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InitialMember {
-    pub name: String,
-    pub peer_urls: Vec<Url>,
-}
+pub type InitialMember = bootstrap::InitialMember<Url>;
 
 /// The validated configuration the server runs with.
 #[derive(Clone, Debug)]
@@ -452,6 +448,33 @@ pub struct Config {
     pub auth_token_ttl: Duration,
     /// What the flags set that has no effect, for the log once it is set up.
     pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// This configuration with the bootstrap settings `synodctl snapshot restore` recorded
+    /// in the data dir in place of the flags' (as etcd's first start after a restore takes
+    /// them from the WAL the restore wrote), checked as the flags are.
+    pub fn with_restored_cluster(
+        &self,
+        restored: &synod_api::synodpb::RestoredCluster,
+    ) -> Result<Config, String> {
+        let advertised = restored
+            .initial_advertise_peer_urls
+            .split(',')
+            .filter(|u| !u.trim().is_empty())
+            .map(url)
+            .collect::<Result<Vec<_>, _>>()?;
+        let initial_cluster = bootstrap::parse_initial_cluster(&restored.initial_cluster, url)?;
+        bootstrap::check_own_entry(&restored.name, &initial_cluster, &advertised)?;
+        Ok(Config {
+            name: restored.name.clone(),
+            initial_advertise_peer_urls: advertised,
+            initial_cluster,
+            initial_cluster_state: ClusterState::New,
+            initial_cluster_token: restored.initial_cluster_token.clone(),
+            ..self.clone()
+        })
+    }
 }
 
 /// The configuration a member runs with, and what reading it had to say.
@@ -563,28 +586,13 @@ impl Flags {
             return Err("--experimental-lease-checkpoint-interval must be at least 100ms".into());
         }
         let initial_cluster = match &self.initial_cluster {
-            Some(text) => parse_initial_cluster(text)?,
+            Some(text) => bootstrap::parse_initial_cluster(text, url)?,
             None => vec![InitialMember {
                 name: self.name.clone(),
                 peer_urls: self.initial_advertise_peer_urls.clone(),
             }],
         };
-        let mut own: Vec<&Url> =
-            initial_cluster.iter().filter(|m| m.name == self.name).flat_map(|m| &m.peer_urls).collect();
-        if own.is_empty() {
-            return Err(format!("--initial-cluster does not list this member's name {:?}", self.name));
-        }
-        let mut advertised: Vec<&Url> = self.initial_advertise_peer_urls.iter().collect();
-        own.sort_by_key(|u| u.to_string());
-        advertised.sort_by_key(|u| u.to_string());
-        if own != advertised {
-            return Err(format!(
-                "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}",
-                self.name,
-                join(&own),
-                join(&advertised)
-            ));
-        }
+        bootstrap::check_own_entry(&self.name, &initial_cluster, &self.initial_advertise_peer_urls)?;
         let mut warnings = Vec::new();
         if self.max_concurrent_streams > limits::STREAMS_PER_CONNECTION_MAX
             && self.max_concurrent_streams != u32::MAX
@@ -755,29 +763,6 @@ fn tls_files(
         ));
     }
     Ok(Some(TlsFiles { cert, key, trusted_ca, client_cert_auth }))
-}
-
-fn join(urls: &[&Url]) -> String {
-    urls.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(",")
-}
-
-/// Parses `name=url,name=url`; a name listed twice gets both URLs, as in etcd.
-fn parse_initial_cluster(text: &str) -> Result<Vec<InitialMember>, String> {
-    let mut members: Vec<InitialMember> = Vec::new();
-    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, url) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("--initial-cluster entry {pair:?} is not name=URL"))?;
-        let url = Url::parse(url).map_err(|e| format!("--initial-cluster: {e}"))?;
-        match members.iter_mut().find(|m| m.name == name) {
-            Some(member) => member.peer_urls.push(url),
-            None => members.push(InitialMember { name: name.to_string(), peer_urls: vec![url] }),
-        }
-    }
-    if members.is_empty() {
-        return Err("--initial-cluster is empty".into());
-    }
-    Ok(members)
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use synod_api::etcdserverpb::{
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use synod_api::synod::v1::counter_server::CounterServer;
-use synod_api::synodpb::Identity;
+use synod_api::synodpb::{Identity, RestoredCluster};
 use synod_api::v3electionpb::election_server::ElectionServer;
 use synod_api::v3lockpb::lock_server::LockServer;
 use synod_base::{GroupId, limits};
@@ -321,6 +321,29 @@ async fn identity_and_bootstrap(
         check_peers_agree(config, dialer, &identity).await?;
         return Ok((identity, Bootstrap::Existing));
     }
+    let restored;
+    let config = match log.meta(synod_storage::RESTORED_CLUSTER_META)? {
+        Some(bytes) => {
+            let record = RestoredCluster::decode(bytes.as_slice()).context("decode the restored cluster")?;
+            restored = config
+                .with_restored_cluster(&record)
+                .map_err(|e| anyhow::anyhow!("the cluster snapshot restore recorded: {e}"))?;
+            if restored.name != config.name {
+                tracing::warn!(
+                    name = %config.name,
+                    restored_name = %restored.name,
+                    "the data dir was restored for another member name; starting as that member"
+                );
+            }
+            tracing::info!(
+                initial_cluster = %record.initial_cluster,
+                initial_cluster_token = %record.initial_cluster_token,
+                "starting a new cluster as snapshot restore recorded it; the --initial-cluster flags are not used"
+            );
+            &restored
+        }
+        None => config,
+    };
     let (identity, bootstrap) = match config.initial_cluster_state {
         ClusterState::New => {
             let identity = identity::bootstrap(config);

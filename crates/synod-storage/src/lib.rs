@@ -27,5 +27,5 @@ pub mod etcd_snapshot;
 
 pub use data_dir::DataDir;
 pub use error::StorageError;
-pub use log_store::{Durability, LogOp, LogStore};
+pub use log_store::{Durability, LogOp, LogStore, RESTORED_CLUSTER_META};
 pub use state_store::{ApplyObserver, ExportSummary, History, MetaValues, StateStats, StateStore};

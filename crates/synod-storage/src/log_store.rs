@@ -19,6 +19,10 @@ use crate::{StorageError, record};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// The meta key under which `synodctl snapshot restore` leaves the cluster it restored a
+/// data dir for (a `synodpb::RestoredCluster`), read by the member's first start.
+pub const RESTORED_CLUSTER_META: &str = "restored-cluster";
+
 pub struct LogStore {
     db: Database,
     path: PathBuf,

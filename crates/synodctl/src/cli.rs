@@ -562,16 +562,37 @@ pub enum SnapshotCommand {
     Restore(SnapshotRestoreArgs),
 }
 
-/// `snapshot restore <filename> [--data-dir DIR] [--name NAME] [--skip-hash-check]`
+/// `snapshot restore <filename> [--data-dir DIR] [--wal-dir DIR] [--name NAME]
+/// [--initial-cluster ...] [--initial-cluster-token ...] [--initial-advertise-peer-urls ...]
+/// [--skip-hash-check]`
 #[derive(Debug, Args)]
 pub struct SnapshotRestoreArgs {
     /// Path to the data directory to create [default: <name>.synod].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<std::path::PathBuf>,
 
-    /// The member's name, for the default data directory.
+    /// Path to the directory of the member's log, when not in the data directory.
+    #[arg(long, value_name = "DIR")]
+    pub wal_dir: Option<std::path::PathBuf>,
+
+    /// The member's name: the default data directory, and its entry in --initial-cluster.
     #[arg(long, default_value = "default")]
     pub name: String,
+
+    /// The new cluster's members, name=peer-URL,...; the member's first start then uses
+    /// these bootstrap settings rather than its own flags, as etcd's does [default:
+    /// default=http://localhost:2380 when either of the next two is given; when none of
+    /// the three is, the member's start flags decide].
+    #[arg(long, value_name = "NAME=URL,...")]
+    pub initial_cluster: Option<String>,
+
+    /// The new cluster's token [default: etcd-cluster].
+    #[arg(long, value_name = "TOKEN")]
+    pub initial_cluster_token: Option<String>,
+
+    /// This member's peer URLs, as listed in --initial-cluster [default: http://localhost:2380].
+    #[arg(long, value_name = "URLS")]
+    pub initial_advertise_peer_urls: Option<String>,
 
     /// Restore a file without the SHA-256 trailer (copied from a data dir).
     #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",

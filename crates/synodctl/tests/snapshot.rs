@@ -1,7 +1,8 @@
 //! `snapshot save` and `snapshot restore`: a member's state saved with etcdctl (and with
 //! synodctl) and restored into a new 3-member cluster is the same keyspace, to the hash; the
-//! same file is an etcd snapshot to etcdctl and to etcd; a snapshot saved from a real etcd
-//! moves onto synod with its revisions and leases.
+//! same file is an etcd snapshot to etcdctl and to etcd; etcdctl's restore flags bootstrap
+//! the cluster the members then start as; a snapshot saved from a real etcd moves onto
+//! synod with its revisions and leases.
 
 mod support;
 
@@ -175,6 +176,10 @@ fn a_restored_cluster_has_the_saved_keyspace() {
     let (ok, text) =
         run(SYNODCTL, &["--endpoints", &original.endpoint, "snapshot", "save", &saved.display().to_string()]);
     assert!(ok, "synodctl snapshot save: {text}");
+    // It holds every key and the auth data: private to its owner, as etcdctl makes it.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&saved).expect("saved").permissions());
+    assert_eq!(mode & 0o777, 0o600, "snapshot save made the file {:o}", mode & 0o777);
     let mut files = vec![saved];
     if let Some(etcdctl) = interop("etcdctl") {
         let etcdctl = etcdctl.display().to_string();
@@ -293,9 +298,94 @@ fn a_restored_cluster_has_the_saved_keyspace() {
     assert!(!staging.exists(), "a failed restore left {} behind", staging.display());
 }
 
-/// A snapshot saved from a real etcd restores into a synod member that answers every
-/// read of the keyspace (now, at a kept past revision, at a compacted one) and every lease
-/// question exactly as that etcd did.
+/// etcd's disaster-recovery runbook as written: each member's data dir restored with
+/// etcdctl's bootstrap flags (one with its log in --wal-dir), then each started with only
+/// its own URLs. The members form the cluster the restore was told of, not the one-member
+/// cluster their start flags describe, and serve the restored keyspace. Flags that do not
+/// list the member are refused before anything is written.
+#[test]
+fn etcdctls_restore_flags_make_the_cluster_the_members_start_as() {
+    use synod_api::etcdserverpb::MemberListRequest;
+    use synod_api::etcdserverpb::cluster_client::ClusterClient;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let original = Member::start(&dir.path().join("original"), free_port(), free_port());
+    let expected = runtime.block_on(async {
+        let channel = serving(&original.url()).await;
+        write_history(channel.clone()).await;
+        keyspace(channel).await
+    });
+    let saved = dir.path().join("saved.db").display().to_string();
+    let (ok, text) = run(SYNODCTL, &["--endpoints", &original.endpoint, "snapshot", "save", &saved]);
+    assert!(ok, "snapshot save: {text}");
+    drop(original);
+
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let peer = |i: usize| format!("http://127.0.0.1:{}", ports[i].1);
+    let cluster = (0..3).map(|i| format!("m{i}={}", peer(i))).collect::<Vec<_>>().join(",");
+    let restore_args = |i: usize| -> Vec<String> {
+        let data_dir = dir.path().join(format!("m{i}")).display().to_string();
+        let mut args: Vec<String> =
+            ["snapshot", "restore", &saved, "--name", &format!("m{i}"), "--data-dir", &data_dir]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        args.extend([
+            "--initial-cluster".into(),
+            cluster.clone(),
+            "--initial-cluster-token".into(),
+            "rebuilt".into(),
+        ]);
+        args.extend(["--initial-advertise-peer-urls".into(), peer(i)]);
+        args
+    };
+    // Not listed, or listed with other URLs: refused, and nothing written.
+    let mut wrong = restore_args(0);
+    wrong[4] = "m9".into();
+    let (ok, text) = run(SYNODCTL, &wrong.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!ok && text.contains("does not list this member's name \"m9\""), "{text}");
+    let mut wrong = restore_args(0);
+    *wrong.last_mut().expect("peer URL") = peer(1);
+    let (ok, text) = run(SYNODCTL, &wrong.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!ok && text.contains("--initial-advertise-peer-urls"), "{text}");
+    assert!(!dir.path().join("m0").exists(), "a refused restore wrote its data dir");
+
+    let wal_dir = dir.path().join("m2-wal").display().to_string();
+    let members: Vec<Member> = (0..3)
+        .map(|i| {
+            let mut args = restore_args(i);
+            let mut extra = Vec::new();
+            if i == 2 {
+                args.extend(["--wal-dir".into(), wal_dir.clone()]);
+                extra.extend(["--wal-dir".into(), wal_dir.clone()]);
+            }
+            let (ok, text) = run(SYNODCTL, &args.iter().map(String::as_str).collect::<Vec<_>>());
+            assert!(ok, "restore m{i}: {text}");
+            // The start flags describe a one-member cluster; the restore's record wins.
+            let alone = format!("m{i}={}", peer(i));
+            Member::start_with(&dir.path().join(format!("m{i}")), &format!("m{i}"), ports[i], &alone, &extra)
+        })
+        .collect();
+    assert!(
+        std::fs::read_dir(&wal_dir).expect("the wal dir").next().is_some(),
+        "the restore with --wal-dir left its log dir empty"
+    );
+    runtime.block_on(async {
+        for member in &members {
+            let channel = serving(&member.url()).await;
+            let listed = ClusterClient::new(channel.clone())
+                .member_list(MemberListRequest { linearizable: true })
+                .await
+                .expect("member list")
+                .into_inner();
+            let mut names: Vec<String> = listed.members.into_iter().map(|m| m.name).collect();
+            names.sort();
+            assert_eq!(names, ["m0", "m1", "m2"], "{} lists", member.endpoint);
+            assert_eq!(keyspace(channel).await, expected, "{} serves", member.endpoint);
+        }
+    });
+}
+
 /// A member added to a cluster that began from a restore is sent the restored data: the
 /// restored member cuts its log behind a snapshot of it, so the newcomer gets that snapshot
 /// and not a log that starts after the data (which left it with an empty keyspace).
@@ -347,6 +437,9 @@ fn a_member_added_to_a_restored_cluster_gets_the_restored_data() {
     });
 }
 
+/// A snapshot saved from a real etcd restores into a synod member that answers every
+/// read of the keyspace (now, at a kept past revision, at a compacted one) and every lease
+/// question exactly as that etcd did.
 #[test]
 fn an_etcd_snapshot_moves_onto_synod() {
     let Some(etcd_program) = interop("etcd") else { return };

@@ -8,10 +8,12 @@
 use std::io::{Read, Write};
 
 use anyhow::Context as _;
+use prost::Message as _;
 use sha2::Digest as _;
 use synod_api::etcdserverpb::SnapshotRequest;
-use synod_base::GroupId;
-use synod_storage::{DataDir, StateStore, etcd_snapshot};
+use synod_api::synodpb::RestoredCluster;
+use synod_base::{GroupId, bootstrap};
+use synod_storage::{DataDir, LogStore, RESTORED_CLUSTER_META, StateStore, etcd_snapshot};
 
 use super::Context;
 use crate::cli::SnapshotRestoreArgs;
@@ -35,7 +37,12 @@ pub async fn save(context: &Context, args: &[String]) -> anyhow::Result<()> {
     let client = context.connect().await?;
     let mut stream = client.call(client.maintenance().snapshot(SnapshotRequest {})).await?;
     let part = format!("{path}.part");
-    let mut file = std::fs::File::create(&part).with_context(|| format!("create {part}"))?;
+    // Private to its owner, as etcdctl makes it: it holds every key and the auth data.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&part).with_context(|| format!("create {part}"))?;
     let mut size = 0u64;
     let mut progress = None;
     while let Some(message) =
@@ -64,12 +71,19 @@ pub fn restore(args: &SnapshotRestoreArgs) -> anyhow::Result<()> {
     let [path] = args.args.as_slice() else {
         return Err(CtlError::bad_args("snapshot restore requires exactly one argument").into());
     };
+    let cluster = restored_cluster(args).map_err(CtlError::request)?;
     let data_dir = match &args.data_dir {
         Some(dir) => dir.clone(),
         None => format!("{}.synod", args.name).into(),
     };
-    if data_dir.exists() && std::fs::read_dir(&data_dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+    let holds_files = |dir: &std::path::Path| {
+        dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true)
+    };
+    if holds_files(&data_dir) {
         return Err(CtlError::request(format!("data-dir {:?} exists", data_dir.display())).into());
+    }
+    if let Some(wal_dir) = args.wal_dir.as_deref().filter(|dir| holds_files(dir)) {
+        return Err(CtlError::request(format!("wal-dir {:?} exists", wal_dir.display())).into());
     }
     let mut file = std::fs::File::open(path).with_context(|| format!("open {path}"))?;
     let body = checked_body(&mut file, args.skip_hash_check).map_err(CtlError::request)?;
@@ -77,7 +91,8 @@ pub fn restore(args: &SnapshotRestoreArgs) -> anyhow::Result<()> {
     // failure nor a crash leaves a data dir a member would start on half filled.
     let staging = staging_dir(&data_dir)?;
     let _ = std::fs::remove_dir_all(&staging);
-    let restored = restore_into(&mut file, body, &staging)
+    let wal_dir_existed = args.wal_dir.as_deref().is_some_and(std::path::Path::exists);
+    let restored = restore_into(&mut file, body, &staging, args.wal_dir.as_deref(), cluster.as_ref())
         .and_then(|restored| {
             if data_dir.exists() {
                 // An empty directory the user made for it.
@@ -97,6 +112,13 @@ pub fn restore(args: &SnapshotRestoreArgs) -> anyhow::Result<()> {
         Ok(restored) => restored,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
+            // The log dir goes back to how it was: absent, or empty.
+            if let Some(dir) = &args.wal_dir {
+                let _ = std::fs::remove_dir_all(dir);
+                if wal_dir_existed {
+                    let _ = std::fs::create_dir(dir);
+                }
+            }
             return Err(e.into());
         }
     };
@@ -105,10 +127,57 @@ pub fn restore(args: &SnapshotRestoreArgs) -> anyhow::Result<()> {
         data_dir.display(),
         summary.records
     );
-    println!(
-        "start every member of the new cluster on its restored data dir with --initial-cluster-state new and the same --initial-cluster"
-    );
+    let wal = args.wal_dir.as_ref().map(|dir| format!(" --wal-dir {}", dir.display())).unwrap_or_default();
+    match &cluster {
+        Some(cluster) => println!(
+            "start member {} on it (--data-dir {}{wal}): its first start forms the cluster {} (token {}) \
+             whatever its --initial-cluster flags say",
+            cluster.name,
+            data_dir.display(),
+            cluster.initial_cluster,
+            cluster.initial_cluster_token
+        ),
+        None => println!(
+            "start every member of the new cluster on its restored data dir (--data-dir {}{wal}) with \
+             --initial-cluster-state new and the same --initial-cluster",
+            data_dir.display()
+        ),
+    }
     Ok(())
+}
+
+/// The cluster the data dir is restored for, from etcdctl's bootstrap flags, checked as
+/// etcdctl checks them; `None` when none of them is given (then the member's own flags
+/// bootstrap it at its first start).
+fn restored_cluster(args: &SnapshotRestoreArgs) -> Result<Option<RestoredCluster>, String> {
+    if args.initial_cluster.is_none()
+        && args.initial_cluster_token.is_none()
+        && args.initial_advertise_peer_urls.is_none()
+    {
+        return Ok(None);
+    }
+    let initial_cluster = args.initial_cluster.as_deref().unwrap_or("default=http://localhost:2380");
+    let advertised = args.initial_advertise_peer_urls.as_deref().unwrap_or("http://localhost:2380");
+    let peer_url = |text: &str| {
+        let text = text.trim().trim_end_matches('/');
+        match text.split_once("://") {
+            Some(("http" | "https", rest)) if rest.contains(':') => Ok(text.to_string()),
+            _ => Err(format!("URL {text:?} is not http://host:port or https://host:port")),
+        }
+    };
+    let members = bootstrap::parse_initial_cluster(initial_cluster, peer_url)?;
+    let advertised_urls = advertised
+        .split(',')
+        .filter(|u| !u.trim().is_empty())
+        .map(peer_url)
+        .collect::<Result<Vec<_>, _>>()?;
+    bootstrap::check_own_entry(&args.name, &members, &advertised_urls)?;
+    Ok(Some(RestoredCluster {
+        name: args.name.clone(),
+        initial_cluster: initial_cluster.to_string(),
+        initial_cluster_token: args.initial_cluster_token.clone().unwrap_or_else(|| "etcd-cluster".into()),
+        initial_advertise_peer_urls: advertised.to_string(),
+    }))
 }
 
 /// The directory a restore into `data_dir` is built in: beside it, hidden.
@@ -128,8 +197,16 @@ fn restore_into(
     file: &mut std::fs::File,
     body: u64,
     data_dir: &std::path::Path,
+    wal_dir: Option<&std::path::Path>,
+    cluster: Option<&RestoredCluster>,
 ) -> anyhow::Result<(synod_storage::ExportSummary, i64, usize)> {
-    let dir = DataDir::open(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let dir = DataDir::open_with_log_in(data_dir, wal_dir)
+        .with_context(|| format!("create {}", data_dir.display()))?;
+    if let Some(cluster) = cluster {
+        LogStore::open(&dir.log_path())
+            .and_then(|log| log.put_meta(RESTORED_CLUSTER_META, &cluster.encode_to_vec()))
+            .context("record the cluster in the new log")?;
+    }
     let state = StateStore::open(&dir.state_path(), GroupId::FIRST).context("open the new state")?;
     if !etcd_snapshot::is_bbolt(file)? {
         anyhow::bail!("not a snapshot: no bbolt database at its start");
