@@ -30,7 +30,9 @@ use synod_api::v3electionpb::CampaignRequest;
 use synod_api::v3lockpb::LockRequest;
 use synod_base::{GroupId, LogIndex};
 use synod_fuzz::frames;
-use synod_fuzz::kinds::{etcd_request as er, gateway_json as gj, log_decode as ld, snapshot_decode as sd};
+use synod_fuzz::kinds::{
+    etcd_request as er, gateway_json as gj, log_decode as ld, log_segment as ls, snapshot_decode as sd,
+};
 use synod_fuzz::state_stream;
 use synod_storage::StateStore;
 
@@ -39,16 +41,21 @@ fn main() {
     write(&root, "etcd_request", etcd_request());
     write(&root, "log_decode", log_decode());
     write(&root, "snapshot_decode", snapshot_decode());
+    write(&root, "log_segment", log_segment());
     write(&root, "gateway_json", gateway_json());
     write(&root, "authority_rewrite", authority_rewrite());
 }
 
 fn write(root: &Path, target: &str, seeds: Vec<(&str, Vec<u8>)>) {
     let dir: PathBuf = root.join(target);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).expect("remove the old corpus");
-    }
     std::fs::create_dir_all(&dir).expect("create the corpus directory");
+    // The old seeds go; the inputs kept from crashes (`regression-*`) stay.
+    for file in std::fs::read_dir(&dir).expect("read the corpus directory") {
+        let path = file.expect("a corpus file").path();
+        if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("regression-")) {
+            std::fs::remove_file(&path).expect("remove an old seed");
+        }
+    }
     for (name, bytes) in &seeds {
         std::fs::write(dir.join(name), bytes).expect("write a seed");
     }
@@ -561,6 +568,54 @@ fn tagged(kind: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![kind];
     out.extend_from_slice(body);
     out
+}
+
+/// Logs written by the real store (raw segment bytes) and described ones.
+fn log_segment() -> Vec<(&'static str, Vec<u8>)> {
+    use synod_storage::log_fs::LogDir;
+    use synod_storage::sim_disk::SimDir;
+    use synod_storage::{LogOp, LogOptions, LogStore};
+    let dir = SimDir::new();
+    let options = LogOptions { segment_bytes: 1 << 20, prepare_in_background: false, rewrite_below: 0.5 };
+    let log = LogStore::open_on_with(dir.clone(), "seeds".into(), options).expect("open a log");
+    log.put_meta("identity", b"member 1").expect("put meta");
+    for i in 1..=12u64 {
+        let entry = format!("entry {i}").into_bytes();
+        log.write(&[LogOp::Append {
+            group: GroupId(i % 2),
+            entries: &[(LogIndex(i / 2 + 1), entry.as_slice())],
+        }])
+        .expect("append");
+    }
+    log.write(&[LogOp::PurgeThrough { group: GroupId(0), through: LogIndex(2) }]).expect("purge");
+    log.truncate_from(GroupId(1), LogIndex(6)).expect("truncate");
+    drop(log);
+    let file = dir.open("0000000000000001.log").expect("the first segment");
+    let mut bytes = vec![0u8; 4096];
+    file.read_at(0, &mut bytes).expect("read the segment");
+    let body = bytes[64..].to_vec();
+    let append = |group: u8, first: u16, entries: &[&[u8]]| {
+        let mut out = vec![group << 4];
+        out.extend_from_slice(&first.to_le_bytes());
+        out.push(entries.len() as u8);
+        for entry in entries {
+            out.push(entry.len() as u8);
+            out.extend_from_slice(entry);
+        }
+        out
+    };
+    let mut described = append(0, 1, &[b"a", b"b", b"c"]);
+    described.extend(append(1, 1, &[b"x"]));
+    described.push(8); // a new record
+    described.extend([5, 1, 0]); // purge group 0 through 1
+    described.push(9); // a new segment
+    described.extend({
+        let mut rewrite = append(0, 2, &[b"b", b"c"]);
+        rewrite[0] = 3;
+        rewrite
+    });
+    described.extend([6, 3, b'v', b'a', b'l']); // put meta "identity"
+    vec![("raw-written", tagged(ls::RAW, &body)), ("ops-described", tagged(ls::OPS, &described))]
 }
 
 fn snapshot_decode() -> Vec<(&'static str, Vec<u8>)> {

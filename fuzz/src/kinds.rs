@@ -93,3 +93,12 @@ pub mod gateway_json {
     pub const COUNTER_GET: u8 = 27;
     pub const COUNT: u8 = 28;
 }
+
+/// `log_segment`: the first byte of an input says what the rest is.
+pub mod log_segment {
+    /// The bytes of segment 1 after its header.
+    pub const RAW: u8 = 0;
+    /// Operations, sealed into segments by `log_ops::segments`.
+    pub const OPS: u8 = 1;
+    pub const COUNT: u8 = 2;
+}

@@ -21,5 +21,6 @@ pub mod frames;
 pub mod gateway;
 pub mod kinds;
 pub mod kv;
+pub mod log_ops;
 pub mod round_trip;
 pub mod state_stream;

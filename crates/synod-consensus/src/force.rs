@@ -12,7 +12,7 @@
 use prost::Message;
 use synod_api::synodpb as pb;
 use synod_base::{GroupId, LogIndex};
-use synod_storage::{Durability, LogOp, LogStore, StateStore};
+use synod_storage::{LogOp, LogStore, StateStore};
 
 use crate::codec;
 use crate::log_store::vote_key;
@@ -96,13 +96,10 @@ pub fn force_new_cluster(
     let encoded = entry.encode_to_vec();
     let vote = pb::Vote { leader: Some(leader), committed: true }.encode_to_vec();
     let key = vote_key(group);
-    log.write(
-        &[
-            LogOp::Append { group, entries: &[(LogIndex(index), encoded.as_slice())] },
-            LogOp::PutMeta { key: &key, value: &vote },
-        ],
-        Durability::Immediate,
-    )
+    log.write(&[
+        LogOp::Append { group, entries: &[(LogIndex(index), encoded.as_slice())] },
+        LogOp::PutMeta { key: &key, value: &vote },
+    ])
     .map_err(storage)?;
     Ok(ForcedCluster { removed, index })
 }

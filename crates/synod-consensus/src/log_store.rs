@@ -1,9 +1,9 @@
-//! [`RaftLog`]: openraft's log storage on synod's `LogStore` (`raftlog.redb`).
+//! [`RaftLog`]: openraft's log storage on synod's `LogStore` (the segmented log).
 //!
 //! One writer owns every write to the log file: a thread of its own in a server, a task in
 //! the simulator (`DiskIo`). An `append` hands its entries to it and returns at once
 //! (openraft may replicate them to followers while the local fsync is in flight); the
-//! writer folds everything queued into one transaction and one fsync (group commit), then
+//! writer folds everything queued into one record and one fsync (group commit), then
 //! reports each append flushed, in order. Votes, truncations and purges go through the same
 //! queue, so no write can become durable before an earlier one, and wait until they are
 //! durable, as openraft requires.
@@ -23,7 +23,7 @@ use openraft::{OptionalSend, entry::RaftEntry};
 use prost::Message;
 use synod_api::synodpb as pb;
 use synod_base::{GroupId, LogIndex};
-use synod_storage::{Durability, LogOp, LogStore};
+use synod_storage::{LogOp, LogStore};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
@@ -79,7 +79,7 @@ impl Tail {
 /// A write for the writer.
 enum Write {
     Append { entries: Vec<(u64, Vec<u8>)>, last: u64, epoch: u64, callback: IOFlushed<TypeConfig> },
-    Other { ops: Vec<OwnedOp>, durable: bool, done: oneshot::Sender<Result<(), String>> },
+    Other { ops: Vec<OwnedOp>, done: oneshot::Sender<Result<(), String>> },
 }
 
 enum OwnedOp {
@@ -190,19 +190,19 @@ impl RaftLog {
         Ok(out)
     }
 
-    /// Queues `ops` for the writer and waits until they are done (durably if `durable`).
-    async fn write_and_wait(&self, ops: Vec<OwnedOp>, durable: bool) -> io::Result<()> {
+    /// Queues `ops` for the writer and waits until they are durable.
+    async fn write_and_wait(&self, ops: Vec<OwnedOp>) -> io::Result<()> {
         let (done, outcome) = oneshot::channel();
         self.inner
             .queue
-            .send(Write::Other { ops, durable, done })
+            .send(Write::Other { ops, done })
             .await
             .map_err(|_| io_error("the log writer has stopped"))?;
         outcome.await.map_err(|_| io_error("the log writer has stopped"))?.map_err(io_error)
     }
 }
 
-/// The first queued write and every other one already waiting: one transaction, one fsync.
+/// The first queued write and every other one already waiting: one record, one fsync.
 fn take_batch(first: Write, writes: &mut mpsc::Receiver<Write>) -> Vec<Write> {
     let mut batch = vec![first];
     while batch.len() < QUEUE_MAX {
@@ -290,15 +290,14 @@ impl Writer {
     }
 }
 
-/// Writes `batch` in one transaction, with the committed log id openraft last reported, if
-/// any, after everything in it.
+/// Writes `batch` as one durable record, with the committed log id openraft last
+/// reported, if any, after everything in it.
 fn write_batch(
     store: &LogStore,
     group: GroupId,
     batch: &[Write],
     committed: Option<Vec<u8>>,
 ) -> Result<(), synod_storage::StorageError> {
-    let mut durable = false;
     let mut ops: Vec<LogOp<'_>> = Vec::new();
     let committed_key = committed_key(group);
     let appends: Vec<Vec<(LogIndex, &[u8])>> = batch
@@ -312,12 +311,8 @@ fn write_batch(
         .collect();
     for (write, append) in batch.iter().zip(&appends) {
         match write {
-            Write::Append { .. } => {
-                durable = true;
-                ops.push(LogOp::Append { group, entries: append });
-            }
-            Write::Other { ops: owned, durable: wants_durable, .. } => {
-                durable |= wants_durable;
+            Write::Append { .. } => ops.push(LogOp::Append { group, entries: append }),
+            Write::Other { ops: owned, .. } => {
                 for op in owned {
                     ops.push(match op {
                         OwnedOp::TruncateFrom(from) => LogOp::TruncateFrom { group, from: LogIndex(*from) },
@@ -333,8 +328,7 @@ fn write_batch(
     if let Some(committed) = &committed {
         ops.push(LogOp::PutMeta { key: &committed_key, value: committed });
     }
-    let durability = if durable { Durability::Immediate } else { Durability::None };
-    store.write(&ops, durability)
+    store.write(&ops)
 }
 
 impl RaftLogReader<TypeConfig> for RaftLog {
@@ -391,7 +385,7 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let bytes = codec::vote(vote).encode_to_vec();
-        self.write_and_wait(vec![OwnedOp::PutMeta(vote_key(self.inner.group), bytes)], true).await?;
+        self.write_and_wait(vec![OwnedOp::PutMeta(vote_key(self.inner.group), bytes)]).await?;
         *lock(&self.inner.vote) = Some(*vote);
         Ok(())
     }
@@ -445,16 +439,16 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
             tail.flushed_through = tail.flushed_through.min(from.saturating_sub(1));
             tail.epoch += 1;
         }
-        self.write_and_wait(vec![OwnedOp::TruncateFrom(from)], true).await
+        self.write_and_wait(vec![OwnedOp::TruncateFrom(from)]).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         lock(&self.inner.tail).entries.retain(|index, _| *index > log_id.index);
         let bytes = codec::log_id(&log_id).encode_to_vec();
-        self.write_and_wait(
-            vec![OwnedOp::PurgeThrough(log_id.index), OwnedOp::PutMeta(purged_key(self.inner.group), bytes)],
-            true,
-        )
+        self.write_and_wait(vec![
+            OwnedOp::PurgeThrough(log_id.index),
+            OwnedOp::PutMeta(purged_key(self.inner.group), bytes),
+        ])
         .await?;
         *lock(&self.inner.purged) = Some(log_id);
         Ok(())

@@ -24,8 +24,7 @@ impl StoreBuilder<TypeConfig, RaftLog, StateMachine, TempDir> for Builder {
             openraft::StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e)
         };
         let dir = tempfile::tempdir().map_err(error)?;
-        let log =
-            LogStore::open(&dir.path().join("raftlog.redb")).map_err(|e| error(std::io::Error::other(e)))?;
+        let log = LogStore::open(&dir.path().join("log")).map_err(|e| error(std::io::Error::other(e)))?;
         let log = RaftLog::open(Arc::new(log), GroupId::FIRST, None, DiskIo::Threads).map_err(error)?;
         let state = StateStore::open(&dir.path().join("state.redb"), GroupId::FIRST)
             .map_err(|e| error(std::io::Error::other(e)))?;

@@ -3,7 +3,7 @@
 //! purged past what the durable state holds.
 //!
 //! A `kill -9` cannot test this (the kernel still writes out what the process wrote), so the
-//! stores run on `SimDisk`, which drops unsynced writes when the power goes.
+//! stores run on `SimDir` and `SimDisk`, which drop unsynced writes when the power goes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,24 +15,24 @@ use synod_api::synodpb::{Command, command};
 use synod_base::{GroupId, limits};
 use synod_consensus::{Bootstrap, Consensus, ConsensusOptions, MemberNode};
 use synod_mvcc::Response;
-use synod_storage::sim_disk::SimDisk;
+use synod_storage::sim_disk::{SimDir, SimDisk};
 use synod_storage::{LogStore, StateStore};
 
 const MEMBER: u64 = 1;
 
 struct Disks {
-    log: SimDisk,
+    log: SimDir,
     state: SimDisk,
     snapshots: tempfile::TempDir,
 }
 
 impl Disks {
     fn new() -> Disks {
-        Disks { log: SimDisk::new(), state: SimDisk::new(), snapshots: tempfile::tempdir().expect("tempdir") }
+        Disks { log: SimDir::new(), state: SimDisk::new(), snapshots: tempfile::tempdir().expect("tempdir") }
     }
 
     fn power_cut(&self) {
-        self.log.power_cut();
+        self.log.power_cut(None);
         self.state.power_cut();
     }
 

@@ -134,9 +134,9 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
     let state = Arc::new(StateStore::open(&data_dir.state_path(), GroupId::FIRST).context("open state")?);
     // A state that applied log entries came with a log; none where the log should be means
     // it is elsewhere (another --wal-dir), and a new one would give the old state a new
-    // identity. Checked before a log file is made. A restored snapshot has applied nothing.
+    // identity. Checked before a log is made. A restored snapshot has applied nothing.
     let log_path = data_dir.log_path();
-    if !log_path.exists() && state.applied_index().0 > 0 {
+    if !data_dir.has_log() && state.applied_index().0 > 0 {
         bail!(
             "the state in {} has applied log entries up to {}, but there is no log at {}: start with \
              the --wal-dir this member used before",
@@ -145,7 +145,7 @@ pub async fn run_until(config: Config, stop: impl std::future::Future<Output = (
             log_path.display()
         );
     }
-    let log = Arc::new(LogStore::open(&log_path).context("open log")?);
+    let log = Arc::new(LogStore::open_in(&data_dir).context("open log")?);
     if config.force_new_cluster && log.meta(IDENTITY_KEY)?.is_none() {
         bail!(
             "--force-new-cluster restarts a member from its data dir, and {} holds no member",

@@ -428,8 +428,8 @@ fn the_log_lives_in_wal_dir() {
     member.start();
     runtime().block_on(put(&member, "durable", "yes"));
     assert_eq!(member.terminate(), Some(0));
-    assert!(wal.join("raftlog.redb").exists());
-    assert!(!dir.path().join("walled.synod/member/raftlog.redb").exists());
+    assert!(wal.join("0000000000000001.log").exists(), "no log segment in the --wal-dir");
+    assert!(!dir.path().join("walled.synod/member/log").exists());
 
     for (args, says) in [
         (args.clone(), "start with the --wal-dir this member used before"),
@@ -439,7 +439,7 @@ fn the_log_lives_in_wal_dir() {
         assert_ne!(refused.start_expecting_exit(), Some(0));
         assert!(refused.log().contains(says), "{}", refused.log());
     }
-    assert!(!dir.path().join("walled.synod/member/raftlog.redb").exists(), "a refused start made a log");
+    assert!(!dir.path().join("walled.synod/member/log").exists(), "a refused start made a log");
 
     args.push(format!("--wal-dir={}", text(&wal)));
     let mut member = Server::configured(dir.path(), "walled", client, args, Vec::new());

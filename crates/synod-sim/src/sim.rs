@@ -28,7 +28,7 @@ use synod_check::{Call, Op, Outcome, Reply};
 use synod_consensus::{Bootstrap, Consensus, ConsensusOptions, DiskIo, MemberChange, MemberNode};
 use synod_server::api::Api;
 use synod_server::metrics::Metrics;
-use synod_storage::sim_disk::SimDisk;
+use synod_storage::sim_disk::{SimDir, SimDisk};
 use synod_storage::{LogStore, StateStore};
 use tokio::time::Instant;
 
@@ -107,7 +107,7 @@ impl RunOutcome {
 }
 
 struct Disks {
-    log: SimDisk,
+    log: SimDir,
     state: SimDisk,
     snapshots: PathBuf,
 }
@@ -115,7 +115,7 @@ struct Disks {
 impl Disks {
     /// Empty disks for member `name`, its snapshots in a directory of its own under `dir`.
     fn new(dir: &Path, name: &str) -> Disks {
-        Disks { log: SimDisk::new(), state: SimDisk::new(), snapshots: dir.join(name) }
+        Disks { log: SimDir::new(), state: SimDisk::new(), snapshots: dir.join(name) }
     }
 }
 
@@ -379,7 +379,7 @@ impl Sim {
         id: u64,
         start: Start,
         boot: u64,
-        log_disk: SimDisk,
+        log_disk: SimDir,
         state_disk: SimDisk,
         snapshot_dir: PathBuf,
     ) -> anyhow::Result<(Api, PeerServer)> {
@@ -428,7 +428,7 @@ impl Sim {
         let running = {
             let mut slots = lock(&self.slots);
             let Some(slot) = slots.get_mut(&id) else { return };
-            slot.disks.log.power_cut();
+            slot.disks.log.power_cut(None);
             slot.disks.state.power_cut();
             slot.running.take()
         };

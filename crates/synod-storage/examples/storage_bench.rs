@@ -39,7 +39,7 @@ fn main() {
     println!("| operation | count | per second | µs each |");
     println!("|---|---|---|---|");
 
-    let log = LogStore::open(&dir.path().join("raftlog.redb")).expect("open log");
+    let log = LogStore::open(&dir.path().join("log")).expect("open log");
     let entry = command(0).encode_to_vec();
     let mut index = 1;
     for batch in [1u64, 64] {

@@ -1,12 +1,14 @@
 //! [`DataDir`]: the layout of a member's data directory.
 //!
 //! ```text
-//! <data-dir>/member/raftlog.redb   the replicated log and the member's identity
+//! <data-dir>/member/log/           the replicated log and the member's identity (segments)
 //! <data-dir>/member/state.redb     the MVCC state and the applied index
 //! ```
 //!
-//! With a dedicated log directory (etcd's `--wal-dir`, for a log on its own disk), the log is
-//! `<wal-dir>/raftlog.redb` instead, and the data dir must not hold one of its own.
+//! With a dedicated log directory (etcd's `--wal-dir`, for a log on its own disk), the
+//! log's segments are in `<wal-dir>` instead, and the data dir must not hold a log of its
+//! own. synod before the segmented log kept it in `raftlog.redb` where the segments now
+//! are; [`crate::LogStore::open_in`] moves such a log over once.
 //! The directory is private to the member's user (0700), as etcd makes it.
 
 use std::fs;
@@ -59,8 +61,10 @@ impl DataDir {
         };
         let wal_dir = wal_dir.filter(|dir| !same(dir)).map(Path::to_path_buf);
         if let Some(dir) = &wal_dir {
-            let own_log = member.join(LOG_FILE);
-            if own_log.exists() {
+            let own_log = [member.join(LOG_DIR), member.join(crate::legacy_log::FILE)]
+                .into_iter()
+                .find(|path| path.exists() && fs::read_dir(path).map_or(true, |mut d| d.next().is_some()));
+            if let Some(own_log) = own_log {
                 return Err(StorageError::Layout(format!(
                     "the data dir holds a log at {}, but --wal-dir is {}: move the log there, or start \
                      without --wal-dir",
@@ -89,12 +93,23 @@ impl DataDir {
         &self.root
     }
 
+    /// The directory of the log's segments.
     pub fn log_path(&self) -> PathBuf {
-        self.log_dir().join(LOG_FILE)
+        self.wal_dir.clone().unwrap_or_else(|| self.root.join("member").join(LOG_DIR))
     }
 
-    fn log_dir(&self) -> PathBuf {
-        self.wal_dir.clone().unwrap_or_else(|| self.root.join("member"))
+    /// Whether a log is where this data dir's log should be: segment files (or the file of
+    /// an earlier synod), not just the directory, which opening the data dir creates.
+    pub fn has_log(&self) -> bool {
+        let segments = fs::read_dir(self.log_path()).is_ok_and(|mut entries| {
+            entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".log")))
+        });
+        segments || self.legacy_log_path().exists()
+    }
+
+    /// Where synod before the segmented log kept the log.
+    pub fn legacy_log_path(&self) -> PathBuf {
+        self.wal_dir.clone().unwrap_or_else(|| self.root.join("member")).join(crate::legacy_log::FILE)
     }
 
     pub fn state_path(&self) -> PathBuf {
@@ -111,7 +126,7 @@ impl DataDir {
     }
 }
 
-const LOG_FILE: &str = "raftlog.redb";
+const LOG_DIR: &str = "log";
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     let io = |source| StorageError::Io { path: dir.to_path_buf(), source };

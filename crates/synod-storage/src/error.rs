@@ -19,6 +19,9 @@ pub enum StorageError {
     Layout(String),
     #[error("storage engine: {0}")]
     Engine(#[from] redb::Error),
+    /// A log write failed earlier: where the log ends is unknown, so it takes no more.
+    #[error("the log stopped taking writes after a failed write: {0}")]
+    Failed(String),
     #[error("corrupt data in {what}: {detail}")]
     Corrupt { what: String, detail: String },
     #[error(transparent)]

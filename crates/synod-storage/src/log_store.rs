@@ -1,66 +1,431 @@
-//! [`LogStore`]: the replicated log of each consensus group, plus the member's durable
-//! metadata, in `raftlog.redb`.
+//! [`LogStore`]: the replicated log of every consensus group on a member, and the member's
+//! durable metadata, in one directory of append-only segment files (`log_format`).
 //!
-//! An append is one redb write transaction committed with `Durability::Immediate`: one
-//! fdatasync, after which the entries survive any crash. redb has no group commit of its
-//! own, so callers batch: the log writer folds every pending entry into one append. Entries
-//! are opaque bytes to this store; it only frames them with a checksum and keeps them in
-//! index order, one table per group.
+//! Every [`LogStore::write`] is one record, a batch of operations of any groups, written at
+//! the end of the active segment and made durable by one fdatasync: callers batch, so one
+//! sync covers every group's pending appends (group commit). Segments are zero-filled and
+//! given their header before use (the next one in the background), so a sync writes data
+//! blocks only, never the file's size or extents.
+//!
+//! Nothing is read back on the write path: an in-memory index knows, for every live entry
+//! of every group, the segment, offset, length and CRC of its bytes, and the value of every
+//! metadata key. Reads are positioned reads of the files, checked against the CRC.
+//!
+//! Space comes back by whole segments, oldest first, once nothing in them is live (every
+//! entry purged or truncated, every meta key rewritten since). A segment still holding a
+//! few live items (a group that lags, a key that never changes) while newer segments
+//! exist is emptied by copying those items forward into the active segment (a rewrite
+//! record), then removed. Removal is only ever of the oldest segment, so the records left
+//! always replay, in order, to the same index.
+//!
+//! Opening replays every segment. A record that fails its checksum at the very end of the
+//! newest segment, with nothing valid after it and a sector of it never written (zeros),
+//! is the write a crash interrupted before its sync: it is cut off and the log goes on from
+//! there. Damage anywhere else (an older
+//! segment, or valid records after the bad one) refuses the open with the file and offset:
+//! the member must not serve from a log that lost acknowledged entries.
 
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-pub use redb::Durability;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use synod_base::{GroupId, LogIndex};
 
-use crate::error::engine;
-use crate::{StorageError, record};
-
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+use crate::StorageError;
+pub use crate::log_format::LogOp;
+use crate::log_format::{self, DecodedOp, Frame, PayloadWriter, SEGMENT_HEADER_BYTES};
+use crate::log_fs::{FsDir, LogDir, LogFile};
 
 /// The meta key under which `synodctl snapshot restore` leaves the cluster it restored a
 /// data dir for (a `synodpb::RestoredCluster`), read by the member's first start.
 pub const RESTORED_CLUSTER_META: &str = "restored-cluster";
 
+/// Set once a log kept in `raftlog.redb` by an earlier synod has been moved in whole.
+const MIGRATED_META: &str = "moved-from-raftlog.redb";
+
+/// How the log lays out and prepares its files.
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    /// The size of a segment file (a record larger than this gets a segment of its own).
+    pub segment_bytes: u64,
+    /// Prepare the next segment on a thread of its own while the active one fills (a
+    /// server); or when it is needed, on the writer (the simulator, for determinism).
+    pub prepare_in_background: bool,
+    /// A segment whose live bytes are at most this share of `segment_bytes` is rewritten
+    /// forward when it is the oldest of more than two.
+    pub rewrite_below: f64,
+}
+
+impl Default for LogOptions {
+    fn default() -> LogOptions {
+        LogOptions { segment_bytes: 64 << 20, prepare_in_background: true, rewrite_below: 0.25 }
+    }
+}
+
+/// Where an entry's bytes are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Location {
+    segment: u64,
+    offset: u64,
+    len: u32,
+    crc: u32,
+}
+
+struct Segment {
+    file: Arc<dyn LogFile>,
+    /// Entries and meta values whose newest copy is here.
+    live: u64,
+    live_bytes: u64,
+}
+
+struct Meta {
+    value: Vec<u8>,
+    segment: u64,
+}
+
+/// What is in the files, and where.
+#[derive(Default)]
+struct Index {
+    groups: HashMap<GroupId, BTreeMap<u64, Location>>,
+    meta: HashMap<String, Meta>,
+    segments: BTreeMap<u64, Segment>,
+}
+
+/// The end of the log, where the next record goes.
+struct Writer {
+    sequence: u64,
+    file: Arc<dyn LogFile>,
+    offset: u64,
+    capacity: u64,
+    /// The next segment, being prepared.
+    next: Option<Preparing>,
+    /// The first failed write: the file's end is unknown after it, so every later write
+    /// fails with it (an fsync error is never retried).
+    failed: Option<String>,
+}
+
+enum Preparing {
+    Thread(std::thread::JoinHandle<std::io::Result<Arc<dyn LogFile>>>),
+    Ready(std::io::Result<Arc<dyn LogFile>>),
+}
+
 pub struct LogStore {
-    db: Database,
+    dir: Arc<dyn LogDir>,
     path: PathBuf,
+    options: LogOptions,
+    writer: Mutex<Writer>,
+    index: RwLock<Index>,
 }
 
-/// One change to the log file; see [`LogStore::write`].
-#[derive(Clone, Copy, Debug)]
-pub enum LogOp<'a> {
-    /// Entries that follow the group's last entry without a gap.
-    Append { group: GroupId, entries: &'a [(LogIndex, &'a [u8])] },
-    /// Removes the entries from `from` on.
-    TruncateFrom { group: GroupId, from: LogIndex },
-    /// Removes the entries up to and including `through`.
-    PurgeThrough { group: GroupId, through: LogIndex },
-    /// Sets a metadata value.
-    PutMeta { key: &'a str, value: &'a [u8] },
-    /// Removes a metadata value.
-    DeleteMeta { key: &'a str },
+fn segment_name(sequence: u64) -> String {
+    format!("{sequence:016x}.log")
 }
 
-fn log_table(group: GroupId) -> String {
-    format!("log/{}", group.0)
+fn preparing_name(sequence: u64) -> String {
+    format!("{sequence:016x}.log.tmp")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".log")?;
+    (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok()).flatten()
+}
+
+/// Creates segment `sequence` under its preparing name: zero-filled to `bytes`, its header
+/// written, all synced; [`LogStore`] renames it into place when it is needed.
+fn prepare_segment(dir: &dyn LogDir, sequence: u64, bytes: u64) -> std::io::Result<Arc<dyn LogFile>> {
+    let file = dir.create(&preparing_name(sequence))?;
+    // Page by page: the kernel caches a file in units of the writes that filled it (ext4's
+    // large folios), and a record written into a 1 MiB unit later makes its sync write all
+    // of that unit; 4 KiB units keep a sync to the pages a record touched.
+    const CHUNK: u64 = 4096;
+    let zeros = vec![0u8; CHUNK as usize];
+    let mut at = 0;
+    while at < bytes {
+        let len = CHUNK.min(bytes - at);
+        file.write_at(at, &zeros[..len as usize])?;
+        at += len;
+    }
+    file.write_at(0, &log_format::segment_header(sequence))?;
+    file.sync_data()?;
+    Ok(file)
+}
+
+fn io_error(path: PathBuf) -> impl FnOnce(std::io::Error) -> StorageError {
+    move |source| StorageError::Io { path, source }
+}
+
+fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_lock<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Index {
+    fn segment(&mut self, sequence: u64) -> Result<&mut Segment, String> {
+        self.segments.get_mut(&sequence).ok_or_else(|| format!("segment {sequence} is not open"))
+    }
+
+    fn forget(&mut self, location: Location) {
+        if let Some(segment) = self.segments.get_mut(&location.segment) {
+            segment.live -= 1;
+            segment.live_bytes -= u64::from(location.len);
+        }
+    }
+
+    /// Applies a record's operations: `payload` was read from (or written at) `offset` of
+    /// segment `sequence`, where its bytes start at `payload_offset`.
+    fn apply(&mut self, sequence: u64, payload_offset: u64, payload: &[u8]) -> Result<(), String> {
+        for op in log_format::decode_ops(payload)? {
+            match op {
+                DecodedOp::Append { group, first, entries }
+                | DecodedOp::Rewrite { group, first, entries } => {
+                    for (n, (at, len)) in entries.into_iter().enumerate() {
+                        let location = Location {
+                            segment: sequence,
+                            offset: payload_offset + at as u64,
+                            len: len as u32,
+                            crc: crc32fast::hash(&payload[at..at + len]),
+                        };
+                        let segment = self.segment(sequence)?;
+                        segment.live += 1;
+                        segment.live_bytes += len as u64;
+                        let replaced =
+                            self.groups.entry(group).or_default().insert(first.0 + n as u64, location);
+                        if let Some(old) = replaced {
+                            self.forget(old);
+                        }
+                    }
+                }
+                DecodedOp::TruncateFrom { group, from } => {
+                    if let Some(log) = self.groups.get_mut(&group) {
+                        let removed = log.split_off(&from.0);
+                        removed.into_values().for_each(|location| self.forget(location));
+                    }
+                }
+                DecodedOp::PurgeThrough { group, through } => {
+                    if let Some(log) = self.groups.get_mut(&group) {
+                        let kept = match through.0.checked_add(1) {
+                            Some(from) => log.split_off(&from),
+                            None => BTreeMap::new(),
+                        };
+                        let removed = std::mem::replace(log, kept);
+                        removed.into_values().for_each(|location| self.forget(location));
+                    }
+                }
+                DecodedOp::PutMeta { key, value } => {
+                    let segment = self.segment(sequence)?;
+                    segment.live += 1;
+                    segment.live_bytes += value.len() as u64;
+                    let old =
+                        self.meta.insert(key.to_string(), Meta { value: value.to_vec(), segment: sequence });
+                    if let Some(old) = old {
+                        self.forget_meta(&old);
+                    }
+                }
+                DecodedOp::DeleteMeta { key } => {
+                    if let Some(old) = self.meta.remove(key) {
+                        self.forget_meta(&old);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn forget_meta(&mut self, meta: &Meta) {
+        if let Some(segment) = self.segments.get_mut(&meta.segment) {
+            segment.live -= 1;
+            segment.live_bytes -= meta.value.len() as u64;
+        }
+    }
+
+    /// The first and last index of the group, if it holds entries, and whether they are
+    /// contiguous.
+    fn bounds(&self, group: GroupId) -> Option<(u64, u64)> {
+        let log = self.groups.get(&group)?;
+        Some((*log.first_key_value()?.0, *log.last_key_value()?.0))
+    }
+}
+
+/// Checks that `ops` keep every group's entries contiguous, given what the index holds.
+fn check_ops(index: &Index, ops: &[LogOp<'_>]) -> Result<(), StorageError> {
+    // (first, last) of each group touched, as the ops so far leave it.
+    let mut bounds: HashMap<GroupId, Option<(u64, u64)>> = HashMap::new();
+    for op in ops {
+        match *op {
+            LogOp::Append { group, entries } => {
+                let current = *bounds.entry(group).or_insert_with(|| index.bounds(group));
+                let mut last = current.map(|(_, last)| last);
+                for (entry, _) in entries {
+                    if let Some(last) = last
+                        && entry.0 != last + 1
+                    {
+                        return Err(StorageError::corrupt(
+                            format!("log of group {}", group.0),
+                            format!("append of entry {entry} where entry {} comes next", last + 1),
+                        ));
+                    }
+                    last = Some(entry.0);
+                }
+                if let (Some(last), Some((first, _))) = (last, entries.first()) {
+                    let first = current.map_or(first.0, |(first, _)| first);
+                    bounds.insert(group, Some((first, last)));
+                }
+            }
+            LogOp::TruncateFrom { group, from } => {
+                let current = *bounds.entry(group).or_insert_with(|| index.bounds(group));
+                let after =
+                    current.and_then(|(first, last)| (from.0 > first).then(|| (first, last.min(from.0 - 1))));
+                bounds.insert(group, after);
+            }
+            LogOp::PurgeThrough { group, through } => {
+                let current = *bounds.entry(group).or_insert_with(|| index.bounds(group));
+                let after = current
+                    .and_then(|(first, last)| (through.0 < last).then(|| (first.max(through.0 + 1), last)));
+                bounds.insert(group, after);
+            }
+            LogOp::PutMeta { .. } | LogOp::DeleteMeta { .. } => {}
+        }
+    }
+    Ok(())
 }
 
 impl LogStore {
-    /// Opens (or creates) the log file. The whole file's checksums are verified on open,
-    /// so a damaged file is refused instead of read.
+    /// Opens (or creates) the log in the directory `path`, replaying it.
     pub fn open(path: &Path) -> Result<LogStore, StorageError> {
-        let db = open_database(path, LOG_CACHE_BYTES)?;
-        Ok(LogStore { db, path: path.to_path_buf() })
+        LogStore::open_with(path, LogOptions::default())
     }
 
-    /// Opens the log on a storage backend other than a file (a simulated disk in tests).
-    pub fn open_on(backend: impl redb::StorageBackend, name: &str) -> Result<LogStore, StorageError> {
-        let db = database_builder(LOG_CACHE_BYTES)
-            .create_with_backend(backend)
-            .map_err(|e| StorageError::Engine(e.into()))?;
-        Ok(LogStore { db, path: PathBuf::from(name) })
+    /// Opens the log of `data_dir`; a log an earlier synod kept in `raftlog.redb` is moved
+    /// into it first.
+    pub fn open_in(data_dir: &crate::DataDir) -> Result<LogStore, StorageError> {
+        let path = data_dir.log_path();
+        let legacy = data_dir.legacy_log_path();
+        if !legacy.exists() {
+            return LogStore::open(&path);
+        }
+        let mut store = LogStore::open(&path)?;
+        if store.meta(MIGRATED_META)?.is_none() {
+            // A move cut short by a crash starts over from an empty log.
+            store = if store.is_empty() {
+                store
+            } else {
+                drop(store);
+                let dir = FsDir::open(&path)?;
+                for name in dir.list().map_err(io_error(path.clone()))? {
+                    if parse_segment_name(&name).is_some() {
+                        dir.remove(&name).map_err(io_error(dir.path_of(&name)))?;
+                    }
+                }
+                dir.sync().map_err(io_error(path.clone()))?;
+                drop(dir);
+                LogStore::open(&path)?
+            };
+            let contents = crate::legacy_log::read(&legacy)?;
+            for (key, value) in &contents.meta {
+                store.put_meta(key, value)?;
+            }
+            for (group, entries) in &contents.groups {
+                for chunk in entries.chunks(1024) {
+                    let chunk: Vec<(LogIndex, &[u8])> =
+                        chunk.iter().map(|(i, e)| (*i, e.as_slice())).collect();
+                    store.write(&[LogOp::Append { group: *group, entries: &chunk }])?;
+                }
+            }
+            store.put_meta(MIGRATED_META, b"")?;
+            tracing::info!(from = %legacy.display(), to = %path.display(), "moved the log to the segmented log");
+        }
+        let done = legacy.with_extension("redb.migrated");
+        std::fs::rename(&legacy, &done).map_err(io_error(legacy.clone()))?;
+        Ok(store)
+    }
+
+    pub fn open_with(path: &Path, options: LogOptions) -> Result<LogStore, StorageError> {
+        let dir = FsDir::open(path)?;
+        LogStore::open_on_with(dir, path.to_path_buf(), options)
+    }
+
+    /// Opens the log in a directory other than a real one (a simulated disk in tests).
+    pub fn open_on(dir: impl LogDir, name: &str) -> Result<LogStore, StorageError> {
+        let options =
+            LogOptions { segment_bytes: 1 << 20, prepare_in_background: false, ..LogOptions::default() };
+        LogStore::open_on_with(dir, PathBuf::from(name), options)
+    }
+
+    pub fn open_on_with(
+        dir: impl LogDir,
+        path: PathBuf,
+        options: LogOptions,
+    ) -> Result<LogStore, StorageError> {
+        let dir: Arc<dyn LogDir> = Arc::new(dir);
+        let mut sequences = Vec::new();
+        let mut removed_preparing = false;
+        for name in dir.list().map_err(io_error(path.clone()))? {
+            if name.ends_with(".log.tmp") {
+                // A segment being prepared when the process stopped: never used.
+                dir.remove(&name).map_err(io_error(dir.path_of(&name)))?;
+                removed_preparing = true;
+            } else if let Some(sequence) = parse_segment_name(&name) {
+                sequences.push(sequence);
+            }
+        }
+        if removed_preparing {
+            dir.sync().map_err(io_error(path.clone()))?;
+        }
+        sequences.sort_unstable();
+        let mut index = Index::default();
+        let writer = match sequences.last() {
+            None => {
+                let file = prepare_segment(dir.as_ref(), 1, options.segment_bytes)
+                    .map_err(io_error(dir.path_of(&preparing_name(1))))?;
+                dir.rename(&preparing_name(1), &segment_name(1))
+                    .map_err(io_error(dir.path_of(&segment_name(1))))?;
+                dir.sync().map_err(io_error(path.clone()))?;
+                index.segments.insert(1, Segment { file: file.clone(), live: 0, live_bytes: 0 });
+                Writer {
+                    sequence: 1,
+                    file,
+                    offset: SEGMENT_HEADER_BYTES,
+                    capacity: options.segment_bytes,
+                    next: None,
+                    failed: None,
+                }
+            }
+            Some(&newest) => {
+                let mut end = SEGMENT_HEADER_BYTES;
+                let mut newest_file = None;
+                for &sequence in &sequences {
+                    let (file, segment_end) = replay(dir.as_ref(), &mut index, sequence, sequence == newest)?;
+                    if sequence == newest {
+                        end = segment_end;
+                        newest_file = Some(file);
+                    }
+                }
+                let file = newest_file.expect("the newest segment was replayed");
+                let capacity = file.size().map_err(io_error(dir.path_of(&segment_name(newest))))?;
+                Writer { sequence: newest, file, offset: end, capacity, next: None, failed: None }
+            }
+        };
+        for (group, log) in &index.groups {
+            if let (Some((&first, _)), Some((&last, _))) = (log.first_key_value(), log.last_key_value())
+                && last - first + 1 != log.len() as u64
+            {
+                return Err(StorageError::corrupt(
+                    format!("log of group {} in {}", group.0, path.display()),
+                    format!("entries {first} to {last} have holes after replay"),
+                ));
+            }
+        }
+        let store = LogStore { dir, path, options, writer: Mutex::new(writer), index: RwLock::new(index) };
+        store.collect_garbage(&mut lock(&store.writer))?;
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -68,7 +433,7 @@ impl LogStore {
     }
 
     /// Appends `entries` (contiguous, following the group's last entry) and purges entries
-    /// up to and including `purge_through`, in one durable commit.
+    /// up to and including `purge_through`, in one durable write.
     pub fn append(
         &self,
         group: GroupId,
@@ -79,219 +444,389 @@ impl LogStore {
         if let Some(through) = purge_through {
             ops.push(LogOp::PurgeThrough { group, through });
         }
-        self.write(&ops, Durability::Immediate)
+        self.write(&ops)
     }
 
     /// Removes the group's entries from `from` on (a conflicting suffix), durably.
     pub fn truncate_from(&self, group: GroupId, from: LogIndex) -> Result<(), StorageError> {
-        self.write(&[LogOp::TruncateFrom { group, from }], Durability::Immediate)
+        self.write(&[LogOp::TruncateFrom { group, from }])
     }
 
-    /// Applies `ops` in order in one transaction: with [`Durability::Immediate`] one
-    /// fdatasync makes all of them durable together (group commit); with
-    /// [`Durability::None`] they become durable with the next immediate write.
-    pub fn write(&self, ops: &[LogOp<'_>], durability: Durability) -> Result<(), StorageError> {
-        let mut txn = self.db.begin_write().map_err(engine)?;
-        txn.set_durability(durability).map_err(engine)?;
+    /// Writes `ops`, in order, as one record, and makes it durable with one fdatasync:
+    /// after it returns, all of them survive any crash; if it fails, none or all of them
+    /// may.
+    pub fn write(&self, ops: &[LogOp<'_>]) -> Result<(), StorageError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut writer = lock(&self.writer);
+        if let Some(error) = &writer.failed {
+            return Err(StorageError::Failed(error.clone()));
+        }
+        check_ops(&read_lock(&self.index), ops)?;
+        let mut payload = PayloadWriter::new();
         for op in ops {
-            match *op {
-                LogOp::Append { group, entries } => {
-                    let name = log_table(group);
-                    let mut table =
-                        txn.open_table(TableDefinition::<u64, &[u8]>::new(&name)).map_err(engine)?;
-                    let mut expected = table.last().map_err(engine)?.map(|(k, _)| k.value() + 1);
-                    for (index, payload) in entries {
-                        if let Some(expected) = expected
-                            && index.0 != expected
-                        {
-                            return Err(StorageError::corrupt(
-                                format!("log of group {}", group.0),
-                                format!("append of entry {index} where entry {expected} comes next"),
-                            ));
+            payload
+                .push(op)
+                .map_err(|e| StorageError::corrupt(format!("a write to {}", self.path.display()), e))?;
+        }
+        self.write_payload(&mut writer, payload)?;
+        self.collect_garbage(&mut writer)
+    }
+
+    /// Writes one record durably and applies it to the index.
+    fn write_payload(&self, writer: &mut Writer, payload: PayloadWriter) -> Result<(), StorageError> {
+        let payload_len = payload.len();
+        let record_bytes = log_format::record_bytes(payload_len);
+        if writer.offset + record_bytes > writer.capacity {
+            self.rotate(writer, SEGMENT_HEADER_BYTES + record_bytes)
+                .inspect_err(|e| writer.failed = Some(e.to_string()))?;
+        }
+        let offset = writer.offset;
+        let record = payload.into_record(writer.sequence, offset);
+        let path = self.dir.path_of(&segment_name(writer.sequence));
+        let written = writer.file.write_at(offset, &record).and_then(|()| writer.file.sync_data());
+        if let Err(source) = written {
+            let error = StorageError::Io { path, source };
+            writer.failed = Some(error.to_string());
+            return Err(error);
+        }
+        writer.offset += record_bytes;
+        let header = log_format::RECORD_HEADER_BYTES as usize;
+        let payload = &record[header..header + payload_len];
+        let payload_offset = offset + log_format::RECORD_HEADER_BYTES;
+        write_lock(&self.index)
+            .apply(writer.sequence, payload_offset, payload)
+            .map_err(|e| StorageError::corrupt(path.display().to_string(), e))
+    }
+
+    /// Moves the writer to a new segment of at least `bytes`, once everything in the
+    /// current one is durable (it is: every record is synced before the write returns).
+    fn rotate(&self, writer: &mut Writer, bytes: u64) -> Result<(), StorageError> {
+        let sequence = writer.sequence + 1;
+        let name = segment_name(sequence);
+        let prepared = match writer.next.take() {
+            Some(Preparing::Thread(thread)) => {
+                thread.join().unwrap_or_else(|_| Err(std::io::Error::other("the segment preparer panicked")))
+            }
+            Some(Preparing::Ready(file)) => file,
+            None => prepare_segment(self.dir.as_ref(), sequence, self.options.segment_bytes.max(bytes)),
+        };
+        let mut file = prepared.map_err(io_error(self.dir.path_of(&preparing_name(sequence))))?;
+        let mut capacity = file.size().map_err(io_error(self.dir.path_of(&preparing_name(sequence))))?;
+        if capacity < bytes {
+            // A record larger than a segment: a segment of its own size.
+            file = prepare_segment(self.dir.as_ref(), sequence, bytes)
+                .map_err(io_error(self.dir.path_of(&preparing_name(sequence))))?;
+            capacity = bytes;
+        }
+        self.dir.rename(&preparing_name(sequence), &name).map_err(io_error(self.dir.path_of(&name)))?;
+        self.dir.sync().map_err(io_error(self.path.clone()))?;
+        write_lock(&self.index)
+            .segments
+            .insert(sequence, Segment { file: file.clone(), live: 0, live_bytes: 0 });
+        *writer = Writer { sequence, file, offset: SEGMENT_HEADER_BYTES, capacity, next: None, failed: None };
+        let (dir, next, bytes) = (self.dir.clone(), sequence + 1, self.options.segment_bytes);
+        writer.next = Some(if self.options.prepare_in_background {
+            Preparing::Thread(
+                std::thread::Builder::new()
+                    .name("synod-log-prepare".into())
+                    .spawn(move || prepare_segment(dir.as_ref(), next, bytes))
+                    .map_err(io_error(self.path.clone()))?,
+            )
+        } else {
+            Preparing::Ready(prepare_segment(dir.as_ref(), next, bytes))
+        });
+        Ok(())
+    }
+
+    /// Removes the oldest segments while nothing in them is live. When the oldest of more
+    /// than two still holds a little that is live, and that fits in the active segment,
+    /// copies it there first (at most once per call, so a write pays for one rewrite at
+    /// most; each rewrite removes a segment and adds none, so this ends).
+    fn collect_garbage(&self, writer: &mut Writer) -> Result<(), StorageError> {
+        let mut rewritten = false;
+        loop {
+            let (oldest, live, live_bytes, count) = {
+                let index = read_lock(&self.index);
+                let Some((&oldest, segment)) = index.segments.first_key_value() else { return Ok(()) };
+                (oldest, segment.live, segment.live_bytes, index.segments.len())
+            };
+            if oldest == writer.sequence {
+                return Ok(());
+            }
+            if live > 0 {
+                let small =
+                    (live_bytes as f64) <= self.options.segment_bytes as f64 * self.options.rewrite_below;
+                // Room in the active segment for the items and their framing (a length per
+                // entry, an op per run of entries, a key per meta value: a generous 48 bytes
+                // each). Were it too little, the rewrite would start a segment: no loop, as
+                // there is one rewrite per call, but no gain either.
+                let fits = writer.offset + live_bytes + 48 * live + 64 <= writer.capacity;
+                if rewritten || count <= 2 || !small || !fits {
+                    return Ok(());
+                }
+                self.rewrite(writer, oldest)?;
+                rewritten = true;
+                continue;
+            }
+            let name = segment_name(oldest);
+            self.dir.remove(&name).map_err(io_error(self.dir.path_of(&name)))?;
+            // Durable before the next removal: the files left are always a suffix.
+            self.dir.sync().map_err(io_error(self.path.clone()))?;
+            write_lock(&self.index).segments.remove(&oldest);
+        }
+    }
+
+    /// Copies everything live in segment `sequence` into the active segment, in one record.
+    fn rewrite(&self, writer: &mut Writer, sequence: u64) -> Result<(), StorageError> {
+        let mut payload = PayloadWriter::new();
+        let (runs, meta) = {
+            let index = read_lock(&self.index);
+            let mut runs: Vec<(GroupId, u64, Vec<Location>)> = Vec::new();
+            for (group, log) in &index.groups {
+                for (&entry, location) in log.iter().filter(|(_, l)| l.segment == sequence) {
+                    match runs.last_mut() {
+                        Some((g, first, run)) if g == group && *first + run.len() as u64 == entry => {
+                            run.push(*location)
                         }
-                        expected = Some(index.0 + 1);
-                        table.insert(index.0, record::seal(payload).as_slice()).map_err(engine)?;
+                        _ => runs.push((*group, entry, vec![*location])),
                     }
                 }
-                LogOp::TruncateFrom { group, from } => {
-                    let name = log_table(group);
-                    let mut table =
-                        txn.open_table(TableDefinition::<u64, &[u8]>::new(&name)).map_err(engine)?;
-                    table.retain_in(from.0.., |_, _| false).map_err(engine)?;
-                }
-                LogOp::PurgeThrough { group, through } => {
-                    let name = log_table(group);
-                    let mut table =
-                        txn.open_table(TableDefinition::<u64, &[u8]>::new(&name)).map_err(engine)?;
-                    table.retain_in(..=through.0, |_, _| false).map_err(engine)?;
-                }
-                LogOp::PutMeta { key, value } => {
-                    let mut table = txn.open_table(META).map_err(engine)?;
-                    table.insert(key, record::seal(value).as_slice()).map_err(engine)?;
-                }
-                LogOp::DeleteMeta { key } => {
-                    let mut table = txn.open_table(META).map_err(engine)?;
-                    table.remove(key).map_err(engine)?;
+            }
+            let meta: Vec<(String, Vec<u8>)> = index
+                .meta
+                .iter()
+                .filter(|(_, m)| m.segment == sequence)
+                .map(|(key, m)| (key.clone(), m.value.clone()))
+                .collect();
+            (runs, meta)
+        };
+        for (group, first, run) in runs {
+            let bytes = self.read_locations(&run)?;
+            payload
+                .push_rewrite(group, LogIndex(first), bytes.iter().map(Vec::as_slice))
+                .map_err(|e| StorageError::corrupt(self.path.display().to_string(), e))?;
+        }
+        for (key, value) in &meta {
+            payload
+                .push(&LogOp::PutMeta { key, value })
+                .map_err(|e| StorageError::corrupt(self.path.display().to_string(), e))?;
+        }
+        tracing::debug!(segment = sequence, "rewriting the live entries of an old log segment forward");
+        self.write_payload(writer, payload)
+    }
+
+    /// The bytes at `locations`, each checked against its CRC.
+    fn read_locations(&self, locations: &[Location]) -> Result<Vec<Vec<u8>>, StorageError> {
+        let files: HashMap<u64, Arc<dyn LogFile>> = {
+            let index = read_lock(&self.index);
+            let mut files = HashMap::new();
+            for location in locations {
+                if let Some(segment) = index.segments.get(&location.segment) {
+                    files.entry(location.segment).or_insert_with(|| segment.file.clone());
                 }
             }
+            files
+        };
+        let mut out = Vec::with_capacity(locations.len());
+        let mut i = 0;
+        while i < locations.len() {
+            // Neighbours in one segment (one record's entries) are read with one call.
+            let start = locations[i];
+            let mut end = i + 1;
+            while end < locations.len()
+                && locations[end].segment == start.segment
+                && locations[end].offset >= locations[end - 1].offset + u64::from(locations[end - 1].len)
+                && locations[end].offset - (locations[end - 1].offset + u64::from(locations[end - 1].len))
+                    <= 64
+                && locations[end].offset + u64::from(locations[end].len) - start.offset <= 4 << 20
+            {
+                end += 1;
+            }
+            let last = locations[end - 1];
+            let span = (last.offset + u64::from(last.len) - start.offset) as usize;
+            let mut buffer = vec![0u8; span];
+            let name = segment_name(start.segment);
+            let file = files.get(&start.segment).ok_or_else(|| {
+                StorageError::corrupt(self.path.display().to_string(), format!("segment {name} is gone"))
+            })?;
+            file.read_at(start.offset, &mut buffer).map_err(io_error(self.dir.path_of(&name)))?;
+            for location in &locations[i..end] {
+                let at = (location.offset - start.offset) as usize;
+                let bytes = &buffer[at..at + location.len as usize];
+                if crc32fast::hash(bytes) != location.crc {
+                    return Err(StorageError::corrupt(
+                        self.dir.path_of(&name).display().to_string(),
+                        format!("the entry at offset {} changed since it was written", location.offset),
+                    ));
+                }
+                out.push(bytes.to_vec());
+            }
+            i = end;
         }
-        txn.commit().map_err(engine)
+        Ok(out)
     }
 
     /// The first and last index the group's log holds, if any.
     pub fn bounds(&self, group: GroupId) -> Result<Option<(LogIndex, LogIndex)>, StorageError> {
-        let name = log_table(group);
-        let definition: TableDefinition<u64, &[u8]> = TableDefinition::new(&name);
-        let txn = self.db.begin_read().map_err(engine)?;
-        let table = match txn.open_table(definition) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(engine(e)),
-        };
-        let first = table.first().map_err(engine)?.map(|(k, _)| k.value());
-        let last = table.last().map_err(engine)?.map(|(k, _)| k.value());
-        Ok(first.zip(last).map(|(f, l)| (LogIndex(f), LogIndex(l))))
+        Ok(read_lock(&self.index).bounds(group).map(|(first, last)| (LogIndex(first), LogIndex(last))))
     }
 
     /// The entries with indexes in `range`, in order, each checked against its checksum.
-    /// Entries may be missing at the start of the range (purged, or never written) but not
-    /// after the first one found: a hole there is corruption.
+    /// Entries may be missing at the start of the range (purged, or never written).
     pub fn entries(
         &self,
         group: GroupId,
         range: Range<LogIndex>,
     ) -> Result<Vec<(LogIndex, Vec<u8>)>, StorageError> {
-        let name = log_table(group);
-        let definition: TableDefinition<u64, &[u8]> = TableDefinition::new(&name);
-        let txn = self.db.begin_read().map_err(engine)?;
-        let table = match txn.open_table(definition) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(engine(e)),
-        };
-        let mut out: Vec<(LogIndex, Vec<u8>)> = Vec::new();
-        for item in table.range(range.start.0..range.end.0).map_err(engine)? {
-            let (key, value) = item.map_err(engine)?;
-            let index = key.value();
-            if let Some((previous, _)) = out.last()
-                && index != previous.0 + 1
-            {
-                return Err(StorageError::corrupt(
-                    format!("log of group {}", group.0),
-                    format!("entry {} is missing (next is {index})", previous.0 + 1),
-                ));
-            }
-            let payload = record::open(value.value()).map_err(|detail| {
-                StorageError::corrupt(format!("log entry {index} of group {}", group.0), detail)
-            })?;
-            out.push((LogIndex(index), payload.to_vec()));
+        if range.start >= range.end {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let located: Vec<(u64, Location)> = match read_lock(&self.index).groups.get(&group) {
+            Some(log) => log.range(range.start.0..range.end.0).map(|(i, l)| (*i, *l)).collect(),
+            None => return Ok(Vec::new()),
+        };
+        let locations: Vec<Location> = located.iter().map(|(_, l)| *l).collect();
+        let bytes = self.read_locations(&locations)?;
+        Ok(located.into_iter().zip(bytes).map(|((index, _), bytes)| (LogIndex(index), bytes)).collect())
     }
 
     /// A durable metadata value.
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let table = match txn.open_table(META) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(engine(e)),
-        };
-        let Some(value) = table.get(key).map_err(engine)? else {
-            return Ok(None);
-        };
-        let payload = record::open(value.value())
-            .map_err(|detail| StorageError::corrupt(format!("log meta {key}"), detail))?;
-        Ok(Some(payload.to_vec()))
+        Ok(read_lock(&self.index).meta.get(key).map(|m| m.value.clone()))
     }
 
     /// Stores a metadata value durably.
     pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
-        self.write(&[LogOp::PutMeta { key, value }], Durability::Immediate)
+        self.write(&[LogOp::PutMeta { key, value }])
     }
 
     /// Removes a metadata value durably (nothing happens if there is none).
     pub fn delete_meta(&self, key: &str) -> Result<(), StorageError> {
-        self.write(&[LogOp::DeleteMeta { key }], Durability::Immediate)
+        self.write(&[LogOp::DeleteMeta { key }])
+    }
+
+    fn is_empty(&self) -> bool {
+        let index = read_lock(&self.index);
+        index.meta.is_empty() && index.groups.values().all(BTreeMap::is_empty)
+    }
+
+    /// The segment files, oldest first (for tests and tools).
+    pub fn segments(&self) -> Vec<PathBuf> {
+        read_lock(&self.index).segments.keys().map(|s| self.dir.path_of(&segment_name(*s))).collect()
     }
 }
 
-/// Opens a redb file for exclusive use by this process, verifying every checksum.
-pub(crate) fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, StorageError> {
-    database_builder(cache_bytes).create(path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => StorageError::InUse { path: path.to_path_buf() },
-        e => StorageError::Engine(e.into()),
-    })
+/// Replays segment `sequence` into `index`; returns its file and where its records end.
+fn replay(
+    dir: &dyn LogDir,
+    index: &mut Index,
+    sequence: u64,
+    newest: bool,
+) -> Result<(Arc<dyn LogFile>, u64), StorageError> {
+    let name = segment_name(sequence);
+    let path = dir.path_of(&name);
+    let file = dir.open(&name).map_err(io_error(path.clone()))?;
+    let len = file.size().map_err(io_error(path.clone()))?;
+    let mut bytes = vec![
+        0u8;
+        usize::try_from(len)
+            .map_err(|_| StorageError::corrupt(path.display().to_string(), "too large"))?
+    ];
+    file.read_at(0, &mut bytes).map_err(io_error(path.clone()))?;
+    let damaged = |offset: u64, detail: String| {
+        StorageError::corrupt(format!("log file {}", path.display()), format!("at offset {offset}: {detail}"))
+    };
+    log_format::check_segment_header(&bytes, sequence).map_err(|e| damaged(0, e))?;
+    index.segments.insert(sequence, Segment { file: file.clone(), live: 0, live_bytes: 0 });
+    let mut offset = SEGMENT_HEADER_BYTES;
+    loop {
+        match log_format::frame_at(&bytes, sequence, offset) {
+            Frame::Record { payload, next } => {
+                index
+                    .apply(sequence, offset + log_format::RECORD_HEADER_BYTES, payload)
+                    .map_err(|e| damaged(offset, e))?;
+                offset = next;
+            }
+            Frame::End => {
+                if let Some(found) = next_record(&bytes, sequence, offset + log_format::ALIGN) {
+                    return Err(damaged(
+                        offset,
+                        format!("no record here, but a valid one at offset {found}"),
+                    ));
+                }
+                return Ok((file, offset));
+            }
+            Frame::Bad(why) => {
+                if let Some(found) = next_record(&bytes, sequence, offset + log_format::ALIGN) {
+                    return Err(damaged(
+                        offset,
+                        format!("{why}, and a valid record follows at offset {found}"),
+                    ));
+                }
+                if !newest {
+                    return Err(damaged(offset, format!("{why}, in a segment older than the newest")));
+                }
+                if !has_unwritten_sector(&bytes, offset) {
+                    return Err(damaged(
+                        offset,
+                        format!("{why}, and every sector of it was written (not a torn write)"),
+                    ));
+                }
+                // The write a crash cut short: never acknowledged, so it goes.
+                tracing::warn!(file = %path.display(), offset, reason = %why, "cutting off a torn record at the end of the log");
+                let garbage_end = bytes.iter().rposition(|b| *b != 0).map_or(offset, |last| last as u64 + 1);
+                if garbage_end > offset {
+                    let zeros = vec![0u8; (garbage_end - offset) as usize];
+                    file.write_at(offset, &zeros)
+                        .and_then(|()| file.sync_data())
+                        .map_err(io_error(path.clone()))?;
+                }
+                return Ok((file, offset));
+            }
+        }
+    }
 }
 
-/// redb's page cache for the log: appends are read back from consensus's in-memory tail,
-/// so the file is read only by followers far behind and at startup.
-pub(crate) const LOG_CACHE_BYTES: usize = 16 << 20;
+/// The unit a disk writes whole: a write cut short by a crash leaves some of its sectors
+/// unwritten (zero, in a zero-filled segment), never part of one.
+const SECTOR: usize = 512;
 
-pub(crate) fn database_builder(cache_bytes: usize) -> redb::Builder {
-    let mut builder = Database::builder();
-    // redb's default cache is 1 GiB, which a member would fill with pages the kernel's page
-    // cache holds anyway.
-    builder.set_cache_size(cache_bytes);
-    // A plain open trusts the file and may panic on a damaged one; checking on open turns
-    // damage into an error. It reads the whole file once per start (about 1 ms per MB).
-    builder.set_check_integrity_on_open(true);
-    builder
+/// Whether the record at `offset` (as far as its length says, within the segment) has a
+/// sector, or the piece of one it covers, that is all zeros: the mark of a write a crash
+/// cut short (etcd's torn-write test). A record damaged after it was written has none.
+fn has_unwritten_sector(bytes: &[u8], offset: u64) -> bool {
+    let start = offset as usize;
+    let Some(header) = bytes.get(start..start + log_format::RECORD_HEADER_BYTES as usize) else {
+        return true;
+    };
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let end = (start + log_format::RECORD_HEADER_BYTES as usize).saturating_add(len).min(bytes.len());
+    let mut at = start;
+    while at < end {
+        let next = ((at / SECTOR) + 1) * SECTOR;
+        let piece = &bytes[at..next.min(end)];
+        if piece.iter().all(|b| *b == 0) {
+            return true;
+        }
+        at = next;
+    }
+    false
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store() -> (tempfile::TempDir, LogStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LogStore::open(&dir.path().join("log.redb")).unwrap();
-        (dir, store)
+/// The offset of the first valid record at or after `from`, if any.
+fn next_record(bytes: &[u8], sequence: u64, from: u64) -> Option<u64> {
+    let mut offset = from;
+    while offset + log_format::RECORD_HEADER_BYTES <= bytes.len() as u64 {
+        // A record starts with a non-zero length: skip the zeros (most of a segment's
+        // unused end) in one pass rather than eight bytes at a time.
+        let nonzero = bytes[offset as usize..].iter().position(|b| *b != 0)? as u64;
+        offset += nonzero / log_format::ALIGN * log_format::ALIGN;
+        if let Frame::Record { .. } = log_format::frame_at(bytes, sequence, offset) {
+            return Some(offset);
+        }
+        offset += log_format::ALIGN;
     }
-
-    /// Appended entries read back in order; a purge drops the prefix; a truncate the suffix.
-    #[test]
-    fn append_read_purge_truncate() {
-        let (_dir, log) = store();
-        let g = GroupId::FIRST;
-        assert_eq!(log.bounds(g).unwrap(), None);
-        let entries: Vec<(LogIndex, Vec<u8>)> = (1..=10).map(|i| (LogIndex(i), vec![i as u8; 3])).collect();
-        let refs: Vec<(LogIndex, &[u8])> = entries.iter().map(|(i, p)| (*i, p.as_slice())).collect();
-        log.append(g, &refs[..6], None).unwrap();
-        log.append(g, &refs[6..], Some(LogIndex(3))).unwrap();
-        assert_eq!(log.bounds(g).unwrap(), Some((LogIndex(4), LogIndex(10))));
-        let read = log.entries(g, LogIndex(1)..LogIndex(100)).unwrap();
-        assert_eq!(read, entries[3..].to_vec());
-        log.truncate_from(g, LogIndex(8)).unwrap();
-        assert_eq!(log.bounds(g).unwrap(), Some((LogIndex(4), LogIndex(7))));
-        assert_eq!(log.entries(g, LogIndex(6)..LogIndex(7)).unwrap(), entries[5..6].to_vec());
-    }
-
-    /// Groups have separate logs in the same file.
-    #[test]
-    fn groups_are_separate() {
-        let (_dir, log) = store();
-        log.append(GroupId(0), &[(LogIndex(1), b"zero".as_slice())], None).unwrap();
-        log.append(GroupId(7), &[(LogIndex(5), b"seven".as_slice())], None).unwrap();
-        assert_eq!(log.bounds(GroupId(0)).unwrap(), Some((LogIndex(1), LogIndex(1))));
-        assert_eq!(log.bounds(GroupId(7)).unwrap(), Some((LogIndex(5), LogIndex(5))));
-        assert_eq!(log.entries(GroupId(7), LogIndex(5)..LogIndex(15)).unwrap()[0].1, b"seven");
-    }
-
-    /// A second process (here: a second open) cannot use the same file.
-    #[test]
-    fn second_open_is_refused() {
-        let (dir, _log) = store();
-        let err = LogStore::open(&dir.path().join("log.redb")).err().expect("second open fails");
-        assert!(matches!(err, StorageError::InUse { .. }), "{err}");
-    }
-
-    /// Metadata survives a reopen.
-    #[test]
-    fn meta_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log.redb");
-        LogStore::open(&path).unwrap().put_meta("identity", b"abc").unwrap();
-        assert_eq!(LogStore::open(&path).unwrap().meta("identity").unwrap().unwrap(), b"abc");
-    }
+    None
 }

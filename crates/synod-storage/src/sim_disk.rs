@@ -7,6 +7,7 @@
 //! throws the first away, and every later write or sync fails, as the dying process's
 //! would.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -14,6 +15,9 @@ use redb::StorageBackend;
 
 /// The error type of redb's backend I/O methods (without its `experimental-api-5` feature).
 type BackendIoError = std::io::Error;
+
+/// The unit a disk writes whole.
+const SECTOR: usize = 512;
 
 #[derive(Default)]
 struct Images {
@@ -63,6 +67,40 @@ impl SimDisk {
         let mut images = self.lock();
         images.written = images.synced.clone();
         images.unsynced.clear();
+        images.powered_off = true;
+    }
+
+    /// Cuts the power in the middle of writing: of the unsynced writes, the first
+    /// `keep_bytes` bytes reached the disk (the last of them perhaps only in part, up to a
+    /// sector boundary, as a disk writes whole 512-byte sectors), the rest did not. Then as
+    /// [`SimDisk::power_cut`].
+    pub fn power_cut_tearing(&self, keep_bytes: usize) {
+        let mut images = self.lock();
+        let images = &mut *images;
+        let mut budget = keep_bytes;
+        for change in images.unsynced.drain(..) {
+            match change {
+                Change::SetLen(len) => images.synced.resize(len, 0),
+                Change::Write { start, data } => {
+                    let mut kept = data.len().min(budget);
+                    budget -= kept;
+                    if kept < data.len() {
+                        // A disk writes whole sectors: the cut falls on a sector boundary.
+                        kept = ((start + kept) / SECTOR * SECTOR).saturating_sub(start);
+                        budget = 0;
+                    }
+                    let end = start + kept;
+                    if end > images.synced.len() {
+                        images.synced.resize(end, 0);
+                    }
+                    images.synced[start..end].copy_from_slice(&data[..kept]);
+                }
+            }
+            if budget == 0 {
+                break;
+            }
+        }
+        images.written = images.synced.clone();
         images.powered_off = true;
     }
 
@@ -158,6 +196,219 @@ impl StorageBackend for SimDisk {
         }
         images.written[start..end].copy_from_slice(data);
         images.unsynced.push(Change::Write { start, data: data.to_vec() });
+        Ok(())
+    }
+}
+
+/// A simulated directory of [`SimDisk`] files for the log. Its entries are durable only
+/// once synced, as a real directory's: a power cut undoes the creations, renames and
+/// removals since the last [`LogDir::sync`], and each file keeps what was synced in it.
+/// [`SimDir::cut_power_at`] cuts the power in the middle of a run, at a chosen write or
+/// sync, tearing the file being written. Clones share the same directory.
+#[derive(Clone, Default)]
+pub struct SimDir {
+    state: Arc<Mutex<DirState>>,
+    boot: u64,
+}
+
+#[derive(Default)]
+struct DirState {
+    files: BTreeMap<String, SimDisk>,
+    synced: BTreeMap<String, SimDisk>,
+    powered_off: bool,
+    boot: u64,
+    /// Writes, syncs and directory changes until the power goes, and how many bytes of its
+    /// unsynced writes the file being written then keeps.
+    cut_at: Option<(u64, usize)>,
+    /// Writes, syncs and directory changes so far.
+    operations: u64,
+}
+
+impl fmt::Debug for SimDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SimDir({:?})", self.lock().files.keys().collect::<Vec<_>>())
+    }
+}
+
+impl DirState {
+    fn cut(&mut self, tear: Option<(&SimDisk, usize)>) {
+        for disk in self.files.values().chain(self.synced.values()) {
+            match tear {
+                Some((torn, keep)) if Arc::ptr_eq(&torn.images, &disk.images) => disk.power_cut_tearing(keep),
+                _ => disk.power_cut(),
+            }
+        }
+        self.files = self.synced.clone();
+        self.powered_off = true;
+    }
+}
+
+impl SimDir {
+    pub fn new() -> SimDir {
+        SimDir::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DirState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts one write, sync or directory change on `file`, cutting the power instead when
+    /// its turn has come.
+    fn operate(&self, state: &mut DirState, file: Option<&SimDisk>) -> std::io::Result<()> {
+        if state.powered_off {
+            return Err(std::io::Error::other("simulated disk is powered off"));
+        }
+        if state.boot != self.boot {
+            return Err(std::io::Error::other("simulated disk was rebooted by another process"));
+        }
+        state.operations += 1;
+        if let Some((at, keep)) = state.cut_at
+            && state.operations >= at
+        {
+            state.cut_at = None;
+            state.cut(file.map(|disk| (disk, keep)));
+            return Err(std::io::Error::other("simulated power cut"));
+        }
+        Ok(())
+    }
+
+    /// Cuts the power: every file loses what was not synced, and the directory the
+    /// entries not synced. With `tear`, the file named there keeps that many bytes of its
+    /// unsynced writes ([`SimDisk::power_cut_tearing`]).
+    pub fn power_cut(&self, tear: Option<(&str, usize)>) {
+        let mut state = self.lock();
+        let torn = tear.and_then(|(name, keep)| Some((state.files.get(name)?.clone(), keep)));
+        state.cut(torn.as_ref().map(|(disk, keep)| (disk, *keep)));
+    }
+
+    /// Cuts the power at the `operation`th write, sync or directory change from now (that
+    /// one fails, and everything after it): a write being synced then keeps `keep_bytes`
+    /// of what it had not synced.
+    pub fn cut_power_at(&self, operation: u64, keep_bytes: usize) {
+        let mut state = self.lock();
+        state.cut_at = Some((state.operations + operation.max(1), keep_bytes));
+    }
+
+    /// Writes, syncs and directory changes so far.
+    pub fn operations(&self) -> u64 {
+        self.lock().operations
+    }
+
+    /// Restores power; the directory and its files hold what was synced before the cut.
+    pub fn power_on(&self) {
+        let mut state = self.lock();
+        state.powered_off = false;
+        state.files.values().for_each(SimDisk::power_on);
+    }
+
+    /// Restores power for a new process: the returned directory holds what was synced,
+    /// and every handle from before fails from now on.
+    pub fn reboot(&self) -> SimDir {
+        let mut state = self.lock();
+        state.powered_off = false;
+        state.cut_at = None;
+        state.boot += 1;
+        let synced: BTreeMap<String, SimDisk> =
+            state.synced.iter().map(|(name, disk)| (name.clone(), disk.reboot())).collect();
+        state.files = synced.clone();
+        state.synced = synced;
+        SimDir { state: self.state.clone(), boot: state.boot }
+    }
+
+    /// How many times files in it were synced, all together.
+    pub fn syncs(&self) -> u64 {
+        self.lock().files.values().map(SimDisk::syncs).sum()
+    }
+
+    fn file(&self, disk: SimDisk) -> Arc<dyn crate::log_fs::LogFile> {
+        Arc::new(SimFile { dir: self.clone(), disk })
+    }
+}
+
+/// A file of a [`SimDir`]: its writes and syncs count towards the directory's power cut.
+struct SimFile {
+    dir: SimDir,
+    disk: SimDisk,
+}
+
+impl crate::log_fs::LogFile for SimFile {
+    fn size(&self) -> std::io::Result<u64> {
+        StorageBackend::len(&self.disk)
+    }
+
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        StorageBackend::read(&self.disk, offset, out)
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let mut state = self.dir.lock();
+        self.dir.operate(&mut state, Some(&self.disk))?;
+        StorageBackend::write(&self.disk, offset, data)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        let mut state = self.dir.lock();
+        self.dir.operate(&mut state, Some(&self.disk))?;
+        StorageBackend::sync_data(&self.disk)
+    }
+}
+
+impl crate::log_fs::LogDir for SimDir {
+    fn path_of(&self, name: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from("sim").join(name)
+    }
+
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        let state = self.lock();
+        if state.powered_off || state.boot != self.boot {
+            return Err(std::io::Error::other("simulated disk is powered off"));
+        }
+        Ok(state.files.keys().cloned().collect())
+    }
+
+    fn create(&self, name: &str) -> std::io::Result<Arc<dyn crate::log_fs::LogFile>> {
+        let mut state = self.lock();
+        self.operate(&mut state, None)?;
+        let images = Images { boot: 0, ..Images::default() };
+        let disk = SimDisk { images: Arc::new(Mutex::new(images)), boot: 0 };
+        state.files.insert(name.to_string(), disk.clone());
+        drop(state);
+        Ok(self.file(disk))
+    }
+
+    fn open(&self, name: &str) -> std::io::Result<Arc<dyn crate::log_fs::LogFile>> {
+        let state = self.lock();
+        if state.powered_off || state.boot != self.boot {
+            return Err(std::io::Error::other("simulated disk is powered off"));
+        }
+        let disk = state
+            .files
+            .get(name)
+            .cloned()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+        drop(state);
+        Ok(self.file(disk))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        let mut state = self.lock();
+        self.operate(&mut state, None)?;
+        let disk =
+            state.files.remove(from).ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+        state.files.insert(to.to_string(), disk);
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> std::io::Result<()> {
+        let mut state = self.lock();
+        self.operate(&mut state, None)?;
+        state.files.remove(name).map(drop).ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        let mut state = self.lock();
+        self.operate(&mut state, None)?;
+        state.synced = state.files.clone();
         Ok(())
     }
 }

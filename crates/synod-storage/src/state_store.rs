@@ -30,7 +30,6 @@ use synod_base::{GroupId, LogIndex};
 use synod_mvcc::{Applied, BackendError, KvStore, Meta, Rev, RevisionRead, RevisionWrite, StoredKv};
 
 use crate::error::engine;
-use crate::log_store::{database_builder, open_database};
 use crate::{StorageError, record};
 
 type KvKey = (u64, u64);
@@ -1263,4 +1262,23 @@ impl RevisionRead for TableReader<'_> {
 
 fn backend_io(error: impl Into<redb::Error>) -> BackendError {
     BackendError::Io(Box::new(error.into()))
+}
+
+/// Opens a redb file for exclusive use by this process, verifying every checksum.
+pub(crate) fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, StorageError> {
+    database_builder(cache_bytes).create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StorageError::InUse { path: path.to_path_buf() },
+        e => StorageError::Engine(e.into()),
+    })
+}
+
+pub(crate) fn database_builder(cache_bytes: usize) -> redb::Builder {
+    let mut builder = Database::builder();
+    // redb's default cache is 1 GiB, which a member would fill with pages the kernel's page
+    // cache holds anyway.
+    builder.set_cache_size(cache_bytes);
+    // A plain open trusts the file and may panic on a damaged one; checking on open turns
+    // damage into an error. It reads the whole file once per start (about 1 ms per MB).
+    builder.set_check_integrity_on_open(true);
+    builder
 }

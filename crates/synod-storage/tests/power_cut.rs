@@ -4,7 +4,7 @@
 use synod_api::etcdserverpb::{PutRequest, RangeRequest};
 use synod_api::synodpb::{Command, command};
 use synod_base::{GroupId, LogIndex};
-use synod_storage::sim_disk::SimDisk;
+use synod_storage::sim_disk::{SimDir, SimDisk};
 use synod_storage::{LogStore, StateStore};
 
 fn put(i: u64) -> Command {
@@ -28,7 +28,7 @@ fn exists(state: &StateStore, i: u64) -> bool {
 /// together, so the log can replay the rest.
 #[test]
 fn power_cut_keeps_appended_entries_and_checkpointed_state() {
-    let (log_disk, state_disk) = (SimDisk::new(), SimDisk::new());
+    let (log_disk, state_disk) = (SimDir::new(), SimDisk::new());
     {
         let log = LogStore::open_on(log_disk.clone(), "log").expect("open log");
         let state = StateStore::open_on(state_disk.clone(), "state", GroupId::FIRST).expect("open state");
@@ -44,7 +44,7 @@ fn power_cut_keeps_appended_entries_and_checkpointed_state() {
             }
         }
         assert!(exists(&state, 20), "applied entries are readable before they are durable");
-        log_disk.power_cut();
+        log_disk.power_cut(None);
         state_disk.power_cut();
     }
     log_disk.power_on();

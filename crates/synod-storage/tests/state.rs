@@ -91,13 +91,14 @@ fn damaged_state_is_refused() {
 #[test]
 fn damaged_log_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("log.redb");
+    let path = dir.path().join("log");
     let payload = b"an-entry-that-appears-nowhere-else-9876543210";
-    {
+    let segment = {
         let log = LogStore::open(&path).unwrap();
         log.append(GroupId::FIRST, &[(LogIndex(1), payload.as_slice())], None).unwrap();
-    }
-    assert!(damage(&path, payload) > 0, "entry not found in the file");
+        log.segments()[0].clone()
+    };
+    assert!(damage(&segment, payload) > 0, "entry not found in the file");
     let outcome: Result<(), StorageError> = LogStore::open(&path)
         .and_then(|log| log.entries(GroupId::FIRST, LogIndex(1)..LogIndex(11)).map(drop));
     let error = outcome.expect_err("damaged log must not be read");
