@@ -10,7 +10,7 @@
 //!
 //! The open may refuse (with an error, never a panic). When it succeeds, every group's
 //! entries read back, a second open finds the same log, and the log takes a write that
-//! then reads back.
+//! then reads back, before and after a third open.
 
 #![no_main]
 
@@ -46,5 +46,11 @@ fuzz_target!(|data: &[u8]| {
             .expect("the opened log takes a write");
         let read = log.entries(GroupId(0), LogIndex(next)..LogIndex(next + 1)).expect("read the write back");
         assert_eq!(read, vec![(LogIndex(next), b"after".to_vec())]);
+        // And the log opens again with it: nothing the open left behind reads as damage.
+        let written = log_ops::contents(&log);
+        drop(log);
+        let log =
+            LogStore::open_on_with(dir, "fuzz".into(), options()).expect("the log opens after the write");
+        assert_eq!(log_ops::contents(&log), written, "the write is not all there after a reopen");
     }
 });

@@ -1,5 +1,5 @@
-//! openraft's storage conformance suite, run against synod's real stores (redb files in a
-//! temporary directory).
+//! openraft's storage conformance suite, run against synod's real stores (the segmented log
+//! and the redb state, in a temporary directory).
 
 use std::sync::Arc;
 

@@ -2,8 +2,8 @@
 //! durable metadata, in one directory of append-only segment files (`log_format`).
 //!
 //! Every [`LogStore::write`] is one record, a batch of operations of any groups, written at
-//! the end of the active segment and made durable by one fdatasync: callers batch, so one
-//! sync covers every group's pending appends (group commit). Segments are zero-filled and
+//! the end of the active segment and made durable by one fdatasync: a caller that batches
+//! the pending appends of every group gets one sync for all of them (group commit). Segments are zero-filled and
 //! given their header before use (the next one in the background), so a sync writes data
 //! blocks only, never the file's size or extents.
 //!
@@ -19,9 +19,9 @@
 //! always replay, in order, to the same index.
 //!
 //! Opening replays every segment. A record that fails its checksum at the very end of the
-//! newest segment, with nothing valid after it and a sector of it never written (zeros),
-//! is the write a crash interrupted before its sync: it is cut off and the log goes on from
-//! there. Damage anywhere else (an older
+//! newest segment, with nothing valid after it and a whole sector under it never written
+//! (zeros), is the write a crash interrupted before its sync: it is cut off, whatever such
+//! a write left after the last record is zeroed, and the log goes on from there. Damage anywhere else (an older
 //! segment, or valid records after the bad one) refuses the open with the file and offset:
 //! the member must not serve from a log that lost acknowledged entries.
 
@@ -41,8 +41,13 @@ use crate::log_fs::{FsDir, LogDir, LogFile};
 /// data dir for (a `synodpb::RestoredCluster`), read by the member's first start.
 pub const RESTORED_CLUSTER_META: &str = "restored-cluster";
 
+/// The largest record a write may make: a bound on what an open reads into memory at once.
+pub const MAX_RECORD_BYTES: u64 = 1 << 30;
+
 /// Set once a log kept in `raftlog.redb` by an earlier synod has been moved in whole.
 const MIGRATED_META: &str = "moved-from-raftlog.redb";
+/// Present in the log directory while a `raftlog.redb` is being moved in.
+const MIGRATING_FILE: &str = "MIGRATING";
 
 /// How the log lays out and prepares its files.
 #[derive(Clone, Debug)]
@@ -103,6 +108,8 @@ struct Writer {
     /// The first failed write: the file's end is unknown after it, so every later write
     /// fails with it (an fsync error is never retried).
     failed: Option<String>,
+    /// Collecting old segments failed; tried again once a new segment starts.
+    collection_blocked: bool,
 }
 
 enum Preparing {
@@ -168,6 +175,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Index {
+    /// The open files of the segments `locations` are in.
+    fn files<'a>(&self, locations: impl Iterator<Item = &'a Location>) -> HashMap<u64, Arc<dyn LogFile>> {
+        let mut files = HashMap::new();
+        for location in locations {
+            if let Some(segment) = self.segments.get(&location.segment) {
+                files.entry(location.segment).or_insert_with(|| segment.file.clone());
+            }
+        }
+        files
+    }
+
     fn segment(&mut self, sequence: u64) -> Result<&mut Segment, String> {
         self.segments.get_mut(&sequence).ok_or_else(|| format!("segment {sequence} is not open"))
     }
@@ -264,6 +282,12 @@ fn check_ops(index: &Index, ops: &[LogOp<'_>]) -> Result<(), StorageError> {
                 let current = *bounds.entry(group).or_insert_with(|| index.bounds(group));
                 let mut last = current.map(|(_, last)| last);
                 for (entry, _) in entries {
+                    if entry.0 == u64::MAX {
+                        return Err(StorageError::corrupt(
+                            format!("log of group {}", group.0),
+                            format!("append of entry {entry}, the last index there is"),
+                        ));
+                    }
                     if let Some(last) = last
                         && entry.0 != last + 1
                     {
@@ -304,30 +328,36 @@ impl LogStore {
     }
 
     /// Opens the log of `data_dir`; a log an earlier synod kept in `raftlog.redb` is moved
-    /// into it first.
+    /// into it first. The move is marked by a `MIGRATING` file until the moved log says it
+    /// is whole: a move cut short by a crash starts over from no segments at all.
     pub fn open_in(data_dir: &crate::DataDir) -> Result<LogStore, StorageError> {
         let path = data_dir.log_path();
         let legacy = data_dir.legacy_log_path();
         if !legacy.exists() {
             return LogStore::open(&path);
         }
-        let mut store = LogStore::open(&path)?;
-        if store.meta(MIGRATED_META)?.is_none() {
-            // A move cut short by a crash starts over from an empty log.
-            store = if store.is_empty() {
-                store
-            } else {
-                drop(store);
-                let dir = FsDir::open(&path)?;
-                for name in dir.list().map_err(io_error(path.clone()))? {
-                    if parse_segment_name(&name).is_some() {
-                        dir.remove(&name).map_err(io_error(dir.path_of(&name)))?;
-                    }
+        let marker = path.join(MIGRATING_FILE);
+        if marker.exists() {
+            let dir = FsDir::open(&path)?;
+            for name in dir.list().map_err(io_error(path.clone()))? {
+                if parse_segment_name(&name).is_some() || name.ends_with(".log.tmp") {
+                    dir.remove(&name).map_err(io_error(dir.path_of(&name)))?;
                 }
-                dir.sync().map_err(io_error(path.clone()))?;
-                drop(dir);
-                LogStore::open(&path)?
-            };
+            }
+            dir.sync().map_err(io_error(path.clone()))?;
+        }
+        let store = LogStore::open(&path)?;
+        if store.meta(MIGRATED_META)?.is_none() {
+            if !store.is_empty() {
+                return Err(StorageError::Layout(format!(
+                    "{} holds a log, and {} is an older one beside it: keep one (move the other away)",
+                    path.display(),
+                    legacy.display()
+                )));
+            }
+            std::fs::File::create(&marker)
+                .and_then(|_| std::fs::File::open(&path)?.sync_all())
+                .map_err(io_error(marker.clone()))?;
             let contents = crate::legacy_log::read(&legacy)?;
             for (key, value) in &contents.meta {
                 store.put_meta(key, value)?;
@@ -341,6 +371,11 @@ impl LogStore {
             }
             store.put_meta(MIGRATED_META, b"")?;
             tracing::info!(from = %legacy.display(), to = %path.display(), "moved the log to the segmented log");
+        }
+        if marker.exists() {
+            std::fs::remove_file(&marker)
+                .and_then(|()| std::fs::File::open(&path)?.sync_all())
+                .map_err(io_error(marker.clone()))?;
         }
         let done = legacy.with_extension("redb.migrated");
         std::fs::rename(&legacy, &done).map_err(io_error(legacy.clone()))?;
@@ -396,13 +431,26 @@ impl LogStore {
                     capacity: options.segment_bytes,
                     next: None,
                     failed: None,
+                    collection_blocked: false,
                 }
             }
             Some(&newest) => {
+                if let Some(pair) = sequences.windows(2).find(|pair| pair[1] != pair[0] + 1) {
+                    // Segments are removed oldest first: one missing in the middle took
+                    // records (truncations, purges) the others depend on.
+                    return Err(StorageError::corrupt(
+                        format!("log in {}", path.display()),
+                        format!("segment {} is missing between {} and {}", pair[0] + 1, pair[0], pair[1]),
+                    ));
+                }
+                let max_bytes = options
+                    .segment_bytes
+                    .max(SEGMENT_HEADER_BYTES + log_format::record_bytes(MAX_RECORD_BYTES as usize));
                 let mut end = SEGMENT_HEADER_BYTES;
                 let mut newest_file = None;
                 for &sequence in &sequences {
-                    let (file, segment_end) = replay(dir.as_ref(), &mut index, sequence, sequence == newest)?;
+                    let (file, segment_end) =
+                        replay(dir.as_ref(), &mut index, sequence, sequence == newest, max_bytes)?;
                     if sequence == newest {
                         end = segment_end;
                         newest_file = Some(file);
@@ -410,7 +458,15 @@ impl LogStore {
                 }
                 let file = newest_file.expect("the newest segment was replayed");
                 let capacity = file.size().map_err(io_error(dir.path_of(&segment_name(newest))))?;
-                Writer { sequence: newest, file, offset: end, capacity, next: None, failed: None }
+                Writer {
+                    sequence: newest,
+                    file,
+                    offset: end,
+                    capacity,
+                    next: None,
+                    failed: None,
+                    collection_blocked: false,
+                }
             }
         };
         for (group, log) in &index.groups {
@@ -424,7 +480,9 @@ impl LogStore {
             }
         }
         let store = LogStore { dir, path, options, writer: Mutex::new(writer), index: RwLock::new(index) };
-        store.collect_garbage(&mut lock(&store.writer))?;
+        if let Err(error) = store.collect_garbage(&mut lock(&store.writer)) {
+            tracing::warn!(error = %error, "old log segments not collected at open");
+        }
         Ok(store)
     }
 
@@ -470,8 +528,22 @@ impl LogStore {
                 .push(op)
                 .map_err(|e| StorageError::corrupt(format!("a write to {}", self.path.display()), e))?;
         }
+        if payload.len() as u64 > MAX_RECORD_BYTES {
+            return Err(StorageError::corrupt(
+                format!("a write to {}", self.path.display()),
+                format!("{} bytes in one write; at most {MAX_RECORD_BYTES}", payload.len()),
+            ));
+        }
         self.write_payload(&mut writer, payload)?;
-        self.collect_garbage(&mut writer)
+        // The write is durable: what collecting old segments runs into is for the log, not
+        // for the caller (it is tried again once the next segment starts).
+        if !writer.collection_blocked
+            && let Err(error) = self.collect_garbage(&mut writer)
+        {
+            tracing::warn!(error = %error, "old log segments not collected; trying again with the next segment");
+            writer.collection_blocked = true;
+        }
+        Ok(())
     }
 
     /// Writes one record durably and applies it to the index.
@@ -495,9 +567,11 @@ impl LogStore {
         let header = log_format::RECORD_HEADER_BYTES as usize;
         let payload = &record[header..header + payload_len];
         let payload_offset = offset + log_format::RECORD_HEADER_BYTES;
-        write_lock(&self.index)
-            .apply(writer.sequence, payload_offset, payload)
-            .map_err(|e| StorageError::corrupt(path.display().to_string(), e))
+        write_lock(&self.index).apply(writer.sequence, payload_offset, payload).map_err(|e| {
+            // What was just made durable does not apply: nothing more may follow it.
+            writer.failed = Some(e.clone());
+            StorageError::corrupt(path.display().to_string(), e)
+        })
     }
 
     /// Moves the writer to a new segment of at least `bytes`, once everything in the
@@ -525,7 +599,15 @@ impl LogStore {
         write_lock(&self.index)
             .segments
             .insert(sequence, Segment { file: file.clone(), live: 0, live_bytes: 0 });
-        *writer = Writer { sequence, file, offset: SEGMENT_HEADER_BYTES, capacity, next: None, failed: None };
+        *writer = Writer {
+            sequence,
+            file,
+            offset: SEGMENT_HEADER_BYTES,
+            capacity,
+            next: None,
+            failed: None,
+            collection_blocked: false,
+        };
         let (dir, next, bytes) = (self.dir.clone(), sequence + 1, self.options.segment_bytes);
         writer.next = Some(if self.options.prepare_in_background {
             Preparing::Thread(
@@ -571,7 +653,11 @@ impl LogStore {
                 continue;
             }
             let name = segment_name(oldest);
-            self.dir.remove(&name).map_err(io_error(self.dir.path_of(&name)))?;
+            match self.dir.remove(&name) {
+                // Removed before a failed directory sync.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                removed => removed.map_err(io_error(self.dir.path_of(&name)))?,
+            }
             // Durable before the next removal: the files left are always a suffix.
             self.dir.sync().map_err(io_error(self.path.clone()))?;
             write_lock(&self.index).segments.remove(&oldest);
@@ -581,7 +667,7 @@ impl LogStore {
     /// Copies everything live in segment `sequence` into the active segment, in one record.
     fn rewrite(&self, writer: &mut Writer, sequence: u64) -> Result<(), StorageError> {
         let mut payload = PayloadWriter::new();
-        let (runs, meta) = {
+        let (runs, meta, files) = {
             let index = read_lock(&self.index);
             let mut runs: Vec<(GroupId, u64, Vec<Location>)> = Vec::new();
             for (group, log) in &index.groups {
@@ -600,10 +686,11 @@ impl LogStore {
                 .filter(|(_, m)| m.segment == sequence)
                 .map(|(key, m)| (key.clone(), m.value.clone()))
                 .collect();
-            (runs, meta)
+            let files = index.files(runs.iter().flat_map(|(_, _, run)| run));
+            (runs, meta, files)
         };
         for (group, first, run) in runs {
-            let bytes = self.read_locations(&run)?;
+            let bytes = self.read_locations(&files, &run)?;
             payload
                 .push_rewrite(group, LogIndex(first), bytes.iter().map(Vec::as_slice))
                 .map_err(|e| StorageError::corrupt(self.path.display().to_string(), e))?;
@@ -617,18 +704,14 @@ impl LogStore {
         self.write_payload(writer, payload)
     }
 
-    /// The bytes at `locations`, each checked against its CRC.
-    fn read_locations(&self, locations: &[Location]) -> Result<Vec<Vec<u8>>, StorageError> {
-        let files: HashMap<u64, Arc<dyn LogFile>> = {
-            let index = read_lock(&self.index);
-            let mut files = HashMap::new();
-            for location in locations {
-                if let Some(segment) = index.segments.get(&location.segment) {
-                    files.entry(location.segment).or_insert_with(|| segment.file.clone());
-                }
-            }
-            files
-        };
+    /// The bytes at `locations`, each checked against its CRC, read through `files` (taken
+    /// with the locations, under one lock: a segment removed since stays readable through
+    /// its open file).
+    fn read_locations(
+        &self,
+        files: &HashMap<u64, Arc<dyn LogFile>>,
+        locations: &[Location],
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
         let mut out = Vec::with_capacity(locations.len());
         let mut i = 0;
         while i < locations.len() {
@@ -683,12 +766,17 @@ impl LogStore {
         if range.start >= range.end {
             return Ok(Vec::new());
         }
-        let located: Vec<(u64, Location)> = match read_lock(&self.index).groups.get(&group) {
-            Some(log) => log.range(range.start.0..range.end.0).map(|(i, l)| (*i, *l)).collect(),
-            None => return Ok(Vec::new()),
+        let (located, files) = {
+            let index = read_lock(&self.index);
+            let located: Vec<(u64, Location)> = match index.groups.get(&group) {
+                Some(log) => log.range(range.start.0..range.end.0).map(|(i, l)| (*i, *l)).collect(),
+                None => return Ok(Vec::new()),
+            };
+            let files = index.files(located.iter().map(|(_, l)| l));
+            (located, files)
         };
         let locations: Vec<Location> = located.iter().map(|(_, l)| *l).collect();
-        let bytes = self.read_locations(&locations)?;
+        let bytes = self.read_locations(&files, &locations)?;
         Ok(located.into_iter().zip(bytes).map(|((index, _), bytes)| (LogIndex(index), bytes)).collect())
     }
 
@@ -718,74 +806,88 @@ impl LogStore {
     }
 }
 
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        // The segment being prepared holds the directory, and so its lock: it finishes
+        // first, so that the log opens again as soon as this value is gone.
+        if let Some(Preparing::Thread(thread)) = lock(&self.writer).next.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Replays segment `sequence` into `index`; returns its file and where its records end.
 fn replay(
     dir: &dyn LogDir,
     index: &mut Index,
     sequence: u64,
     newest: bool,
+    max_bytes: u64,
 ) -> Result<(Arc<dyn LogFile>, u64), StorageError> {
     let name = segment_name(sequence);
     let path = dir.path_of(&name);
     let file = dir.open(&name).map_err(io_error(path.clone()))?;
     let len = file.size().map_err(io_error(path.clone()))?;
-    let mut bytes = vec![
-        0u8;
-        usize::try_from(len)
-            .map_err(|_| StorageError::corrupt(path.display().to_string(), "too large"))?
-    ];
-    file.read_at(0, &mut bytes).map_err(io_error(path.clone()))?;
     let damaged = |offset: u64, detail: String| {
         StorageError::corrupt(format!("log file {}", path.display()), format!("at offset {offset}: {detail}"))
     };
+    if len > max_bytes {
+        return Err(damaged(
+            0,
+            format!("{len} bytes, larger than any segment this log writes ({max_bytes})"),
+        ));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    file.read_at(0, &mut bytes).map_err(io_error(path.clone()))?;
     log_format::check_segment_header(&bytes, sequence).map_err(|e| damaged(0, e))?;
     index.segments.insert(sequence, Segment { file: file.clone(), live: 0, live_bytes: 0 });
     let mut offset = SEGMENT_HEADER_BYTES;
     loop {
-        match log_format::frame_at(&bytes, sequence, offset) {
+        let why = match log_format::frame_at(&bytes, sequence, offset) {
             Frame::Record { payload, next } => {
                 index
                     .apply(sequence, offset + log_format::RECORD_HEADER_BYTES, payload)
                     .map_err(|e| damaged(offset, e))?;
                 offset = next;
+                continue;
             }
-            Frame::End => {
-                if let Some(found) = next_record(&bytes, sequence, offset + log_format::ALIGN) {
-                    return Err(damaged(
-                        offset,
-                        format!("no record here, but a valid one at offset {found}"),
-                    ));
-                }
-                return Ok((file, offset));
+            Frame::End => None,
+            Frame::Bad(why) => Some(why),
+        };
+        match next_record(&bytes, sequence, offset + log_format::ALIGN) {
+            Ok(Some(found)) => {
+                let what = why.unwrap_or_else(|| "no record here".into());
+                return Err(damaged(offset, format!("{what}, but a valid record follows at offset {found}")));
             }
-            Frame::Bad(why) => {
-                if let Some(found) = next_record(&bytes, sequence, offset + log_format::ALIGN) {
-                    return Err(damaged(
-                        offset,
-                        format!("{why}, and a valid record follows at offset {found}"),
-                    ));
-                }
-                if !newest {
-                    return Err(damaged(offset, format!("{why}, in a segment older than the newest")));
-                }
-                if !has_unwritten_sector(&bytes, offset) {
-                    return Err(damaged(
-                        offset,
-                        format!("{why}, and every sector of it was written (not a torn write)"),
-                    ));
-                }
-                // The write a crash cut short: never acknowledged, so it goes.
-                tracing::warn!(file = %path.display(), offset, reason = %why, "cutting off a torn record at the end of the log");
-                let garbage_end = bytes.iter().rposition(|b| *b != 0).map_or(offset, |last| last as u64 + 1);
-                if garbage_end > offset {
-                    let zeros = vec![0u8; (garbage_end - offset) as usize];
-                    file.write_at(offset, &zeros)
-                        .and_then(|()| file.sync_data())
-                        .map_err(io_error(path.clone()))?;
-                }
-                return Ok((file, offset));
+            Ok(None) => {}
+            Err(budget) => return Err(damaged(offset, format!("{budget} after the last valid record"))),
+        }
+        if let Some(why) = why {
+            if !newest {
+                return Err(damaged(offset, format!("{why}, in a segment older than the newest")));
+            }
+            if !has_unwritten_sector(&bytes, offset) {
+                return Err(damaged(
+                    offset,
+                    format!("{why}, and every sector of it was written (not a torn write)"),
+                ));
+            }
+            // The write a crash cut short: never acknowledged, so it goes.
+            tracing::warn!(file = %path.display(), offset, reason = %why, "cutting off a torn record at the end of the log");
+        }
+        if newest {
+            // Whatever a cut-short write left after the last record (even with its first
+            // sector unwritten, so that it reads as the end) is zeroed before new records
+            // go there: left in place, it would read as damage once they end short of it.
+            let garbage_end = bytes.iter().rposition(|b| *b != 0).map_or(0, |last| last as u64 + 1);
+            if garbage_end > offset {
+                let zeros = vec![0u8; (garbage_end - offset) as usize];
+                file.write_at(offset, &zeros)
+                    .and_then(|()| file.sync_data())
+                    .map_err(io_error(path.clone()))?;
             }
         }
+        return Ok((file, offset));
     }
 }
 
@@ -793,9 +895,10 @@ fn replay(
 /// unwritten (zero, in a zero-filled segment), never part of one.
 const SECTOR: usize = 512;
 
-/// Whether the record at `offset` (as far as its length says, within the segment) has a
-/// sector, or the piece of one it covers, that is all zeros: the mark of a write a crash
-/// cut short (etcd's torn-write test). A record damaged after it was written has none.
+/// Whether a 512-byte sector of the file that the record at `offset` covers (as far as its
+/// length says) is all zeros: a sector a crash kept the write from reaching, in a
+/// zero-filled segment (etcd's torn-write test). A record damaged after it was written has
+/// none: each of its sectors holds some of its bytes or of its neighbour's.
 fn has_unwritten_sector(bytes: &[u8], offset: u64) -> bool {
     let start = offset as usize;
     let Some(header) = bytes.get(start..start + log_format::RECORD_HEADER_BYTES as usize) else {
@@ -803,30 +906,45 @@ fn has_unwritten_sector(bytes: &[u8], offset: u64) -> bool {
     };
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     let end = (start + log_format::RECORD_HEADER_BYTES as usize).saturating_add(len).min(bytes.len());
-    let mut at = start;
-    while at < end {
-        let next = ((at / SECTOR) + 1) * SECTOR;
-        let piece = &bytes[at..next.min(end)];
-        if piece.iter().all(|b| *b == 0) {
+    let mut sector = start / SECTOR * SECTOR;
+    while sector < end {
+        let whole = &bytes[sector..(sector + SECTOR).min(bytes.len())];
+        if whole.iter().all(|b| *b == 0) {
             return true;
         }
-        at = next;
+        sector += SECTOR;
     }
     false
 }
 
-/// The offset of the first valid record at or after `from`, if any.
-fn next_record(bytes: &[u8], sequence: u64, from: u64) -> Option<u64> {
+/// The offset of the first valid record at or after `from`, if any; an error when the
+/// bytes there would take more checksum work than a torn write can explain (random bytes
+/// look like records of every length).
+fn next_record(bytes: &[u8], sequence: u64, from: u64) -> Result<Option<u64>, String> {
+    /// Bytes of checksums computed looking, at most: a torn write leaves one record's
+    /// worth of leftovers, and records are bounded by `MAX_RECORD_BYTES`.
+    const BUDGET: u64 = 4 * MAX_RECORD_BYTES;
+    let mut spent = 0u64;
     let mut offset = from;
     while offset + log_format::RECORD_HEADER_BYTES <= bytes.len() as u64 {
         // A record starts with a non-zero length: skip the zeros (most of a segment's
         // unused end) in one pass rather than eight bytes at a time.
-        let nonzero = bytes[offset as usize..].iter().position(|b| *b != 0)? as u64;
-        offset += nonzero / log_format::ALIGN * log_format::ALIGN;
+        let Some(nonzero) = bytes[offset as usize..].iter().position(|b| *b != 0) else { return Ok(None) };
+        offset += nonzero as u64 / log_format::ALIGN * log_format::ALIGN;
+        let at = offset as usize;
+        if let Some(header) = bytes.get(at..at + 4) {
+            let len = u64::from(u32::from_le_bytes(header.try_into().expect("4 bytes")));
+            if offset + log_format::RECORD_HEADER_BYTES + len <= bytes.len() as u64 {
+                spent += len;
+                if spent > BUDGET {
+                    return Err("too many bytes that are neither zeros nor records".into());
+                }
+            }
+        }
         if let Frame::Record { .. } = log_format::frame_at(bytes, sequence, offset) {
-            return Some(offset);
+            return Ok(Some(offset));
         }
         offset += log_format::ALIGN;
     }
-    None
+    Ok(None)
 }

@@ -72,9 +72,10 @@ impl SimDisk {
 
     /// Cuts the power in the middle of writing: of the unsynced writes, the first
     /// `keep_bytes` bytes reached the disk (the last of them perhaps only in part, up to a
-    /// sector boundary, as a disk writes whole 512-byte sectors), the rest did not. Then as
-    /// [`SimDisk::power_cut`].
-    pub fn power_cut_tearing(&self, keep_bytes: usize) {
+    /// sector boundary, as a disk writes whole 512-byte sectors), the rest did not; with
+    /// `lose_first_sector`, the first sector of each of them did not either (a disk may
+    /// write a request's sectors in any order). Then as [`SimDisk::power_cut`].
+    pub fn power_cut_tearing(&self, keep_bytes: usize, lose_first_sector: bool) {
         let mut images = self.lock();
         let images = &mut *images;
         let mut budget = keep_bytes;
@@ -93,7 +94,9 @@ impl SimDisk {
                     if end > images.synced.len() {
                         images.synced.resize(end, 0);
                     }
-                    images.synced[start..end].copy_from_slice(&data[..kept]);
+                    let skip =
+                        if lose_first_sector { ((start / SECTOR + 1) * SECTOR - start).min(kept) } else { 0 };
+                    images.synced[start + skip..end].copy_from_slice(&data[skip..kept]);
                 }
             }
             if budget == 0 {
@@ -219,7 +222,7 @@ struct DirState {
     boot: u64,
     /// Writes, syncs and directory changes until the power goes, and how many bytes of its
     /// unsynced writes the file being written then keeps.
-    cut_at: Option<(u64, usize)>,
+    cut_at: Option<(u64, usize, bool)>,
     /// Writes, syncs and directory changes so far.
     operations: u64,
 }
@@ -231,10 +234,12 @@ impl fmt::Debug for SimDir {
 }
 
 impl DirState {
-    fn cut(&mut self, tear: Option<(&SimDisk, usize)>) {
+    fn cut(&mut self, tear: Option<(&SimDisk, usize, bool)>) {
         for disk in self.files.values().chain(self.synced.values()) {
             match tear {
-                Some((torn, keep)) if Arc::ptr_eq(&torn.images, &disk.images) => disk.power_cut_tearing(keep),
+                Some((torn, keep, lose_first)) if Arc::ptr_eq(&torn.images, &disk.images) => {
+                    disk.power_cut_tearing(keep, lose_first)
+                }
                 _ => disk.power_cut(),
             }
         }
@@ -262,11 +267,11 @@ impl SimDir {
             return Err(std::io::Error::other("simulated disk was rebooted by another process"));
         }
         state.operations += 1;
-        if let Some((at, keep)) = state.cut_at
+        if let Some((at, keep, lose_first)) = state.cut_at
             && state.operations >= at
         {
             state.cut_at = None;
-            state.cut(file.map(|disk| (disk, keep)));
+            state.cut(file.map(|disk| (disk, keep, lose_first)));
             return Err(std::io::Error::other("simulated power cut"));
         }
         Ok(())
@@ -278,15 +283,15 @@ impl SimDir {
     pub fn power_cut(&self, tear: Option<(&str, usize)>) {
         let mut state = self.lock();
         let torn = tear.and_then(|(name, keep)| Some((state.files.get(name)?.clone(), keep)));
-        state.cut(torn.as_ref().map(|(disk, keep)| (disk, *keep)));
+        state.cut(torn.as_ref().map(|(disk, keep)| (disk, *keep, false)));
     }
 
     /// Cuts the power at the `operation`th write, sync or directory change from now (that
     /// one fails, and everything after it): a write being synced then keeps `keep_bytes`
-    /// of what it had not synced.
-    pub fn cut_power_at(&self, operation: u64, keep_bytes: usize) {
+    /// of what it had not synced, without its first sector if `lose_first_sector`.
+    pub fn cut_power_at(&self, operation: u64, keep_bytes: usize, lose_first_sector: bool) {
         let mut state = self.lock();
-        state.cut_at = Some((state.operations + operation.max(1), keep_bytes));
+        state.cut_at = Some((state.operations + operation.max(1), keep_bytes, lose_first_sector));
     }
 
     /// Writes, syncs and directory changes so far.

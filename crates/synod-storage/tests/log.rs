@@ -11,8 +11,10 @@ use synod_base::{GroupId, LogIndex};
 use synod_storage::sim_disk::SimDir;
 use synod_storage::{LogOp, LogOptions, LogStore, StorageError};
 
+/// Entries of 20 to 150 bytes, and every fifth of up to 1.5 KB (records across sectors).
 fn entry(group: u64, index: u64) -> Vec<u8> {
-    format!("group {group} entry {index} ").repeat(1 + (index % 7) as usize).into_bytes()
+    let times = (1 + index % 7) * if index.is_multiple_of(5) { 10 } else { 1 };
+    format!("group {group} entry {index} ").repeat(times as usize).into_bytes()
 }
 
 /// What a log should hold: every group's entries by index, and the meta values.
@@ -146,8 +148,8 @@ fn groups_share_segments_that_are_freed_by_purges_and_rewrites() {
         model.purge(&log, group, last - 2);
     }
     let before = log.segments().len();
-    // New writes after the purges drive the collection.
-    for round in 0..40u64 {
+    // New writes after the purges drive the collection (a rewrite at most per write).
+    for round in 0..200u64 {
         let next = model.groups[&0].keys().last().unwrap() + 1;
         model.append(&log, &[(0, next)]).unwrap();
         if round % 10 == 0 {
@@ -184,6 +186,9 @@ fn appends_must_follow_the_last_entry() {
     ])
     .unwrap();
     assert_eq!(log.entries(g, LogIndex(1)..LogIndex(10)).unwrap()[1].1, b"SIX");
+    // The last index there is cannot be written: the entry after it would overflow.
+    let error = log.append(GroupId(9), &[(LogIndex(u64::MAX), b"x".as_slice())], None).unwrap_err();
+    assert!(error.to_string().contains("the last index there is"), "{error}");
     // Emptied by a purge, a group takes any next index (after a snapshot).
     log.write(&[LogOp::PurgeThrough { group: g, through: LogIndex(6) }]).unwrap();
     log.append(g, &[(LogIndex(100), b"hundred".as_slice())], None).unwrap();
@@ -217,7 +222,7 @@ fn power_cuts_keep_every_acknowledged_write() {
             rng % n
         };
         let disk = SimDir::new();
-        disk.cut_power_at(1 + next(600), next(300) as usize);
+        disk.cut_power_at(1 + next(600), next(1500) as usize, next(3) == 0);
         let mut acknowledged = Model::default();
         let mut in_flight = None;
         if let Ok(log) = LogStore::open_on_with(disk.clone(), "log".into(), options()) {
@@ -265,9 +270,27 @@ fn power_cuts_keep_every_acknowledged_write() {
         }
         cuts += 1;
         let disk = disk.reboot();
-        let log = LogStore::open_on_with(disk, "log".into(), options())
+        let log = LogStore::open_on_with(disk.clone(), "log".into(), options())
             .unwrap_or_else(|e| panic!("seed {seed}: the log does not reopen after a power cut: {e}"));
         let recovered = Model::read(&log, &acknowledged, in_flight.as_ref().unwrap());
+        // The recovered log goes on: many writes (past whatever the cut left behind, and
+        // into new segments), then a clean reopen finds all of them.
+        let mut after = recovered.clone();
+        for round in 0..60u64 {
+            let group = round % 4;
+            let last = after.groups.get(&group).and_then(|e| e.keys().last().copied()).unwrap_or(0);
+            after
+                .append(&log, &[(group, last + 1)])
+                .unwrap_or_else(|e| panic!("seed {seed}: a write after recovery: {e}"));
+        }
+        drop(log);
+        let log = LogStore::open_on_with(disk, "log".into(), options()).unwrap_or_else(|e| {
+            panic!("seed {seed}: the log does not reopen after writes that followed a recovery: {e}")
+        });
+        assert!(
+            Model::read(&log, &after, &after) == after,
+            "seed {seed}: the writes after recovery are not all there"
+        );
         if recovered == acknowledged {
             torn_cut_off += 1;
         } else {
@@ -319,6 +342,26 @@ fn damage_in_the_middle_is_refused_with_file_and_offset() {
         assert!(text.contains("0000000000000001.log") && text.contains("at offset"), "{text}");
         assert!(text.contains("a valid record follows") || text.contains("a valid one at offset"), "{text}");
     }
+    // A segment missing between others.
+    std::fs::write(&segment, &original).unwrap();
+    {
+        let log = open(&path).unwrap();
+        let big = vec![3u8; 40 << 10];
+        for i in 21..=23 {
+            log.append(GroupId(1), &[(LogIndex(i), big.as_slice())], None).unwrap();
+        }
+        assert!(log.segments().len() >= 3, "{:?}", log.segments());
+        std::fs::remove_file(&log.segments()[1]).unwrap();
+    }
+    let error = open(&path).err().expect("a log missing a segment opened");
+    assert!(error.to_string().contains("is missing between"), "{error}");
+    for file in std::fs::read_dir(&path).unwrap() {
+        let file = file.unwrap().path();
+        if file.extension().is_some_and(|e| e == "log") && file != segment {
+            std::fs::remove_file(file).unwrap();
+        }
+    }
+
     let mut bytes = original.clone();
     bytes[2] ^= 1;
     std::fs::write(&segment, &bytes).unwrap();
@@ -354,6 +397,45 @@ fn damage_in_the_middle_is_refused_with_file_and_offset() {
     model.check(&open(&path).unwrap());
 }
 
+/// A write cut short with its first sector lost reads as the end of the log, but leaves
+/// the rest of its bytes behind; they are zeroed when the log opens, so later records that
+/// end short of them do not make the next open read them as damage.
+#[test]
+fn leftovers_of_a_write_whose_first_sector_was_lost_are_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let open = |path: &Path| {
+        LogStore::open_with(path, LogOptions { segment_bytes: 64 << 10, ..LogOptions::default() })
+    };
+    let log = open(&path).unwrap();
+    log.append(GroupId(1), &[(LogIndex(1), b"first".as_slice())], None).unwrap();
+    // Bytes that read, at every 8-byte boundary of the file, as the header of a 16-byte
+    // record (an entry's bytes start 33 bytes into its record: 7 bytes to the boundary).
+    let mut big = vec![9u8; 7];
+    big.extend([16u8, 0, 0, 0, 1, 2, 3, 4].repeat(400));
+    log.append(GroupId(1), &[(LogIndex(2), big.as_slice())], None).unwrap();
+    drop(log);
+    let segment = path.join("0000000000000001.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.windows(64).position(|w| w == &big[..64]).expect("the big entry");
+    let record = at - 4 - 21 - 8; // entry length, append op header, record header
+    bytes[record..(record / 512 + 1) * 512].fill(0);
+    std::fs::write(&segment, &bytes).unwrap();
+    let log = open(&path).unwrap();
+    assert_eq!(
+        log.bounds(GroupId(1)).unwrap(),
+        Some((LogIndex(1), LogIndex(1))),
+        "the cut-short write is gone"
+    );
+    // A record that ends inside what the cut-short write left.
+    let second = vec![b'x'; 700];
+    log.append(GroupId(1), &[(LogIndex(2), second.as_slice())], None).unwrap();
+    drop(log);
+    let log =
+        open(&path).unwrap_or_else(|e| panic!("the log does not open after writing past the leftovers: {e}"));
+    assert_eq!(log.bounds(GroupId(1)).unwrap(), Some((LogIndex(1), LogIndex(2))));
+}
+
 /// A member of an earlier synod kept its log in `raftlog.redb`: the first start moves all
 /// of it (entries of every group and every meta key) into the segmented log, and renames
 /// the old file so it is not moved twice.
@@ -373,6 +455,27 @@ fn a_log_in_raftlog_redb_is_moved_over_once() {
     drop(log);
     let log = LogStore::open_in(&data_dir).unwrap();
     assert_eq!(log.bounds(GroupId(0)).unwrap(), Some((LogIndex(3), LogIndex(2000))));
+    drop(log);
+    // An old file found again beside the moved log (as after a crash before the rename)
+    // is set aside; the log stays.
+    std::fs::rename(legacy.with_extension("redb.migrated"), &legacy).unwrap();
+    let log = LogStore::open_in(&data_dir).unwrap();
+    assert_eq!(log.bounds(GroupId(0)).unwrap(), Some((LogIndex(3), LogIndex(2000))));
+    assert!(!legacy.exists());
+    drop(log);
+
+    // Beside a log this synod made (never moved in), an old file is refused, not moved
+    // over it.
+    let other = tempfile::tempdir().unwrap();
+    let data_dir = synod_storage::DataDir::open(other.path()).unwrap();
+    LogStore::open(&data_dir.log_path()).unwrap().put_meta("identity", b"member 3").unwrap();
+    write_legacy_log(&data_dir.legacy_log_path());
+    let error = LogStore::open_in(&data_dir).err().expect("an old log was moved over a new one");
+    assert!(error.to_string().contains("keep one"), "{error}");
+    assert_eq!(
+        LogStore::open(&data_dir.log_path()).unwrap().meta("identity").unwrap().as_deref(),
+        Some(&b"member 3"[..])
+    );
 }
 
 /// Writes a log as synod kept it in redb before the segmented log: one table of framed
