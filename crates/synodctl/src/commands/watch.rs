@@ -126,14 +126,17 @@ pub async fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<()> {
     watcher.print(None).await
 }
 
+/// Watch requests waiting for the stream to take them.
+const REQUESTS_QUEUED_MAX: usize = 64;
+
 /// One watch stream, its watches, and what to run for each one's events.
 struct Watcher<'c> {
     client: &'c crate::client::Client,
     printer: Printer,
-    requests: mpsc::UnboundedSender<WatchRequest>,
+    requests: mpsc::Sender<WatchRequest>,
     /// The stream's requests until it is opened, with its first request: an etcd member
     /// sends the response headers only with the first response.
-    unopened: Option<mpsc::UnboundedReceiver<WatchRequest>>,
+    unopened: Option<mpsc::Receiver<WatchRequest>>,
     responses: Option<tonic::Streaming<WatchResponse>>,
     /// The commands of the watches asked for and not yet created, in order: the server
     /// answers creations in the order they were asked.
@@ -143,7 +146,8 @@ struct Watcher<'c> {
 
 impl<'c> Watcher<'c> {
     fn new(client: &'c crate::client::Client, printer: Printer) -> Watcher<'c> {
-        let (requests, receiver) = mpsc::unbounded_channel();
+        // Bounded: lines typed or piped in faster than the server takes them wait here.
+        let (requests, receiver) = mpsc::channel(REQUESTS_QUEUED_MAX);
         Watcher {
             client,
             printer,
@@ -157,12 +161,12 @@ impl<'c> Watcher<'c> {
 
     /// Sends a request, opening the stream with the first one.
     async fn send(&mut self, request: watch_request::RequestUnion) -> CtlResult<()> {
-        let _ = self.requests.send(WatchRequest { request_union: Some(request) });
+        let _ = self.requests.send(WatchRequest { request_union: Some(request) }).await;
         if let Some(receiver) = self.unopened.take() {
             let responses = self
                 .client
                 .watch()
-                .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(receiver))
+                .watch(tokio_stream::wrappers::ReceiverStream::new(receiver))
                 .await
                 .map_err(|s| CtlError::request(crate::client::request_error(&s)))?
                 .into_inner();
