@@ -36,6 +36,7 @@ impl Kind {
 
 struct Member {
     child: Child,
+    command: Command,
     client_url: String,
     log: PathBuf,
 }
@@ -88,8 +89,6 @@ impl Cluster {
                 "--initial-cluster-token",
                 &format!("synod-bench-{}", kind.name()),
             ]);
-            let log_file = fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
             // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
             unsafe {
                 command.pre_exec(|| {
@@ -99,11 +98,43 @@ impl Cluster {
                     Ok(())
                 });
             }
-            let child = command.spawn().with_context(|| format!("start {}", binary.display()))?;
-            cluster.members.push(Member { child, client_url, log });
+            let child = spawn(&mut command, &log)?;
+            cluster.members.push(Member { child, command, client_url, log });
         }
         cluster.wait_ready().await?;
         Ok(cluster)
+    }
+
+    /// Kills member `index` with SIGKILL and reaps it.
+    pub fn kill(&mut self, index: usize) -> anyhow::Result<()> {
+        let member = &mut self.members[index];
+        member.child.kill().context("kill a member")?;
+        member.child.wait().context("wait on a killed member")?;
+        Ok(())
+    }
+
+    /// Starts member `index` again on its data, appending to its log, and waits until
+    /// every member has a leader.
+    pub async fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+        let member = &mut self.members[index];
+        member.child = spawn(&mut member.command, &member.log)?;
+        self.wait_ready().await
+    }
+
+    /// The index of the member that leads, as the members report it.
+    pub async fn leader(&self) -> anyhow::Result<usize> {
+        for (i, member) in self.members.iter().enumerate() {
+            if let Some(status) = status(&member.client_url).await
+                && status.header.is_some_and(|h| h.member_id == status.leader)
+            {
+                return Ok(i);
+            }
+        }
+        bail!("no {} member reports itself leader", self.kind.name())
+    }
+
+    pub fn endpoint(&self, index: usize) -> &str {
+        &self.members[index].client_url
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -183,6 +214,16 @@ impl Drop for Cluster {
             let _ = member.child.wait();
         }
     }
+}
+
+fn spawn(command: &mut Command, log: &Path) -> anyhow::Result<Child> {
+    let log_file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("open {}", log.display()))?;
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
+    command.spawn().with_context(|| format!("start {}", command.get_program().to_string_lossy()))
 }
 
 async fn status(url: &str) -> Option<synod_api::etcdserverpb::StatusResponse> {

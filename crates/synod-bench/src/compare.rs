@@ -443,7 +443,7 @@ pub fn markdown(c: &Comparison, plots: &[PathBuf], plot_dir: &Path) -> String {
 }
 
 /// The binary to run: the flag, else (for synod) the one beside synod-bench, else PATH.
-fn find_binary(name: &str, flag: Option<&Path>, beside: bool) -> anyhow::Result<PathBuf> {
+pub fn find_binary(name: &str, flag: Option<&Path>, beside: bool) -> anyhow::Result<PathBuf> {
     if let Some(path) = flag {
         if path.is_file() {
             return Ok(path.to_path_buf());

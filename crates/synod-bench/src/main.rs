@@ -3,6 +3,7 @@
 
 mod cluster;
 mod compare;
+mod failover;
 mod load;
 mod plot;
 mod report;
@@ -83,6 +84,14 @@ enum Command {
     /// Starts local 3-member synod and etcd clusters, runs the same workloads against each,
     /// and reports the ratios synod/etcd with both raw results and plots.
     Compare(CompareArgs),
+    /// Starts local 3-member synod and etcd clusters and times, over several rounds, how
+    /// long after the leader is killed with SIGKILL a write through a survivor is accepted.
+    Failover {
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        rounds: u64,
+        #[command(flatten)]
+        clusters: Clusters,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -132,6 +141,21 @@ struct CompareArgs {
     /// Keys loaded before the runs (the reads read them; memory is measured after).
     #[arg(long, default_value_t = 200_000)]
     load_keys: u64,
+    #[command(flatten)]
+    clusters: Clusters,
+    /// Run only these workloads (comma-separated names from the results table).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Replace the generated part of this Markdown file (docs/benchmarks.md) with the results.
+    #[arg(long)]
+    write_docs: Option<PathBuf>,
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// The local clusters `compare` and `failover` start.
+#[derive(Args)]
+struct Clusters {
     /// Where results, plots and the clusters' temporary directories go.
     #[arg(long, default_value = "bench-out")]
     out: PathBuf,
@@ -141,14 +165,6 @@ struct CompareArgs {
     /// The etcd binary (default: etcd on PATH).
     #[arg(long)]
     etcd: Option<PathBuf>,
-    /// Run only these workloads (comma-separated names from the results table).
-    #[arg(long, value_delimiter = ',')]
-    only: Vec<String>,
-    /// Replace the generated part of this Markdown file (docs/benchmarks.md) with the results.
-    #[arg(long)]
-    write_docs: Option<PathBuf>,
-    #[arg(long)]
-    no_progress: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -267,9 +283,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let options = compare::CompareOptions {
                 duration: args.duration,
                 load_keys: args.load_keys,
-                out: args.out.join(format!("compare-{}", unix_seconds())),
-                synod: args.synod,
-                etcd: args.etcd,
+                out: args.clusters.out.join(format!("compare-{}", unix_seconds())),
+                synod: args.clusters.synod,
+                etcd: args.clusters.etcd,
                 only: args.only,
                 write_docs: args.write_docs,
                 progress: !args.no_progress,
@@ -277,6 +293,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             compare::run(&options).await?;
             return Ok(());
+        }
+        Command::Failover { rounds, clusters } => {
+            let options = failover::FailoverOptions {
+                rounds: rounds as usize,
+                synod: clusters.synod,
+                etcd: clusters.etcd,
+                out: clusters.out.join(format!("failover-{}", unix_seconds())),
+            };
+            return failover::run(&options).await;
         }
         Command::Put(common) => {
             let workload = Workload::Put(common.data());

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::EntryPayload;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderError, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, StreamAppendError, StreamAppendResult, TransferLeaderError,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use synod_api::synodpb as pb;
 
@@ -269,12 +269,34 @@ pub fn append_response_from(
     })
 }
 
-pub fn vote_request(request: &VoteRequest<TypeConfig>, group_id: u64) -> pb::VoteRequest {
+/// One answer on a replication stream.
+pub fn append_result(result: &StreamAppendResult<TypeConfig>) -> pb::AppendResult {
+    use pb::append_result::Result as R;
+    let result = match result {
+        Ok(matched) => R::Matched(pb::Matched { log_id: opt_log_id(matched.as_ref()) }),
+        Err(StreamAppendError::Conflict(at)) => R::Conflict(log_id(at)),
+        Err(StreamAppendError::HigherVote(v)) => R::HigherVote(vote(v)),
+    };
+    pb::AppendResult { result: Some(result) }
+}
+
+pub fn append_result_from(result: pb::AppendResult) -> Result<StreamAppendResult<TypeConfig>, CodecError> {
+    use pb::append_result::Result as R;
+    Ok(match result.result.ok_or_else(|| missing("append result"))? {
+        R::Matched(m) => Ok(opt_log_id_from(m.log_id.as_ref())?),
+        R::Conflict(at) => Err(StreamAppendError::Conflict(log_id_from(&at)?)),
+        R::HigherVote(v) => Err(StreamAppendError::HigherVote(vote_from(Some(&v))?)),
+    })
+}
+
+/// A vote request; `gone_leader` names the leader the candidate found gone, or is 0.
+pub fn vote_request(request: &VoteRequest<TypeConfig>, group_id: u64, gone_leader: u64) -> pb::VoteRequest {
     pb::VoteRequest {
         group_id,
         vote: Some(vote(&request.vote)),
         last_log_id: opt_log_id(request.last_log_id.as_ref()),
         leadership_transfer: request.leadership_transfer,
+        gone_leader,
     }
 }
 
@@ -438,9 +460,27 @@ mod tests {
         assert!(entry_from(pb::Entry::default()).is_err());
         assert!(vote_from(None).is_err());
         assert!(append_response_from(pb::AppendEntriesResponse::default()).is_err());
+        assert!(append_result_from(pb::AppendResult::default()).is_err());
+        let conflict_without_index = pb::append_result::Result::Conflict(pb::LogId::default());
+        assert!(append_result_from(pb::AppendResult { result: Some(conflict_without_index) }).is_err());
         let voters_without_nodes =
             pb::Membership { configs: vec![pb::VoterSet { ids: vec![9] }], nodes: Default::default() };
         assert!(membership_from(&voters_without_nodes).is_err());
+    }
+
+    /// Every answer on a replication stream comes back as it was.
+    #[test]
+    fn stream_answers_round_trip() {
+        let vote = Vote { leader_id: LeaderId { term: 5, node_id: 7 }, committed: true };
+        let answers: [StreamAppendResult<TypeConfig>; 4] = [
+            Ok(None),
+            Ok(Some(lid(5, 7, 12))),
+            Err(StreamAppendError::Conflict(lid(4, 2, 9))),
+            Err(StreamAppendError::HigherVote(vote)),
+        ];
+        for answer in answers {
+            assert_eq!(append_result_from(append_result(&answer)).unwrap(), answer);
+        }
     }
 
     /// Peer requests keep votes, log ids and transfer details.
@@ -449,7 +489,8 @@ mod tests {
         let vote = Vote { leader_id: LeaderId { term: 5, node_id: 7 }, committed: true };
         let mut request = VoteRequest::<TypeConfig>::new(vote, Some(lid(4, 7, 99)));
         request.leadership_transfer = true;
-        assert_eq!(vote_request_from(&vote_request(&request, 0)).unwrap(), request);
+        assert_eq!(vote_request_from(&vote_request(&request, 0, 0)).unwrap(), request);
+        assert_eq!(vote_request(&request, 0, 0xd2).gone_leader, 0xd2);
         let transfer = TransferLeaderRequest::<TypeConfig>::new(vote, 9, Some(lid(5, 7, 100)));
         assert_eq!(transfer_request_from(&transfer_request(&transfer, 0)).unwrap(), transfer);
         let refused: TransferLeaderResponse<TypeConfig> =

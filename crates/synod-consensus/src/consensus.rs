@@ -200,6 +200,8 @@ pub(crate) struct Inner {
     leader_lease: Duration,
     /// The leader this member last accepted an AppendEntries (or heartbeat) from, and when.
     leader_contact: Mutex<Option<(u64, Instant)>>,
+    /// What this member found about gone leaders.
+    pub(crate) failover: crate::failover::Failover,
     /// Dropping it stops the checkpointer.
     stop_checkpointer: Mutex<Option<watch::Sender<()>>>,
     pub(crate) disk_io: DiskIo,
@@ -494,6 +496,7 @@ impl Consensus {
             election_timeout: Duration::from_millis(election),
             leader_lease: Duration::from_millis(leader_lease_ms),
             leader_contact: Mutex::new(None),
+            failover: crate::failover::Failover::default(),
             stop_checkpointer: Mutex::new(None),
             disk_io: options.disk_io,
             leader_service: std::sync::OnceLock::new(),

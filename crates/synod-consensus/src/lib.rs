@@ -15,6 +15,7 @@ mod codec;
 mod combine;
 mod consensus;
 mod disk_io;
+mod failover;
 mod force;
 mod log_store;
 mod network;

@@ -3,20 +3,28 @@
 //!
 //! One lazily connected channel per member (tonic reconnects after failures, and openraft
 //! backs off from members reported unreachable), a deadline on every call, message size
-//! limits both ways, and snapshots streamed in bounded chunks. Every request names the
+//! limits both ways, and snapshots streamed in bounded chunks. A leader replicates to each
+//! follower on one long-lived stream (`StreamAppend`): its AppendEntries go one after the
+//! other without waiting and the follower answers them in order, so a replicated write costs
+//! no call set-up; the stream fails when an answer is overdue. Every request names the
 //! cluster and the member it is meant for, so a member that is not who the sender thinks,
 //! or belongs to another cluster, refuses it.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::{Stream, StreamExt as _};
+
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
+use openraft::network::stream_append_sequential;
 use openraft::network::{RPCOption, RPCTypes};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
@@ -41,6 +49,8 @@ pub const TO_HEADER: &str = "synod-to";
 
 /// Bytes per snapshot chunk: large enough to stream fast, small enough to bound memory.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// How soon a call that failed otherwise than by a refusal is tried again.
+const REFUSAL_RETRY: Duration = Duration::from_millis(10);
 /// Time to connect to a member before calling it unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -84,6 +94,13 @@ impl std::error::Error for PeerError {
 pub trait Dialer: Send + Sync + 'static {
     /// A lazily connected channel to member `target` at `url`.
     fn dial(&self, target: u64, url: &str) -> Result<PeerChannel, String>;
+
+    /// Whether the channels carry long-lived streams, and so replication on one stream per
+    /// follower. The simulator's network carries whole calls only; its members replicate
+    /// with one call per AppendEntries.
+    fn streams(&self) -> bool {
+        true
+    }
 }
 
 /// Dials over TCP with tonic: what a server runs with. `https` peer URLs are dialed over
@@ -135,6 +152,9 @@ pub struct PeerNetwork {
     dialer: Arc<dyn Dialer>,
     disk_io: DiskIo,
     observer: Arc<dyn Observer>,
+    /// The term of an election this member started because its leader's process was
+    /// gone, and that leader: its vote requests say so (`failover`).
+    campaign: Arc<Mutex<Option<(u64, u64)>>>,
 }
 
 impl PeerNetwork {
@@ -153,6 +173,45 @@ impl PeerNetwork {
             dialer,
             disk_io,
             observer,
+            campaign: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Marks the election at `term` as started because `leader` is gone.
+    pub(crate) fn campaign_for(&self, term: u64, leader: u64) {
+        *self.campaign.lock().unwrap_or_else(|p| p.into_inner()) = Some((term, leader));
+    }
+
+    /// The leader found gone that an election at `term` replaces, or 0.
+    fn gone_leader(&self, term: u64) -> u64 {
+        match *self.campaign.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((campaign, leader)) if campaign == term => leader,
+            _ => 0,
+        }
+    }
+
+    /// Whether member `target` looks gone: its peer URL refuses connections within
+    /// `within`. A member that answers, or is merely silent, is not gone: silence may be a
+    /// partition, which the election timeout handles. A process being killed closes its
+    /// connections before its listening socket, so a call may first fail otherwise (reset
+    /// during the handshake): those are tried again until `within` runs out.
+    pub(crate) async fn refuses(&self, target: u64, peer_urls: &[String], within: Duration) -> bool {
+        let Some(url) = peer_urls.first() else { return false };
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // A connection of its own: the shared one may still look open after the peer
+            // went, and a call on it fails in other ways than a refusal.
+            let Ok(channel) = self.dialer.dial(target, url) else { return false };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let request = self.request(target, pb::ClusterInfoRequest {}, left);
+            let outcome = tokio::time::timeout(left, RaftClient::new(channel).cluster_info(request)).await;
+            match outcome {
+                Ok(Err(status)) if refused(&status) => return true,
+                Ok(Err(_)) if tokio::time::Instant::now() + REFUSAL_RETRY < deadline => {
+                    tokio::time::sleep(REFUSAL_RETRY).await;
+                }
+                _ => return false,
+            }
         }
     }
 
@@ -247,8 +306,15 @@ impl PeerNetwork {
 
     /// Wraps `message` in a request addressed to `target`, with a deadline.
     pub fn request<T>(&self, target: u64, message: T, deadline: Duration) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
+        let mut request = self.addressed(target, message);
         request.set_timeout(deadline);
+        request
+    }
+
+    /// Wraps `message` in a request addressed to `target`, without a deadline: for a stream
+    /// that lives as long as there is something to send on it.
+    fn addressed<T>(&self, target: u64, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
         let metadata = request.metadata_mut();
         metadata.insert(
             CLUSTER_ID_HEADER,
@@ -257,6 +323,15 @@ impl PeerNetwork {
         metadata.insert(FROM_HEADER, format!("{:x}", self.identity.member_id).parse().expect("hex is ASCII"));
         metadata.insert(TO_HEADER, format!("{target:x}").parse().expect("hex is ASCII"));
         request
+    }
+
+    /// What a failed call to `target` means to openraft; a refusal because this member was
+    /// removed stops it.
+    fn failure(&self, status: &tonic::Status) -> RPCError<TypeConfig> {
+        if status.message() == REMOVED_MESSAGE {
+            self.removed.this_member_removed();
+        }
+        status_error(status)
     }
 }
 
@@ -294,12 +369,7 @@ impl PeerClient {
         let deadline = option.soft_ttl();
         let outcome = match tokio::time::timeout(deadline, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => {
-                if status.message() == REMOVED_MESSAGE {
-                    self.network.removed.this_member_removed();
-                }
-                Err(status_error(&status))
-            }
+            Ok(Err(status)) => Err(self.network.failure(&status)),
             Err(_) => Err(RPCError::Timeout(Timeout {
                 action,
                 id: self.network.identity.member_id,
@@ -323,6 +393,21 @@ fn status_error(status: &tonic::Status) -> RPCError<TypeConfig> {
     }
 }
 
+/// Whether a call failed because nothing listens at the address.
+fn refused(status: &tonic::Status) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = cause {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
 fn decode_error(error: codec::CodecError) -> RPCError<TypeConfig> {
     RPCError::Network(NetworkError::new(&error))
 }
@@ -342,13 +427,80 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         codec::append_response_from(response).map_err(decode_error)
     }
 
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        if !self.network.dialer.streams() {
+            return stream_append_sequential(self, input, option);
+        }
+        Box::pin(async move {
+            let mut client = self.client()?;
+            let group = self.network.identity.group.0;
+            // Requests sent and not answered yet: while there are some, an answer is due
+            // within the deadline; an idle stream waits as long as it must.
+            let unanswered = Arc::new(AtomicUsize::new(0));
+            let sent = unanswered.clone();
+            let requests = input.map(move |rpc| {
+                sent.fetch_add(1, Ordering::Relaxed);
+                codec::append_request(&rpc, group)
+            });
+            let request = self.network.addressed(self.target, requests);
+            let answers = self.call(RPCTypes::AppendEntries, &option, client.stream_append(request)).await?;
+            let (network, target, deadline) = (self.network.clone(), self.target, option.soft_ttl());
+            let results = futures::stream::unfold(Some((answers, unanswered)), move |state| {
+                let network = network.clone();
+                async move {
+                    let (mut answers, unanswered) = state?;
+                    loop {
+                        let awaited = unanswered.load(Ordering::Relaxed);
+                        let failure = match tokio::time::timeout(deadline, answers.message()).await {
+                            Ok(Ok(Some(answer))) => {
+                                unanswered.fetch_sub(1, Ordering::Relaxed);
+                                network.record_reachability(target, None);
+                                let result = codec::append_result_from(answer).map_err(decode_error);
+                                // The follower ends the stream after a refusal; so does this side.
+                                let go_on = matches!(result, Ok(Ok(_)));
+                                return Some((result, go_on.then_some((answers, unanswered))));
+                            }
+                            Ok(Ok(None)) => return None,
+                            Ok(Err(status)) => network.failure(&status),
+                            // Nothing was due: an idle stream.
+                            Err(_) if awaited == 0 => continue,
+                            Err(_) => RPCError::Timeout(Timeout {
+                                action: RPCTypes::AppendEntries,
+                                id: network.identity.member_id,
+                                target,
+                                timeout: deadline,
+                            }),
+                        };
+                        network.record_reachability(target, Some(&failure));
+                        return Some((Err(failure), None));
+                    }
+                }
+            });
+            Ok(Box::pin(results) as BoxStream<'s, _>)
+        })
+    }
+
     async fn vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let mut client = self.client()?;
-        let message = codec::vote_request(&rpc, self.network.identity.group.0);
+        let gone_leader = self.network.gone_leader(rpc.vote.leader_id().term);
+        let message = codec::vote_request(&rpc, self.network.identity.group.0, gone_leader);
         let request = self.network.request(self.target, message, option.soft_ttl());
         let response = self.call(RPCTypes::Vote, &option, client.vote(request)).await?;
         codec::vote_response_from(&response).map_err(decode_error)
@@ -360,7 +512,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let mut client = self.client()?;
-        let message = codec::vote_request(&rpc, self.network.identity.group.0);
+        let message = codec::vote_request(&rpc, self.network.identity.group.0, 0);
         let request = self.network.request(self.target, message, option.soft_ttl());
         let response = self.call(RPCTypes::Vote, &option, client.pre_vote(request)).await?;
         codec::vote_response_from(&response).map_err(decode_error)

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use openraft::errors::RaftError;
+use openraft::raft::StreamAppendError;
 use openraft::storage::Snapshot;
 use synod_api::synodpb::{self as pb, raft_server};
 use synod_base::limits;
@@ -149,12 +150,37 @@ impl PeerService {
         Ok(incoming)
     }
 
-    fn check_group(&self, group: u64) -> Result<(), Status> {
-        if group != self.inner.group.0 {
-            return Err(Status::not_found(format!("no consensus group {group} here")));
-        }
-        Ok(())
+    /// The member a request comes from (checked by `check`).
+    fn sender<T>(request: &Request<T>) -> u64 {
+        request
+            .metadata()
+            .get(FROM_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .unwrap_or(0)
     }
+
+    fn check_group(&self, group: u64) -> Result<(), Status> {
+        check_group(group, self.inner.group.0)
+    }
+}
+
+fn check_group(group: u64, here: u64) -> Result<(), Status> {
+    if group != here {
+        return Err(Status::not_found(format!("no consensus group {group} here")));
+    }
+    Ok(())
+}
+
+/// An AppendEntries for `group`, decoded and checked.
+fn decode_append(
+    message: pb::AppendEntriesRequest,
+    group: u64,
+) -> Result<openraft::raft::AppendEntriesRequest<crate::types::TypeConfig>, Status> {
+    check_group(message.group_id, group)?;
+    let rpc = codec::append_request_from(message).map_err(bad_message)?;
+    codec::check_append(&rpc).map_err(bad_message)?;
+    Ok(rpc)
 }
 
 fn bad_message(error: codec::CodecError) -> Status {
@@ -172,10 +198,7 @@ impl raft_server::Raft for PeerService {
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
         self.check(&request)?;
-        let message = request.into_inner();
-        self.check_group(message.group_id)?;
-        let rpc = codec::append_request_from(message).map_err(bad_message)?;
-        codec::check_append(&rpc).map_err(bad_message)?;
+        let rpc = decode_append(request.into_inner(), self.inner.group.0)?;
         let leader = rpc.vote.leader_id().node_id;
         let response = self.inner.raft.append_entries(rpc).await.map_err(fatal)?;
         if !matches!(response, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
@@ -184,11 +207,72 @@ impl raft_server::Raft for PeerService {
         Ok(Response::new(codec::append_response(&response)))
     }
 
+    type StreamAppendStream = futures::stream::BoxStream<'static, Result<pb::AppendResult, Status>>;
+
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<pb::AppendEntriesRequest>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        self.check(&request)?;
+        let leader = Self::sender(&request);
+        let group = self.inner.group.0;
+        // Why the leader's side ended, when it did not end cleanly: the last answer.
+        let ended = Arc::new(std::sync::Mutex::new(None::<Status>));
+        let (inner, ended_by) = (self.inner.clone(), ended.clone());
+        let requests = futures::stream::unfold(Some(request.into_inner()), move |state| {
+            let (inner, ended_by) = (inner.clone(), ended_by.clone());
+            async move {
+                let mut incoming = state?;
+                let failure = match incoming.message().await {
+                    Ok(Some(message)) => match decode_append(message, group) {
+                        Ok(rpc) => return Some((rpc, Some(incoming))),
+                        Err(status) => status,
+                    },
+                    Ok(None) => return None,
+                    Err(status) => {
+                        // Broken rather than closed: the leader's process may be gone.
+                        crate::failover::check_leader(inner, leader);
+                        status
+                    }
+                };
+                *ended_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
+                None
+            }
+        });
+        let inner = self.inner.clone();
+        let answers = self.inner.raft.stream_append(requests).map(move |result| match result {
+            Ok(result) => {
+                if !matches!(result, Err(StreamAppendError::HigherVote(_))) {
+                    inner.heard_from_leader(leader);
+                }
+                Ok(codec::append_result(&result))
+            }
+            Err(fatal) => Err(Status::unavailable(format!("consensus stopped: {fatal}"))),
+        });
+        let last =
+            futures::stream::once(async move { ended.lock().unwrap_or_else(|p| p.into_inner()).take() })
+                .filter_map(|failure| async move { failure.map(Err) });
+        Ok(Response::new(answers.chain(last).boxed()))
+    }
+
+    async fn leader_gone(
+        &self,
+        request: Request<pb::LeaderGoneRequest>,
+    ) -> Result<Response<pb::LeaderGoneResponse>, Status> {
+        self.check(&request)?;
+        let message = request.into_inner();
+        self.check_group(message.group_id)?;
+        Ok(Response::new(crate::failover::answer(&self.inner, message.leader, message.term).await))
+    }
+
     async fn vote(&self, request: Request<pb::VoteRequest>) -> Result<Response<pb::VoteResponse>, Status> {
         self.check(&request)?;
         let message = request.into_inner();
         self.check_group(message.group_id)?;
-        let rpc = codec::vote_request_from(&message).map_err(bad_message)?;
+        let mut rpc = codec::vote_request_from(&message).map_err(bad_message)?;
+        if crate::failover::may_pass_lease(&self.inner, message.gone_leader) {
+            rpc.leadership_transfer = true;
+        }
         let response = self.inner.raft.vote(rpc).await.map_err(fatal)?;
         Ok(Response::new(codec::vote_response(&response)))
     }

@@ -219,6 +219,53 @@ fn leader_kill_9_fails_over_and_loses_nothing() {
     check_acks(&runtime, &cluster.members[leader], "load", &acked);
 }
 
+/// A leader whose process dies is replaced at once, not an election timeout later: its
+/// followers see their replication streams break, find its peer port refusing connections,
+/// agree on it, and the most caught-up campaigns. With a 5 s election timeout the ordinary
+/// path cannot elect anyone within 4 s of the leader's last heartbeat; this one must.
+#[test]
+fn a_killed_leader_is_replaced_before_the_election_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(dir.path(), 3, &["--election-timeout", "5000"]);
+    let runtime = runtime();
+    let leader = cluster.leader();
+    let old = cluster.member_id(leader);
+    runtime.block_on(async {
+        let mut client = kv(&cluster.members[leader]).await;
+        for i in 0..10 {
+            let put = PutRequest {
+                key: format!("before-{i}").into_bytes(),
+                value: b"x".to_vec(),
+                ..Default::default()
+            };
+            client.put(put).await.expect("put");
+        }
+    });
+    cluster.members[leader].kill();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let new = wait_for("a new leader well before the election timeout", Duration::from_secs(3), || {
+        let status = runtime.block_on(status(&cluster.members[survivors[0]])).ok()?;
+        (status.leader != 0 && status.leader != old).then_some(status.leader)
+    });
+    runtime.block_on(async {
+        let mut client = kv(&cluster.members[survivors[1]]).await;
+        let put = PutRequest { key: b"after".to_vec(), value: b"x".to_vec(), ..Default::default() };
+        client.put(put).await.expect("a write after the failover");
+    });
+    let campaigned = survivors
+        .iter()
+        .filter(|i| {
+            cluster.members[**i].log().contains("campaigning without waiting for the election timeout")
+        })
+        .count();
+    let lines: Vec<String> = survivors
+        .iter()
+        .flat_map(|i| cluster.members[*i].log().lines().map(str::to_string).collect::<Vec<_>>())
+        .filter(|line| line.contains("failover") || line.contains("elect") || line.contains("vote"))
+        .collect();
+    assert_eq!(campaigned, 1, "one survivor campaigns at once (new leader {new:x}):\n{}", lines.join("\n"));
+}
+
 /// A leader stopped with SIGTERM hands its leadership to a follower first, as etcd does:
 /// when it has exited, no survivor still follows it (without the handover they would for
 /// an election timeout), and it says so in its log.

@@ -269,6 +269,10 @@ impl Dialer for SimDialer {
     fn dial(&self, target: u64, _url: &str) -> Result<PeerChannel, String> {
         Ok(PeerChannel::new(Link { net: self.net.clone(), from: self.member, boot: self.boot, to: target }))
     }
+
+    fn streams(&self) -> bool {
+        false
+    }
 }
 
 /// One member's channel to another.
