@@ -11,6 +11,11 @@
 //! # }
 //! ```
 //!
+//! Calls go to the leader: the client asks the members which of them leads (etcd's
+//! `Maintenance.Status`) before its first call, again after a call fails, and every
+//! [`LEADER_RECHECK`] in the background, so a write or add costs no hop through a follower.
+//! When no member says it leads, calls go to the members in turn.
+//!
 //! An add through a [`Session`] happens exactly once, however often it is retried: the
 //! session is a lease the client keeps alive, and every add carries the session and a
 //! sequence number, so a member that already applied it answers with the recorded result.
@@ -28,8 +33,9 @@ use std::time::Duration;
 use synod_api::EtcdError;
 use synod_api::etcdserverpb::auth_client::AuthClient;
 use synod_api::etcdserverpb::lease_client::LeaseClient;
+use synod_api::etcdserverpb::maintenance_client::MaintenanceClient;
 use synod_api::etcdserverpb::{
-    AuthenticateRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest,
+    AuthenticateRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, StatusRequest,
 };
 use synod_api::synod::v1::counter_client::CounterClient;
 use synod_api::synod::v1::{AddRequest, GetRequest};
@@ -118,12 +124,21 @@ pub struct Client {
 
 struct ClientInner {
     channels: Vec<Channel>,
+    endpoints: Vec<String>,
     /// The auth token in use, when the client has credentials.
     token: Mutex<Option<String>>,
-    /// The member calls go to first; moves on when one fails.
+    /// The member calls go to first: the leader when one was found; moves on when a call
+    /// fails.
     preferred: AtomicUsize,
+    /// When the client last asked the members which of them leads; `None` until it found
+    /// a leader.
+    leader_asked: Mutex<Option<Instant>>,
     options: Options,
 }
+
+/// How often a client asks again which member leads, while calls succeed: a leader that
+/// changed without failing a call (a transfer) still answers through forwarding meanwhile.
+pub const LEADER_RECHECK: Duration = Duration::from_secs(10);
 
 impl Client {
     /// A client for the members at `endpoints` (`host:port`, `http://host:port`, or
@@ -138,6 +153,7 @@ impl Client {
         options: Options,
     ) -> Result<Client, Error> {
         let mut channels = Vec::new();
+        let mut urls = Vec::new();
         for endpoint in endpoints {
             let endpoint = endpoint.as_ref().trim();
             let invalid = |reason: String| Error::InvalidEndpoint { endpoint: endpoint.to_string(), reason };
@@ -154,6 +170,7 @@ impl Client {
                 return Err(invalid("only http:// and https:// endpoints are supported".into()));
             }
             channels.push(target.connect_timeout(options.connect_timeout).connect_lazy());
+            urls.push(url);
         }
         if channels.is_empty() {
             return Err(Error::InvalidEndpoint {
@@ -161,9 +178,68 @@ impl Client {
                 reason: "no endpoints given".into(),
             });
         }
-        let inner =
-            ClientInner { channels, token: Mutex::new(None), preferred: AtomicUsize::new(0), options };
+        let inner = ClientInner {
+            channels,
+            endpoints: urls,
+            token: Mutex::new(None),
+            preferred: AtomicUsize::new(0),
+            leader_asked: Mutex::new(None),
+            options,
+        };
         Ok(Client { inner: Arc::new(inner) })
+    }
+
+    /// The endpoint calls go to first: the leader's, once the client has found it.
+    pub fn preferred_endpoint(&self) -> &str {
+        &self.inner.endpoints[self.inner.preferred.load(Ordering::Relaxed) % self.inner.endpoints.len()]
+    }
+
+    /// Asks every member which member leads, and prefers the leader if it answered. Returns
+    /// whether one did.
+    async fn find_leader(&self) -> bool {
+        *lock(&self.inner.leader_asked) = Some(Instant::now());
+        let within = self.inner.options.connect_timeout.min(Duration::from_secs(1));
+        let asks = self.inner.channels.iter().enumerate().map(|(index, channel)| {
+            Box::pin(async move {
+                let call = async {
+                    let conn = Conn { token: self.token(channel).await?, channel: channel.clone() };
+                    MaintenanceClient::new(conn.channel.clone()).status(conn.request(StatusRequest {})).await
+                };
+                let status = tokio::time::timeout(within, call).await.ok().and_then(Result::ok);
+                let status = status.ok_or(())?.into_inner();
+                let member = status.header.ok_or(())?.member_id;
+                if member != 0 && member == status.leader { Ok(index) } else { Err(()) }
+            })
+        });
+        // The first member to say it leads; `channels` is never empty.
+        match futures::future::select_ok(asks).await {
+            Ok((leader, _)) => {
+                self.inner.preferred.store(leader, Ordering::Relaxed);
+                true
+            }
+            Err(()) => {
+                // No leader yet (an election under way): the next call asks again.
+                *lock(&self.inner.leader_asked) = None;
+                false
+            }
+        }
+    }
+
+    /// Finds the leader before a call when none is known, and starts a search in the
+    /// background when the last one is older than [`LEADER_RECHECK`].
+    async fn follow_leader(&self) {
+        let asked = *lock(&self.inner.leader_asked);
+        match asked {
+            None => {
+                self.find_leader().await;
+            }
+            Some(at) if at.elapsed() >= LEADER_RECHECK => {
+                *lock(&self.inner.leader_asked) = Some(Instant::now());
+                let client = self.clone();
+                tokio::spawn(async move { client.find_leader().await });
+            }
+            Some(_) => {}
+        }
     }
 
     pub fn options(&self) -> &Options {
@@ -181,6 +257,7 @@ impl Client {
         let options = &self.inner.options;
         let deadline = Instant::now() + options.retry_timeout;
         let mut pause = Duration::from_millis(20);
+        self.follow_leader().await;
         loop {
             let member = self.inner.preferred.load(Ordering::Relaxed) % self.inner.channels.len();
             let channel = self.inner.channels[member].clone();
@@ -205,17 +282,19 @@ impl Client {
                 Err(status) if !retryable(&status) => return Err(Error::Refused(status)),
                 Err(status) => status,
             };
-            tracing::debug!(member, error = %status.message(), "retrying on the next member");
-            let _ = self.inner.preferred.compare_exchange(
-                member,
-                (member + 1) % self.inner.channels.len(),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            tracing::debug!(member, error = %status.message(), "retrying, on the leader if one is found");
             if Instant::now() + pause >= deadline {
                 return Err(Error::Unavailable { last: status });
             }
             tokio::time::sleep(pause).await;
+            if !self.find_leader().await {
+                let _ = self.inner.preferred.compare_exchange(
+                    member,
+                    (member + 1) % self.inner.channels.len(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
             pause = (pause * 2).min(Duration::from_millis(500));
         }
     }

@@ -130,6 +130,38 @@ fn adds_are_exactly_once_under_lost_replies_and_a_leader_kill() {
     assert_eq!((value.value, value.exists), (total as i64, true), "the final value counts every add once");
 }
 
+/// A client given the followers first still sends its calls to the leader, and after the
+/// leader is killed, to the new one.
+#[test]
+fn the_client_goes_to_the_leader_and_follows_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(dir.path(), 3, &[]);
+    let leader = cluster.leader();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let entered = runtime.enter();
+    // The leader's endpoint last: without looking for it the client would start on a follower.
+    let mut order: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    order.push(leader);
+    let client = Client::connect(order.iter().map(|i| cluster.members[*i].endpoint())).expect("client");
+    let session = runtime.block_on(client.session()).expect("session");
+    runtime.block_on(session.add("hits", 1)).expect("add");
+    assert_eq!(client.preferred_endpoint(), cluster.members[leader].endpoint());
+
+    cluster.members[leader].kill();
+    runtime.block_on(session.add("hits", 1)).expect("an add after the leader died");
+    drop(entered);
+    let new = cluster.leader();
+    // The add above may have found no leader yet and gone through a follower; then this
+    // one looks for the leader first.
+    runtime.block_on(session.add("hits", 1)).expect("add");
+    assert_eq!(
+        client.preferred_endpoint(),
+        cluster.members[new].endpoint(),
+        "the client follows the new leader"
+    );
+    drop(session);
+}
+
 /// Adds that arrive together share log entries: the key's version (one per write) grows by
 /// far fewer than the adds, and each add still gets its own value.
 #[test]
