@@ -27,6 +27,7 @@ use openraft::{ChangeMembers, Config, ReadPolicy, SnapshotPolicy};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use synod_api::EtcdError;
+use synod_api::synodpb::raft_client::RaftClient;
 use synod_api::synodpb::{self as pb, Command, command};
 use synod_base::{GroupId, LogIndex, limits};
 use synod_mvcc::counter::CounterValue;
@@ -40,8 +41,9 @@ use crate::batch::{Batcher, RunBatch};
 use crate::codec;
 use crate::combine::{self, Combiner, WriteOutcome};
 use crate::disk_io::DiskIo;
+use crate::forward_stream::ForwardLink;
 use crate::log_store::RaftLog;
-use crate::network::{Dialer, PeerIdentity, PeerNetwork};
+use crate::network::{Dialer, PeerChannel, PeerIdentity, PeerNetwork};
 use crate::observer::Observer;
 use crate::removed::{REMOVED_MESSAGE, Removed};
 use crate::runtime::SynodRuntime;
@@ -211,6 +213,8 @@ pub(crate) struct Inner {
     /// leader, so that calls stuck on a leader that went silent do not hold up the writes
     /// for its successor.
     forwards: Mutex<BTreeMap<u64, Arc<ForwardBatcher>>>,
+    /// The forwarding stream to each leader this member forwards to.
+    forward_links: Mutex<BTreeMap<u64, Arc<ForwardLink>>>,
     /// Linearizable reads waiting for a read index, one read index for all that wait.
     reads: Batcher<(), Result<(), ConsensusError>>,
     /// Counter adds waiting for an entry, per key, while this member leads.
@@ -298,7 +302,8 @@ pub(crate) fn error_text(error: &ConsensusError) -> String {
 }
 
 /// What a failed call to the leader means for the command it carried. A connection that
-/// never opened carried nothing (no leader to reach); a deadline is a timeout; anything
+/// never opened (or a forwarding stream that closed before the batch went) carried nothing
+/// (no leader to reach); a deadline is a timeout; anything
 /// else may have failed after the leader took the command, so its fate is unknown, which
 /// etcd reports as "leader changed".
 fn forward_failure(status: &tonic::Status) -> ConsensusError {
@@ -501,6 +506,7 @@ impl Consensus {
             disk_io: options.disk_io,
             leader_service: std::sync::OnceLock::new(),
             forwards: Mutex::new(BTreeMap::new()),
+            forward_links: Mutex::new(BTreeMap::new()),
             reads: Batcher::new(1, usize::MAX),
             counters: Combiner::default(),
             restore_sealed: watch::Sender::new(true),
@@ -933,12 +939,17 @@ impl Consensus {
         let mut client =
             self.inner.network.client(leader, &node.peer_urls).map_err(ConsensusError::Failed)?;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let message = pb::ForwardRequest { group_id: self.inner.group.0, commands };
-        let response = client
-            .forward(self.inner.network.request(leader, message, remaining))
-            .await
-            .map_err(|status| forward_failure(&status))?
-            .into_inner();
+        let message = pb::ForwardRequest { group_id: self.inner.group.0, commands, batch: 0 };
+        let response = if self.inner.network.streams() {
+            let link = self.forward_link(&mut client, leader, remaining).await?;
+            link.call(message, remaining).await.map_err(|status| forward_failure(&status))?
+        } else {
+            client
+                .forward(self.inner.network.request(leader, message, remaining))
+                .await
+                .map_err(|status| forward_failure(&status))?
+                .into_inner()
+        };
         if response.outcomes.len() != sent {
             return Err(ConsensusError::Failed(format!(
                 "the leader answered {} of {sent} forwarded writes",
@@ -955,6 +966,34 @@ impl Consensus {
                 Ok((outcome.index, result_to_applied(outcome.result.unwrap_or_default())?))
             })
             .collect())
+    }
+
+    /// The open forwarding stream to `leader`, opened if there is none. Idle streams to
+    /// other leaders are closed: a follower forwards to one leader at a time.
+    async fn forward_link(
+        &self,
+        client: &mut RaftClient<PeerChannel>,
+        leader: u64,
+        within: Duration,
+    ) -> Result<Arc<ForwardLink>, ConsensusError> {
+        if let Some(link) = self
+            .inner
+            .forward_links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&leader)
+            .filter(|link| link.is_open())
+        {
+            return Ok(link.clone());
+        }
+        let link = ForwardLink::open(client, &self.inner.network, leader, within)
+            .await
+            .map_err(|status| forward_failure(&status))?;
+        let mut links = self.inner.forward_links.lock().unwrap_or_else(|p| p.into_inner());
+        links.retain(|id, link| *id == leader || !link.is_idle());
+        // Two forwards may have opened one each; both work, the later one is kept.
+        links.insert(leader, Arc::new(link));
+        Ok(links[&leader].clone())
     }
 
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ConsensusError> {
@@ -1829,8 +1868,12 @@ mod tests {
             Arc::new(crate::NoObserver),
         );
         let mut client = network.client(2, &[format!("http://127.0.0.1:{port}")]).unwrap();
-        let request = pb::ForwardRequest { group_id: 0, commands: Vec::new() };
+        let request = pb::ForwardRequest { group_id: 0, commands: Vec::new(), batch: 0 };
         let status = client.forward(network.request(2, request, Duration::from_secs(5))).await.unwrap_err();
+        assert_eq!(forward_failure(&status), ConsensusError::NoLeader, "{status:?}");
+        // Likewise a forwarding stream that cannot open.
+        let refused = ForwardLink::open(&mut client, &network, 2, Duration::from_secs(5)).await;
+        let status = refused.err().expect("no stream to a port nobody listens on");
         assert_eq!(forward_failure(&status), ConsensusError::NoLeader, "{status:?}");
         assert_eq!(forward_failure(&tonic::Status::unknown("reset")), ConsensusError::LeaderChanged);
     }

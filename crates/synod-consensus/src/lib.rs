@@ -17,6 +17,7 @@ mod consensus;
 mod disk_io;
 mod failover;
 mod force;
+mod forward_stream;
 mod log_store;
 mod network;
 mod observer;

@@ -177,6 +177,11 @@ impl PeerNetwork {
         }
     }
 
+    /// Whether peer traffic may use long-lived streams (see [`Dialer::streams`]).
+    pub(crate) fn streams(&self) -> bool {
+        self.dialer.streams()
+    }
+
     /// Marks the election at `term` as started because `leader` is gone.
     pub(crate) fn campaign_for(&self, term: u64, leader: u64) {
         *self.campaign.lock().unwrap_or_else(|p| p.into_inner()) = Some((term, leader));
@@ -313,7 +318,7 @@ impl PeerNetwork {
 
     /// Wraps `message` in a request addressed to `target`, without a deadline: for a stream
     /// that lives as long as there is something to send on it.
-    fn addressed<T>(&self, target: u64, message: T) -> tonic::Request<T> {
+    pub(crate) fn addressed<T>(&self, target: u64, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         let metadata = request.metadata_mut();
         metadata.insert(
@@ -441,7 +446,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     where
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
-        if !self.network.dialer.streams() {
+        if !self.network.streams() {
             return stream_append_sequential(self, input, option);
         }
         Box::pin(async move {

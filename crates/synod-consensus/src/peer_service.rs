@@ -172,6 +172,50 @@ fn check_group(group: u64, here: u64) -> Result<(), Status> {
     Ok(())
 }
 
+/// Forwarded batches a leader works on at once for one follower's stream: the follower
+/// sends at most `FORWARD_CALLS_MAX` at a time.
+const FORWARD_STREAM_BATCHES: usize = 8;
+
+/// Proposes a follower's forwarded writes on this member, which should lead, and answers
+/// each with its outcome and log index.
+async fn answer_forward(
+    consensus: Consensus,
+    message: pb::ForwardRequest,
+) -> Result<pb::ForwardResponse, Status> {
+    check_group(message.group_id, consensus.inner.group.0)?;
+    if message.commands.is_empty() {
+        return Err(Status::invalid_argument("forward without a command"));
+    }
+    if message.commands.len() > FORWARD_BATCH_MAX {
+        return Err(Status::invalid_argument(format!(
+            "forward of {} commands; at most {FORWARD_BATCH_MAX} go in one call",
+            message.commands.len()
+        )));
+    }
+    let proposals = message.commands.into_iter().map(|command| consensus.propose_on_leader(command));
+    let outcomes = futures::future::join_all(proposals)
+        .await
+        .into_iter()
+        .map(|outcome| match outcome {
+            Ok((index, outcome)) => pb::ForwardOutcome {
+                index,
+                result: Some(match outcome {
+                    Some(applied) => applied_to_result(&applied),
+                    None => pb::ApplyResult { result: Some(pb::apply_result::Result::Nothing(pb::Blank {})) },
+                }),
+                error: String::new(),
+                leader_id: consensus.inner.member_id,
+            },
+            Err(e) => pb::ForwardOutcome {
+                error: error_text(&e),
+                leader_id: consensus.status().leader.unwrap_or(0),
+                ..Default::default()
+            },
+        })
+        .collect();
+    Ok(pb::ForwardResponse { outcomes, batch: 0 })
+}
+
 /// An AppendEntries for `group`, decoded and checked.
 fn decode_append(
     message: pb::AppendEntriesRequest,
@@ -342,42 +386,33 @@ impl raft_server::Raft for PeerService {
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
         self.check(&request)?;
-        let message = request.into_inner();
-        self.check_group(message.group_id)?;
-        if message.commands.is_empty() {
-            return Err(Status::invalid_argument("forward without a command"));
-        }
-        if message.commands.len() > FORWARD_BATCH_MAX {
-            return Err(Status::invalid_argument(format!(
-                "forward of {} commands; at most {FORWARD_BATCH_MAX} go in one call",
-                message.commands.len()
-            )));
-        }
+        Ok(Response::new(answer_forward(self.consensus(), request.into_inner()).await?))
+    }
+
+    type ForwardStreamStream = futures::stream::BoxStream<'static, Result<pb::ForwardResponse, Status>>;
+
+    async fn forward_stream(
+        &self,
+        request: Request<Streaming<pb::ForwardRequest>>,
+    ) -> Result<Response<Self::ForwardStreamStream>, Status> {
+        self.check(&request)?;
         let consensus = self.consensus();
-        let proposals = message.commands.into_iter().map(|command| consensus.propose_on_leader(command));
-        let outcomes = futures::future::join_all(proposals)
-            .await
-            .into_iter()
-            .map(|outcome| match outcome {
-                Ok((index, outcome)) => pb::ForwardOutcome {
-                    index,
-                    result: Some(match outcome {
-                        Some(applied) => applied_to_result(&applied),
-                        None => {
-                            pb::ApplyResult { result: Some(pb::apply_result::Result::Nothing(pb::Blank {})) }
-                        }
-                    }),
-                    error: String::new(),
-                    leader_id: self.inner.member_id,
-                },
-                Err(e) => pb::ForwardOutcome {
-                    error: error_text(&e),
-                    leader_id: consensus.status().leader.unwrap_or(0),
-                    ..Default::default()
-                },
+        // Batches are answered as they finish; a few at a time, so a follower that sends
+        // without reading answers is held back by the stream's flow control.
+        let answers = request
+            .into_inner()
+            .map(move |message| {
+                let consensus = consensus.clone();
+                async move {
+                    let message = message?;
+                    let batch = message.batch;
+                    let mut response = answer_forward(consensus, message).await?;
+                    response.batch = batch;
+                    Ok(response)
+                }
             })
-            .collect();
-        Ok(Response::new(pb::ForwardResponse { outcomes }))
+            .buffer_unordered(FORWARD_STREAM_BATCHES);
+        Ok(Response::new(answers.boxed()))
     }
 
     async fn read_index(

@@ -219,6 +219,45 @@ fn leader_kill_9_fails_over_and_loses_nothing() {
     check_acks(&runtime, &cluster.members[leader], "load", &acked);
 }
 
+/// Many writes at once through a follower (several forwarded batches in flight on its
+/// stream to the leader, answered as they finish): every one is acknowledged with a
+/// revision of its own, and the follower serves each right after.
+#[test]
+fn concurrent_writes_through_a_follower_are_each_answered() {
+    const WRITERS: usize = 16;
+    const PUTS: usize = 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path(), 3, &[]);
+    let runtime = runtime();
+    let follower = (cluster.leader() + 1) % 3;
+    let revisions: Vec<i64> = runtime.block_on(async {
+        let writers = (0..WRITERS).map(|w| {
+            let server = &cluster.members[follower];
+            async move {
+                let mut client = kv(server).await;
+                let mut revisions = Vec::with_capacity(PUTS);
+                for i in 0..PUTS {
+                    let key = format!("w{w}-{i}").into_bytes();
+                    let put = PutRequest { key: key.clone(), value: b"x".to_vec(), ..Default::default() };
+                    let header = client.put(put).await.expect("a put through a follower").into_inner().header;
+                    let revision = header.expect("header").revision;
+                    let range = RangeRequest { key, serializable: true, ..Default::default() };
+                    let read = client.range(range).await.expect("range").into_inner();
+                    assert_eq!(read.kvs.len(), 1, "the follower serves its own write at once");
+                    assert!(read.kvs[0].mod_revision == revision);
+                    revisions.push(revision);
+                }
+                revisions
+            }
+        });
+        futures::future::join_all(writers).await.into_iter().flatten().collect()
+    });
+    let mut distinct = revisions.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), WRITERS * PUTS, "every put has a revision of its own");
+}
+
 /// A leader whose process dies is replaced at once, not an election timeout later: its
 /// followers see their replication streams break, find its peer port refusing connections,
 /// agree on it, and the most caught-up campaigns. With a 5 s election timeout the ordinary
