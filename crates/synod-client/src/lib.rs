@@ -130,15 +130,16 @@ struct ClientInner {
     /// The member calls go to first: the leader when one was found; moves on when a call
     /// fails.
     preferred: AtomicUsize,
-    /// When the client last asked the members which of them leads; `None` until it found
-    /// a leader.
-    leader_asked: Mutex<Option<Instant>>,
+    /// When the client last asked the members which of them leads, and whether one did.
+    leader_asked: Mutex<Option<(Instant, bool)>>,
     options: Options,
 }
 
 /// How often a client asks again which member leads, while calls succeed: a leader that
 /// changed without failing a call (a transfer) still answers through forwarding meanwhile.
 pub const LEADER_RECHECK: Duration = Duration::from_secs(10);
+/// How often calls ask again while no member says it leads (an election under way).
+const LEADERLESS_RECHECK: Duration = Duration::from_millis(100);
 
 impl Client {
     /// A client for the members at `endpoints` (`host:port`, `http://host:port`, or
@@ -197,14 +198,13 @@ impl Client {
     /// Asks every member which member leads, and prefers the leader if it answered. Returns
     /// whether one did.
     async fn find_leader(&self) -> bool {
-        *lock(&self.inner.leader_asked) = Some(Instant::now());
+        *lock(&self.inner.leader_asked) = Some((Instant::now(), false));
         let within = self.inner.options.connect_timeout.min(Duration::from_secs(1));
         let asks = self.inner.channels.iter().enumerate().map(|(index, channel)| {
             Box::pin(async move {
-                let call = async {
-                    let conn = Conn { token: self.token(channel).await?, channel: channel.clone() };
-                    MaintenanceClient::new(conn.channel.clone()).status(conn.request(StatusRequest {})).await
-                };
+                // Status needs no token, in etcd as in synod.
+                let mut maintenance = MaintenanceClient::new(channel.clone());
+                let call = maintenance.status(StatusRequest {});
                 let status = tokio::time::timeout(within, call).await.ok().and_then(Result::ok);
                 let status = status.ok_or(())?.into_inner();
                 let member = status.header.ok_or(())?.member_id;
@@ -215,26 +215,28 @@ impl Client {
         match futures::future::select_ok(asks).await {
             Ok((leader, _)) => {
                 self.inner.preferred.store(leader, Ordering::Relaxed);
+                *lock(&self.inner.leader_asked) = Some((Instant::now(), true));
                 true
             }
-            Err(()) => {
-                // No leader yet (an election under way): the next call asks again.
-                *lock(&self.inner.leader_asked) = None;
-                false
-            }
+            // No leader yet (an election under way): calls ask again a little later.
+            Err(()) => false,
         }
     }
 
-    /// Finds the leader before a call when none is known, and starts a search in the
-    /// background when the last one is older than [`LEADER_RECHECK`].
+    /// Finds the leader before a call when none is known (at most every
+    /// [`LEADERLESS_RECHECK`]; calls meanwhile go to the preferred member), and starts a
+    /// search in the background when the last one is older than [`LEADER_RECHECK`].
     async fn follow_leader(&self) {
         let asked = *lock(&self.inner.leader_asked);
         match asked {
             None => {
                 self.find_leader().await;
             }
-            Some(at) if at.elapsed() >= LEADER_RECHECK => {
-                *lock(&self.inner.leader_asked) = Some(Instant::now());
+            Some((at, false)) if at.elapsed() >= LEADERLESS_RECHECK => {
+                self.find_leader().await;
+            }
+            Some((at, true)) if at.elapsed() >= LEADER_RECHECK => {
+                *lock(&self.inner.leader_asked) = Some((Instant::now(), true));
                 let client = self.clone();
                 tokio::spawn(async move { client.find_leader().await });
             }

@@ -938,17 +938,19 @@ impl Consensus {
         let sent = commands.len();
         let mut client =
             self.inner.network.client(leader, &node.peer_urls).map_err(ConsensusError::Failed)?;
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let remaining = || deadline.saturating_duration_since(Instant::now());
         let message = pb::ForwardRequest { group_id: self.inner.group.0, commands, batch: 0 };
-        let response = if self.inner.network.streams() {
-            let link = self.forward_link(&mut client, leader, remaining).await?;
-            link.call(message, remaining).await.map_err(|status| forward_failure(&status))?
-        } else {
-            client
-                .forward(self.inner.network.request(leader, message, remaining))
+        let link = match self.inner.network.streams_to(leader) {
+            true => self.forward_link(&mut client, leader, remaining()).await?,
+            false => None,
+        };
+        let response = match link {
+            Some(link) => link.call(message, remaining()).await.map_err(|status| forward_failure(&status))?,
+            None => client
+                .forward(self.inner.network.request(leader, message, remaining()))
                 .await
                 .map_err(|status| forward_failure(&status))?
-                .into_inner()
+                .into_inner(),
         };
         if response.outcomes.len() != sent {
             return Err(ConsensusError::Failed(format!(
@@ -968,14 +970,15 @@ impl Consensus {
             .collect())
     }
 
-    /// The open forwarding stream to `leader`, opened if there is none. Idle streams to
-    /// other leaders are closed: a follower forwards to one leader at a time.
+    /// The open forwarding stream to `leader`, opened if there is none; `None` when the
+    /// leader takes no streams (an earlier synod). Idle streams to other leaders are
+    /// closed: a follower forwards to one leader at a time.
     async fn forward_link(
         &self,
         client: &mut RaftClient<PeerChannel>,
         leader: u64,
         within: Duration,
-    ) -> Result<Arc<ForwardLink>, ConsensusError> {
+    ) -> Result<Option<Arc<ForwardLink>>, ConsensusError> {
         if let Some(link) = self
             .inner
             .forward_links
@@ -984,16 +987,18 @@ impl Consensus {
             .get(&leader)
             .filter(|link| link.is_open())
         {
-            return Ok(link.clone());
+            return Ok(Some(link.clone()));
         }
-        let link = ForwardLink::open(client, &self.inner.network, leader, within)
-            .await
-            .map_err(|status| forward_failure(&status))?;
+        let link = match ForwardLink::open(client, &self.inner.network, leader, within).await {
+            Ok(link) => link,
+            Err(status) if self.inner.network.note_stream_refusal(leader, &status) => return Ok(None),
+            Err(status) => return Err(forward_failure(&status)),
+        };
         let mut links = self.inner.forward_links.lock().unwrap_or_else(|p| p.into_inner());
         links.retain(|id, link| *id == leader || !link.is_idle());
         // Two forwards may have opened one each; both work, the later one is kept.
         links.insert(leader, Arc::new(link));
-        Ok(links[&leader].clone())
+        Ok(Some(links[&leader].clone()))
     }
 
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ConsensusError> {
@@ -1876,6 +1881,37 @@ mod tests {
         let status = refused.err().expect("no stream to a port nobody listens on");
         assert_eq!(forward_failure(&status), ConsensusError::NoLeader, "{status:?}");
         assert_eq!(forward_failure(&tonic::Status::unknown("reset")), ConsensusError::LeaderChanged);
+    }
+
+    /// A leader that has no forwarding stream (an earlier synod, answering Unimplemented)
+    /// is noted, and sent unary calls.
+    #[tokio::test]
+    async fn a_peer_without_streams_is_sent_unary_calls() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // A gRPC server with no services: every method is Unimplemented.
+        let server = tonic::transport::Server::builder()
+            .add_routes(tonic::service::Routes::default())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        let server = tokio::spawn(server);
+        let identity =
+            PeerIdentity { group: GroupId::FIRST, member_id: 1, cluster_id: 1, message_bytes_max: 1 << 20 };
+        let network = PeerNetwork::new(
+            identity,
+            Removed::new(1),
+            Arc::new(crate::network::GrpcDialer::default()),
+            DiskIo::Threads,
+            Arc::new(crate::NoObserver),
+        );
+        let mut client = network.client(2, &[format!("http://127.0.0.1:{port}")]).unwrap();
+        assert!(network.streams_to(2));
+        let refused = ForwardLink::open(&mut client, &network, 2, Duration::from_secs(5)).await;
+        let status = refused.err().expect("no forwarding stream on a server without services");
+        assert!(network.note_stream_refusal(2, &status), "{status:?}");
+        assert!(!network.streams_to(2), "unary calls for a while");
+        assert!(!network.note_stream_refusal(3, &tonic::Status::unavailable("tcp connect error")));
+        assert!(network.streams_to(3));
+        server.abort();
     }
 
     /// Outcomes survive the trip to a follower.

@@ -42,6 +42,9 @@ pub(crate) struct Failover {
     /// The last check this member started of its own: (leader, term, when). The streams a
     /// crash breaks each start one, and one is enough.
     checked: Mutex<Option<(u64, u64, Instant)>>,
+    /// The last call this member made to a leader for another voter's question: (leader,
+    /// term, when, refused), so that repeated questions cost one call.
+    probed: Mutex<Option<(u64, u64, Instant, bool)>>,
 }
 
 impl Failover {
@@ -49,12 +52,12 @@ impl Failover {
         *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some((leader, term, Instant::now()));
     }
 
-    /// Whether `leader` was found gone lately.
-    fn found_gone(&self, leader: u64) -> bool {
-        matches!(
-            *self.found.lock().unwrap_or_else(|p| p.into_inner()),
-            Some((found, _, at)) if found == leader && at.elapsed() < FINDING_STANDS
-        )
+    /// The term of `leader` if it was found gone lately.
+    fn found_gone(&self, leader: u64) -> Option<u64> {
+        match *self.found.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((found, term, at)) if found == leader && at.elapsed() < FINDING_STANDS => Some(term),
+            _ => None,
+        }
     }
 }
 
@@ -165,17 +168,27 @@ async fn ask(
 /// found so already, or finds it now.
 pub(crate) async fn answer(inner: &Arc<Inner>, leader: u64, term: u64) -> pb::LeaderGoneResponse {
     let now = view(inner);
-    let gone = if inner.failover.found_gone(leader) {
+    let gone = if inner.failover.found_gone(leader) == Some(term) {
         true
     } else if now.term == term && now.leader == Some(leader) {
-        let urls = now.voters.iter().find(|(id, _)| *id == leader).map(|(_, urls)| urls.clone());
-        match urls {
-            Some(urls) if inner.network.refuses(leader, &urls, REFUSAL_WITHIN).await => {
-                inner.failover.record(leader, term);
-                true
+        let recent = *inner.failover.probed.lock().unwrap_or_else(|p| p.into_inner());
+        let refused = match recent {
+            Some((l, t, at, refused)) if (l, t) == (leader, term) && at.elapsed() < RECHECK_AFTER => refused,
+            _ => {
+                let urls = now.voters.iter().find(|(id, _)| *id == leader).map(|(_, urls)| urls.clone());
+                let refused = match urls {
+                    Some(urls) => inner.network.refuses(leader, &urls, REFUSAL_WITHIN).await,
+                    None => false,
+                };
+                *inner.failover.probed.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((leader, term, Instant::now(), refused));
+                refused
             }
-            _ => false,
+        };
+        if refused {
+            inner.failover.record(leader, term);
         }
+        refused
     } else {
         false
     };
@@ -187,7 +200,13 @@ pub(crate) async fn answer(inner: &Arc<Inner>, leader: u64, term: u64) -> pb::Le
     pb::LeaderGoneResponse { gone, last_log_index: now.last_log_index }
 }
 
-/// Whether a vote request naming `gone_leader` may pass this member's lease on it.
-pub(crate) fn may_pass_lease(inner: &Inner, gone_leader: u64) -> bool {
-    gone_leader != 0 && inner.failover.found_gone(gone_leader)
+/// Whether a vote request for `term` naming `gone_leader` may pass this member's lease on
+/// it: this member found that leader gone in an earlier term, and follows it or no one.
+pub(crate) fn may_pass_lease(inner: &Inner, gone_leader: u64, term: u64) -> bool {
+    if gone_leader == 0 {
+        return false;
+    }
+    let Some(found_in) = inner.failover.found_gone(gone_leader) else { return false };
+    let now = view(inner);
+    term > found_in && now.leader.is_none_or(|leader| leader == gone_leader)
 }

@@ -88,6 +88,9 @@ impl ForwardLink {
         message.batch = batch;
         let (answer, answered) = oneshot::channel();
         lock(&self.waiting).insert(batch, answer);
+        // However this call ends (also when its caller drops it), the batch is no longer
+        // waited for.
+        let _waiting = Waiting { link: self, batch };
         let not_sent =
             || Status::unavailable("connect: the forwarding stream closed before the batch was sent");
         // The reader marks the stream closed before it fails the waiting batches: a batch
@@ -97,23 +100,26 @@ impl ForwardLink {
         }
         match tokio::time::timeout_at(deadline, self.requests.send(message)).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                lock(&self.waiting).remove(&batch);
-                return Err(not_sent());
-            }
-            Err(_) => {
-                lock(&self.waiting).remove(&batch);
-                return Err(Status::deadline_exceeded("the forwarding stream stayed full"));
-            }
+            Ok(Err(_)) => return Err(not_sent()),
+            Err(_) => return Err(Status::deadline_exceeded("the forwarding stream stayed full")),
         }
         match tokio::time::timeout_at(deadline, answered).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(Status::unknown("the forwarding stream ended")),
-            Err(_) => {
-                lock(&self.waiting).remove(&batch);
-                Err(Status::deadline_exceeded("the forwarded writes were not answered in time"))
-            }
+            Err(_) => Err(Status::deadline_exceeded("the forwarded writes were not answered in time")),
         }
+    }
+}
+
+/// A batch waited for; dropping it ends the wait.
+struct Waiting<'a> {
+    link: &'a ForwardLink,
+    batch: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        lock(&self.link.waiting).remove(&self.batch);
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt as _};
+use futures::{FutureExt as _, Stream, StreamExt as _};
 
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
@@ -155,7 +155,14 @@ pub struct PeerNetwork {
     /// The term of an election this member started because its leader's process was
     /// gone, and that leader: its vote requests say so (`failover`).
     campaign: Arc<Mutex<Option<(u64, u64)>>>,
+    /// Members that answered a stream call with Unimplemented (an earlier synod, during a
+    /// rolling upgrade), and when: they are sent unary calls for a while.
+    streamless: Arc<Mutex<HashMap<u64, tokio::time::Instant>>>,
 }
+
+/// How long a member that could not take streams is sent unary calls before streams are
+/// tried again (it may have been upgraded meanwhile).
+const STREAMLESS_FOR: Duration = Duration::from_secs(60);
 
 impl PeerNetwork {
     pub(crate) fn new(
@@ -174,12 +181,36 @@ impl PeerNetwork {
             disk_io,
             observer,
             campaign: Arc::new(Mutex::new(None)),
+            streamless: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    /// Whether peer traffic may use long-lived streams (see [`Dialer::streams`]).
-    pub(crate) fn streams(&self) -> bool {
-        self.dialer.streams()
+    /// Whether traffic to member `target` may use long-lived streams: the dialer carries
+    /// them (see [`Dialer::streams`]) and `target` did not lately refuse one.
+    pub(crate) fn streams_to(&self, target: u64) -> bool {
+        if !self.dialer.streams() {
+            return false;
+        }
+        let mut streamless = self.streamless.lock().unwrap_or_else(|p| p.into_inner());
+        match streamless.get(&target) {
+            Some(since) if since.elapsed() < STREAMLESS_FOR => false,
+            Some(_) => {
+                streamless.remove(&target);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Notes that `target` answered a stream call with `status`: when that says it has no
+    /// such call, it is sent unary calls for a while. Returns whether it did.
+    pub(crate) fn note_stream_refusal(&self, target: u64, status: &tonic::Status) -> bool {
+        if status.code() != tonic::Code::Unimplemented {
+            return false;
+        }
+        tracing::info!(peer = %format!("{target:x}"), "the peer takes no streams (an earlier synod?); sending it unary calls");
+        self.streamless.lock().unwrap_or_else(|p| p.into_inner()).insert(target, tokio::time::Instant::now());
+        true
     }
 
     /// Marks the election at `term` as started because `leader` is gone.
@@ -446,7 +477,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     where
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
-        if !self.network.streams() {
+        if !self.network.streams_to(self.target) {
             return stream_append_sequential(self, input, option);
         }
         Box::pin(async move {
@@ -461,7 +492,14 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 codec::append_request(&rpc, group)
             });
             let request = self.network.addressed(self.target, requests);
-            let answers = self.call(RPCTypes::AppendEntries, &option, client.stream_append(request)).await?;
+            let (network, target) = (self.network.clone(), self.target);
+            let opening = client.stream_append(request).map(move |opened| {
+                if let Err(status) = &opened {
+                    network.note_stream_refusal(target, status);
+                }
+                opened
+            });
+            let answers = self.call(RPCTypes::AppendEntries, &option, opening).await?;
             let (network, target, deadline) = (self.network.clone(), self.target, option.soft_ttl());
             let results = futures::stream::unfold(Some((answers, unanswered)), move |state| {
                 let network = network.clone();

@@ -314,7 +314,7 @@ impl raft_server::Raft for PeerService {
         let message = request.into_inner();
         self.check_group(message.group_id)?;
         let mut rpc = codec::vote_request_from(&message).map_err(bad_message)?;
-        if crate::failover::may_pass_lease(&self.inner, message.gone_leader) {
+        if crate::failover::may_pass_lease(&self.inner, message.gone_leader, rpc.vote.leader_id().term) {
             rpc.leadership_transfer = true;
         }
         let response = self.inner.raft.vote(rpc).await.map_err(fatal)?;

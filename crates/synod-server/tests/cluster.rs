@@ -305,6 +305,35 @@ fn a_killed_leader_is_replaced_before_the_election_timeout() {
     assert_eq!(campaigned, 1, "one survivor campaigns at once (new leader {new:x}):\n{}", lines.join("\n"));
 }
 
+/// A leader that is only silent (stopped with SIGSTOP: its connections stay open, its port
+/// accepts) is not taken for gone: it is replaced by the ordinary election, no sooner than
+/// its followers' election timeout allows (0.8 of the 3 s timeout after its last heartbeat).
+#[test]
+fn a_silent_leader_is_replaced_only_by_the_election_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path(), 3, &["--election-timeout", "3000"]);
+    let runtime = runtime();
+    let leader = cluster.leader();
+    let old = cluster.member_id(leader);
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    signal(&cluster.members[leader], "-STOP");
+    let stopped_at = Instant::now();
+    let new = wait_for("a new leader", DEADLINE, || {
+        let status = runtime.block_on(status(&cluster.members[survivors[0]])).ok()?;
+        (status.leader != 0 && status.leader != old).then_some(status.leader)
+    });
+    let took = stopped_at.elapsed();
+    signal(&cluster.members[leader], "-CONT");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "leader {new:x} replaced {took:?} after the old one went silent"
+    );
+    for i in &survivors {
+        let log = cluster.members[*i].log();
+        assert!(!log.contains("campaigning without waiting"), "member {i} took a silent leader for gone");
+    }
+}
+
 /// A leader stopped with SIGTERM hands its leadership to a follower first, as etcd does:
 /// when it has exited, no survivor still follows it (without the handover they would for
 /// an election timeout), and it says so in its log.
