@@ -770,8 +770,11 @@ fn etcdctl_cluster_commands_work() {
     assert!(added.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), "{added}");
     let mut joined = Server::member(&cluster.dir, "m3", ports, initial_cluster, "existing", &[]);
     joined.start();
-    let listed = etcdctl(&program, &[&all, "member", "list"]);
-    assert!(listed.contains(&format!("{id}, started, m3, {peer_url}")), "{listed}");
+    // A member publishes its name and client URLs once it runs, as etcd's does: wait for it.
+    let started = format!("{id}, started, m3, {peer_url}");
+    wait_for("the added member to be listed as started", DEADLINE, || {
+        etcdctl(&program, &[&all, "member", "list"]).contains(&started).then_some(())
+    });
     // etcdctl pads ids to 16 characters in these lines: compare the words.
     let removed = etcdctl(&program, &[&all, "member", "remove", &id]);
     let words: Vec<&str> = removed.split_whitespace().collect();
