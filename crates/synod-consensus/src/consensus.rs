@@ -1858,20 +1858,25 @@ mod tests {
         assert_ne!(added_member_id(&urls, 7), added_member_id(&urls, 7));
     }
 
-    /// A leader that cannot be reached at all took no command: the caller hears "no
-    /// leader", not the ambiguous "leader changed".
-    #[tokio::test]
-    async fn an_unreachable_leader_means_no_leader() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    /// Member 1's peer transport over TCP, as a server has it.
+    fn member_one_network() -> PeerNetwork {
         let identity =
             PeerIdentity { group: GroupId::FIRST, member_id: 1, cluster_id: 1, message_bytes_max: 1 << 20 };
-        let network = PeerNetwork::new(
+        PeerNetwork::new(
             identity,
             Removed::new(1),
             Arc::new(crate::network::GrpcDialer::default()),
             DiskIo::Threads,
             Arc::new(crate::NoObserver),
-        );
+        )
+    }
+
+    /// A leader that cannot be reached at all took no command: the caller hears "no
+    /// leader", not the ambiguous "leader changed".
+    #[tokio::test]
+    async fn an_unreachable_leader_means_no_leader() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let network = member_one_network();
         let mut client = network.client(2, &[format!("http://127.0.0.1:{port}")]).unwrap();
         let request = pb::ForwardRequest { group_id: 0, commands: Vec::new(), batch: 0 };
         let status = client.forward(network.request(2, request, Duration::from_secs(5))).await.unwrap_err();
@@ -1894,15 +1899,7 @@ mod tests {
             .add_routes(tonic::service::Routes::default())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
         let server = tokio::spawn(server);
-        let identity =
-            PeerIdentity { group: GroupId::FIRST, member_id: 1, cluster_id: 1, message_bytes_max: 1 << 20 };
-        let network = PeerNetwork::new(
-            identity,
-            Removed::new(1),
-            Arc::new(crate::network::GrpcDialer::default()),
-            DiskIo::Threads,
-            Arc::new(crate::NoObserver),
-        );
+        let network = member_one_network();
         let mut client = network.client(2, &[format!("http://127.0.0.1:{port}")]).unwrap();
         assert!(network.streams_to(2));
         let refused = ForwardLink::open(&mut client, &network, 2, Duration::from_secs(5)).await;

@@ -69,6 +69,13 @@ struct View {
     voters: Vec<(u64, Vec<String>)>,
 }
 
+impl View {
+    /// Where voter `id` is reached.
+    fn urls_of(&self, id: u64) -> Option<&[String]> {
+        self.voters.iter().find(|(voter, _)| *voter == id).map(|(_, urls)| urls.as_slice())
+    }
+}
+
 fn view(inner: &Inner) -> View {
     let metrics = inner.raft.metrics().borrow_watched().clone();
     let membership = metrics.membership_config.membership();
@@ -114,8 +121,7 @@ async fn replace_gone_leader(inner: &Arc<Inner>, leader: u64) -> Option<Duration
         }
         *checked = Some((leader, before.term, Instant::now()));
     }
-    let leader_urls = before.voters.iter().find(|(id, _)| *id == leader)?.1.clone();
-    if !inner.network.refuses(leader, &leader_urls, REFUSAL_WITHIN).await {
+    if !inner.network.refuses(leader, before.urls_of(leader)?, REFUSAL_WITHIN).await {
         return None;
     }
     inner.failover.record(leader, before.term);
@@ -175,9 +181,8 @@ pub(crate) async fn answer(inner: &Arc<Inner>, leader: u64, term: u64) -> pb::Le
         let refused = match recent {
             Some((l, t, at, refused)) if (l, t) == (leader, term) && at.elapsed() < RECHECK_AFTER => refused,
             _ => {
-                let urls = now.voters.iter().find(|(id, _)| *id == leader).map(|(_, urls)| urls.clone());
-                let refused = match urls {
-                    Some(urls) => inner.network.refuses(leader, &urls, REFUSAL_WITHIN).await,
+                let refused = match now.urls_of(leader) {
+                    Some(urls) => inner.network.refuses(leader, urls, REFUSAL_WITHIN).await,
                     None => false,
                 };
                 *inner.failover.probed.lock().unwrap_or_else(|p| p.into_inner()) =
