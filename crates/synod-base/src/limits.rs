@@ -52,6 +52,13 @@ pub const LOG_BATCH_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// never durability: the log is always fsynced before a client hears success.
 pub const STATE_CHECKPOINT_INTERVAL_MS: u64 = 100;
 
+/// Records a compaction dropped that one reclaim transaction deletes, and the pause between
+/// two such transactions while more are left: etcd's compaction batch limit and sleep
+/// interval. Writes wait for at most one batch; a million dropped revisions take about
+/// 20 s to delete.
+pub const RECLAIM_BATCH: usize = 1000;
+pub const RECLAIM_PAUSE_MS: u64 = 10;
+
 /// Log entries kept behind the durable applied index after a purge, so that a lagging
 /// follower can catch up from the log instead of a snapshot (etcd's
 /// `SnapshotCatchUpEntries`).

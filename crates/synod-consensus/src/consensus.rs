@@ -1647,19 +1647,37 @@ impl Consensus {
         });
     }
 
-    /// Checkpoints the applied state every `STATE_CHECKPOINT_INTERVAL_MS` when it changed.
+    /// Checkpoints the applied state every `STATE_CHECKPOINT_INTERVAL_MS` when it changed,
+    /// and deletes the records compactions dropped, `RECLAIM_BATCH` every
+    /// `RECLAIM_PAUSE_MS`, while any are left.
     fn start_checkpointer(&self) {
         let (stop, mut stopped) = watch::channel(());
         *self.inner.stop_checkpointer.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
         let consensus = self.clone();
         tokio::spawn(async move {
             let interval = Duration::from_millis(limits::STATE_CHECKPOINT_INTERVAL_MS);
+            let pause = Duration::from_millis(limits::RECLAIM_PAUSE_MS);
             let mut durable = consensus.inner.state.applied();
+            let mut checkpointed = Instant::now();
             loop {
+                let reclaiming = consensus.inner.state.unreclaimed().is_ok_and(|left| left > 0);
+                let wait = if reclaiming { pause } else { interval.saturating_sub(checkpointed.elapsed()) };
                 // Only the stop can end the wait early (its sender is dropped).
-                if tokio::time::timeout(interval, stopped.changed()).await.is_ok() {
+                if tokio::time::timeout(wait, stopped.changed()).await.is_ok() {
                     return;
                 }
+                if reclaiming {
+                    let state = consensus.inner.state.clone();
+                    let reclaim = move || state.reclaim(limits::RECLAIM_BATCH).map_err(std::io::Error::other);
+                    if let Err(e) = consensus.inner.disk_io.run(reclaim).await {
+                        consensus.fail(format!("deleting compacted records failed: {e}"));
+                        return;
+                    }
+                    if checkpointed.elapsed() < interval {
+                        continue;
+                    }
+                }
+                checkpointed = Instant::now();
                 let applied = consensus.inner.state.applied();
                 if applied == durable {
                     continue;

@@ -6,8 +6,6 @@
 //! `get` and `compact` follow etcd's exactly, because reads at old revisions and compaction
 //! results are visible to clients.
 
-use std::collections::HashSet;
-
 use crate::Rev;
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -125,8 +123,10 @@ impl KeyIndex {
     /// is a tombstone. Exactly etcd's `keyIndex.compact`.
     pub fn compact(&mut self, at: i64, dropped: &mut Vec<Rev>) {
         assert!(!self.is_empty(), "compact of an empty key index");
-        let mut available = HashSet::new();
-        let (mut gen_idx, rev_idx) = self.do_compact(at, &mut available);
+        // The one revision compaction keeps from before `at`, if any (etcd keeps a set
+        // across keys; per key it never holds more than one).
+        let (mut gen_idx, rev_idx) = self.do_compact(at);
+        let mut available = rev_idx.map(|i| self.generations[gen_idx].revs[i]);
 
         let last = self.generations.len() - 1;
         let generation = &mut self.generations[gen_idx];
@@ -137,19 +137,21 @@ impl KeyIndex {
             }
             // A generation reduced to its tombstone carries nothing a read can see.
             if generation.revs.len() == 1 && gen_idx != last {
-                available.remove(&generation.revs[0]);
+                if available == Some(generation.revs[0]) {
+                    available = None;
+                }
                 gen_idx += 1;
             }
         }
         for generation in self.generations.drain(..gen_idx) {
-            dropped.extend(generation.revs.iter().filter(|r| !available.contains(r)));
+            dropped.extend(generation.revs.iter().filter(|r| available != Some(**r)));
         }
         dropped.extend(removed_head);
     }
 
     /// Finds the generation that compaction at `at` keeps first, and in it the newest
-    /// revision at or before `at`, which goes into `available`.
-    fn do_compact(&self, at: i64, available: &mut HashSet<Rev>) -> (usize, Option<usize>) {
+    /// revision at or before `at`, which compaction keeps.
+    fn do_compact(&self, at: i64) -> (usize, Option<usize>) {
         let mut gen_idx = 0;
         while gen_idx < self.generations.len() - 1 {
             let tombstone = self.generations[gen_idx].revs.last().expect("closed generation");
@@ -158,11 +160,7 @@ impl KeyIndex {
             }
             gen_idx += 1;
         }
-        let generation = &self.generations[gen_idx];
-        let rev_idx = generation.walk_back(|rev| rev.main > at);
-        if let Some(i) = rev_idx {
-            available.insert(generation.revs[i]);
-        }
+        let rev_idx = self.generations[gen_idx].walk_back(|rev| rev.main > at);
         (gen_idx, rev_idx)
     }
 

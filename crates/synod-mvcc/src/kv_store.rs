@@ -22,6 +22,7 @@ use synod_api::synodpb::{
 };
 
 use crate::auth::{self, Auth};
+use crate::reclaim::Unreclaimed;
 
 use crate::backend::{BackendError, RevisionRead, RevisionWrite, StoredKv};
 use crate::counter::{self, CounterValue, Lookup, Sessions};
@@ -83,6 +84,8 @@ pub struct KvStore {
     leases: Leases,
     sessions: Sessions,
     auth: Auth,
+    /// Records compactions dropped that the backend still holds; see [`Unreclaimed`].
+    unreclaimed: Unreclaimed,
 }
 
 impl KvStore {
@@ -100,6 +103,7 @@ impl KvStore {
             leases: Leases::default(),
             sessions: Sessions::default(),
             auth: Auth::default(),
+            unreclaimed: Unreclaimed::default(),
         }
     }
 
@@ -320,7 +324,7 @@ impl KvStore {
             Some(command::Op::Put(r)) => self.apply_put(backend, r),
             Some(command::Op::DeleteRange(r)) => self.apply_delete_range(backend, r),
             Some(command::Op::Txn(r)) => self.apply_txn(backend, r),
-            Some(command::Op::Compaction(r)) => self.apply_compaction(backend, r),
+            Some(command::Op::Compaction(r)) => self.apply_compaction(r),
             Some(command::Op::Alarm(r)) => Ok(self.apply_alarm(r)),
             Some(command::Op::LeaseGrant(r)) => self.apply_lease_grant(backend, r),
             Some(command::Op::LeaseRevoke(r)) => self.apply_lease_revoke(backend, r),
@@ -472,11 +476,9 @@ impl KvStore {
         Ok(Ok(Response::Txn(response)))
     }
 
-    fn apply_compaction(
-        &mut self,
-        backend: &mut impl RevisionWrite,
-        request: &CompactionRequest,
-    ) -> Result<Applied, BackendError> {
+    /// Compacts the key index at once; the records it drops are deleted later, by
+    /// [`KvStore::reclaim`].
+    fn apply_compaction(&mut self, request: &CompactionRequest) -> Result<Applied, BackendError> {
         if let Err(e) = self.corrupt() {
             return Ok(Err(e));
         }
@@ -488,9 +490,7 @@ impl KvStore {
             return Ok(Err(EtcdError::FutureRev));
         }
         self.compacted = at;
-        for rev in self.index.compact(at) {
-            backend.delete(rev)?;
-        }
+        self.unreclaimed.add(self.index.compact(at));
         let header = Some(ResponseHeader { revision: self.current, ..Default::default() });
         Ok(Ok(Response::Compaction(CompactionResponse { header })))
     }
@@ -686,18 +686,50 @@ impl KvStore {
     /// how many the backend holds. For tests and integrity checks.
     pub fn check_backend<B: RevisionRead>(&self, backend: &B, records: usize) -> Result<(), BackendError> {
         let revs = self.index.all_revisions();
-        for &rev in &revs {
+        let unreclaimed = self.unreclaimed.batch(usize::MAX);
+        for &rev in revs.iter().chain(unreclaimed) {
             if backend.get(rev)?.is_none() {
                 return Err(BackendError::Missing(rev));
             }
         }
-        if revs.len() != records {
+        if revs.len() + unreclaimed.len() != records {
             return Err(BackendError::Corrupt {
                 rev: Rev::default(),
-                detail: format!("the index refers to {} records but the backend holds {records}", revs.len()),
+                detail: format!(
+                    "the index refers to {} records and {} await deletion, but the backend holds {records}",
+                    revs.len(),
+                    unreclaimed.len()
+                ),
             });
         }
         Ok(())
+    }
+
+    /// The records compactions dropped that the backend still holds.
+    pub fn unreclaimed(&self) -> &Unreclaimed {
+        &self.unreclaimed
+    }
+
+    /// Deletes up to `max` records that compactions dropped, oldest first, and returns how
+    /// many are left. On an error nothing counts as deleted.
+    pub fn reclaim(&mut self, backend: &mut impl RevisionWrite, max: usize) -> Result<usize, BackendError> {
+        let batch = self.unreclaimed.batch(max);
+        for &rev in batch {
+            backend.delete(rev)?;
+        }
+        let deleted = batch.len();
+        self.unreclaimed.advance(deleted);
+        Ok(self.unreclaimed.len())
+    }
+
+    /// After a restart with deletions outstanding: the index was rebuilt from every record
+    /// the backend holds, so compacting it again at the compaction revision finds exactly
+    /// the records still to delete.
+    pub fn resume_reclaim(&mut self) {
+        if self.compacted > 0 {
+            let dropped = self.index.compact(self.compacted);
+            self.unreclaimed.add(dropped);
+        }
     }
 }
 

@@ -20,6 +20,7 @@ mod key_index;
 mod kv_store;
 pub mod lease;
 mod range;
+mod reclaim;
 mod rev;
 mod tree_index;
 mod txn;
@@ -28,5 +29,6 @@ pub use backend::{BackendError, MemBackend, RevisionRead, RevisionWrite, StoredK
 pub use kv_store::{Applied, KvStore, Meta, REVISION_MAX, Response};
 pub use lease::{Lease, Leases, MAX_LEASE_TTL};
 pub use range::RangePlan;
+pub use reclaim::Unreclaimed;
 pub use rev::Rev;
 pub use txn::is_read_only as txn_is_read_only;

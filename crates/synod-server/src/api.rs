@@ -460,9 +460,14 @@ impl Api {
             Response::Compaction(response) => response,
             _ => return Err(errors::unexpected("compaction")),
         };
-        // Compaction removes the records as it applies; `physical` also asks for that to be
-        // durable before the reply, as etcd forces a backend commit.
+        // Compaction drops history from the index as it applies and deletes the records
+        // afterwards, a batch at a time. `physical`, as in etcd, waits for the deletion to
+        // finish, and makes it durable before the reply.
         if physical {
+            let pause = Duration::from_millis(synod_base::limits::RECLAIM_PAUSE_MS);
+            while self.inner.state.unreclaimed().map_err(errors::storage)? > 0 {
+                tokio::time::sleep(pause).await;
+            }
             let consensus = self.inner.consensus.clone();
             self.blocking(move || consensus.checkpoint()).map_err(errors::consensus)?;
         }

@@ -728,6 +728,72 @@ fn periodic_auto_compaction_keeps_the_retention_period() {
     });
 }
 
+/// A compaction's records are deleted after it answers, a batch at a time: the bytes in use
+/// (Status's dbSizeInUse) fall to what the kept revisions hold. A physical compaction
+/// answers only once they are gone, as etcd's does, and the deletions outlive a restart.
+#[test]
+fn compacted_records_are_deleted_in_the_background() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut synod = Server::synod(dir.path());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let in_use = |endpoint: String| async move {
+        let mut maintenance =
+            synod_api::etcdserverpb::maintenance_client::MaintenanceClient::connect(endpoint)
+                .await
+                .expect("connect");
+        let status = maintenance.status(synod_api::etcdserverpb::StatusRequest {}).await.expect("status");
+        status.into_inner().db_size_in_use
+    };
+    let value = "v".repeat(1024);
+    // Puts of 10 keys, 2,500 of them and then 2,500 more; a compaction after each round
+    // drops 2,500 records, three batches.
+    let mut kv = runtime.block_on(kv_at(&synod.endpoint()));
+    let puts = |kv: &mut KvClient<Channel>| {
+        runtime.block_on(async {
+            let mut revision = 0;
+            for i in 0..2500 {
+                let response = kv.put(put(&format!("k{}", i % 10), &value)).await.expect("put").into_inner();
+                revision = response.header.expect("header").revision;
+            }
+            revision
+        })
+    };
+    let revision = puts(&mut kv);
+    let before = runtime.block_on(in_use(synod.endpoint()));
+    assert!(before > 2500 * 1024, "2,500 values of 1 KiB are in use: {before}");
+    runtime.block_on(kv.compact(CompactionRequest { revision, physical: false })).expect("compact");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = runtime.block_on(in_use(synod.endpoint()));
+        if now < 100 * 1024 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bytes in use still {now} (of {before}) 20 s after the compaction"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let revision = puts(&mut kv);
+    let physical = kv.compact(CompactionRequest { revision, physical: true });
+    runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(20), physical).await })
+        .expect("a physical compaction answers within 20 s")
+        .expect("compact");
+    let after = runtime.block_on(in_use(synod.endpoint()));
+    assert!(after < 100 * 1024, "a physical compaction answered with {after} bytes in use");
+    synod.terminate();
+    synod.start();
+    runtime.block_on(async {
+        assert_eq!(in_use(synod.endpoint()).await, after, "the deletions outlive a restart");
+        let mut kv = kv_at(&synod.endpoint()).await;
+        let response =
+            kv.range(RangeRequest { key: b"k3".to_vec(), ..Default::default() }).await.expect("get");
+        assert_eq!(response.into_inner().header.expect("header").revision, revision);
+    });
+}
+
 /// Posts `body` to the JSON gateway at `address` and returns the JSON objects of the
 /// response body (one for a unary call, one per line for a stream), reading until `count`
 /// objects arrived or the server closed the response.

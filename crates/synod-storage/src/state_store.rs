@@ -41,8 +41,12 @@ const COMPACT_REVISION: &str = "compact_revision";
 const ALARMS: &str = "alarms";
 /// Users, roles and whether auth is on: one `AuthState`, rewritten on each auth change.
 const AUTH: &str = "auth";
+/// Present while records a compaction dropped are still in the file (deleted a batch at a
+/// time by [`StateStore::reclaim`]), so that a restart finds them again. Not exported: a
+/// snapshot leaves them out.
+const RECLAIM_PENDING: &str = "reclaim_pending";
 /// The meta keys the state itself owns; callers' extra meta must use others.
-const STATE_KEYS: &[&str] = &[APPLIED_INDEX, REVISION, COMPACT_REVISION, ALARMS, AUTH];
+const STATE_KEYS: &[&str] = &[APPLIED_INDEX, REVISION, COMPACT_REVISION, ALARMS, AUTH, RECLAIM_PENDING];
 /// Leases live in the meta table as `lease/<id in hex>`, so snapshots carry them as they
 /// carry every meta value.
 const LEASE_PREFIX: &str = "lease/";
@@ -500,10 +504,10 @@ impl StateStore {
         keep: &dyn Fn(&[u8]) -> bool,
         bytes_max: usize,
     ) -> Result<History, StorageError> {
-        let (txn, current, compacted) = {
+        let (txn, current, compacted, unreclaimed) = {
             let kv = self.kv_read()?;
             let txn = self.db_read().begin_read().map_err(engine)?;
-            (txn, kv.current_revision(), kv.compact_revision())
+            (txn, kv.current_revision(), kv.compact_revision(), kv.unreclaimed().clone())
         };
         if from < compacted {
             return Ok(History::Compacted(compacted));
@@ -521,6 +525,9 @@ impl StateStore {
             if (bytes >= bytes_max || scanned >= HISTORY_SCAN_MAX) && sub == 0 {
                 through = rev.main - 1;
                 break;
+            }
+            if rev.main <= compacted && unreclaimed.contains(rev) {
+                continue;
             }
             let stored = decode_kv(rev, value.value())?;
             if keep(&stored.kv.key) {
@@ -571,6 +578,21 @@ fn write_meta(
             "extra meta key {key} is the state's own"
         );
         put(key, value)?;
+    }
+    write_reclaim_marker(meta, kv)?;
+    Ok(())
+}
+
+/// Sets or clears [`RECLAIM_PENDING`] to match the store.
+fn write_reclaim_marker(
+    meta: &mut Table<'_, &'static str, &'static [u8]>,
+    kv: &KvStore,
+) -> Result<(), StorageError> {
+    if kv.unreclaimed().is_empty() {
+        meta.remove(RECLAIM_PENDING).map_err(engine)?;
+    } else {
+        let compacted = (kv.compact_revision() as u64).to_le_bytes();
+        meta.insert(RECLAIM_PENDING, record::seal(&compacted).as_slice()).map_err(engine)?;
     }
     Ok(())
 }
@@ -652,6 +674,55 @@ impl StateStore {
         Ok(kv.read_txn(&TableReader { table: &table }, request)?)
     }
 
+    /// Records compactions dropped that the file still holds. An error once the state is
+    /// unusable, so that nobody waits for a deletion that will not happen.
+    pub fn unreclaimed(&self) -> Result<usize, StorageError> {
+        self.check_usable()?;
+        Ok(self.kv_read()?.unreclaimed().len())
+    }
+
+    /// Deletes up to `max` records that compactions dropped, in one transaction that holds
+    /// applies off only for its own length, and returns how many are left. Durable with the
+    /// next checkpoint; a crash before it finds them again on restart.
+    pub fn reclaim(&self, max: usize) -> Result<usize, StorageError> {
+        self.check_usable()?;
+        let mut kv = self.kv_write()?;
+        if kv.unreclaimed().is_empty() {
+            return Ok(0);
+        }
+        let result = self.reclaim_locked(&mut kv, max);
+        if result.is_err() {
+            // The in-memory list may have moved past records the file still holds.
+            self.broken.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn reclaim_locked(&self, kv: &mut KvStore, max: usize) -> Result<usize, StorageError> {
+        let db = self.db_read();
+        let mut txn = db.begin_write().map_err(engine)?;
+        txn.set_durability(Durability::None).map_err(engine)?;
+        let (left, record_bytes) = {
+            let mut table =
+                txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+            let mut meta =
+                txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
+            let mut writer = TableWriter {
+                table: &mut table,
+                meta: &mut meta,
+                changes: None,
+                record_bytes: RecordBytes::default(),
+            };
+            let left = kv.reclaim(&mut writer, max)?;
+            let record_bytes = writer.record_bytes;
+            write_reclaim_marker(&mut meta, kv)?;
+            (left, record_bytes)
+        };
+        txn.commit().map_err(engine)?;
+        record_bytes.apply_to(&self.record_bytes);
+        Ok(left)
+    }
+
     /// Rewrites the file to release the space that deleted and compacted records left
     /// behind (etcd's defragment). Blocks applies and reads while it runs.
     pub fn defragment(&self, timeout: Duration) -> Result<(), StorageError> {
@@ -688,7 +759,10 @@ impl StateStore {
         meta_keys: &[&str],
     ) -> Result<(ExportSummary, MetaValues), StorageError> {
         self.check_usable()?;
-        let txn = self.db_read().begin_read().map_err(engine)?;
+        let (txn, unreclaimed) = {
+            let kv = self.kv_read()?;
+            (self.db_read().begin_read().map_err(engine)?, kv.unreclaimed().clone())
+        };
         let io = |source| StorageError::Io { path: self.path.clone(), source };
         out.write_all(SNAPSHOT_MAGIC).map_err(io)?;
         let mut summary = ExportSummary::default();
@@ -697,6 +771,9 @@ impl StateStore {
         for item in table.range::<KvKey>(..).map_err(engine)? {
             let (key, value) = item.map_err(engine)?;
             let (main, sub) = key.value();
+            if unreclaimed.contains(Rev::new(main as i64, sub as i64)) {
+                continue;
+            }
             payload.clear();
             payload.extend_from_slice(&main.to_be_bytes());
             payload.extend_from_slice(&sub.to_be_bytes());
@@ -707,6 +784,9 @@ impl StateStore {
         let meta = txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
         for item in meta.range::<&str>(..).map_err(engine)? {
             let (key, value) = item.map_err(engine)?;
+            if key.value() == RECLAIM_PENDING {
+                continue;
+            }
             let key = key.value().as_bytes();
             let key_len =
                 u16::try_from(key.len()).map_err(|_| StorageError::corrupt("state meta", "key too long"))?;
@@ -892,10 +972,10 @@ impl StateStore {
     /// etcd's HashKV: a hash of the records up to `revision` (0 for the newest), with the
     /// compaction revision and the revision hashed. Equal on members that agree.
     pub fn hash_kv(&self, revision: i64) -> Result<Result<(u32, i64, i64), EtcdError>, StorageError> {
-        let (txn, current, compacted) = {
+        let (txn, current, compacted, unreclaimed) = {
             let kv = self.kv_read()?;
             let txn = self.db_read().begin_read().map_err(engine)?;
-            (txn, kv.current_revision(), kv.compact_revision())
+            (txn, kv.current_revision(), kv.compact_revision(), kv.unreclaimed().clone())
         };
         let at = if revision <= 0 { current } else { revision };
         if at > current {
@@ -909,6 +989,9 @@ impl StateStore {
         for item in table.range::<KvKey>(..=(at as u64, u64::MAX)).map_err(engine)? {
             let (key, value) = item.map_err(engine)?;
             let (main, sub) = key.value();
+            if unreclaimed.contains(Rev::new(main as i64, sub as i64)) {
+                continue;
+            }
             hasher.update(&main.to_be_bytes());
             hasher.update(&sub.to_be_bytes());
             hasher.update(value.value());
@@ -920,13 +1003,19 @@ impl StateStore {
     /// revision order: the key-value as written, and whether it is a deletion's tombstone.
     /// The simulator reads it to learn which writes of unknown outcome took effect.
     pub fn records(&self) -> Result<Vec<(KeyValue, bool)>, StorageError> {
-        let txn = self.db_read().begin_read().map_err(engine)?;
+        let (txn, unreclaimed) = {
+            let kv = self.kv_read()?;
+            (self.db_read().begin_read().map_err(engine)?, kv.unreclaimed().clone())
+        };
         let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
         let mut records = Vec::new();
         for item in table.range::<KvKey>(..).map_err(engine)? {
             let (key, value) = item.map_err(engine)?;
             let (main, sub) = key.value();
             let rev = Rev { main: main as i64, sub: sub as i64 };
+            if unreclaimed.contains(rev) {
+                continue;
+            }
             let stored = decode_kv(rev, value.value())?;
             records.push((stored.kv, stored.tombstone));
         }
@@ -1016,7 +1105,10 @@ fn load(db: &Database, kv_table: &str, meta_table: &str) -> Result<Loaded, Stora
             })
         })
         .transpose()?;
-    let kv = KvStore::restore(state_meta, records, leases, sessions, auth)?;
+    let mut kv = KvStore::restore(state_meta, records, leases, sessions, auth)?;
+    if read(RECLAIM_PENDING)?.is_some() {
+        kv.resume_reclaim();
+    }
     Ok(Loaded { kv, applied, record_bytes: record_bytes.get() })
 }
 

@@ -210,6 +210,8 @@ fn bytes_in_use_follow_the_records() {
             ..Default::default()
         };
         apply_all(&state, 101, &[compact]);
+        assert_eq!(in_use(&state), written, "the compaction's records are deleted later");
+        assert_eq!(state.reclaim(usize::MAX).unwrap(), 0);
         let compacted = in_use(&state);
         assert!(
             (10 * 1000..10 * 1100).contains(&compacted),
@@ -241,4 +243,87 @@ fn bytes_in_use_follow_the_records() {
     let target = StateStore::open(&dir.path().join("b.redb"), GroupId::FIRST).unwrap();
     target.import(&mut exported.as_slice()).unwrap();
     assert_eq!(in_use(&target), kept, "an import counts the same bytes");
+}
+
+fn compact(revision: i64) -> Command {
+    Command {
+        op: Some(command::Op::Compaction(synod_api::etcdserverpb::CompactionRequest {
+            revision,
+            physical: false,
+        })),
+        ..Default::default()
+    }
+}
+
+type DirectReads = (Result<(u32, i64, i64), synod_api::EtcdError>, u64, usize, String);
+
+/// What reads the records directly returns (HashKV, a snapshot's bytes by their hash, the
+/// records list, watch history from the compaction revision): the same whether a
+/// compaction's records are deleted yet or not.
+fn direct_reads(state: &StateStore) -> DirectReads {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut stream = Vec::new();
+    state.export(&mut stream, &["raft/test"]).unwrap();
+    let mut hasher = std::hash::DefaultHasher::new();
+    stream.hash(&mut hasher);
+    let history = match state.history(state.compact_revision().unwrap(), &|_| true, usize::MAX).unwrap() {
+        synod_storage::History::Changes { changes, through } => {
+            format!("{through}: {:?}", changes.iter().map(|(rev, _)| *rev).collect::<Vec<_>>())
+        }
+        synod_storage::History::Compacted(at) => format!("compacted at {at}"),
+    };
+    (state.hash_kv(0).unwrap(), hasher.finish(), state.records().unwrap().len(), history)
+}
+
+/// A compaction drops history from the index at once and deletes its records later, a
+/// batch at a time; until they are gone nothing that reads the file sees them, and a
+/// restart part-way finds the rest again.
+#[test]
+fn compacted_records_are_deleted_later_and_never_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    // 100 puts over 10 keys (revisions 2 to 101), then "k0" deleted (102): compacting at
+    // 102 drops 90 older values, and k0's last value and tombstone, which sits at the
+    // compaction revision itself, where watch history starts.
+    let mut commands: Vec<Command> =
+        (0..100).map(|i| put(&format!("k{}", i % 10), &format!("v{i}"))).collect();
+    commands.push(Command {
+        op: Some(command::Op::DeleteRange(synod_api::etcdserverpb::DeleteRangeRequest {
+            key: "k0".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    });
+    // The same history, compacted and fully deleted, for comparison.
+    let done = StateStore::open(&dir.path().join("done.redb"), GroupId::FIRST).unwrap();
+    apply_all(&done, 1, &commands);
+    apply_all(&done, 102, &[compact(102)]);
+    assert_eq!(done.reclaim(usize::MAX).unwrap(), 0);
+    let expected = direct_reads(&done);
+    assert_eq!(expected.2, 9, "nine keys keep one value each");
+
+    {
+        let state = StateStore::open(&path, GroupId::FIRST).unwrap();
+        apply_all(&state, 1, &commands);
+        apply_all(&state, 102, &[compact(102)]);
+        assert_eq!(state.unreclaimed().unwrap(), 92);
+        state.verify().unwrap();
+        assert_eq!(direct_reads(&state), expected, "before any deletion");
+        assert_eq!(state.reclaim(30).unwrap(), 62);
+        state.verify().unwrap();
+        assert_eq!(direct_reads(&state), expected, "part-way");
+        state.checkpoint().unwrap();
+    }
+    let state = StateStore::open(&path, GroupId::FIRST).unwrap();
+    assert_eq!(state.unreclaimed().unwrap(), 62, "a restart finds the records still to delete");
+    state.verify().unwrap();
+    assert_eq!(direct_reads(&state), expected, "after a restart part-way");
+    assert_eq!(state.reclaim(usize::MAX).unwrap(), 0);
+    state.verify().unwrap();
+    assert_eq!(direct_reads(&state), expected, "all deleted");
+    state.checkpoint().unwrap();
+    drop(state);
+    let state = StateStore::open(&path, GroupId::FIRST).unwrap();
+    assert_eq!(state.unreclaimed().unwrap(), 0);
+    assert_eq!(direct_reads(&state), expected);
 }
