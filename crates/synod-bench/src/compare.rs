@@ -11,6 +11,8 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, Kind};
+pub use crate::datascale::DatascaleOptions;
+use crate::datascale::{self, Datascale};
 use crate::load::{LoadShape, Stop};
 use crate::plot;
 use crate::report::{Report, duration_text};
@@ -29,6 +31,8 @@ pub struct CompareOptions {
     pub synod: Option<PathBuf>,
     pub etcd: Option<PathBuf>,
     pub only: Vec<String>,
+    /// Keys and value size of the datascale part (`None` skips it).
+    pub datascale: Option<DatascaleOptions>,
     pub write_docs: Option<PathBuf>,
     pub progress: bool,
     /// The command line, recorded in the results so that they can be reproduced.
@@ -77,6 +81,11 @@ pub struct Row {
     pub target: Option<Target>,
     pub synod: Report,
     pub etcd: Report,
+    /// The CPU time all members of each cluster used during the run, in seconds.
+    #[serde(default)]
+    pub synod_cpu_seconds: f64,
+    #[serde(default)]
+    pub etcd_cpu_seconds: f64,
 }
 
 impl Row {
@@ -102,7 +111,12 @@ pub struct Comparison {
     pub seconds_per_run: f64,
     pub memory: Memory,
     pub rows: Vec<Row>,
+    #[serde(default)]
+    pub datascale: Option<Datascale>,
 }
+
+/// The name `--only` selects the datascale part by.
+const DATASCALE: &str = "datascale";
 
 /// One workload of the comparison.
 struct Plan {
@@ -183,17 +197,55 @@ pub async fn run(options: &CompareOptions) -> anyhow::Result<Comparison> {
     let synod = find_binary("synod", options.synod.as_deref(), true)?;
     let etcd = find_binary("etcd", options.etcd.as_deref(), false)?;
     let known = plans_names(options.load_keys);
-    if let Some(unknown) = options.only.iter().find(|o| !known.split(", ").any(|name| name == o.as_str())) {
-        bail!("--only {unknown}: no such workload; the workloads are {known}");
+    if let Some(unknown) = options
+        .only
+        .iter()
+        .find(|o| o.as_str() != DATASCALE && !known.split(", ").any(|name| name == o.as_str()))
+    {
+        bail!("--only {unknown}: no such workload; the workloads are {known}, {DATASCALE}");
     }
     let plans: Vec<Plan> = plans(options.load_keys)
         .into_iter()
         .filter(|p| options.only.is_empty() || options.only.iter().any(|o| o == p.name))
         .collect();
     fs::create_dir_all(&options.out).with_context(|| format!("create {}", options.out.display()))?;
+    let (memory, rows) = if plans.is_empty() {
+        let memory = Memory { keys: 0, value_size: 256, synod_bytes: Vec::new(), etcd_bytes: Vec::new() };
+        (memory, Vec::new())
+    } else {
+        run_plans(&plans, &synod, &etcd, options).await?
+    };
+    let datascale = match &options.datascale {
+        Some(datascale) if options.only.is_empty() || options.only.iter().any(|o| o == DATASCALE) => {
+            let binaries = [(Kind::Etcd, etcd.clone()), (Kind::Synod, synod.clone())];
+            Some(datascale::run(&binaries, &options.out, datascale).await?)
+        }
+        _ => None,
+    };
+    let comparison = Comparison {
+        command: options.command.clone(),
+        machine: machine(),
+        synod_version: version(&synod),
+        etcd_version: version(&etcd),
+        seconds_per_run: options.duration.as_secs_f64(),
+        memory,
+        rows,
+        datascale,
+    };
+    write_outputs(&comparison, options)?;
+    Ok(comparison)
+}
+
+/// Loads both clusters, measures their memory, and runs the workloads on each in turn.
+async fn run_plans(
+    plans: &[Plan],
+    synod: &Path,
+    etcd: &Path,
+    options: &CompareOptions,
+) -> anyhow::Result<(Memory, Vec<Row>)> {
     eprintln!("starting 3 etcd members and 3 synod members under {}", options.out.display());
-    let mut etcd_cluster = Cluster::start(Kind::Etcd, &etcd, MEMBERS, &options.out).await?;
-    let mut synod_cluster = Cluster::start(Kind::Synod, &synod, MEMBERS, &options.out).await?;
+    let mut etcd_cluster = Cluster::start(Kind::Etcd, etcd, MEMBERS, &options.out).await?;
+    let mut synod_cluster = Cluster::start(Kind::Synod, synod, MEMBERS, &options.out).await?;
 
     // The load doubles as the data the reads read.
     let load = Plan {
@@ -241,6 +293,7 @@ pub async fn run(options: &CompareOptions) -> anyhow::Result<Comparison> {
         let order = if i % 2 == 0 { [Kind::Synod, Kind::Etcd] } else { [Kind::Etcd, Kind::Synod] };
         let mut synod_report = None;
         let mut etcd_report = None;
+        let mut cpu = [0.0; 2];
         for kind in order {
             let cluster = if kind == Kind::Synod { &mut synod_cluster } else { &mut etcd_cluster };
             let shape = shape(plan, cluster, Stop::After(options.duration), options.progress);
@@ -249,8 +302,10 @@ pub async fn run(options: &CompareOptions) -> anyhow::Result<Comparison> {
                 (Kind::Etcd, Some(etcd_workload)) => etcd_workload,
                 _ => &plan.workload,
             };
+            let cpu_before = cluster.cpu_seconds()?;
             let report = workload::run(workload, &shape, &label).await.with_context(|| label.clone())?;
             cluster.check_running()?;
+            cpu[usize::from(kind == Kind::Etcd)] = cluster.cpu_seconds()? - cpu_before;
             eprintln!(
                 "{label}: {:.0} ops/s, p50 {}, p99 {}",
                 report.throughput,
@@ -271,22 +326,11 @@ pub async fn run(options: &CompareOptions) -> anyhow::Result<Comparison> {
             target: plan.target,
             synod,
             etcd,
+            synod_cpu_seconds: cpu[0],
+            etcd_cpu_seconds: cpu[1],
         });
     }
-
-    let comparison = Comparison {
-        command: options.command.clone(),
-        machine: machine(),
-        synod_version: version(&synod),
-        etcd_version: version(&etcd),
-        seconds_per_run: options.duration.as_secs_f64(),
-        memory,
-        rows,
-    };
-    drop(synod_cluster);
-    drop(etcd_cluster);
-    write_outputs(&comparison, options)?;
-    Ok(comparison)
+    Ok((memory, rows))
 }
 
 fn plans_names(load_keys: u64) -> String {
@@ -400,6 +444,20 @@ pub fn markdown(c: &Comparison, plots: &[PathBuf], plot_dir: &Path) -> String {
             duration_text(row.etcd.latency_us.p99),
         );
     }
+    if c.rows.iter().any(|r| r.synod_cpu_seconds > 0.0) {
+        out.push_str(
+            "\nCPU time per request: user and system time of all three members together (from /proc), divided by the requests answered; the figure that carries over to a machine with more cores. For watch-latency, per event delivered.\n\n",
+        );
+        out.push_str("| workload | synod CPU/op | etcd CPU/op | synod/etcd |\n|---|---:|---:|---:|\n");
+        for row in &c.rows {
+            let per_op = |cpu: f64, report: &Report| {
+                if report.ops > 0 { cpu * 1e6 / report.ops as f64 } else { f64::NAN }
+            };
+            let synod = per_op(row.synod_cpu_seconds, &row.synod);
+            let etcd = per_op(row.etcd_cpu_seconds, &row.etcd);
+            let _ = writeln!(out, "| {} | {synod:.0} µs | {etcd:.0} µs | {:.2} |", row.name, synod / etcd);
+        }
+    }
     let m = &c.memory;
     if !m.synod_bytes.is_empty() {
         let max = |bytes: &[u64]| bytes.iter().copied().max().unwrap_or(0);
@@ -413,6 +471,9 @@ pub fn markdown(c: &Comparison, plots: &[PathBuf], plot_dir: &Path) -> String {
             list(&m.synod_bytes),
             list(&m.etcd_bytes)
         );
+    }
+    if let Some(datascale) = &c.datascale {
+        out.push_str(&datascale::markdown(datascale));
     }
     let mut notes = String::new();
     for row in &c.rows {

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod compare;
+mod datascale;
 mod failover;
 mod load;
 mod plot;
@@ -143,7 +144,14 @@ struct CompareArgs {
     load_keys: u64,
     #[command(flatten)]
     clusters: Clusters,
-    /// Run only these workloads (comma-separated names from the results table).
+    /// Keys the datascale part loads (each written twice) into fresh clusters; 0 skips it.
+    #[arg(long, default_value_t = 1_000_000)]
+    datascale_keys: u64,
+    /// Value size of the datascale part, in bytes.
+    #[arg(long, default_value_t = 1024, value_parser = bytes_at_most(VAL_SIZE_MAX))]
+    datascale_value_size: usize,
+    /// Run only these workloads (comma-separated names from the results table, or
+    /// `datascale`).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Replace the generated part of this Markdown file (docs/benchmarks.md) with the results.
@@ -287,6 +295,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 synod: args.clusters.synod,
                 etcd: args.clusters.etcd,
                 only: args.only,
+                datascale: (args.datascale_keys > 0).then_some(compare::DatascaleOptions {
+                    keys: args.datascale_keys,
+                    value_size: args.datascale_value_size,
+                    progress: !args.no_progress,
+                }),
                 write_docs: args.write_docs,
                 progress: !args.no_progress,
                 command: std::env::args().collect::<Vec<_>>().join(" "),

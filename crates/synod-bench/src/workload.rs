@@ -65,7 +65,7 @@ impl Data {
         if self.sequential { n % self.key_space } else { rng.random_range(0..self.key_space) }
     }
 
-    fn key_at(&self, index: u64) -> Vec<u8> {
+    pub fn key_at(&self, index: u64) -> Vec<u8> {
         format!("{index:0width$}", width = self.key_size).into_bytes()
     }
 }

@@ -258,7 +258,8 @@ fn compare_reports_both_systems_and_cleans_up() {
     let mut command = Command::new(SYNOD_BENCH);
     command
         .args(["compare", "--duration", "1s", "--load-keys", "300", "--no-progress"])
-        .args(["--only", "put,get-linearizable,watch-latency,counter-cas,counter-32"])
+        .args(["--only", "put,get-linearizable,watch-latency,counter-cas,counter-32,datascale"])
+        .args(["--datascale-keys", "300"])
         .arg("--out")
         .arg(out.path())
         .arg("--synod")
@@ -292,6 +293,24 @@ fn compare_reports_both_systems_and_cleans_up() {
         assert_eq!(bytes.len(), 3, "{results}");
         assert!(bytes.iter().all(|b| b.as_u64().unwrap() > 1 << 20), "{results}");
     }
+    for row in rows {
+        for system in ["synod_cpu_seconds", "etcd_cpu_seconds"] {
+            assert!(row[system].as_f64().unwrap() > 0.0, "{system} {row}");
+        }
+    }
+    let datascale = &results["datascale"];
+    for system in ["synod", "etcd"] {
+        let scale = &datascale[system];
+        for seconds in
+            ["load_seconds", "restart_to_serving_seconds", "catch_up_seconds", "compaction_seconds"]
+        {
+            assert!(scale[seconds].as_f64().unwrap() > 0.0, "{system} {seconds}: {datascale}");
+        }
+        assert_eq!(scale["defrag_seconds"].as_array().unwrap().len(), 3, "{datascale}");
+        assert!(scale["trickle_puts"].as_u64().unwrap() > 0, "{datascale}");
+        assert_eq!(scale["trickle_errors"], 0, "{system}: {datascale}");
+        assert!(scale["caught_up_disk_bytes"].as_u64().unwrap() > 0, "{datascale}");
+    }
     for plot in ["throughput.svg", "latency-put.svg", "latency-counter-cas.svg"] {
         let svg = std::fs::read_to_string(run.join(plot)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("synod"), "{plot}");
@@ -303,6 +322,8 @@ fn compare_reports_both_systems_and_cleans_up() {
         "{markdown}"
     );
     assert!(markdown.contains("Resident memory per member after loading 300 keys"), "{markdown}");
+    assert!(markdown.contains("CPU time per request"), "{markdown}");
+    assert!(markdown.contains("Datascale: 300 keys of 1024-byte values"), "{markdown}");
 
     let docs = std::fs::read_to_string(&docs).unwrap();
     assert!(
