@@ -48,6 +48,9 @@ const MAINTENANCE_DEADLINE: Duration = Duration::from_secs(20 * 60);
 /// puts (300 puts/s over all clients, far below either system's capacity).
 const TRICKLE_CLIENTS: usize = 30;
 const TRICKLE_EVERY: Duration = Duration::from_millis(100);
+/// How often a member's bytes in use are read while it deletes compacted records; a
+/// batch of deletions takes ~10 ms, so an unchanged count over this long means it is done.
+const SETTLE_EVERY: Duration = Duration::from_millis(500);
 /// The quiet phase before compaction, and the gap between phases.
 const QUIET: Duration = Duration::from_secs(5);
 const GAP: Duration = Duration::from_secs(2);
@@ -187,6 +190,12 @@ async fn measure(
         "{name} datascale: compaction to {latest} took {:.2} s",
         (compaction.1 - compaction.0).as_secs_f64()
     );
+    // A physical compaction answers once the member that took it has deleted what it
+    // dropped; the others may still be deleting. Defragmenting before they finish would
+    // leave their files larger than they need be.
+    for i in 0..cluster.len() {
+        wait_settled(cluster.endpoint(i)).await?;
+    }
     tokio::time::sleep(GAP).await;
     let defrag_start = trickle.now();
     let mut defrag_seconds = Vec::new();
@@ -246,6 +255,27 @@ async fn revision(url: &str) -> anyhow::Result<i64> {
         .and_then(|s| s.header)
         .map(|h| h.revision)
         .with_context(|| format!("Status of {url}"))
+}
+
+/// Waits until the bytes the member at `url` has in use (Status's dbSizeInUse) stop
+/// falling: its deletions after a compaction are done.
+async fn wait_settled(url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + MAINTENANCE_DEADLINE;
+    let mut last = None;
+    loop {
+        let in_use = cluster::status(url)
+            .await
+            .map(|s| s.db_size_in_use)
+            .with_context(|| format!("Status of {url}"))?;
+        if last.is_some_and(|last| in_use >= last) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("{url} was still deleting compacted records after {MAINTENANCE_DEADLINE:?}");
+        }
+        last = Some(in_use);
+        tokio::time::sleep(SETTLE_EVERY).await;
+    }
 }
 
 /// Waits until the member at `url` answers a linearizable get of `key` at a revision of at

@@ -1659,6 +1659,9 @@ impl Consensus {
             let pause = Duration::from_millis(limits::RECLAIM_PAUSE_MS);
             let mut durable = consensus.inner.state.applied();
             let mut checkpointed = Instant::now();
+            // Deletions since the last checkpoint: they change no applied index, but need a
+            // durable commit too (redb reuses freed pages only after one).
+            let mut reclaimed = false;
             loop {
                 let reclaiming = consensus.inner.state.unreclaimed().is_ok_and(|left| left > 0);
                 let wait = if reclaiming { pause } else { interval.saturating_sub(checkpointed.elapsed()) };
@@ -1673,13 +1676,14 @@ impl Consensus {
                         consensus.fail(format!("deleting compacted records failed: {e}"));
                         return;
                     }
+                    reclaimed = true;
                     if checkpointed.elapsed() < interval {
                         continue;
                     }
                 }
                 checkpointed = Instant::now();
                 let applied = consensus.inner.state.applied();
-                if applied == durable {
+                if applied == durable && !reclaimed {
                     continue;
                 }
                 let state = consensus.inner.state.clone();
@@ -1695,6 +1699,7 @@ impl Consensus {
                 }
                 consensus.inner.observer.state_committed(started.elapsed());
                 durable = applied;
+                reclaimed = false;
             }
         });
     }

@@ -113,12 +113,20 @@ impl KvStore {
     ///
     /// The records may come from another member (a snapshot), so anything that does not
     /// fit together is an error, not a panic.
+    ///
+    /// `reclaiming` says that a compaction's records were being deleted when the records
+    /// were written (see [`Unreclaimed`]): the store compacts the rebuilt index again to
+    /// find the rest. Deletion goes in revision order, so what is left of each key's history
+    /// is its newest part, which may begin with a tombstone at or below the compaction
+    /// revision (its generation's puts already deleted); such a tombstone is one of the
+    /// records still to delete, not a key.
     pub fn restore<E: From<BackendError>>(
         meta: Meta,
         records: impl IntoIterator<Item = Result<(Rev, StoredKv), E>>,
         leases: impl IntoIterator<Item = Result<LeaseRecord, E>>,
         sessions: impl IntoIterator<Item = Result<CounterSession, E>>,
         auth: Option<AuthState>,
+        reclaiming: bool,
     ) -> Result<KvStore, E> {
         let bad_meta = |detail: String| E::from(BackendError::Corrupt { rev: Rev::default(), detail });
         if !(1..=REVISION_MAX).contains(&meta.current_revision) {
@@ -136,6 +144,7 @@ impl KvStore {
         let mut store = KvStore::from_meta(meta);
         let mut key_lease: std::collections::HashMap<Vec<u8>, i64> = Default::default();
         let mut last = Rev::default();
+        let mut orphaned_tombstones = Vec::new();
         for record in records {
             let (rev, stored) = record?;
             let corrupt = |detail: String| E::from(BackendError::Corrupt { rev, detail });
@@ -147,6 +156,11 @@ impl KvStore {
             }
             last = rev;
             let kv = &stored.kv;
+            if reclaiming && stored.tombstone && rev.main <= store.compacted && !store.index.has_key(&kv.key)
+            {
+                orphaned_tombstones.push(rev);
+                continue;
+            }
             store
                 .index
                 .restore(&kv.key, rev, kv.create_revision, kv.version, stored.tombstone)
@@ -176,6 +190,10 @@ impl KvStore {
         if let Some(auth) = auth {
             store.auth = Auth::restore(auth)
                 .map_err(|detail| E::from(BackendError::Corrupt { rev: Rev::default(), detail }))?;
+        }
+        if reclaiming {
+            store.resume_reclaim();
+            store.unreclaimed.add(orphaned_tombstones);
         }
         Ok(store)
     }
@@ -723,9 +741,9 @@ impl KvStore {
     }
 
     /// After a restart with deletions outstanding: the index was rebuilt from every record
-    /// the backend holds, so compacting it again at the compaction revision finds exactly
-    /// the records still to delete.
-    pub fn resume_reclaim(&mut self) {
+    /// the backend holds, so compacting it again at the compaction revision finds the
+    /// records still to delete (with the orphaned tombstones `restore` set aside).
+    fn resume_reclaim(&mut self) {
         if self.compacted > 0 {
             let dropped = self.index.compact(self.compacted);
             self.unreclaimed.add(dropped);

@@ -55,6 +55,11 @@ pub struct TreeIndex {
 }
 
 impl TreeIndex {
+    /// Whether the index has any history of `key`.
+    pub fn has_key(&self, key: &[u8]) -> bool {
+        self.keys.contains_key(key)
+    }
+
     pub fn get(&self, key: &[u8], at: i64) -> Option<Visible> {
         self.keys.get(key)?.get(at)
     }

@@ -133,11 +133,15 @@ fn run_case(store: &mut KvStore, backend: &mut MemBackend, command: &[&str]) -> 
             // As the state file's marker does: a compaction's records not yet deleted are
             // found again.
             let reclaiming = !store.unreclaimed().is_empty();
-            *store = KvStore::restore(store.meta(), records, leases, sessions, backend.auth().cloned())
-                .expect("restore");
-            if reclaiming {
-                store.resume_reclaim();
-            }
+            *store = KvStore::restore(
+                store.meta(),
+                records,
+                leases,
+                sessions,
+                backend.auth().cloned(),
+                reclaiming,
+            )
+            .expect("restore");
             writeln!(
                 out,
                 "restarted at rev={} compacted={}",

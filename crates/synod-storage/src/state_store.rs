@@ -873,19 +873,29 @@ impl StateStore {
     /// database; see [`crate::etcd_snapshot`]) for Maintenance.Snapshot. Returns the
     /// revision it holds and the bytes written.
     pub fn write_etcd_snapshot(&self, out: &mut std::fs::File) -> Result<(i64, u64), StorageError> {
-        let (txn, revision, compacted, leases) = {
+        let (txn, revision, compacted, leases, unreclaimed) = {
             let kv = self.kv_read()?;
             let txn = self.db_read().begin_read().map_err(engine)?;
             let leases: Vec<LeaseRecord> = kv.leases().records().copied().collect();
-            (txn, kv.current_revision(), kv.compact_revision(), leases)
+            (txn, kv.current_revision(), kv.compact_revision(), leases, kv.unreclaimed().clone())
         };
         let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
-        let mut records = table.range::<KvKey>(..).map_err(engine)?.map(|item| {
-            let (key, value) = item.map_err(engine)?;
-            let (main, sub) = key.value();
-            let rev = Rev::new(main as i64, sub as i64);
-            Ok((rev, decode_kv(rev, value.value())?))
-        });
+        let mut records = table
+            .range::<KvKey>(..)
+            .map_err(engine)?
+            .map(|item| {
+                let (key, value) = item.map_err(engine)?;
+                let (main, sub) = key.value();
+                Ok((Rev::new(main as i64, sub as i64), value))
+            })
+            // Records a compaction dropped that are not deleted yet are not in the snapshot.
+            .filter(
+                |item: &Result<_, StorageError>| !matches!(item, Ok((rev, _)) if unreclaimed.contains(*rev)),
+            )
+            .map(|item| {
+                let (rev, value) = item?;
+                Ok((rev, decode_kv(rev, value.value())?))
+            });
         let bytes = crate::etcd_snapshot::write(out, &mut records, compacted, &leases)?;
         Ok((revision, bytes))
     }
@@ -1105,10 +1115,8 @@ fn load(db: &Database, kv_table: &str, meta_table: &str) -> Result<Loaded, Stora
             })
         })
         .transpose()?;
-    let mut kv = KvStore::restore(state_meta, records, leases, sessions, auth)?;
-    if read(RECLAIM_PENDING)?.is_some() {
-        kv.resume_reclaim();
-    }
+    let reclaiming = read(RECLAIM_PENDING)?.is_some();
+    let kv = KvStore::restore(state_meta, records, leases, sessions, auth, reclaiming)?;
     Ok(Loaded { kv, applied, record_bytes: record_bytes.get() })
 }
 

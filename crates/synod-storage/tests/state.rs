@@ -255,24 +255,33 @@ fn compact(revision: i64) -> Command {
     }
 }
 
-type DirectReads = (Result<(u32, i64, i64), synod_api::EtcdError>, u64, usize, String);
+type DirectReads = (Result<(u32, i64, i64), synod_api::EtcdError>, u64, u64, usize, String);
 
-/// What reads the records directly returns (HashKV, a snapshot's bytes by their hash, the
-/// records list, watch history from the compaction revision): the same whether a
-/// compaction's records are deleted yet or not.
+/// What reads the records directly returns (HashKV, the bytes of a snapshot and of an
+/// etcd-format snapshot by their hashes, the records list, watch history from the
+/// compaction revision): the same whether a compaction's records are deleted yet or not.
 fn direct_reads(state: &StateStore) -> DirectReads {
     use std::hash::{Hash as _, Hasher as _};
+    let hash = |bytes: &[u8]| {
+        let mut hasher = std::hash::DefaultHasher::new();
+        bytes.hash(&mut hasher);
+        hasher.finish()
+    };
     let mut stream = Vec::new();
     state.export(&mut stream, &["raft/test"]).unwrap();
-    let mut hasher = std::hash::DefaultHasher::new();
-    stream.hash(&mut hasher);
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_path = dir.path().join("etcd.db");
+    let mut etcd_file = std::fs::File::create(&etcd_path).unwrap();
+    state.write_etcd_snapshot(&mut etcd_file).unwrap();
+    drop(etcd_file);
+    let etcd_snapshot = std::fs::read(&etcd_path).unwrap();
     let history = match state.history(state.compact_revision().unwrap(), &|_| true, usize::MAX).unwrap() {
         synod_storage::History::Changes { changes, through } => {
             format!("{through}: {:?}", changes.iter().map(|(rev, _)| *rev).collect::<Vec<_>>())
         }
         synod_storage::History::Compacted(at) => format!("compacted at {at}"),
     };
-    (state.hash_kv(0).unwrap(), hasher.finish(), state.records().unwrap().len(), history)
+    (state.hash_kv(0).unwrap(), hash(&stream), hash(&etcd_snapshot), state.records().unwrap().len(), history)
 }
 
 /// A compaction drops history from the index at once and deletes its records later, a
@@ -281,7 +290,6 @@ fn direct_reads(state: &StateStore) -> DirectReads {
 #[test]
 fn compacted_records_are_deleted_later_and_never_seen() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.redb");
     // 100 puts over 10 keys (revisions 2 to 101), then "k0" deleted (102): compacting at
     // 102 drops 90 older values, and k0's last value and tombstone, which sits at the
     // compaction revision itself, where watch history starts.
@@ -300,30 +308,35 @@ fn compacted_records_are_deleted_later_and_never_seen() {
     apply_all(&done, 102, &[compact(102)]);
     assert_eq!(done.reclaim(usize::MAX).unwrap(), 0);
     let expected = direct_reads(&done);
-    assert_eq!(expected.2, 9, "nine keys keep one value each");
+    assert_eq!(expected.3, 9, "nine keys keep one value each");
 
-    {
+    // Deleted part-way, then restarted: after 30 of the 92, and after 91, which leaves
+    // k0's tombstone as the first record of its key.
+    for first in [30, 91] {
+        let path = dir.path().join(format!("state-{first}.redb"));
+        {
+            let state = StateStore::open(&path, GroupId::FIRST).unwrap();
+            apply_all(&state, 1, &commands);
+            apply_all(&state, 102, &[compact(102)]);
+            assert_eq!(state.unreclaimed().unwrap(), 92);
+            state.verify().unwrap();
+            assert_eq!(direct_reads(&state), expected, "before any deletion");
+            assert_eq!(state.reclaim(first).unwrap(), 92 - first);
+            state.verify().unwrap();
+            assert_eq!(direct_reads(&state), expected, "after {first} deleted");
+            state.checkpoint().unwrap();
+        }
         let state = StateStore::open(&path, GroupId::FIRST).unwrap();
-        apply_all(&state, 1, &commands);
-        apply_all(&state, 102, &[compact(102)]);
-        assert_eq!(state.unreclaimed().unwrap(), 92);
+        assert_eq!(state.unreclaimed().unwrap(), 92 - first, "a restart finds the records still to delete");
         state.verify().unwrap();
-        assert_eq!(direct_reads(&state), expected, "before any deletion");
-        assert_eq!(state.reclaim(30).unwrap(), 62);
+        assert_eq!(direct_reads(&state), expected, "after a restart with {first} deleted");
+        assert_eq!(state.reclaim(usize::MAX).unwrap(), 0);
         state.verify().unwrap();
-        assert_eq!(direct_reads(&state), expected, "part-way");
+        assert_eq!(direct_reads(&state), expected, "all deleted");
         state.checkpoint().unwrap();
+        drop(state);
+        let state = StateStore::open(&path, GroupId::FIRST).unwrap();
+        assert_eq!(state.unreclaimed().unwrap(), 0);
+        assert_eq!(direct_reads(&state), expected);
     }
-    let state = StateStore::open(&path, GroupId::FIRST).unwrap();
-    assert_eq!(state.unreclaimed().unwrap(), 62, "a restart finds the records still to delete");
-    state.verify().unwrap();
-    assert_eq!(direct_reads(&state), expected, "after a restart part-way");
-    assert_eq!(state.reclaim(usize::MAX).unwrap(), 0);
-    state.verify().unwrap();
-    assert_eq!(direct_reads(&state), expected, "all deleted");
-    state.checkpoint().unwrap();
-    drop(state);
-    let state = StateStore::open(&path, GroupId::FIRST).unwrap();
-    assert_eq!(state.unreclaimed().unwrap(), 0);
-    assert_eq!(direct_reads(&state), expected);
 }
