@@ -48,8 +48,9 @@ const MAINTENANCE_DEADLINE: Duration = Duration::from_secs(20 * 60);
 /// puts (300 puts/s over all clients, far below either system's capacity).
 const TRICKLE_CLIENTS: usize = 30;
 const TRICKLE_EVERY: Duration = Duration::from_millis(100);
-/// How often a member's bytes in use are read while it deletes compacted records; a
-/// batch of deletions takes ~10 ms, so an unchanged count over this long means it is done.
+/// How often a member's bytes in use are read while it deletes compacted records. synod
+/// deletes a batch every 10 ms and etcd as often, so a count unchanged over 50 such
+/// pauses means the deletion is done.
 const SETTLE_EVERY: Duration = Duration::from_millis(500);
 /// The quiet phase before compaction, and the gap between phases.
 const QUIET: Duration = Duration::from_secs(5);
