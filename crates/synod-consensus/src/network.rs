@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +38,7 @@ use crate::codec;
 use crate::disk_io::DiskIo;
 use crate::observer::Observer;
 use crate::removed::{REMOVED_MESSAGE, Removed};
-use crate::state_machine::{SnapshotFile, StateSnapshot};
+use crate::state_machine::{SnapshotData, StateSnapshot};
 use crate::types::{MemberNode, TypeConfig, Vote};
 
 /// gRPC metadata naming the sender's cluster, the sender, and the intended receiver.
@@ -449,7 +448,7 @@ fn decode_error(error: codec::CodecError) -> RPCError<TypeConfig> {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -583,42 +582,20 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let mut client = self.client()?;
         let group = self.network.identity.group.0;
         let meta = codec::snapshot_meta(&snapshot.meta);
-        let path = snapshot.snapshot.path.clone();
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let size = match &snapshot.snapshot {
+            SnapshotData::View(view) => view.size_bytes(),
+            SnapshotData::Received(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        };
         // A generous bound for the whole transfer: 10 s per 64 MiB and a minute on top.
         let deadline = Duration::from_secs(60 + 10 * size / (64 * 1024 * 1024));
         let (chunks, stream) = tokio::sync::mpsc::channel::<pb::SnapshotChunk>(4);
-        let disk_io = self.network.disk_io;
-        let reader = tokio::spawn(async move {
-            let mut file = {
-                let path = path.clone();
-                disk_io.run(move || std::fs::File::open(&path)).await?
-            };
-            let mut first = Some((codec::vote(&vote), meta));
-            loop {
-                let (returned, data) = disk_io
-                    .run(move || {
-                        let mut data = vec![0u8; SNAPSHOT_CHUNK_BYTES];
-                        let mut filled = 0;
-                        while filled < data.len() {
-                            match file.read(&mut data[filled..])? {
-                                0 => break,
-                                n => filled += n,
-                            }
-                        }
-                        data.truncate(filled);
-                        Ok((file, data))
-                    })
-                    .await?;
-                file = returned;
-                let done = data.len() < SNAPSHOT_CHUNK_BYTES;
-                let (vote, meta) = first.take().map_or((None, None), |(v, m)| (Some(v), Some(m)));
-                let chunk = pb::SnapshotChunk { group_id: group, vote, meta, data, done };
-                if chunks.send(chunk).await.is_err() || done {
-                    return Ok::<(), std::io::Error>(());
-                }
-            }
-        });
+        let first = pb::SnapshotChunk {
+            group_id: group,
+            vote: Some(codec::vote(&vote)),
+            meta: Some(meta),
+            ..Default::default()
+        };
+        let reader = send_snapshot_data(snapshot.snapshot, first, chunks, self.network.disk_io);
         let request =
             self.network.request(self.target, tokio_stream::wrappers::ReceiverStream::new(stream), deadline);
         let transfer = async {
@@ -648,6 +625,95 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let vote =
             codec::vote_from(response.vote.as_ref()).map_err(|e| StreamingError::from(decode_error(e)))?;
         Ok(SnapshotResponse::new(vote))
+    }
+}
+
+/// Writes a snapshot's data to `chunks` in chunks of [`SNAPSHOT_CHUNK_BYTES`], the first
+/// being `first` (which names the snapshot), the last marked done; a view of the state is
+/// exported as it goes. Ends early, with an error, if the transfer stops reading.
+fn send_snapshot_data(
+    data: SnapshotData,
+    first: pb::SnapshotChunk,
+    chunks: tokio::sync::mpsc::Sender<pb::SnapshotChunk>,
+    disk_io: DiskIo,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let write = move |out: &mut dyn std::io::Write| -> std::io::Result<()> {
+        match data {
+            SnapshotData::View(view) => view.export(out).map(drop).map_err(std::io::Error::other),
+            SnapshotData::Received(path) => std::io::copy(&mut std::fs::File::open(path)?, out).map(drop),
+        }
+    };
+    match disk_io {
+        DiskIo::Threads => tokio::task::spawn_blocking(move || {
+            let mut out = ChunkWriter { next: first, chunks: Some(chunks) };
+            write(&mut out)?;
+            out.finish()
+        }),
+        // The simulator's states are small, and nothing may run on another thread there.
+        DiskIo::Inline => tokio::spawn(async move {
+            let mut data = Vec::new();
+            write(&mut data)?;
+            let group_id = first.group_id;
+            let mut next = first;
+            let mut pieces = data.chunks(SNAPSHOT_CHUNK_BYTES).peekable();
+            loop {
+                next.data = pieces.next().unwrap_or_default().to_vec();
+                next.done = pieces.peek().is_none();
+                let done = next.done;
+                let following = pb::SnapshotChunk { group_id, ..Default::default() };
+                chunks.send(std::mem::replace(&mut next, following)).await.map_err(|_| transfer_stopped())?;
+                if done {
+                    return Ok(());
+                }
+            }
+        }),
+    }
+}
+
+fn transfer_stopped() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the snapshot transfer stopped")
+}
+
+/// A blocking writer that cuts what it is given into snapshot chunks.
+struct ChunkWriter {
+    next: pb::SnapshotChunk,
+    chunks: Option<tokio::sync::mpsc::Sender<pb::SnapshotChunk>>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self, done: bool) -> std::io::Result<()> {
+        let following = pb::SnapshotChunk {
+            group_id: self.next.group_id,
+            data: Vec::with_capacity(SNAPSHOT_CHUNK_BYTES),
+            ..Default::default()
+        };
+        let mut chunk = std::mem::replace(&mut self.next, following);
+        chunk.done = done;
+        let chunks = self.chunks.as_ref().ok_or_else(transfer_stopped)?;
+        chunks.blocking_send(chunk).map_err(|_| transfer_stopped())
+    }
+
+    /// Sends what is left as the last chunk.
+    fn finish(mut self) -> std::io::Result<()> {
+        self.send(true)?;
+        self.chunks = None;
+        Ok(())
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let room = SNAPSHOT_CHUNK_BYTES - self.next.data.len();
+        let taken = bytes.len().min(room);
+        self.next.data.extend_from_slice(&bytes[..taken]);
+        if self.next.data.len() == SNAPSHOT_CHUNK_BYTES {
+            self.send(false)?;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

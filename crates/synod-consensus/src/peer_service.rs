@@ -24,7 +24,7 @@ use crate::codec;
 use crate::consensus::{Consensus, FORWARD_BATCH_MAX, Inner, MemberChange, applied_to_result, error_text};
 use crate::network::{CLUSTER_ID_HEADER, FROM_HEADER, TO_HEADER};
 use crate::removed::REMOVED_MESSAGE;
-use crate::state_machine::SnapshotFile;
+use crate::state_machine::SnapshotData;
 
 /// Numbers the files incoming snapshots are written to, so that a retried transfer never
 /// shares one with an earlier attempt openraft may still be reading. Process-wide: the
@@ -364,7 +364,7 @@ impl raft_server::Raft for PeerService {
         let meta = codec::snapshot_meta_from(meta).map_err(bad_message)?;
         codec::check_snapshot_meta(&vote, &meta).map_err(bad_message)?;
         let incoming = self.receive_snapshot(first, &mut chunks).await?;
-        let snapshot = Snapshot { meta, snapshot: SnapshotFile { path: incoming.path.clone() } };
+        let snapshot = Snapshot { meta, snapshot: SnapshotData::Received(incoming.path.clone()) };
         // openraft answers once the state machine has installed the snapshot (or decided it
         // needs none); the file must live until then even if the sender goes away, so the
         // install runs on its own task, which owns the file.

@@ -6,9 +6,12 @@
 //! they roll back together with the records after a crash and openraft replays from there.
 //! Blank and membership entries change no key; member attributes live in the state's meta.
 //!
-//! A snapshot is the state exported into `member/snap/<index>-<term>-<leader>.snap` with its
-//! description in a `.meta` file next to it. Building one also checkpoints the state, so the
-//! log openraft purges after the snapshot is never needed to rebuild the local state.
+//! The state file is the snapshot, as etcd's backend is its: "building" one makes the state
+//! durable (a checkpoint), so that the log openraft purges behind it is never needed to
+//! rebuild the local state, and nothing is copied. A member that must send a snapshot takes
+//! a consistent view of its state when openraft asks for the current snapshot and exports it
+//! while it streams (see `network.rs`); the member that receives it writes the stream to a
+//! file in `member/snap/` and imports it from there.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -24,20 +27,23 @@ use openraft::{EntryPayload, OptionalSend};
 use prost::Message;
 use synod_api::synodpb::{self as pb, Command, command};
 use synod_base::{GroupId, LogIndex};
-use synod_storage::StateStore;
+use synod_storage::{StateStore, StateView};
 
 use crate::codec;
 use crate::disk_io::DiskIo;
 use crate::removed::Removed;
 use crate::types::{Entry, LogId, Proposal, Reply, SnapshotMeta, StoredMembership, TypeConfig};
 
-/// The file holding a snapshot's data. Cheap to clone; opened anew by every reader.
-#[derive(Clone, Debug)]
-pub struct SnapshotFile {
-    pub path: PathBuf,
+/// A snapshot's data.
+#[derive(Debug)]
+pub enum SnapshotData {
+    /// The local state as of the snapshot, exported when it is sent.
+    View(Box<StateView>),
+    /// A snapshot received from the leader, in the file it was written to.
+    Received(PathBuf),
 }
 
-pub type StateSnapshot = Snapshot<crate::types::LeaderId, u64, crate::types::MemberNode, SnapshotFile>;
+pub type StateSnapshot = Snapshot<crate::types::LeaderId, u64, crate::types::MemberNode, SnapshotData>;
 
 fn applied_key(group: GroupId) -> String {
     format!("raft/applied/{}", group.0)
@@ -61,9 +67,6 @@ struct Inner {
     state: Arc<StateStore>,
     snapshot_dir: PathBuf,
     applied: Mutex<(Option<LogId>, StoredMembership)>,
-    current: Mutex<Option<(SnapshotMeta, PathBuf)>>,
-    /// Held while snapshot files are renamed and deleted.
-    files: Mutex<()>,
     /// Snapshots received from a leader and imported since the member started.
     installed: AtomicU64,
     removed: Removed,
@@ -81,7 +84,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl StateMachine {
-    /// Opens the state machine on `state`, with snapshots kept in `snapshot_dir`.
+    /// Opens the state machine on `state`, with snapshots received into `snapshot_dir`.
     pub(crate) fn open(
         state: Arc<StateStore>,
         group: GroupId,
@@ -93,15 +96,12 @@ impl StateMachine {
         remove_leftovers(snapshot_dir)?;
         let applied = read_applied(&state, group)?;
         removed.set(read_removed(&state, group)?);
-        let current = latest_snapshot(snapshot_dir)?;
         Ok(StateMachine {
             inner: Arc::new(Inner {
                 group,
                 state,
                 snapshot_dir: snapshot_dir.to_path_buf(),
                 applied: Mutex::new(applied),
-                current: Mutex::new(current),
-                files: Mutex::new(()),
                 installed: AtomicU64::new(0),
                 removed,
                 disk_io,
@@ -219,141 +219,62 @@ pub(crate) fn read_applied(
     ))
 }
 
-/// The newest complete snapshot in `dir`: a `.snap` file with its `.meta` next to it.
-fn latest_snapshot(dir: &Path) -> io::Result<Option<(SnapshotMeta, PathBuf)>> {
-    let mut names: Vec<String> = fs::read_dir(dir)?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .filter(|name| name.ends_with(".meta"))
-        .collect();
-    names.sort();
-    let Some(name) = names.pop() else { return Ok(None) };
-    let meta_path = dir.join(&name);
-    let bytes = fs::read(&meta_path)?;
-    let meta = pb::SnapshotMeta::decode(bytes.as_slice()).map_err(io_error)?;
-    let meta = codec::snapshot_meta_from(&meta).map_err(io_error)?;
-    Ok(Some((meta, meta_path.with_extension("snap"))))
-}
+/// The file a snapshot that was never sent (a view of another store, which only openraft's
+/// conformance suite hands over) is written to before it is imported.
+const VIEW_FILE: &str = "view.tmp";
 
-/// The file a snapshot is built in; openraft builds one at a time.
-const BUILDING_FILE: &str = "building.tmp";
-
-/// Deletes what a crash left behind: a snapshot being built or received, and meta files
-/// not yet renamed into place.
+/// Deletes what a crash left behind: a snapshot being received or imported, and the
+/// exported snapshots (`.snap`, `.meta`) that synod kept before the state file became the
+/// snapshot; the state they held is in the state file.
 fn remove_leftovers(dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
         let file_name = entry.file_name();
         let file_name = file_name.to_str().unwrap_or_default();
-        if file_name == BUILDING_FILE
-            || file_name.starts_with("incoming-")
-            || file_name.ends_with(".meta.tmp")
-        {
+        let ours = file_name.starts_with("incoming-")
+            || [".tmp", ".snap", ".meta"].iter().any(|suffix| file_name.ends_with(suffix));
+        if ours {
             fs::remove_file(entry.path())?;
         }
     }
     Ok(())
 }
 
-fn snapshot_name(meta: &SnapshotMeta) -> String {
-    match meta.last_log_id {
-        Some(id) => format!("{:020}-{}-{}", id.index, id.leader_id.term, id.leader_id.node_id),
-        None => "00000000000000000000-0-0".to_string(),
-    }
-}
-
-/// The log index a snapshot file is named after, if `name` is one of a snapshot's files.
-fn snapshot_file_index(name: &str) -> Option<u64> {
-    let is_snapshot_file = [".snap", ".meta", ".meta.tmp"].iter().any(|suffix| name.ends_with(suffix));
-    if !is_snapshot_file {
-        return None;
-    }
-    name.get(..20).and_then(|digits| digits.parse().ok())
-}
-
-impl Inner {
-    /// Makes `data` the current snapshot described by `meta`, unless the current one is
-    /// newer (a build that finished after an install): moves it to its final name, writes
-    /// the meta file, syncs both and the directory, and deletes the older snapshots' files,
-    /// never a file still being built or received. Returns the snapshot now current.
-    ///
-    /// A build and an install may run at the same time (openraft builds on a task of its
-    /// own); `files` keeps them from interleaving here.
-    fn make_current(&self, meta: &SnapshotMeta, data: &Path) -> io::Result<(SnapshotMeta, PathBuf)> {
-        let _files = lock(&self.files);
-        let dir = &self.snapshot_dir;
-        let name = snapshot_name(meta);
-        let final_data = dir.join(format!("{name}.snap"));
-        if let Some((current, path)) = lock(&self.current).clone()
-            && current.last_log_id > meta.last_log_id
-        {
-            if data != path {
-                let _ = fs::remove_file(data);
-            }
-            return Ok((current, path));
-        }
-        if data != final_data {
-            fs::rename(data, &final_data)?;
-        }
-        fs::File::open(&final_data)?.sync_all()?;
-        let meta_tmp = dir.join(format!("{name}.meta.tmp"));
-        {
-            let mut file = fs::File::create(&meta_tmp)?;
-            file.write_all(&codec::snapshot_meta(meta).encode_to_vec())?;
-            file.sync_all()?;
-        }
-        fs::rename(&meta_tmp, dir.join(format!("{name}.meta")))?;
-        fs::File::open(dir)?.sync_all()?;
-        *lock(&self.current) = Some((meta.clone(), final_data.clone()));
-        let index = meta.last_log_id.map_or(0, |l| l.index);
-        for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
-            let file_name = entry.file_name();
-            let file_name = file_name.to_str().unwrap_or_default();
-            let older = snapshot_file_index(file_name).is_some_and(|i| i <= index);
-            if older && !file_name.starts_with(&name) {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        Ok((meta.clone(), final_data))
-    }
+/// The snapshot a view of the state is: its applied log id and membership as of the view.
+fn view_snapshot(group: GroupId, view: StateView) -> io::Result<StateSnapshot> {
+    let last_log_id =
+        codec::decode_log_id(view.meta_value(&applied_key(group)).map_err(io_error)?.as_deref())
+            .map_err(io_error)?;
+    let last_membership =
+        codec::decode_membership(view.meta_value(&membership_key(group)).map_err(io_error)?.as_deref())
+            .map_err(io_error)?;
+    Ok(Snapshot {
+        meta: SnapshotMeta { last_log_id, last_membership },
+        snapshot: SnapshotData::View(Box::new(view)),
+    })
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<StateSnapshot, io::Error> {
         let inner = self.inner.clone();
-        let (meta, path) = self
+        let snapshot = self
             .inner
             .disk_io
             .run(move || {
-                let group = inner.group;
-                let building = inner.snapshot_dir.join(BUILDING_FILE);
-                let keys = [applied_key(group), membership_key(group)];
-                let (_, values) = {
-                    let mut out = BufWriter::new(fs::File::create(&building)?);
-                    let exported = inner
-                        .state
-                        .export(&mut out, &[keys[0].as_str(), keys[1].as_str()])
-                        .map_err(io_error)?;
-                    out.flush()?;
-                    exported
-                };
-                let last_log_id = codec::decode_log_id(values[0].as_deref()).map_err(io_error)?;
-                let last_membership = codec::decode_membership(values[1].as_deref()).map_err(io_error)?;
-                // Durable state at or past the snapshot before openraft may purge the log behind
-                // it.
+                let view = inner.state.view().map_err(io_error)?;
+                // Durable state at or past the view before openraft may purge the log behind it.
                 inner.state.checkpoint().map_err(io_error)?;
-                let meta = SnapshotMeta { last_log_id, last_membership };
-                inner.make_current(&meta, &building)
+                view_snapshot(inner.group, view)
             })
             .await?;
-        tracing::info!(group = self.inner.group.0, last_log_id = ?meta.last_log_id.map(|l| l.index), "built snapshot");
-        Ok(Snapshot { meta, snapshot: SnapshotFile { path } })
+        tracing::info!(group = self.inner.group.0, last_log_id = ?snapshot.meta.last_log_id.map(|l| l.index), "state checkpointed as a snapshot");
+        Ok(snapshot)
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = StateMachine;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -384,7 +305,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: SnapshotFile,
+        snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
         let inner = self.inner.clone();
         let meta = meta.clone();
@@ -393,19 +314,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .disk_io
             .run(move || {
                 let already = lock(&inner.applied).0;
-                // At startup openraft hands back our own current snapshot when it is newer than
-                // the durable state; a snapshot the state already covers needs no import.
-                if already < meta.last_log_id {
-                    let mut input = BufReader::new(fs::File::open(&snapshot.path)?);
-                    inner.state.import(&mut input).map_err(io_error)?;
-                    inner.installed.fetch_add(1, Ordering::Relaxed);
-                    inner.removed.set(read_removed(&inner.state, inner.group)?);
+                if already >= meta.last_log_id {
+                    return Ok(());
                 }
-                inner.make_current(&meta, &snapshot.path)?;
-                let mut applied = lock(&inner.applied);
-                if applied.0 < meta.last_log_id {
-                    *applied = (meta.last_log_id, meta.last_membership.clone());
+                match snapshot {
+                    SnapshotData::Received(path) => {
+                        let mut input = BufReader::new(fs::File::open(&path)?);
+                        inner.state.import(&mut input).map_err(io_error)?;
+                    }
+                    SnapshotData::View(view) => {
+                        let path = inner.snapshot_dir.join(VIEW_FILE);
+                        {
+                            let mut out = BufWriter::new(fs::File::create(&path)?);
+                            view.export(&mut out).map_err(io_error)?;
+                            out.flush()?;
+                        }
+                        let mut input = BufReader::new(fs::File::open(&path)?);
+                        inner.state.import(&mut input).map_err(io_error)?;
+                        fs::remove_file(&path)?;
+                    }
                 }
+                inner.installed.fetch_add(1, Ordering::Relaxed);
+                inner.removed.set(read_removed(&inner.state, inner.group)?);
+                *lock(&inner.applied) = (meta.last_log_id, meta.last_membership.clone());
                 Ok(())
             })
             .await?;
@@ -413,10 +344,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
+    /// The state as it is now, if anything is applied: the state file is the snapshot.
     async fn get_current_snapshot(&mut self) -> Result<Option<StateSnapshot>, io::Error> {
-        Ok(lock(&self.inner.current).as_ref().map(|(meta, path)| Snapshot {
-            meta: meta.clone(),
-            snapshot: SnapshotFile { path: path.clone() },
-        }))
+        let inner = self.inner.clone();
+        let snapshot = self
+            .inner
+            .disk_io
+            .run(move || view_snapshot(inner.group, inner.state.view().map_err(io_error)?))
+            .await?;
+        Ok(snapshot.meta.last_log_id.is_some().then_some(snapshot))
     }
 }

@@ -357,7 +357,9 @@ fn a_leader_stopped_with_sigterm_hands_over_first() {
 }
 
 /// A follower that misses writes while it is down catches up from the leader's log when the
-/// log still holds them, and from a snapshot when the log was purged past it.
+/// log still holds them, and from a snapshot when the log was purged past it. The state file
+/// is the snapshot: no member keeps a copy of its state, though several were built, and the
+/// follower lets go of the one it received once it is in.
 #[test]
 fn restarted_member_catches_up_by_log_and_by_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -414,6 +416,14 @@ fn restarted_member_catches_up_by_log_and_by_snapshot() {
             "the follower misses k0399"
         );
     });
+    for member in &cluster.members {
+        let snap = member.data_dir.join("member").join("snap");
+        let files: Vec<_> = std::fs::read_dir(&snap)
+            .expect("the snapshot directory")
+            .map(|entry| entry.expect("an entry").file_name())
+            .collect();
+        assert!(files.is_empty(), "{} keeps snapshot files: {files:?}", member.name);
+    }
 }
 
 /// Under a steady write load: a learner is added, started with `--initial-cluster-state

@@ -100,6 +100,91 @@ pub struct ExportSummary {
     pub meta: u64,
 }
 
+/// One consistent read of a group's whole state, taken by [`StateStore::view`]: what a
+/// member sends another that is too far behind for the log. It shows the state as of the
+/// moment it was taken however long it is kept.
+pub struct StateView {
+    txn: redb::ReadTransaction,
+    unreclaimed: synod_mvcc::Unreclaimed,
+    kv_table: String,
+    meta_table: String,
+    path: PathBuf,
+    size_bytes: u64,
+}
+
+impl std::fmt::Debug for StateView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateView").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl StateView {
+    /// A metadata value as of this view (see [`StateStore::meta_value`]).
+    pub fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let meta =
+            self.txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
+        match meta.get(key).map_err(engine)? {
+            None => Ok(None),
+            Some(v) => record::open(v.value())
+                .map(|p| Some(p.to_vec()))
+                .map_err(|d| StorageError::corrupt(format!("state meta {key}"), d)),
+        }
+    }
+
+    /// The state file's size when the view was taken: an upper bound of what an export
+    /// writes, give or take the framing.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// Writes the state this view shows (records and meta) to `out` in synod's snapshot
+    /// stream format: a magic line, then checksummed frames. Records a compaction dropped
+    /// that are not deleted yet are left out, as is the marker that counts them.
+    pub fn export(&self, out: &mut dyn Write) -> Result<ExportSummary, StorageError> {
+        let io = |source| StorageError::Io { path: self.path.clone(), source };
+        out.write_all(SNAPSHOT_MAGIC).map_err(io)?;
+        let mut summary = ExportSummary::default();
+        let table =
+            self.txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+        let mut payload = Vec::new();
+        for item in table.range::<KvKey>(..).map_err(engine)? {
+            let (key, value) = item.map_err(engine)?;
+            let (main, sub) = key.value();
+            if self.unreclaimed.contains(Rev::new(main as i64, sub as i64)) {
+                continue;
+            }
+            payload.clear();
+            payload.extend_from_slice(&main.to_be_bytes());
+            payload.extend_from_slice(&sub.to_be_bytes());
+            payload.extend_from_slice(value.value());
+            write_frame(out, FRAME_RECORD, &payload).map_err(io)?;
+            summary.records += 1;
+        }
+        let meta =
+            self.txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
+        for item in meta.range::<&str>(..).map_err(engine)? {
+            let (key, value) = item.map_err(engine)?;
+            if key.value() == RECLAIM_PENDING {
+                continue;
+            }
+            let key = key.value().as_bytes();
+            let key_len =
+                u16::try_from(key.len()).map_err(|_| StorageError::corrupt("state meta", "key too long"))?;
+            payload.clear();
+            payload.extend_from_slice(&key_len.to_le_bytes());
+            payload.extend_from_slice(key);
+            payload.extend_from_slice(value.value());
+            write_frame(out, FRAME_META, &payload).map_err(io)?;
+            summary.meta += 1;
+        }
+        payload.clear();
+        payload.extend_from_slice(&summary.records.to_le_bytes());
+        payload.extend_from_slice(&summary.meta.to_le_bytes());
+        write_frame(out, FRAME_END, &payload).map_err(io)?;
+        Ok(summary)
+    }
+}
+
 const SNAPSHOT_MAGIC: &[u8; 12] = b"SYNODSTATE1\n";
 const FRAME_RECORD: u8 = 1;
 const FRAME_META: u8 = 2;
@@ -601,15 +686,7 @@ impl StateStore {
     /// A metadata value written by [`StateStore::apply`]'s `extra_meta`, as of the newest
     /// applied state.
     pub fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        self.check_usable()?;
-        let txn = self.db_read().begin_read().map_err(engine)?;
-        let meta = txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
-        match meta.get(key).map_err(engine)? {
-            None => Ok(None),
-            Some(v) => record::open(v.value())
-                .map(|p| Some(p.to_vec()))
-                .map_err(|d| StorageError::corrupt(format!("state meta {key}"), d)),
-        }
+        self.view()?.meta_value(key)
     }
 
     /// Makes everything applied so far durable (two fsyncs) and returns the applied index
@@ -747,71 +824,33 @@ impl StateStore {
         self.refresh_size()
     }
 
-    /// Writes the whole state of this group (records and meta, from one consistent read) to
-    /// `out` in synod's snapshot stream format: a magic line, then checksummed frames. The
-    /// consensus layer ships this to members that are too far behind for the log.
-    ///
-    /// Returns, with the counts, the values of `meta_keys` as of the exported state, so the
-    /// caller can describe the snapshot (its applied log id, say) exactly.
+    /// One consistent read of the whole state, to export later ([`StateView::export`]).
+    /// Cheap to take; while it lives the file keeps the pages it shows, so a view held
+    /// through a long transfer lets the file grow by what is written meanwhile.
+    pub fn view(&self) -> Result<StateView, StorageError> {
+        self.check_usable()?;
+        let kv = self.kv_read()?;
+        let txn = self.db_read().begin_read().map_err(engine)?;
+        Ok(StateView {
+            txn,
+            unreclaimed: kv.unreclaimed().clone(),
+            kv_table: self.kv_table.clone(),
+            meta_table: self.meta_table.clone(),
+            path: self.path.clone(),
+            size_bytes: self.size_bytes.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Writes the whole state of this group, from one consistent read, to `out` (see
+    /// [`StateView::export`]), and returns the values of `meta_keys` as of that read.
     pub fn export(
         &self,
         out: &mut dyn Write,
         meta_keys: &[&str],
     ) -> Result<(ExportSummary, MetaValues), StorageError> {
-        self.check_usable()?;
-        let (txn, unreclaimed) = {
-            let kv = self.kv_read()?;
-            (self.db_read().begin_read().map_err(engine)?, kv.unreclaimed().clone())
-        };
-        let io = |source| StorageError::Io { path: self.path.clone(), source };
-        out.write_all(SNAPSHOT_MAGIC).map_err(io)?;
-        let mut summary = ExportSummary::default();
-        let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
-        let mut payload = Vec::new();
-        for item in table.range::<KvKey>(..).map_err(engine)? {
-            let (key, value) = item.map_err(engine)?;
-            let (main, sub) = key.value();
-            if unreclaimed.contains(Rev::new(main as i64, sub as i64)) {
-                continue;
-            }
-            payload.clear();
-            payload.extend_from_slice(&main.to_be_bytes());
-            payload.extend_from_slice(&sub.to_be_bytes());
-            payload.extend_from_slice(value.value());
-            write_frame(out, FRAME_RECORD, &payload).map_err(io)?;
-            summary.records += 1;
-        }
-        let meta = txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
-        for item in meta.range::<&str>(..).map_err(engine)? {
-            let (key, value) = item.map_err(engine)?;
-            if key.value() == RECLAIM_PENDING {
-                continue;
-            }
-            let key = key.value().as_bytes();
-            let key_len =
-                u16::try_from(key.len()).map_err(|_| StorageError::corrupt("state meta", "key too long"))?;
-            payload.clear();
-            payload.extend_from_slice(&key_len.to_le_bytes());
-            payload.extend_from_slice(key);
-            payload.extend_from_slice(value.value());
-            write_frame(out, FRAME_META, &payload).map_err(io)?;
-            summary.meta += 1;
-        }
-        payload.clear();
-        payload.extend_from_slice(&summary.records.to_le_bytes());
-        payload.extend_from_slice(&summary.meta.to_le_bytes());
-        write_frame(out, FRAME_END, &payload).map_err(io)?;
-        let mut values = Vec::with_capacity(meta_keys.len());
-        for key in meta_keys {
-            values.push(match meta.get(*key).map_err(engine)? {
-                None => None,
-                Some(v) => Some(
-                    record::open(v.value())
-                        .map_err(|d| StorageError::corrupt(format!("state meta {key}"), d))?
-                        .to_vec(),
-                ),
-            });
-        }
+        let view = self.view()?;
+        let summary = view.export(out)?;
+        let values = meta_keys.iter().map(|key| view.meta_value(key)).collect::<Result<_, _>>()?;
         Ok((summary, values))
     }
 
