@@ -104,7 +104,7 @@ pub struct ExportSummary {
 /// member sends another that is too far behind for the log. It shows the state as of the
 /// moment it was taken however long it is kept.
 pub struct StateView {
-    txn: redb::ReadTransaction,
+    txn: Reading,
     unreclaimed: synod_mvcc::Unreclaimed,
     kv_table: String,
     meta_table: String,
@@ -182,6 +182,20 @@ impl StateView {
         payload.extend_from_slice(&summary.meta.to_le_bytes());
         write_frame(out, FRAME_END, &payload).map_err(io)?;
         Ok(summary)
+    }
+}
+
+/// A redb read transaction with the database it reads, which stays open while the
+/// transaction lives even if [`StateStore::defragment`] has replaced it meanwhile.
+struct Reading {
+    txn: redb::ReadTransaction,
+    _db: Arc<Database>,
+}
+
+impl std::ops::Deref for Reading {
+    type Target = redb::ReadTransaction;
+    fn deref(&self) -> &redb::ReadTransaction {
+        &self.txn
     }
 }
 
@@ -306,7 +320,11 @@ pub struct StateStore {
     path: PathBuf,
     kv_table: String,
     meta_table: String,
-    db: RwLock<Database>,
+    /// Swapped for a new file by [`StateStore::defragment`]; readers keep the one they began
+    /// on (see [`Reading`]).
+    db: RwLock<Arc<Database>>,
+    /// Whether the database is the file at `path` (rather than a simulated disk).
+    on_file: bool,
     kv: RwLock<KvStore>,
     /// The last applied log index plus one; 0 while nothing has been applied (consensus
     /// logs may start at index 0).
@@ -330,7 +348,14 @@ const STATE_CACHE_BYTES: usize = 16 << 20;
 impl StateStore {
     /// Opens (or creates) the state file and rebuilds the key index from its records.
     pub fn open(path: &Path, group: GroupId) -> Result<StateStore, StorageError> {
-        StateStore::open_database(open_database(path, STATE_CACHE_BYTES)?, path, group)
+        // A defragment that a crash interrupted left its unfinished copy.
+        let unfinished = defrag_path(path);
+        match std::fs::remove_file(&unfinished) {
+            Ok(()) => tracing::info!(path = %unfinished.display(), "removed an unfinished defragment"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StorageError::Io { path: unfinished, source }),
+        }
+        StateStore::open_database(open_database(path, STATE_CACHE_BYTES)?, path, group, true)
     }
 
     /// Opens the state on a storage backend other than a file (a simulated disk in tests).
@@ -343,10 +368,15 @@ impl StateStore {
         let db = database_builder(STATE_CACHE_BYTES)
             .create_with_backend(backend)
             .map_err(|e| StorageError::Engine(e.into()))?;
-        StateStore::open_database(db, Path::new(name), group)
+        StateStore::open_database(db, Path::new(name), group, false)
     }
 
-    fn open_database(db: Database, path: &Path, group: GroupId) -> Result<StateStore, StorageError> {
+    fn open_database(
+        db: Database,
+        path: &Path,
+        group: GroupId,
+        on_file: bool,
+    ) -> Result<StateStore, StorageError> {
         let kv_table = format!("kv/{}", group.0);
         let meta_table = format!("meta/{}", group.0);
         let txn = db.begin_write().map_err(engine)?;
@@ -364,7 +394,8 @@ impl StateStore {
             path: path.to_path_buf(),
             kv_table,
             meta_table,
-            db: RwLock::new(db),
+            db: RwLock::new(Arc::new(db)),
+            on_file,
             kv: RwLock::new(kv),
             applied_plus_one: AtomicU64::new(applied.map_or(0, |a| a + 1)),
             size_bytes: AtomicU64::new(0),
@@ -460,8 +491,15 @@ impl StateStore {
         )
     }
 
-    fn db_read(&self) -> RwLockReadGuard<'_, Database> {
-        self.db.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The database, for a write transaction (held while it runs).
+    fn db_read(&self) -> Arc<Database> {
+        self.db.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// A read transaction, with the database it reads.
+    fn begin_read(&self) -> Result<Reading, StorageError> {
+        let db = self.db_read();
+        Ok(Reading { txn: db.begin_read().map_err(engine)?, _db: db })
     }
 
     /// Applies a batch of committed log entries in order (`None` for entries that carry no
@@ -591,7 +629,7 @@ impl StateStore {
     ) -> Result<History, StorageError> {
         let (txn, current, compacted, unreclaimed) = {
             let kv = self.kv_read()?;
-            let txn = self.db_read().begin_read().map_err(engine)?;
+            let txn = self.begin_read()?;
             (txn, kv.current_revision(), kv.compact_revision(), kv.unreclaimed().clone())
         };
         if from < compacted {
@@ -631,7 +669,7 @@ impl StateStore {
         // at a past revision stays what it was, or is compacted away.
         for chunk in lookups.chunks(VALUES_AT_CHUNK) {
             let kv = self.kv_read()?;
-            let txn = self.db_read().begin_read().map_err(engine)?;
+            let txn = self.begin_read()?;
             let table =
                 txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
             let reader = TableReader { table: &table };
@@ -736,7 +774,7 @@ impl StateStore {
                 Ok(plan) => plan,
                 Err(e) => return Ok(Err(e)),
             };
-            let txn = self.db_read().begin_read().map_err(engine)?;
+            let txn = self.begin_read()?;
             (plan, txn)
         };
         let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
@@ -746,7 +784,7 @@ impl StateStore {
     /// A Txn without writes, served from the newest applied state.
     pub fn read_txn(&self, request: &TxnRequest) -> Result<Result<TxnResponse, EtcdError>, StorageError> {
         let kv = self.kv_read()?;
-        let txn = self.db_read().begin_read().map_err(engine)?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
         Ok(kv.read_txn(&TableReader { table: &table }, request)?)
     }
@@ -801,27 +839,72 @@ impl StateStore {
     }
 
     /// Rewrites the file to release the space that deleted and compacted records left
-    /// behind (etcd's defragment). Blocks applies and reads while it runs.
+    /// behind (etcd's defragment). Applies and reads wait while it runs, as etcd's do.
+    ///
+    /// As etcd does, it copies the records into a new file (`state.redb.defrag`, made
+    /// durable, then renamed over the old one) rather than moving pages within the file,
+    /// which on a file of gigabytes takes several times as long. Reads and snapshot
+    /// transfers under way keep reading the old file until they finish.
     pub fn defragment(&self, timeout: Duration) -> Result<(), StorageError> {
         let kv = self.kv_write()?;
-        {
-            let mut db = self.db.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let deadline = Instant::now() + timeout;
-            loop {
-                match db.compact() {
-                    Ok(true) => continue,
-                    Ok(false) => break,
-                    // Reads that planned before we took the lock may still hold snapshots;
-                    // they finish without the lock, so wait for them.
-                    Err(redb::CompactionError::TransactionInProgress) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(e) => return Err(engine(e)),
-                }
-            }
+        if self.on_file {
+            self.defragment_by_copy()?;
+        } else {
+            self.defragment_in_place(timeout)?;
         }
         drop(kv);
         self.refresh_size()
+    }
+
+    fn defragment_by_copy(&self) -> Result<(), StorageError> {
+        let fresh_path = defrag_path(&self.path);
+        let io = |source| StorageError::Io { path: fresh_path.clone(), source };
+        match std::fs::remove_file(&fresh_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        let fresh = open_database(&fresh_path, STATE_CACHE_BYTES)?;
+        let old = self.begin_read()?;
+        copy_table(&old, &fresh, TableDefinition::<KvKey, &[u8]>::new(&self.kv_table), DEFRAG_BATCH_RECORDS)?;
+        copy_table(&old, &fresh, TableDefinition::<&str, &[u8]>::new(&self.meta_table), usize::MAX)?;
+        {
+            let mut txn = fresh.begin_write().map_err(engine)?;
+            txn.set_quick_repair(true);
+            txn.commit().map_err(engine)?;
+        }
+        drop(old);
+        std::fs::rename(&fresh_path, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        // The old file's database closes when the last read begun on it ends.
+        *self.db.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+
+    /// redb's own compaction, for a database that is not a file of its own.
+    fn defragment_in_place(&self, timeout: Duration) -> Result<(), StorageError> {
+        let mut db = self.db.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Reads that planned before the index lock was taken may still be reading;
+            // they finish without it, so wait for them.
+            let Some(db) = Arc::get_mut(&mut db) else {
+                if Instant::now() >= deadline {
+                    return Err(engine(redb::CompactionError::TransactionInProgress));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            match db.compact() {
+                Ok(true) => continue,
+                Ok(false) => return Ok(()),
+                Err(redb::CompactionError::TransactionInProgress) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(engine(e)),
+            }
+        }
     }
 
     /// One consistent read of the whole state, to export later ([`StateView::export`]).
@@ -830,7 +913,7 @@ impl StateStore {
     pub fn view(&self) -> Result<StateView, StorageError> {
         self.check_usable()?;
         let kv = self.kv_read()?;
-        let txn = self.db_read().begin_read().map_err(engine)?;
+        let txn = self.begin_read()?;
         Ok(StateView {
             txn,
             unreclaimed: kv.unreclaimed().clone(),
@@ -914,7 +997,7 @@ impl StateStore {
     pub fn write_etcd_snapshot(&self, out: &mut std::fs::File) -> Result<(i64, u64), StorageError> {
         let (txn, revision, compacted, leases, unreclaimed) = {
             let kv = self.kv_read()?;
-            let txn = self.db_read().begin_read().map_err(engine)?;
+            let txn = self.begin_read()?;
             let leases: Vec<LeaseRecord> = kv.leases().records().copied().collect();
             (txn, kv.current_revision(), kv.compact_revision(), leases, kv.unreclaimed().clone())
         };
@@ -1023,7 +1106,7 @@ impl StateStore {
     pub fn hash_kv(&self, revision: i64) -> Result<Result<(u32, i64, i64), EtcdError>, StorageError> {
         let (txn, current, compacted, unreclaimed) = {
             let kv = self.kv_read()?;
-            let txn = self.db_read().begin_read().map_err(engine)?;
+            let txn = self.begin_read()?;
             (txn, kv.current_revision(), kv.compact_revision(), kv.unreclaimed().clone())
         };
         let at = if revision <= 0 { current } else { revision };
@@ -1054,7 +1137,7 @@ impl StateStore {
     pub fn records(&self) -> Result<Vec<(KeyValue, bool)>, StorageError> {
         let (txn, unreclaimed) = {
             let kv = self.kv_read()?;
-            (self.db_read().begin_read().map_err(engine)?, kv.unreclaimed().clone())
+            (self.begin_read()?, kv.unreclaimed().clone())
         };
         let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
         let mut records = Vec::new();
@@ -1074,7 +1157,7 @@ impl StateStore {
     /// Checks that the file holds exactly the records the key index refers to.
     pub fn verify(&self) -> Result<(), StorageError> {
         let kv = self.kv_read()?;
-        let txn = self.db_read().begin_read().map_err(engine)?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
         let records = table.len().map_err(engine)? as usize;
         kv.check_backend(&TableReader { table: &table }, records)?;
@@ -1401,6 +1484,51 @@ impl RevisionRead for TableReader<'_> {
 
 fn backend_io(error: impl Into<redb::Error>) -> BackendError {
     BackendError::Io(Box::new(error.into()))
+}
+
+/// Where [`StateStore::defragment`] writes the new file before it replaces the old.
+fn defrag_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".defrag");
+    PathBuf::from(name)
+}
+
+/// Records a defragment copies per transaction: few enough that a transaction's dirty
+/// pages stay small, many enough that commits cost little (etcd copies 10,000 per batch).
+const DEFRAG_BATCH_RECORDS: usize = 10_000;
+
+/// Copies `table` from `from` into the empty database `to`, `batch` entries per
+/// transaction, none of them durable: the caller makes the copy durable at the end.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    from: &redb::ReadTransaction,
+    to: &Database,
+    table: TableDefinition<K, V>,
+    batch: usize,
+) -> Result<(), StorageError> {
+    let source = from.open_table(table).map_err(engine)?;
+    let mut entries = source.range::<K::SelfType<'_>>(..).map_err(engine)?;
+    loop {
+        let mut txn = to.begin_write().map_err(engine)?;
+        txn.set_durability(Durability::None).map_err(engine)?;
+        let mut copied = 0;
+        let mut done = false;
+        {
+            let mut target = txn.open_table(table).map_err(engine)?;
+            while copied < batch {
+                let Some(entry) = entries.next() else {
+                    done = true;
+                    break;
+                };
+                let (key, value) = entry.map_err(engine)?;
+                target.insert(key.value(), value.value()).map_err(engine)?;
+                copied += 1;
+            }
+        }
+        txn.commit().map_err(engine)?;
+        if done {
+            return Ok(());
+        }
+    }
 }
 
 /// Opens a redb file for exclusive use by this process, verifying every checksum.
