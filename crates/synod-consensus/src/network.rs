@@ -582,6 +582,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let mut client = self.client()?;
         let group = self.network.identity.group.0;
         let meta = codec::snapshot_meta(&snapshot.meta);
+        let started = std::time::Instant::now();
         let size = match &snapshot.snapshot {
             SnapshotData::View(view) => view.size_bytes(),
             SnapshotData::Received(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
@@ -624,6 +625,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         }
         let vote =
             codec::vote_from(response.vote.as_ref()).map_err(|e| StreamingError::from(decode_error(e)))?;
+        tracing::info!(
+            peer = %format!("{:x}", self.target),
+            secs = started.elapsed().as_secs_f64(),
+            "sent a snapshot"
+        );
         Ok(SnapshotResponse::new(vote))
     }
 }

@@ -111,6 +111,7 @@ impl PeerService {
         let path = incoming.path.clone();
         let mut file = disk_io.run(move || std::fs::File::create(&path)).await.map_err(io)?;
         let limit = self.inner.snapshot_bytes_max;
+        let started = std::time::Instant::now();
         let mut received = 0u64;
         let mut chunk = first;
         loop {
@@ -134,10 +135,13 @@ impl PeerService {
                 None => return Err(Status::invalid_argument("snapshot stream ended early")),
             };
         }
+        let received_in = started.elapsed();
+        // Not synced: the file lives only until the import, which is durable, and a restart
+        // deletes it.
+        drop(file);
         let path = incoming.path.clone();
         let checked = disk_io
             .run(move || {
-                file.sync_all()?;
                 let mut input = std::io::BufReader::new(std::fs::File::open(&path)?);
                 Ok(StateStore::check_snapshot(&mut input).map_err(|e| e.to_string()))
             })
@@ -147,6 +151,12 @@ impl PeerService {
             tracing::warn!(%error, "refused a damaged snapshot");
             return Err(Status::data_loss(format!("the snapshot stream is damaged: {error}")));
         }
+        tracing::info!(
+            bytes = received,
+            received_secs = received_in.as_secs_f64(),
+            checked_secs = (started.elapsed() - received_in).as_secs_f64(),
+            "received a snapshot"
+        );
         Ok(incoming)
     }
 

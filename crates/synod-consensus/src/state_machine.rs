@@ -310,6 +310,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let inner = self.inner.clone();
         let meta = meta.clone();
         let installed = meta.clone();
+        let started = std::time::Instant::now();
         self.inner
             .disk_io
             .run(move || {
@@ -340,7 +341,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 Ok(())
             })
             .await?;
-        tracing::info!(group = self.inner.group.0, last_log_id = ?installed.last_log_id.map(|l| l.index), "installed snapshot");
+        tracing::info!(
+            group = self.inner.group.0,
+            last_log_id = ?installed.last_log_id.map(|l| l.index),
+            secs = started.elapsed().as_secs_f64(),
+            "installed snapshot"
+        );
         Ok(())
     }
 

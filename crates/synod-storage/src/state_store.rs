@@ -348,10 +348,10 @@ const STATE_CACHE_BYTES: usize = 16 << 20;
 impl StateStore {
     /// Opens (or creates) the state file and rebuilds the key index from its records.
     pub fn open(path: &Path, group: GroupId) -> Result<StateStore, StorageError> {
-        // A defragment that a crash interrupted left its unfinished copy.
-        let unfinished = defrag_path(path);
+        // A defragment or import that a crash interrupted left its unfinished file.
+        let unfinished = replacement_path(path);
         match std::fs::remove_file(&unfinished) {
-            Ok(()) => tracing::info!(path = %unfinished.display(), "removed an unfinished defragment"),
+            Ok(()) => tracing::info!(path = %unfinished.display(), "removed an unfinished state file"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(StorageError::Io { path: unfinished, source }),
         }
@@ -841,7 +841,7 @@ impl StateStore {
     /// Rewrites the file to release the space that deleted and compacted records left
     /// behind (etcd's defragment). Applies and reads wait while it runs, as etcd's do.
     ///
-    /// As etcd does, it copies the records into a new file (`state.redb.defrag`, made
+    /// As etcd does, it copies the records into a new file (`state.redb.new`, made
     /// durable, then renamed over the old one) rather than moving pages within the file,
     /// which on a file of gigabytes takes several times as long. Reads and snapshot
     /// transfers under way keep reading the old file until they finish.
@@ -857,29 +857,57 @@ impl StateStore {
     }
 
     fn defragment_by_copy(&self) -> Result<(), StorageError> {
-        let fresh_path = defrag_path(&self.path);
+        self.replace_file(|fresh| {
+            let old = self.begin_read()?;
+            copy_table(
+                &old,
+                fresh,
+                TableDefinition::<KvKey, &[u8]>::new(&self.kv_table),
+                COPY_BATCH_RECORDS,
+            )?;
+            copy_table(&old, fresh, TableDefinition::<&str, &[u8]>::new(&self.meta_table), usize::MAX)
+        })
+    }
+
+    /// Builds a new state file with `fill` (given an empty database at
+    /// `state.redb.new`), makes it durable, renames it over the state file and swaps it in.
+    /// Reads begun on the old file finish on it; it closes with the last of them. If `fill`
+    /// fails, the new file is deleted and the state stays as it was. The caller holds the
+    /// index's write lock, so no apply writes to the old file meanwhile.
+    fn replace_file<T>(
+        &self,
+        fill: impl FnOnce(&Database) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let fresh_path = replacement_path(&self.path);
         let io = |source| StorageError::Io { path: fresh_path.clone(), source };
         match std::fs::remove_file(&fresh_path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
             _ => {}
         }
         let fresh = open_database(&fresh_path, STATE_CACHE_BYTES)?;
-        let old = self.begin_read()?;
-        copy_table(&old, &fresh, TableDefinition::<KvKey, &[u8]>::new(&self.kv_table), DEFRAG_BATCH_RECORDS)?;
-        copy_table(&old, &fresh, TableDefinition::<&str, &[u8]>::new(&self.meta_table), usize::MAX)?;
-        {
+        let filled = fill(&fresh).and_then(|value| {
             let mut txn = fresh.begin_write().map_err(engine)?;
             txn.set_quick_repair(true);
+            // Both tables exist in a state file, even when the stream held no records.
+            txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+            txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
             txn.commit().map_err(engine)?;
-        }
-        drop(old);
+            Ok(value)
+        });
+        let value = match filled {
+            Ok(value) => value,
+            Err(e) => {
+                drop(fresh);
+                let _ = std::fs::remove_file(&fresh_path);
+                return Err(e);
+            }
+        };
         std::fs::rename(&fresh_path, &self.path).map_err(io)?;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         }
-        // The old file's database closes when the last read begun on it ends.
         *self.db.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(fresh);
-        Ok(())
+        Ok(value)
     }
 
     /// redb's own compaction, for a database that is not a file of its own.
@@ -942,7 +970,9 @@ impl StateStore {
     /// as it was. Applies and reads wait while it runs.
     pub fn import(&self, input: &mut dyn Read) -> Result<ExportSummary, StorageError> {
         let mut kv = self.kv_write()?;
-        let summary = {
+        let summary = if self.on_file {
+            self.replace_file(|fresh| self.import_batched(fresh, input))?
+        } else {
             let db = self.db_read();
             let mut txn = db.begin_write().map_err(engine)?;
             txn.set_quick_repair(true);
@@ -963,6 +993,58 @@ impl StateStore {
         }
         drop(kv);
         self.refresh_size()?;
+        Ok(summary)
+    }
+
+    /// Fills the empty database `fresh` from a snapshot stream, a batch of records per
+    /// transaction (see [`IMPORT_BATCH_RECORDS`]), so that a large state never sits in one transaction's
+    /// dirty pages. Nothing is durable until [`StateStore::replace_file`] commits.
+    fn import_batched(&self, fresh: &Database, input: &mut dyn Read) -> Result<ExportSummary, StorageError> {
+        let records_table = TableDefinition::<KvKey, &[u8]>::new(&self.kv_table);
+        let mut records: Vec<(KvKey, Vec<u8>)> = Vec::with_capacity(IMPORT_BATCH_RECORDS);
+        let mut buffered = 0;
+        let mut meta: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut check = MetaCheck::default();
+        let write = |records: &mut Vec<(KvKey, Vec<u8>)>| -> Result<(), StorageError> {
+            let mut txn = fresh.begin_write().map_err(engine)?;
+            txn.set_durability(Durability::None).map_err(engine)?;
+            {
+                let mut table = txn.open_table(records_table).map_err(engine)?;
+                for (key, value) in records.drain(..) {
+                    table.insert(key, value.as_slice()).map_err(engine)?;
+                }
+            }
+            txn.commit().map_err(engine)
+        };
+        let summary = walk_snapshot(
+            input,
+            |main, sub, value| {
+                records.push(((main, sub), value.to_vec()));
+                buffered += value.len();
+                if records.len() == IMPORT_BATCH_RECORDS || buffered >= IMPORT_BATCH_BYTES {
+                    write(&mut records)?;
+                    buffered = 0;
+                }
+                Ok(())
+            },
+            |key, value| {
+                check.see(key, value)?;
+                meta.push((key.to_string(), value.to_vec()));
+                Ok(())
+            },
+        )?;
+        check.finish()?;
+        write(&mut records)?;
+        let mut txn = fresh.begin_write().map_err(engine)?;
+        txn.set_durability(Durability::None).map_err(engine)?;
+        {
+            let mut table =
+                txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
+            for (key, value) in &meta {
+                table.insert(key.as_str(), value.as_slice()).map_err(engine)?;
+            }
+        }
+        txn.commit().map_err(engine)?;
         Ok(summary)
     }
 
@@ -1486,16 +1568,21 @@ fn backend_io(error: impl Into<redb::Error>) -> BackendError {
     BackendError::Io(Box::new(error.into()))
 }
 
-/// Where [`StateStore::defragment`] writes the new file before it replaces the old.
-fn defrag_path(path: &Path) -> PathBuf {
+/// Where a defragment or an import writes the new state file before it replaces the old.
+fn replacement_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push(".defrag");
+    name.push(".new");
     PathBuf::from(name)
 }
 
 /// Records a defragment copies per transaction: few enough that a transaction's dirty
 /// pages stay small, many enough that commits cost little (etcd copies 10,000 per batch).
-const DEFRAG_BATCH_RECORDS: usize = 10_000;
+const COPY_BATCH_RECORDS: usize = 10_000;
+
+/// An import writes a transaction per this many records or [`IMPORT_BATCH_BYTES`] of them,
+/// whichever comes first: they are held in memory until written.
+const IMPORT_BATCH_RECORDS: usize = 10_000;
+const IMPORT_BATCH_BYTES: usize = 16 << 20;
 
 /// Copies `table` from `from` into the empty database `to`, `batch` entries per
 /// transaction, none of them durable: the caller makes the copy durable at the end.

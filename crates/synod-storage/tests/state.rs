@@ -145,6 +145,13 @@ fn export_then_import_reproduces_the_state() {
     assert_eq!(get(&target, "k7"), get(&source, "k7"));
     assert_eq!(target.meta_value("raft/test").unwrap().as_deref(), Some(&b"consensus"[..]));
     target.verify().unwrap();
+    // The import is durable, in the state file itself.
+    let hash = target.hash_kv(0).unwrap();
+    drop(target);
+    assert!(!dir.path().join("b.redb.new").exists(), "the import's new file was left behind");
+    let target = StateStore::open(&dir.path().join("b.redb"), GroupId::FIRST).unwrap();
+    assert_eq!(target.hash_kv(0).unwrap(), hash, "after a reopen");
+    assert_eq!(target.applied_index(), source.applied_index());
 }
 
 /// A damaged or cut snapshot stream is refused and leaves the state as it was.
@@ -165,7 +172,12 @@ fn damaged_snapshot_stream_is_refused() {
         let error = target.import(&mut &bad[..]).expect_err("bad stream must be refused");
         assert!(error.is_corruption(), "{error}");
         assert_eq!(get(&target, "keep"), Some((b"me".to_vec(), 2)));
+        assert!(!dir.path().join("b.redb.new").exists(), "a refused import left its file");
     }
+    target.checkpoint().unwrap();
+    drop(target);
+    let target = StateStore::open(&dir.path().join("b.redb"), GroupId::FIRST).unwrap();
+    assert_eq!(get(&target, "keep"), Some((b"me".to_vec(), 2)), "after a reopen");
 }
 
 /// HashKV depends on the records up to a revision, so it tells diverging members apart,
@@ -341,7 +353,8 @@ fn compacted_records_are_deleted_later_and_never_seen() {
     }
 }
 
-/// A defragment copies the state into a new file that replaces the old: the file shrinks
+/// A defragment copies the state into a new file that replaces the old (and an import of
+/// the same state builds the same): the file shrinks
 /// to what the records need, everything reads the same before and after and after a
 /// reopen, a view taken before it still exports the state it showed, and a copy a crash
 /// left unfinished is removed at the next open.
@@ -357,6 +370,13 @@ fn defragment_copies_into_a_new_file() {
     for (chunk, commands) in commands.chunks(1000).enumerate() {
         apply_all(&state, 1 + chunk as u64 * 1000, commands);
     }
+    // An import of the 25,000 records (three of its batches) reads the same as its source.
+    let imported = StateStore::open(&dir.path().join("imported.redb"), GroupId::FIRST).unwrap();
+    let mut stream = Vec::new();
+    state.export(&mut stream, &[]).unwrap();
+    assert_eq!(imported.import(&mut stream.as_slice()).unwrap().records, 25_000);
+    assert_eq!(direct_reads(&imported), direct_reads(&state), "after an import");
+    drop(imported);
     apply_all(&state, 25_001, &[compact(25_001)]);
     assert_eq!(state.reclaim(usize::MAX).unwrap(), 0);
     state.checkpoint().unwrap();
@@ -374,16 +394,16 @@ fn defragment_copies_into_a_new_file() {
     view.export(&mut again).unwrap();
     assert!(again == viewed, "a view taken before the defragment exports something else");
     drop(view);
-    assert!(!dir.path().join("state.redb.defrag").exists(), "the copy was left behind");
+    assert!(!dir.path().join("state.redb.new").exists(), "the copy was left behind");
 
     // It keeps working on the new file, and the new file is what a reopen finds.
     apply_all(&state, 25_002, &[put("after", "defrag")]);
     state.checkpoint().unwrap();
     let now = direct_reads(&state);
     drop(state);
-    std::fs::write(dir.path().join("state.redb.defrag"), b"a copy a crash interrupted").unwrap();
+    std::fs::write(dir.path().join("state.redb.new"), b"a copy a crash interrupted").unwrap();
     let state = StateStore::open(&path, GroupId::FIRST).unwrap();
     assert_eq!(direct_reads(&state), now, "after a reopen");
     assert_eq!(get(&state, "after").map(|(v, _)| v), Some(b"defrag".to_vec()));
-    assert!(!dir.path().join("state.redb.defrag").exists(), "an unfinished copy survives a reopen");
+    assert!(!dir.path().join("state.redb.new").exists(), "an unfinished copy survives a reopen");
 }
