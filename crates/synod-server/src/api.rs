@@ -350,7 +350,7 @@ impl Api {
         }
         // With auth off (the common case) nothing is asked of the request: its guard, which
         // copies every key it names, is made only when auth is on.
-        if !self.inner.state.auth(|auth| auth.enabled()).map_err(errors::storage)? {
+        if !self.inner.state.auth_enabled().map_err(errors::storage)? {
             return Ok(None);
         }
         let user = self.check(&request.guard(), credentials)?;

@@ -14,7 +14,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -329,6 +329,11 @@ pub struct StateStore {
     /// The last applied log index plus one; 0 while nothing has been applied (consensus
     /// logs may start at index 0).
     applied_plus_one: AtomicU64,
+    /// The store's revision and whether auth is on, as of the last apply: read on every
+    /// request, so they must not wait for the index's lock, which a defragment or an
+    /// import holds for seconds.
+    revision: AtomicI64,
+    auth_enabled: AtomicBool,
     size_bytes: AtomicU64,
     /// See [`StateStats::in_use_bytes`]: counted when the records are loaded, then kept
     /// up to date by every apply.
@@ -388,6 +393,7 @@ impl StateStore {
         txn.commit().map_err(engine)?;
 
         let Loaded { kv, applied, record_bytes } = load(&db, &kv_table, &meta_table)?;
+        let (revision, auth_enabled) = (kv.current_revision(), kv.auth().enabled());
 
         let store = StateStore {
             group,
@@ -398,6 +404,8 @@ impl StateStore {
             on_file,
             kv: RwLock::new(kv),
             applied_plus_one: AtomicU64::new(applied.map_or(0, |a| a + 1)),
+            revision: AtomicI64::new(revision),
+            auth_enabled: AtomicBool::new(auth_enabled),
             size_bytes: AtomicU64::new(0),
             record_bytes: AtomicU64::new(record_bytes),
             broken: AtomicBool::new(false),
@@ -442,8 +450,23 @@ impl StateStore {
         self.applied_plus_one.load(Ordering::Acquire).checked_sub(1).map(LogIndex)
     }
 
+    /// The newest applied revision. Never waits for the index's lock.
     pub fn current_revision(&self) -> Result<i64, StorageError> {
-        Ok(self.kv_read()?.current_revision())
+        self.check_usable()?;
+        Ok(self.revision.load(Ordering::Acquire))
+    }
+
+    /// Whether auth is on, as of the newest applied state. Never waits for the index's lock.
+    pub fn auth_enabled(&self) -> Result<bool, StorageError> {
+        self.check_usable()?;
+        Ok(self.auth_enabled.load(Ordering::Acquire))
+    }
+
+    /// Publishes what [`StateStore::current_revision`] and [`StateStore::auth_enabled`]
+    /// read; called with the index's write lock held, after each change of the state.
+    fn publish(&self, kv: &KvStore) {
+        self.revision.store(kv.current_revision(), Ordering::Release);
+        self.auth_enabled.store(kv.auth().enabled(), Ordering::Release);
     }
 
     pub fn compact_revision(&self) -> Result<i64, StorageError> {
@@ -544,6 +567,7 @@ impl StateStore {
             self.broken.store(true, Ordering::Release);
         } else {
             self.applied_plus_one.store(last.0 + 1, Ordering::Release);
+            self.publish(&kv);
         }
         result
     }
@@ -986,6 +1010,7 @@ impl StateStore {
         }
         .inspect_err(|_| self.broken.store(true, Ordering::Release))?;
         *kv = loaded.kv;
+        self.publish(&kv);
         self.record_bytes.store(loaded.record_bytes, Ordering::Relaxed);
         self.applied_plus_one.store(loaded.applied.map_or(0, |a| a + 1), Ordering::Release);
         if let Some(observer) = self.observer.get() {
@@ -1167,6 +1192,7 @@ impl StateStore {
         };
         let loaded = load(&self.db_read(), &self.kv_table, &self.meta_table)?;
         *kv = loaded.kv;
+        self.publish(&kv);
         self.record_bytes.store(loaded.record_bytes, Ordering::Relaxed);
         drop(kv);
         self.refresh_size()?;

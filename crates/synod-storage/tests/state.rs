@@ -407,3 +407,54 @@ fn defragment_copies_into_a_new_file() {
     assert_eq!(get(&state, "after").map(|(v, _)| v), Some(b"defrag".to_vec()));
     assert!(!dir.path().join("state.redb.new").exists(), "an unfinished copy survives a reopen");
 }
+
+/// A snapshot stream that stops at its first read until the test lets it go, and says when
+/// it got there.
+struct Gate<'a> {
+    bytes: &'a [u8],
+    reached: Option<std::sync::mpsc::Sender<()>>,
+    open: std::sync::mpsc::Receiver<()>,
+}
+
+impl std::io::Read for Gate<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(reached) = self.reached.take() {
+            reached.send(()).unwrap();
+            self.open.recv().unwrap();
+        }
+        self.bytes.read(out)
+    }
+}
+
+/// The revision and whether auth is on are read on every request, so they must not wait
+/// for the index's lock, which an import or a defragment holds for as long as it runs (a
+/// defragment of a leader that stalled admission stalled its heartbeats, and the cluster
+/// elected another).
+#[test]
+fn revision_and_auth_are_read_while_an_import_holds_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = StateStore::open(&dir.path().join("a.redb"), GroupId::FIRST).unwrap();
+    apply_all(&source, 1, &[put("a", "1"), put("b", "2")]);
+    let mut stream = Vec::new();
+    source.export(&mut stream, &[]).unwrap();
+    let target = StateStore::open(&dir.path().join("b.redb"), GroupId::FIRST).unwrap();
+    apply_all(&target, 1, &[put("c", "3")]);
+    let (reached_tx, reached) = std::sync::mpsc::channel();
+    let (open, open_rx) = std::sync::mpsc::channel();
+    let (target, stream) = (&target, &stream);
+    std::thread::scope(|scope| {
+        let importing = scope.spawn(move || {
+            let mut gate = Gate { bytes: stream, reached: Some(reached_tx), open: open_rx };
+            target.import(&mut gate)
+        });
+        reached.recv_timeout(std::time::Duration::from_secs(10)).expect("the import reads its stream");
+        let (answer, answered) = std::sync::mpsc::channel();
+        scope
+            .spawn(move || answer.send((target.current_revision().unwrap(), target.auth_enabled().unwrap())));
+        let read = answered.recv_timeout(std::time::Duration::from_secs(10));
+        open.send(()).unwrap();
+        assert_eq!(read.expect("the revision and auth are read while the import runs"), (2, false));
+        importing.join().unwrap().unwrap();
+    });
+    assert_eq!(target.current_revision().unwrap(), 3, "the imported revision is published");
+}
