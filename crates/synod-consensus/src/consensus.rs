@@ -429,6 +429,10 @@ impl Consensus {
             purge_batch_size: options.snapshot_count.clamp(1, 1024),
             max_payload_entries: 64,
             install_snapshot_timeout: 10_000,
+            // Apply commands queue here while the state machine is held up (a defragment
+            // holds applies for seconds); when the queue is full openraft's core waits, and
+            // a leader that waits sends no heartbeats. Each command is a few words.
+            state_machine_channel_size: Some(1 << 16),
             ..Default::default()
         }
         .validate()

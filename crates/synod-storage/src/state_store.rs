@@ -334,6 +334,10 @@ pub struct StateStore {
     /// import holds for seconds.
     revision: AtomicI64,
     auth_enabled: AtomicBool,
+    /// Likewise the compaction revision, and how many compacted records await deletion
+    /// (the checkpointer asks every few milliseconds).
+    compacted: AtomicI64,
+    unreclaimed: AtomicU64,
     size_bytes: AtomicU64,
     /// See [`StateStats::in_use_bytes`]: counted when the records are loaded, then kept
     /// up to date by every apply.
@@ -394,6 +398,7 @@ impl StateStore {
 
         let Loaded { kv, applied, record_bytes } = load(&db, &kv_table, &meta_table)?;
         let (revision, auth_enabled) = (kv.current_revision(), kv.auth().enabled());
+        let (compacted, unreclaimed) = (kv.compact_revision(), kv.unreclaimed().len() as u64);
 
         let store = StateStore {
             group,
@@ -406,6 +411,8 @@ impl StateStore {
             applied_plus_one: AtomicU64::new(applied.map_or(0, |a| a + 1)),
             revision: AtomicI64::new(revision),
             auth_enabled: AtomicBool::new(auth_enabled),
+            compacted: AtomicI64::new(compacted),
+            unreclaimed: AtomicU64::new(unreclaimed),
             size_bytes: AtomicU64::new(0),
             record_bytes: AtomicU64::new(record_bytes),
             broken: AtomicBool::new(false),
@@ -462,15 +469,20 @@ impl StateStore {
         Ok(self.auth_enabled.load(Ordering::Acquire))
     }
 
-    /// Publishes what [`StateStore::current_revision`] and [`StateStore::auth_enabled`]
-    /// read; called with the index's write lock held, after each change of the state.
+    /// Publishes what [`StateStore::current_revision`], [`StateStore::auth_enabled`],
+    /// [`StateStore::compact_revision`] and [`StateStore::unreclaimed`] read; called with the
+    /// index's write lock held, after each change of the state.
     fn publish(&self, kv: &KvStore) {
         self.revision.store(kv.current_revision(), Ordering::Release);
         self.auth_enabled.store(kv.auth().enabled(), Ordering::Release);
+        self.compacted.store(kv.compact_revision(), Ordering::Release);
+        self.unreclaimed.store(kv.unreclaimed().len() as u64, Ordering::Release);
     }
 
+    /// The compaction revision. Never waits for the index's lock.
     pub fn compact_revision(&self) -> Result<i64, StorageError> {
-        Ok(self.kv_read()?.compact_revision())
+        self.check_usable()?;
+        Ok(self.compacted.load(Ordering::Acquire))
     }
 
     pub fn alarms(&self) -> Result<Vec<AlarmMember>, StorageError> {
@@ -817,7 +829,7 @@ impl StateStore {
     /// unusable, so that nobody waits for a deletion that will not happen.
     pub fn unreclaimed(&self) -> Result<usize, StorageError> {
         self.check_usable()?;
-        Ok(self.kv_read()?.unreclaimed().len())
+        Ok(self.unreclaimed.load(Ordering::Acquire) as usize)
     }
 
     /// Deletes up to `max` records that compactions dropped, in one transaction that holds
@@ -834,6 +846,7 @@ impl StateStore {
             // The in-memory list may have moved past records the file still holds.
             self.broken.store(true, Ordering::Release);
         }
+        self.publish(&kv);
         result
     }
 

@@ -154,16 +154,23 @@ fn export_then_import_reproduces_the_state() {
     assert_eq!(target.applied_index(), source.applied_index());
 }
 
+/// The exported stream of a store holding "a" and "b" (`a.redb` in `dir`), and another
+/// store (`b.redb`) holding only `key`, set to `value` at revision 2.
+fn stream_and_target(dir: &std::path::Path, key: &str, value: &str) -> (Vec<u8>, StateStore) {
+    let source = StateStore::open(&dir.join("a.redb"), GroupId::FIRST).unwrap();
+    apply_all(&source, 1, &[put("a", "1"), put("b", "2")]);
+    let mut stream = Vec::new();
+    source.export(&mut stream, &[]).unwrap();
+    let target = StateStore::open(&dir.join("b.redb"), GroupId::FIRST).unwrap();
+    apply_all(&target, 1, &[put(key, value)]);
+    (stream, target)
+}
+
 /// A damaged or cut snapshot stream is refused and leaves the state as it was.
 #[test]
 fn damaged_snapshot_stream_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let source = StateStore::open(&dir.path().join("a.redb"), GroupId::FIRST).unwrap();
-    apply_all(&source, 1, &[put("a", "1"), put("b", "2")]);
-    let mut stream = Vec::new();
-    source.export(&mut stream, &[]).unwrap();
-    let target = StateStore::open(&dir.path().join("b.redb"), GroupId::FIRST).unwrap();
-    apply_all(&target, 1, &[put("keep", "me")]);
+    let (stream, target) = stream_and_target(dir.path(), "keep", "me");
     let mut flipped = stream.clone();
     let middle = flipped.len() / 2;
     flipped[middle] ^= 1;
@@ -426,19 +433,15 @@ impl std::io::Read for Gate<'_> {
     }
 }
 
-/// The revision and whether auth is on are read on every request, so they must not wait
+/// The revision, whether auth is on and the compaction's progress are read on every
+/// request or by the checkpointer every few milliseconds, so they must not wait
 /// for the index's lock, which an import or a defragment holds for as long as it runs (a
 /// defragment of a leader that stalled admission stalled its heartbeats, and the cluster
 /// elected another).
 #[test]
-fn revision_and_auth_are_read_while_an_import_holds_the_lock() {
+fn published_state_is_read_while_an_import_holds_the_lock() {
     let dir = tempfile::tempdir().unwrap();
-    let source = StateStore::open(&dir.path().join("a.redb"), GroupId::FIRST).unwrap();
-    apply_all(&source, 1, &[put("a", "1"), put("b", "2")]);
-    let mut stream = Vec::new();
-    source.export(&mut stream, &[]).unwrap();
-    let target = StateStore::open(&dir.path().join("b.redb"), GroupId::FIRST).unwrap();
-    apply_all(&target, 1, &[put("c", "3")]);
+    let (stream, target) = stream_and_target(dir.path(), "c", "3");
     let (reached_tx, reached) = std::sync::mpsc::channel();
     let (open, open_rx) = std::sync::mpsc::channel();
     let (target, stream) = (&target, &stream);
@@ -449,11 +452,19 @@ fn revision_and_auth_are_read_while_an_import_holds_the_lock() {
         });
         reached.recv_timeout(std::time::Duration::from_secs(10)).expect("the import reads its stream");
         let (answer, answered) = std::sync::mpsc::channel();
-        scope
-            .spawn(move || answer.send((target.current_revision().unwrap(), target.auth_enabled().unwrap())));
+        scope.spawn(move || {
+            let read = (
+                target.current_revision().unwrap(),
+                target.auth_enabled().unwrap(),
+                target.compact_revision().unwrap(),
+                target.unreclaimed().unwrap(),
+            );
+            answer.send(read)
+        });
         let read = answered.recv_timeout(std::time::Duration::from_secs(10));
         open.send(()).unwrap();
-        assert_eq!(read.expect("the revision and auth are read while the import runs"), (2, false));
+        let read = read.expect("the revision, auth and compaction are read while the import runs");
+        assert_eq!(read, (2, false, -1, 0));
         importing.join().unwrap().unwrap();
     });
     assert_eq!(target.current_revision().unwrap(), 3, "the imported revision is published");
