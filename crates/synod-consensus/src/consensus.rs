@@ -559,6 +559,14 @@ impl Consensus {
                     }
                     if purge_asked != Some(snapshot.index) {
                         purge_asked = Some(snapshot.index);
+                        // The snapshot openraft took at start is the state as replayed, not
+                        // yet durable: make it so before the log behind it goes.
+                        let state = consensus.inner.state.clone();
+                        let checkpoint = move || state.checkpoint().map_err(std::io::Error::other);
+                        if let Err(e) = consensus.inner.disk_io.run(checkpoint).await {
+                            consensus.fail(format!("checkpoint the restored state: {e}"));
+                            return;
+                        }
                         if raft.trigger().purge_log(snapshot.index).await.is_err() {
                             return;
                         }

@@ -579,7 +579,6 @@ impl StateStore {
             self.broken.store(true, Ordering::Release);
         } else {
             self.applied_plus_one.store(last.0 + 1, Ordering::Release);
-            self.publish(&kv);
         }
         result
     }
@@ -622,6 +621,9 @@ impl StateStore {
         }
         txn.commit().map_err(engine)?;
         record_bytes.apply_to(&self.record_bytes);
+        // Before the watchers hear of it: a client that saw an event must not then get a
+        // header with an older revision.
+        self.publish(kv);
         if let Some(observer) = observer {
             observer.applied(kv.current_revision(), capture.then_some(changes));
         }
@@ -940,10 +942,16 @@ impl StateStore {
             }
         };
         std::fs::rename(&fresh_path, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        }
+        // The rename is the commit point: from here on every write must reach the new file,
+        // which is the only one with the state's name.
         *self.db.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(fresh);
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Unsynced, a crash could bring the old file back under the name while later
+            // checkpoints went to the new one; stop rather than serve on that.
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io).inspect_err(|_| {
+                self.broken.store(true, Ordering::Release);
+            })?;
+        }
         Ok(value)
     }
 
