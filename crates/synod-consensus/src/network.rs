@@ -651,7 +651,7 @@ fn send_snapshot_data(
     };
     match disk_io {
         DiskIo::Threads => tokio::task::spawn_blocking(move || {
-            let mut out = ChunkWriter { next: first, chunks: Some(chunks) };
+            let mut out = ChunkWriter { next: first, chunks };
             write(&mut out)?;
             out.finish()
         }),
@@ -683,7 +683,7 @@ fn transfer_stopped() -> std::io::Error {
 /// A blocking writer that cuts what it is given into snapshot chunks.
 struct ChunkWriter {
     next: pb::SnapshotChunk,
-    chunks: Option<tokio::sync::mpsc::Sender<pb::SnapshotChunk>>,
+    chunks: tokio::sync::mpsc::Sender<pb::SnapshotChunk>,
 }
 
 impl ChunkWriter {
@@ -695,15 +695,12 @@ impl ChunkWriter {
         };
         let mut chunk = std::mem::replace(&mut self.next, following);
         chunk.done = done;
-        let chunks = self.chunks.as_ref().ok_or_else(transfer_stopped)?;
-        chunks.blocking_send(chunk).map_err(|_| transfer_stopped())
+        self.chunks.blocking_send(chunk).map_err(|_| transfer_stopped())
     }
 
-    /// Sends what is left as the last chunk.
+    /// Sends what is left as the last chunk; the stream ends as the writer goes.
     fn finish(mut self) -> std::io::Result<()> {
-        self.send(true)?;
-        self.chunks = None;
-        Ok(())
+        self.send(true)
     }
 }
 
