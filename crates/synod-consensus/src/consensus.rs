@@ -112,8 +112,8 @@ pub struct ConsensusOptions {
     pub snapshot_catchup_entries: u64,
     pub max_request_bytes: u64,
     pub snapshot_dir: PathBuf,
-    /// The largest snapshot this member accepts from a leader (bounds what a peer can make
-    /// it write to disk).
+    /// The largest snapshot stream this member accepts from a leader (bounds what a peer can
+    /// make it build: the state file it fills is of about that size).
     pub snapshot_bytes_max: u64,
     pub log: Arc<LogStore>,
     pub state: Arc<StateStore>,
@@ -190,7 +190,6 @@ pub(crate) struct Inner {
     pub(crate) member_id: u64,
     pub(crate) cluster_id: u64,
     pub(crate) network: PeerNetwork,
-    pub(crate) snapshot_dir: PathBuf,
     pub(crate) snapshot_bytes_max: u64,
     pub(crate) state: Arc<StateStore>,
     state_machine: StateMachine,
@@ -495,7 +494,6 @@ impl Consensus {
             member_id: options.member_id,
             cluster_id: options.cluster_id,
             network,
-            snapshot_dir: options.snapshot_dir.clone(),
             snapshot_bytes_max: options.snapshot_bytes_max,
             state: options.state.clone(),
             state_machine,

@@ -5,9 +5,7 @@
 //! (malformed messages are errors, never panics), and hands them to openraft or to the
 //! facade (forwarded writes, read indexes, membership changes, cluster info).
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -16,36 +14,19 @@ use openraft::raft::StreamAppendError;
 use openraft::storage::Snapshot;
 use synod_api::synodpb::{self as pb, raft_server};
 use synod_base::limits;
-use synod_storage::StateStore;
+use synod_storage::PreparedState;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
 use crate::consensus::{Consensus, FORWARD_BATCH_MAX, Inner, MemberChange, applied_to_result, error_text};
+use crate::disk_io::DiskIo;
 use crate::network::{CLUSTER_ID_HEADER, FROM_HEADER, TO_HEADER};
 use crate::removed::REMOVED_MESSAGE;
-use crate::state_machine::SnapshotData;
-
-/// Numbers the files incoming snapshots are written to, so that a retried transfer never
-/// shares one with an earlier attempt openraft may still be reading. Process-wide: the
-/// simulator runs a member's dead and restarted incarnations in one process, on one
-/// snapshot directory.
-static INCOMING: AtomicU64 = AtomicU64::new(0);
+use crate::state_machine::{Received, SnapshotData};
 
 pub struct PeerService {
     inner: Arc<Inner>,
-}
-
-/// A received snapshot's file, deleted when dropped: after openraft is done with it (an
-/// install moves it into place first), or when the transfer failed.
-struct Incoming {
-    path: PathBuf,
-}
-
-impl Drop for Incoming {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 impl PeerService {
@@ -93,71 +74,65 @@ impl PeerService {
         }
     }
 
-    /// Writes a snapshot stream to a file of its own in the snapshot directory, at most
-    /// `snapshot_bytes_max` bytes, and checks every frame of it before openraft may let go
-    /// of this member's state for it: a damaged stream is refused (the leader tries again
-    /// later) rather than failing the import and stopping the member.
+    /// Builds the state a snapshot stream carries beside this member's own as the stream
+    /// arrives, at most `snapshot_bytes_max` bytes, checking every frame: a damaged or cut
+    /// stream is refused (the leader tries again later) before openraft lets go of this
+    /// member's state for it, and leaves nothing behind.
     async fn receive_snapshot(
         &self,
         first: pb::SnapshotChunk,
         chunks: &mut Streaming<pb::SnapshotChunk>,
-    ) -> Result<Incoming, Status> {
-        let io = |e: std::io::Error| Status::internal(format!("store the incoming snapshot: {e}"));
-        let sequence = INCOMING.fetch_add(1, Ordering::Relaxed);
-        let incoming = Incoming {
-            path: self.inner.snapshot_dir.join(format!("incoming-{}-{sequence}.tmp", std::process::id())),
-        };
-        let disk_io = self.inner.disk_io;
-        let path = incoming.path.clone();
-        let mut file = disk_io.run(move || std::fs::File::create(&path)).await.map_err(io)?;
+    ) -> Result<PreparedState, Status> {
+        let state = self.inner.state.clone();
+        // A fault of this member's own is not the stream's.
+        state.current_revision().map_err(|e| Status::unavailable(format!("cannot take a snapshot: {e}")))?;
         let limit = self.inner.snapshot_bytes_max;
         let started = std::time::Instant::now();
-        let mut received = 0u64;
-        let mut chunk = first;
-        loop {
-            received += chunk.data.len() as u64;
-            if received > limit {
-                return Err(Status::resource_exhausted(format!("a snapshot larger than {limit} bytes")));
-            }
-            let data = std::mem::take(&mut chunk.data);
-            file = disk_io
-                .run(move || {
-                    std::io::Write::write_all(&mut file, &data)?;
-                    Ok(file)
+        let (received, prepared) = match self.inner.disk_io {
+            DiskIo::Threads => {
+                let (data, arriving) = tokio::sync::mpsc::channel(SNAPSHOT_CHUNKS_AHEAD);
+                let preparing = tokio::task::spawn_blocking(move || {
+                    state.prepare_import(&mut ChunkReader { arriving, chunk: Vec::new(), read: 0 })
+                });
+                // The sender goes with `feed`, when it returns: the import then reads the
+                // stream's end.
+                let fed = feed(first, chunks, limit, move |chunk| {
+                    let data = data.clone();
+                    async move { data.send(chunk).await.is_ok() }
                 })
-                .await
-                .map_err(io)?;
-            if chunk.done {
-                break;
+                .await;
+                let prepared =
+                    preparing.await.map_err(|e| Status::internal(format!("prepare the snapshot: {e}")))?;
+                (fed, prepared)
             }
-            chunk = match chunks.next().await {
-                Some(next) => next?,
-                None => return Err(Status::invalid_argument("snapshot stream ended early")),
-            };
-        }
-        let received_in = started.elapsed();
-        // Not synced: the file lives only until the import, which is durable, and a restart
-        // deletes it.
-        drop(file);
-        let path = incoming.path.clone();
-        let checked = disk_io
-            .run(move || {
-                let mut input = std::io::BufReader::new(std::fs::File::open(&path)?);
-                Ok(StateStore::check_snapshot(&mut input).map_err(|e| e.to_string()))
-            })
-            .await
-            .map_err(io)?;
-        if let Err(error) = checked {
-            tracing::warn!(%error, "refused a damaged snapshot");
-            return Err(Status::data_loss(format!("the snapshot stream is damaged: {error}")));
-        }
+            // The simulator's states are small, and nothing may run on another thread there.
+            DiskIo::Inline => {
+                let mut stream = Vec::new();
+                let fed = feed(first, chunks, limit, |chunk| {
+                    stream.extend_from_slice(&chunk);
+                    std::future::ready(true)
+                })
+                .await;
+                (fed, state.prepare_import(&mut stream.as_slice()))
+            }
+        };
+        // A transfer that failed explains itself better than the import it cut short.
+        let received = received?;
+        let (prepared, summary) = prepared.map_err(|error| {
+            tracing::warn!(%error, "refused a snapshot");
+            if error.is_corruption() {
+                Status::data_loss(format!("the snapshot stream is damaged: {error}"))
+            } else {
+                Status::internal(format!("prepare the snapshot: {error}"))
+            }
+        })?;
         tracing::info!(
             bytes = received,
-            received_secs = received_in.as_secs_f64(),
-            checked_secs = (started.elapsed() - received_in).as_secs_f64(),
+            records = summary.records,
+            secs = started.elapsed().as_secs_f64(),
             "received a snapshot"
         );
-        Ok(incoming)
+        Ok(prepared)
     }
 
     /// The member a request comes from (checked by `check`).
@@ -373,17 +348,14 @@ impl raft_server::Raft for PeerService {
         let meta = first.meta.as_ref().ok_or_else(|| Status::invalid_argument("snapshot without meta"))?;
         let meta = codec::snapshot_meta_from(meta).map_err(bad_message)?;
         codec::check_snapshot_meta(&vote, &meta).map_err(bad_message)?;
-        let incoming = self.receive_snapshot(first, &mut chunks).await?;
-        let snapshot = Snapshot { meta, snapshot: SnapshotData::Received(incoming.path.clone()) };
+        let prepared = self.receive_snapshot(first, &mut chunks).await?;
+        let received = Received::new(prepared, self.inner.disk_io);
+        let snapshot = Snapshot { meta, snapshot: SnapshotData::Received(received) };
         // openraft answers once the state machine has installed the snapshot (or decided it
-        // needs none); the file must live until then even if the sender goes away, so the
-        // install runs on its own task, which owns the file.
+        // needs none, and dropped it); the install runs on its own task so that it finishes
+        // even if the sender goes away.
         let raft = self.inner.raft.clone();
-        let install = tokio::spawn(async move {
-            let response = raft.install_full_snapshot(vote, snapshot).await;
-            drop(incoming);
-            response
-        });
+        let install = tokio::spawn(async move { raft.install_full_snapshot(vote, snapshot).await });
         let response = install
             .await
             .map_err(|e| Status::internal(format!("install the snapshot: {e}")))?
@@ -535,5 +507,56 @@ impl raft_server::Raft for PeerService {
             },
         };
         Ok(Response::new(response))
+    }
+}
+
+/// Chunks of an incoming snapshot the network may get ahead of its import by.
+const SNAPSHOT_CHUNKS_AHEAD: usize = 4;
+
+/// Hands a snapshot stream's data to `take`, chunk by chunk from `first` to the one marked
+/// done, and returns how many bytes it carried. Stops when `take` says it wants no more
+/// (its reader failed, and says why).
+async fn feed<F: std::future::Future<Output = bool>>(
+    first: pb::SnapshotChunk,
+    chunks: &mut Streaming<pb::SnapshotChunk>,
+    limit: u64,
+    mut take: impl FnMut(Vec<u8>) -> F,
+) -> Result<u64, Status> {
+    let mut received = 0u64;
+    let mut chunk = first;
+    loop {
+        received += chunk.data.len() as u64;
+        if received > limit {
+            return Err(Status::resource_exhausted(format!("a snapshot larger than {limit} bytes")));
+        }
+        if !take(std::mem::take(&mut chunk.data)).await || chunk.done {
+            return Ok(received);
+        }
+        chunk = match chunks.next().await {
+            Some(next) => next?,
+            None => return Err(Status::invalid_argument("snapshot stream ended early")),
+        };
+    }
+}
+
+/// A blocking reader over the chunks of a snapshot stream as they arrive.
+struct ChunkReader {
+    arriving: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    read: usize,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.read == self.chunk.len() {
+            match self.arriving.blocking_recv() {
+                Some(chunk) => (self.chunk, self.read) = (chunk, 0),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.read);
+        out[..n].copy_from_slice(&self.chunk[self.read..self.read + n]);
+        self.read += n;
+        Ok(n)
     }
 }

@@ -1,5 +1,4 @@
-//! [`StateMachine`]: openraft's state machine on synod's `StateStore`, with snapshots as
-//! files.
+//! [`StateMachine`]: openraft's state machine on synod's `StateStore`.
 //!
 //! Applying a batch of committed entries is one `StateStore::apply`, which also records the
 //! applied log id, the last membership and member attributes in the same transaction, so
@@ -10,8 +9,8 @@
 //! durable (a checkpoint), so that the log openraft purges behind it is never needed to
 //! rebuild the local state, and nothing is copied. A member that must send a snapshot takes
 //! a consistent view of its state when openraft asks for the current snapshot and exports it
-//! while it streams (see `network.rs`); the member that receives it writes the stream to a
-//! file in `member/snap/` and imports it from there.
+//! while it streams (see `network.rs`); the member that receives it builds a new state file
+//! from the stream as it arrives (see `peer_service.rs`), which the install swaps in.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -27,7 +26,7 @@ use openraft::{EntryPayload, OptionalSend};
 use prost::Message;
 use synod_api::synodpb::{self as pb, Command, command};
 use synod_base::{GroupId, LogIndex};
-use synod_storage::{StateStore, StateView};
+use synod_storage::{PreparedState, StateStore, StateView};
 
 use crate::codec;
 use crate::disk_io::DiskIo;
@@ -39,8 +38,42 @@ use crate::types::{Entry, LogId, Proposal, Reply, SnapshotMeta, StoredMembership
 pub enum SnapshotData {
     /// The local state as of the snapshot, exported when it is sent.
     View(Box<StateView>),
-    /// A snapshot received from the leader, in the file it was written to.
-    Received(PathBuf),
+    /// A snapshot received from the leader, built beside the local state as it arrived
+    /// and checked; installing it swaps it in.
+    Received(Received),
+}
+
+/// A received snapshot's state, until it is installed. openraft drops one it refuses (a
+/// stale vote, or one a retried transfer brought after the first was installed) on its
+/// core task; closing its file and freeing its index take a while, so that happens on a
+/// blocking thread.
+#[derive(Debug)]
+pub struct Received {
+    prepared: Option<Box<PreparedState>>,
+    disk_io: DiskIo,
+}
+
+impl Received {
+    pub(crate) fn new(prepared: PreparedState, disk_io: DiskIo) -> Received {
+        Received { prepared: Some(Box::new(prepared)), disk_io }
+    }
+
+    fn take(mut self) -> PreparedState {
+        *self.prepared.take().expect("a received snapshot holds its state until installed")
+    }
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        let Some(prepared) = self.prepared.take() else {
+            return;
+        };
+        match (self.disk_io, tokio::runtime::Handle::try_current()) {
+            (DiskIo::Threads, Ok(runtime)) => drop(runtime.spawn_blocking(move || drop(prepared))),
+            // The simulator's are in memory, and cheap to drop.
+            _ => drop(prepared),
+        }
+    }
 }
 
 pub type StateSnapshot = Snapshot<crate::types::LeaderId, u64, crate::types::MemberNode, SnapshotData>;
@@ -84,7 +117,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl StateMachine {
-    /// Opens the state machine on `state`, with snapshots received into `snapshot_dir`.
+    /// Opens the state machine on `state`. `snapshot_dir` holds the file a local view is
+    /// installed through, and snapshot files of earlier versions, which are deleted here.
     pub(crate) fn open(
         state: Arc<StateStore>,
         group: GroupId,
@@ -223,9 +257,9 @@ pub(crate) fn read_applied(
 /// conformance suite hands over) is written to before it is imported.
 const VIEW_FILE: &str = "view.tmp";
 
-/// Deletes what a crash left behind: a snapshot being received or imported, and the
-/// exported snapshots (`.snap`, `.meta`) that synod kept before the state file became the
-/// snapshot; the state they held is in the state file.
+/// Deletes what a crash left behind: a view being installed, snapshots earlier versions
+/// received here, and the exported snapshots (`.snap`, `.meta`) that synod kept before the
+/// state file became the snapshot; the state they held is in the state file.
 fn remove_leftovers(dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
         let file_name = entry.file_name();
@@ -319,9 +353,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     return Ok(());
                 }
                 match snapshot {
-                    SnapshotData::Received(path) => {
-                        let mut input = BufReader::new(fs::File::open(&path)?);
-                        inner.state.import(&mut input).map_err(io_error)?;
+                    SnapshotData::Received(received) => {
+                        inner.state.install(received.take()).map_err(io_error)?
                     }
                     SnapshotData::View(view) => {
                         let path = inner.snapshot_dir.join(VIEW_FILE);

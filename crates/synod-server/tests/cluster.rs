@@ -423,7 +423,31 @@ fn restarted_member_catches_up_by_log_and_by_snapshot() {
             .map(|entry| entry.expect("an entry").file_name())
             .collect();
         assert!(files.is_empty(), "{} keeps snapshot files: {files:?}", member.name);
+        // A transfer the leader retried may still be ending; its state goes with it.
+        wait_for(&format!("{} to keep no received state", member.name), DEADLINE, || {
+            files_under(&member.data_dir)
+                .iter()
+                .all(|p| !p.to_string_lossy().contains(".incoming-"))
+                .then_some(())
+        });
     }
+}
+
+/// Every file under `dir`, at any depth.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("a directory") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
 
 /// Under a steady write load: a learner is added, started with `--initial-cluster-state
@@ -937,11 +961,26 @@ fn a_hostile_peer_cannot_stop_a_member() {
             data: b"SYNODSTATE1\nnot a state".to_vec(),
             done: true,
         };
+        let mut cut = chunk.clone();
         let mut request = tonic::Request::new(futures::stream::iter(vec![chunk]));
         address(request.metadata_mut());
         let refused = client.install_snapshot(request).await.expect_err("a damaged snapshot");
         assert_eq!(refused.code(), tonic::Code::DataLoss, "{refused:?}");
+
+        // A stream that ends before its last chunk.
+        cut.data = b"SYNODSTATE1\n".to_vec();
+        cut.done = false;
+        let mut request = tonic::Request::new(futures::stream::iter(vec![cut]));
+        address(request.metadata_mut());
+        let refused = client.install_snapshot(request).await.expect_err("a cut snapshot");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     });
+    // Neither left a file behind: each was built beside the state as it arrived.
+    let leftovers = files_under(&cluster.members[target].data_dir)
+        .into_iter()
+        .filter(|path| path.to_string_lossy().contains(".incoming-"))
+        .collect::<Vec<_>>();
+    assert!(leftovers.is_empty(), "refused snapshots left {leftovers:?}");
 
     // The member is still up, in the cluster, and takes part in new writes.
     let put = PutRequest { key: b"after".to_vec(), value: b"hostile".to_vec(), ..Default::default() };

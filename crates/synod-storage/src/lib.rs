@@ -32,4 +32,6 @@ pub mod etcd_snapshot;
 pub use data_dir::DataDir;
 pub use error::StorageError;
 pub use log_store::{LogOp, LogOptions, LogStore, RESTORED_CLUSTER_META};
-pub use state_store::{ApplyObserver, ExportSummary, History, MetaValues, StateStats, StateStore, StateView};
+pub use state_store::{
+    ApplyObserver, ExportSummary, History, MetaValues, PreparedState, StateStats, StateStore, StateView,
+};

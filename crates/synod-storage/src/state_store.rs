@@ -15,7 +15,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -325,6 +325,13 @@ pub struct StateStore {
     db: RwLock<Arc<Database>>,
     /// Whether the database is the file at `path` (rather than a simulated disk).
     on_file: bool,
+    /// Held by everything that writes records (applies, reclaims, restores, installs) and,
+    /// for its whole length, by a defragment: it copies the file into a new one while reads
+    /// go on against the old file and its index, so nothing may be written to the old file
+    /// meanwhile. Reads never take it; it is taken before `kv`, which a replacement of the
+    /// file holds only to swap file and index in. (A received state is built without it,
+    /// from its stream: [`StateStore::prepare_import`].)
+    writes: Mutex<()>,
     kv: RwLock<KvStore>,
     /// The last applied log index plus one; 0 while nothing has been applied (consensus
     /// logs may start at index 0).
@@ -357,12 +364,13 @@ const STATE_CACHE_BYTES: usize = 16 << 20;
 impl StateStore {
     /// Opens (or creates) the state file and rebuilds the key index from its records.
     pub fn open(path: &Path, group: GroupId) -> Result<StateStore, StorageError> {
-        // A defragment or import that a crash interrupted left its unfinished file.
-        let unfinished = replacement_path(path);
-        match std::fs::remove_file(&unfinished) {
-            Ok(()) => tracing::info!(path = %unfinished.display(), "removed an unfinished state file"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(StorageError::Io { path: unfinished, source }),
+        // A defragment or an import that a crash interrupted left its unfinished file.
+        for unfinished in unfinished_files(path)? {
+            match std::fs::remove_file(&unfinished) {
+                Ok(()) => tracing::info!(path = %unfinished.display(), "removed an unfinished state file"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StorageError::Io { path: unfinished, source }),
+            }
         }
         StateStore::open_database(open_database(path, STATE_CACHE_BYTES)?, path, group, true)
     }
@@ -407,6 +415,7 @@ impl StateStore {
             meta_table,
             db: RwLock::new(Arc::new(db)),
             on_file,
+            writes: Mutex::new(()),
             kv: RwLock::new(kv),
             applied_plus_one: AtomicU64::new(applied.map_or(0, |a| a + 1)),
             revision: AtomicI64::new(revision),
@@ -518,6 +527,12 @@ impl StateStore {
         self.kv.write().map_err(|_| self.poisoned())
     }
 
+    /// The right to write records (see `writes`).
+    fn writes_lock(&self) -> Result<MutexGuard<'_, ()>, StorageError> {
+        self.check_usable()?;
+        self.writes.lock().map_err(|_| self.poisoned())
+    }
+
     fn poisoned(&self) -> StorageError {
         self.broken.store(true, Ordering::Release);
         StorageError::corrupt(
@@ -552,6 +567,7 @@ impl StateStore {
         let Some(&(last, _)) = entries.last() else {
             return Ok(Vec::new());
         };
+        let _writes = self.writes_lock()?;
         let mut kv = self.kv_write()?;
         let applied = self.applied();
         assert!(
@@ -838,7 +854,7 @@ impl StateStore {
     /// applies off only for its own length, and returns how many are left. Durable with the
     /// next checkpoint; a crash before it finds them again on restart.
     pub fn reclaim(&self, max: usize) -> Result<usize, StorageError> {
-        self.check_usable()?;
+        let _writes = self.writes_lock()?;
         let mut kv = self.kv_write()?;
         if kv.unreclaimed().is_empty() {
             return Ok(0);
@@ -878,81 +894,97 @@ impl StateStore {
     }
 
     /// Rewrites the file to release the space that deleted and compacted records left
-    /// behind (etcd's defragment). Applies and reads wait while it runs, as etcd's do.
+    /// behind (etcd's defragment). Applies wait while it runs, as etcd's do; reads do not.
     ///
     /// As etcd does, it copies the records into a new file (`state.redb.new`, made
     /// durable, then renamed over the old one) rather than moving pages within the file,
-    /// which on a file of gigabytes takes several times as long. Reads and snapshot
-    /// transfers under way keep reading the old file until they finish.
+    /// which on a file of gigabytes takes several times as long. Reads go on against the
+    /// old file meanwhile, and those under way when it is swapped out finish on it.
     pub fn defragment(&self, timeout: Duration) -> Result<(), StorageError> {
-        let kv = self.kv_write()?;
+        let writes = self.writes_lock()?;
         if self.on_file {
-            self.defragment_by_copy()?;
+            let (fresh, ()) = self.build_replacement(&replacement_path(&self.path), |fresh| {
+                let old = self.begin_read()?;
+                copy_table(
+                    &old,
+                    fresh,
+                    TableDefinition::<KvKey, &[u8]>::new(&self.kv_table),
+                    COPY_BATCH_RECORDS,
+                )?;
+                copy_table(&old, fresh, TableDefinition::<&str, &[u8]>::new(&self.meta_table), usize::MAX)
+            })?;
+            // The records did not change: the index stays as it is.
+            let kv = self.kv_write()?;
+            let old = self.swap_in(fresh)?;
+            drop(kv);
+            self.sync_dir()?;
+            drop(old);
         } else {
+            let kv = self.kv_write()?;
             self.defragment_in_place(timeout)?;
+            drop(kv);
         }
-        drop(kv);
+        drop(writes);
         self.refresh_size()
     }
 
-    fn defragment_by_copy(&self) -> Result<(), StorageError> {
-        self.replace_file(|fresh| {
-            let old = self.begin_read()?;
-            copy_table(
-                &old,
-                fresh,
-                TableDefinition::<KvKey, &[u8]>::new(&self.kv_table),
-                COPY_BATCH_RECORDS,
-            )?;
-            copy_table(&old, fresh, TableDefinition::<&str, &[u8]>::new(&self.meta_table), usize::MAX)
-        })
-    }
-
-    /// Builds a new state file with `fill` (given an empty database at
-    /// `state.redb.new`), makes it durable, renames it over the state file and swaps it in.
-    /// Reads begun on the old file finish on it; it closes with the last of them. If `fill`
-    /// fails, the new file is deleted and the state stays as it was. The caller holds the
-    /// index's write lock, so no apply writes to the old file meanwhile.
-    fn replace_file<T>(
+    /// Builds a new state file at `fresh_path` with `fill` (given an empty database there)
+    /// and makes it durable; [`StateStore::swap_in`] then puts it in place. If `fill`
+    /// fails, the new file is deleted.
+    fn build_replacement<T>(
         &self,
+        fresh_path: &Path,
         fill: impl FnOnce(&Database) -> Result<T, StorageError>,
-    ) -> Result<T, StorageError> {
-        let fresh_path = replacement_path(&self.path);
-        let io = |source| StorageError::Io { path: fresh_path.clone(), source };
-        match std::fs::remove_file(&fresh_path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+    ) -> Result<(PreparedFile, T), StorageError> {
+        match std::fs::remove_file(fresh_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StorageError::Io { path: fresh_path.to_path_buf(), source: e });
+            }
             _ => {}
         }
-        let fresh = open_database(&fresh_path, STATE_CACHE_BYTES)?;
-        let filled = fill(&fresh).and_then(|value| {
-            let mut txn = fresh.begin_write().map_err(engine)?;
-            txn.set_quick_repair(true);
-            // Both tables exist in a state file, even when the stream held no records.
-            txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
-            txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
-            txn.commit().map_err(engine)?;
-            Ok(value)
-        });
-        let value = match filled {
-            Ok(value) => value,
-            Err(e) => {
-                drop(fresh);
-                let _ = std::fs::remove_file(&fresh_path);
-                return Err(e);
-            }
-        };
-        std::fs::rename(&fresh_path, &self.path).map_err(io)?;
+        let file =
+            PreparedFile { db: Some(open_database(fresh_path, STATE_CACHE_BYTES)?), path: fresh_path.into() };
+        let fresh = file.database();
+        let value = fill(fresh)?;
+        let mut txn = fresh.begin_write().map_err(engine)?;
+        txn.set_quick_repair(true);
+        // Both tables exist in a state file, even when the stream held no records.
+        txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;
+        txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
+        txn.commit().map_err(engine)?;
+        Ok((file, value))
+    }
+
+    /// Renames a file [`StateStore::build_replacement`] made over the state file and swaps
+    /// it in. Reads begun on the old file finish on it; it closes with the last of them.
+    /// The caller holds the index's write lock, so that no read pairs the new file with
+    /// the old index or the other way round, and then [`StateStore::sync_dir`] while it
+    /// still holds `writes`. Returns the database it replaced, for the caller to let go of
+    /// once it has released the locks: closing a database writes to it.
+    fn swap_in(&self, mut fresh: PreparedFile) -> Result<Arc<Database>, StorageError> {
+        std::fs::rename(&fresh.path, &self.path)
+            .map_err(|source| StorageError::Io { path: fresh.path.clone(), source })?;
         // The rename is the commit point: from here on every write must reach the new file,
         // which is the only one with the state's name.
-        *self.db.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(fresh);
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Unsynced, a crash could bring the old file back under the name while later
-            // checkpoints went to the new one; stop rather than serve on that.
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io).inspect_err(|_| {
-                self.broken.store(true, Ordering::Release);
-            })?;
-        }
-        Ok(value)
+        let db = fresh.db.take().expect("a prepared file has its database");
+        Ok(std::mem::replace(
+            &mut *self.db.write().unwrap_or_else(|poisoned| poisoned.into_inner()),
+            Arc::new(db),
+        ))
+    }
+
+    /// Makes a rename over the state file durable. Unsynced, a crash could bring the old
+    /// file back under the name while later checkpoints went to the new one: a member whose
+    /// sync fails stops rather than serve on that. Called with `writes` held, so nothing is
+    /// applied to the new file before its name is durable.
+    fn sync_dir(&self) -> Result<(), StorageError> {
+        let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+            return Ok(());
+        };
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|source| {
+            self.broken.store(true, Ordering::Release);
+            StorageError::Io { path: dir.to_path_buf(), source }
+        })
     }
 
     /// redb's own compaction, for a database that is not a file of its own.
@@ -1011,40 +1043,105 @@ impl StateStore {
     }
 
     /// Replaces the whole state of this group with a stream [`StateStore::export`] wrote,
-    /// durably. The stream is checked as it is read; if anything is wrong the state is left
-    /// as it was. Applies and reads wait while it runs.
+    /// durably: [`StateStore::prepare_import`], then [`StateStore::install`]. If anything
+    /// is wrong with the stream the state is left as it was.
     pub fn import(&self, input: &mut dyn Read) -> Result<ExportSummary, StorageError> {
-        let mut kv = self.kv_write()?;
-        let summary = if self.on_file {
-            self.replace_file(|fresh| self.import_batched(fresh, input))?
-        } else {
-            let db = self.db_read();
-            let mut txn = db.begin_write().map_err(engine)?;
-            txn.set_quick_repair(true);
-            let summary = self.import_into(&txn, input)?;
-            txn.commit().map_err(engine)?;
-            summary
-        };
-        let loaded = {
-            let db = self.db_read();
-            load(&db, &self.kv_table, &self.meta_table)
+        let (prepared, summary) = self.prepare_import(input)?;
+        self.install(prepared)?;
+        Ok(summary)
+    }
+
+    /// Builds the state a stream [`StateStore::export`] wrote beside this one, which goes
+    /// on serving reads and applies meanwhile, and checks every frame of the stream as it
+    /// reads it: a damaged or cut stream is an error and leaves nothing behind. A member
+    /// receiving a snapshot runs this as the stream arrives; [`StateStore::install`] then
+    /// puts the result in place. Several may be under way at once (a leader that retried).
+    pub fn prepare_import(
+        &self,
+        input: &mut dyn Read,
+    ) -> Result<(PreparedState, ExportSummary), StorageError> {
+        self.check_usable()?;
+        if !self.on_file {
+            // A simulated store is small: the stream is checked now and imported in place
+            // when installed.
+            let mut stream = Vec::new();
+            input
+                .read_to_end(&mut stream)
+                .map_err(|source| StorageError::Io { path: self.path.clone(), source })?;
+            let summary = StateStore::check_snapshot(&mut stream.as_slice())?;
+            return Ok((PreparedState(Prepared::Stream(stream)), summary));
         }
-        .inspect_err(|_| self.broken.store(true, Ordering::Release))?;
-        *kv = loaded.kv;
-        self.publish(&kv);
+        let path = incoming_path(&self.path);
+        let started = Instant::now();
+        let (file, summary) = self.build_replacement(&path, |fresh| self.import_batched(fresh, input))?;
+        let built = started.elapsed();
+        let loaded = load(file.database(), &self.kv_table, &self.meta_table)?;
+        tracing::info!(
+            records = summary.records,
+            built_secs = built.as_secs_f64(),
+            indexed_secs = (started.elapsed() - built).as_secs_f64(),
+            "prepared a received state"
+        );
+        Ok((PreparedState(Prepared::File { file, loaded: Box::new(loaded) }), summary))
+    }
+
+    /// Puts a state [`StateStore::prepare_import`] built in place of this one, durably.
+    /// Applies wait for it; reads see the old state until it is in.
+    pub fn install(&self, prepared: PreparedState) -> Result<(), StorageError> {
+        let writes = self.writes_lock()?;
+        match prepared.0 {
+            Prepared::File { file, loaded } => {
+                let behind = loaded.applied.map(LogIndex) < self.applied();
+                if behind {
+                    return Err(StorageError::corrupt(
+                        "received state",
+                        format!(
+                            "applied index {:?} is behind this member's {:?}",
+                            loaded.applied,
+                            self.applied()
+                        ),
+                    ));
+                }
+                let mut kv = self.kv_write()?;
+                let old_db = self.swap_in(file)?;
+                let old_kv = self.take_loaded(&mut kv, *loaded);
+                drop(kv);
+                self.sync_dir()?;
+                // The old file and index go without holding anything up.
+                drop((old_db, old_kv));
+            }
+            Prepared::Stream(stream) => {
+                let mut kv = self.kv_write()?;
+                let db = self.db_read();
+                let mut txn = db.begin_write().map_err(engine)?;
+                txn.set_quick_repair(true);
+                self.import_into(&txn, &mut stream.as_slice())?;
+                txn.commit().map_err(engine)?;
+                let loaded = load(&db, &self.kv_table, &self.meta_table)
+                    .inspect_err(|_| self.broken.store(true, Ordering::Release))?;
+                self.take_loaded(&mut kv, loaded);
+            }
+        }
+        drop(writes);
+        self.refresh_size()
+    }
+
+    /// Makes `loaded` the store's index and published state, and returns the index it
+    /// replaced.
+    fn take_loaded(&self, kv: &mut KvStore, loaded: Loaded) -> KvStore {
+        let old = std::mem::replace(kv, loaded.kv);
+        self.publish(kv);
         self.record_bytes.store(loaded.record_bytes, Ordering::Relaxed);
         self.applied_plus_one.store(loaded.applied.map_or(0, |a| a + 1), Ordering::Release);
         if let Some(observer) = self.observer.get() {
             observer.replaced(kv.current_revision());
         }
-        drop(kv);
-        self.refresh_size()?;
-        Ok(summary)
+        old
     }
 
     /// Fills the empty database `fresh` from a snapshot stream, a batch of records per
     /// transaction (see [`IMPORT_BATCH_RECORDS`]), so that a large state never sits in one transaction's
-    /// dirty pages. Nothing is durable until [`StateStore::replace_file`] commits.
+    /// dirty pages. Nothing is durable until [`StateStore::build_replacement`] commits.
     fn import_batched(&self, fresh: &Database, input: &mut dyn Read) -> Result<ExportSummary, StorageError> {
         let records_table = TableDefinition::<KvKey, &[u8]>::new(&self.kv_table);
         let mut records: Vec<(KvKey, Vec<u8>)> = Vec::with_capacity(IMPORT_BATCH_RECORDS);
@@ -1195,6 +1292,7 @@ impl StateStore {
         &self,
         fill: impl FnOnce(&redb::WriteTransaction, &mut KvTable<'_>) -> Result<ExportSummary, StorageError>,
     ) -> Result<ExportSummary, StorageError> {
+        let _writes = self.writes_lock()?;
         let mut kv = self.kv_write()?;
         if self.applied().is_some() || kv.current_revision() != 1 || !kv.leases().is_empty() {
             return Err(StorageError::corrupt("state", "a snapshot is restored only into an empty data dir"));
@@ -1620,6 +1718,86 @@ fn replacement_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".new");
     PathBuf::from(name)
+}
+
+/// Where [`StateStore::prepare_import`] builds a received state: a file of its own for each
+/// preparation, beside the state file, so that a retried transfer never shares one with an
+/// earlier attempt. Process-wide numbering: the simulator runs a member's dead and
+/// restarted incarnations in one process.
+fn incoming_path(path: &Path) -> PathBuf {
+    static INCOMING: AtomicU64 = AtomicU64::new(0);
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(
+        "{INCOMING_SUFFIX}{}-{}",
+        std::process::id(),
+        INCOMING.fetch_add(1, Ordering::Relaxed)
+    ));
+    PathBuf::from(name)
+}
+
+const INCOMING_SUFFIX: &str = ".incoming-";
+
+/// The defragment's and the imports' files beside the state file at `path`.
+fn unfinished_files(path: &Path) -> Result<Vec<PathBuf>, StorageError> {
+    let mut found = vec![replacement_path(path)];
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(found);
+    };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let mut incoming = name.to_owned();
+    incoming.push(INCOMING_SUFFIX);
+    let incoming = incoming.to_string_lossy().into_owned();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(source) => return Err(StorageError::Io { path: dir.to_path_buf(), source }),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|source| StorageError::Io { path: dir.to_path_buf(), source })?;
+        if entry.file_name().to_string_lossy().starts_with(&incoming) {
+            found.push(entry.path());
+        }
+    }
+    Ok(found)
+}
+
+/// A state file being built or prepared and not yet in place: deleted when dropped so.
+struct PreparedFile {
+    db: Option<Database>,
+    path: PathBuf,
+}
+
+impl PreparedFile {
+    fn database(&self) -> &Database {
+        self.db.as_ref().expect("a prepared file has its database until it is swapped in")
+    }
+}
+
+impl Drop for PreparedFile {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            drop(db);
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A state [`StateStore::prepare_import`] built from a snapshot stream, for
+/// [`StateStore::install`]. Dropped without being installed, it leaves nothing behind.
+pub struct PreparedState(Prepared);
+
+enum Prepared {
+    File { file: PreparedFile, loaded: Box<Loaded> },
+    Stream(Vec<u8>),
+}
+
+impl std::fmt::Debug for PreparedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Prepared::File { file, .. } => write!(f, "PreparedState({})", file.path.display()),
+            Prepared::Stream(stream) => write!(f, "PreparedState({} bytes)", stream.len()),
+        }
+    }
 }
 
 /// Records a defragment copies per transaction: few enough that a transaction's dirty
