@@ -88,6 +88,10 @@ pub struct Scale {
     pub quiet_pause_us: u64,
     pub compaction_pause_us: u64,
     pub defrag_pause_us: u64,
+    /// Puts overlapping each phase that failed (a member answers a put it cannot finish
+    /// with a timeout after 7 s, so a failed put caps the phase's longest put).
+    pub compaction_failed: u64,
+    pub defrag_failed: u64,
     pub compaction_seconds: f64,
     pub defrag_seconds: Vec<f64>,
     pub db_bytes_after_defrag: Vec<i64>,
@@ -220,6 +224,9 @@ async fn measure(
             .map(|p| p.took.as_micros() as u64)
             .max()
     };
+    let failed = |(from, to): (Duration, Duration)| {
+        puts.iter().filter(|p| !p.ok && p.start < to && p.start + p.took > from).count() as u64
+    };
     // The quiet phase: puts answered before compaction began.
     let quiet_pause =
         puts.iter().filter(|p| p.start + p.took < compaction_start).map(|p| p.took.as_micros() as u64).max();
@@ -234,6 +241,8 @@ async fn measure(
         quiet_pause_us: quiet_pause.unwrap_or(0),
         compaction_pause_us: pause(compaction).unwrap_or(0),
         defrag_pause_us: pause(defrag).unwrap_or(0),
+        compaction_failed: failed(compaction),
+        defrag_failed: failed(defrag),
         compaction_seconds: (compaction.1 - compaction.0).as_secs_f64(),
         defrag_seconds,
         db_bytes_after_defrag,
@@ -365,6 +374,25 @@ impl Trickle {
     }
 }
 
+/// A phase's longest put, and how many puts in it failed: those ended at a timeout, so the
+/// pause was at least as long as the longest.
+fn pause_text(longest_us: u64, failed: u64) -> String {
+    match failed {
+        0 => duration_text(longest_us),
+        n => format!("≥ {} ({n} failed)", duration_text(longest_us)),
+    }
+}
+
+/// Whether synod's pause (longest put in microseconds, failed puts) is shorter than etcd's:
+/// a phase with failed puts is capped at the timeout, so it only compares by the failures.
+fn shorter_pause((synod_us, synod_failed): (u64, u64), (etcd_us, etcd_failed): (u64, u64)) -> bool {
+    match (synod_failed, etcd_failed) {
+        (0, 0) => synod_us < etcd_us,
+        (0, _) => true,
+        _ => false,
+    }
+}
+
 /// The datascale results as a Markdown section: one row per measure, synod beside etcd.
 pub fn markdown(d: &Datascale) -> String {
     let (s, e) = (&d.synod, &d.etcd);
@@ -429,18 +457,21 @@ pub fn markdown(d: &Datascale) -> String {
     );
     row(
         "longest put during compaction to the latest revision",
-        duration_text(s.compaction_pause_us),
-        duration_text(e.compaction_pause_us),
+        pause_text(s.compaction_pause_us, s.compaction_failed),
+        pause_text(e.compaction_pause_us, e.compaction_failed),
         "< etcd",
-        Some(s.compaction_pause_us < e.compaction_pause_us),
+        Some(shorter_pause(
+            (s.compaction_pause_us, s.compaction_failed),
+            (e.compaction_pause_us, e.compaction_failed),
+        )),
     );
     row("compaction took", seconds(s.compaction_seconds), seconds(e.compaction_seconds), "", None);
     row(
         "longest put while each member is defragmented in turn",
-        duration_text(s.defrag_pause_us),
-        duration_text(e.defrag_pause_us),
+        pause_text(s.defrag_pause_us, s.defrag_failed),
+        pause_text(e.defrag_pause_us, e.defrag_failed),
         "< etcd",
-        Some(s.defrag_pause_us < e.defrag_pause_us),
+        Some(shorter_pause((s.defrag_pause_us, s.defrag_failed), (e.defrag_pause_us, e.defrag_failed))),
     );
     row(
         "defragmentation took, per member",
@@ -464,4 +495,23 @@ pub fn markdown(d: &Datascale) -> String {
         None,
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A phase whose puts failed ended at the timeout: its longest put is a floor, and it
+    /// is never the shorter pause unless the other side failed more.
+    #[test]
+    fn failed_puts_decide_the_pause() {
+        assert!(shorter_pause((100, 0), (200, 0)));
+        assert!(!shorter_pause((300, 0), (200, 0)));
+        assert!(!shorter_pause((7_010_000, 3), (7_010_000, 0)), "synod timed out, etcd did not");
+        assert!(!shorter_pause((7_000_000, 1), (7_010_000, 2)), "both capped at the timeout");
+        assert!(shorter_pause((7_000_000, 0), (7_010_000, 2)));
+        assert_eq!(pause_text(2_000, 0), duration_text(2_000));
+        let capped = pause_text(7_010_000, 3);
+        assert!(capped.starts_with('≥') && capped.ends_with("(3 failed)"), "{capped}");
+    }
 }
