@@ -1310,9 +1310,7 @@ impl StateStore {
             summary
         };
         let loaded = load(&self.db_read(), &self.kv_table, &self.meta_table)?;
-        *kv = loaded.kv;
-        self.publish(&kv);
-        self.record_bytes.store(loaded.record_bytes, Ordering::Relaxed);
+        self.take_loaded(&mut kv, loaded);
         drop(kv);
         self.refresh_size()?;
         Ok(summary)
