@@ -109,7 +109,8 @@ impl KvStore {
 
     /// Rebuilds the store from persisted meta, every stored record in revision order, the
     /// stored leases, the counter sessions and the auth state; each key is attached to the
-    /// lease its newest record names.
+    /// lease its newest record names. [`Restoring`] does the same a record at a time, for
+    /// records that arrive before their meta.
     ///
     /// The records may come from another member (a snapshot), so anything that does not
     /// fit together is an error, not a panic.
@@ -128,74 +129,14 @@ impl KvStore {
         auth: Option<AuthState>,
         reclaiming: bool,
     ) -> Result<KvStore, E> {
-        let bad_meta = |detail: String| E::from(BackendError::Corrupt { rev: Rev::default(), detail });
-        if !(1..=REVISION_MAX).contains(&meta.current_revision) {
-            return Err(bad_meta(format!(
-                "store revision {} outside 1..={REVISION_MAX}",
-                meta.current_revision
-            )));
-        }
-        if !(-1..=meta.current_revision).contains(&meta.compact_revision) {
-            return Err(bad_meta(format!(
-                "compaction revision {} outside -1..={}",
-                meta.compact_revision, meta.current_revision
-            )));
-        }
-        let mut store = KvStore::from_meta(meta);
-        let mut key_lease: std::collections::HashMap<Vec<u8>, i64> = Default::default();
-        let mut last = Rev::default();
-        let mut orphaned_tombstones = Vec::new();
+        check_meta(&meta)?;
+        let mut restoring =
+            if reclaiming { Restoring::reclaiming(meta.compact_revision) } else { Restoring::new() };
         for record in records {
             let (rev, stored) = record?;
-            let corrupt = |detail: String| E::from(BackendError::Corrupt { rev, detail });
-            if rev <= last {
-                return Err(corrupt(format!("records out of order: {rev} after {last}")));
-            }
-            if rev.main > store.current || rev.main < 1 || rev.sub < 0 {
-                return Err(corrupt(format!("record outside the store's revisions 1..={}", store.current)));
-            }
-            last = rev;
-            let kv = &stored.kv;
-            if reclaiming && stored.tombstone && rev.main <= store.compacted && !store.index.has_key(&kv.key)
-            {
-                orphaned_tombstones.push(rev);
-                continue;
-            }
-            store
-                .index
-                .restore(&kv.key, rev, kv.create_revision, kv.version, stored.tombstone)
-                .map_err(corrupt)?;
-            if stored.tombstone || kv.lease == 0 {
-                key_lease.remove(&kv.key);
-            } else {
-                key_lease.insert(kv.key.clone(), kv.lease);
-            }
+            restoring.record(rev, &stored)?;
         }
-        for lease in leases {
-            store.leases.insert(lease?);
-        }
-        for (key, lease) in key_lease {
-            store.leases.attach(&key, lease);
-        }
-        for session in sessions {
-            let session = session?;
-            if !store.leases.contains(session.lease) {
-                return Err(E::from(BackendError::Corrupt {
-                    rev: Rev::default(),
-                    detail: format!("a counter session of lease {:x}, which does not exist", session.lease),
-                }));
-            }
-            store.sessions.insert(session);
-        }
-        if let Some(auth) = auth {
-            store.auth = Auth::restore(auth)
-                .map_err(|detail| E::from(BackendError::Corrupt { rev: Rev::default(), detail }))?;
-        }
-        if reclaiming {
-            store.resume_reclaim();
-            store.unreclaimed.add(orphaned_tombstones);
-        }
-        Ok(store)
+        restoring.finish(meta, leases, sessions, auth)
     }
 
     pub fn meta(&self) -> Meta {
@@ -749,6 +690,129 @@ impl KvStore {
             self.unreclaimed.add(dropped);
         }
     }
+}
+
+/// A [`KvStore`] being rebuilt from its records, given one at a time in revision order,
+/// before the meta that closes it is known: a received snapshot's records are indexed as
+/// they arrive, and its meta comes after them.
+#[derive(Debug, Default)]
+pub struct Restoring {
+    index: TreeIndex,
+    /// The lease each key's newest record names.
+    key_lease: std::collections::HashMap<Vec<u8>, i64>,
+    last: Rev,
+    /// The compaction revision, when a compaction's records were being deleted as the
+    /// records were written (see [`KvStore::restore`]).
+    reclaim_at: Option<i64>,
+    orphaned_tombstones: Vec<Rev>,
+}
+
+impl Restoring {
+    pub fn new() -> Restoring {
+        Restoring::default()
+    }
+
+    /// For records written while the records of the compaction at `compact_revision` were
+    /// being deleted (see [`KvStore::restore`]).
+    pub fn reclaiming(compact_revision: i64) -> Restoring {
+        Restoring { reclaim_at: Some(compact_revision), ..Restoring::default() }
+    }
+
+    /// Indexes the next record. The records must come in revision order.
+    pub fn record(&mut self, rev: Rev, stored: &StoredKv) -> Result<(), BackendError> {
+        let corrupt = |detail: String| BackendError::Corrupt { rev, detail };
+        if rev <= self.last {
+            return Err(corrupt(format!("records out of order: {rev} after {}", self.last)));
+        }
+        if rev.main < 1 || rev.sub < 0 || rev.main > REVISION_MAX {
+            return Err(corrupt(format!("a record at revision {rev}")));
+        }
+        self.last = rev;
+        let kv = &stored.kv;
+        if let Some(compacted) = self.reclaim_at
+            && stored.tombstone
+            && rev.main <= compacted
+            && !self.index.has_key(&kv.key)
+        {
+            self.orphaned_tombstones.push(rev);
+            return Ok(());
+        }
+        self.index
+            .restore(&kv.key, rev, kv.create_revision, kv.version, stored.tombstone)
+            .map_err(corrupt)?;
+        if stored.tombstone || kv.lease == 0 {
+            self.key_lease.remove(&kv.key);
+        } else {
+            self.key_lease.insert(kv.key.clone(), kv.lease);
+        }
+        Ok(())
+    }
+
+    /// The store the records make with `meta`, the stored leases, the counter sessions
+    /// and the auth state. Refuses a meta whose revision is behind the last record.
+    pub fn finish<E: From<BackendError>>(
+        self,
+        meta: Meta,
+        leases: impl IntoIterator<Item = Result<LeaseRecord, E>>,
+        sessions: impl IntoIterator<Item = Result<CounterSession, E>>,
+        auth: Option<AuthState>,
+    ) -> Result<KvStore, E> {
+        check_meta(&meta)?;
+        if self.last.main > meta.current_revision {
+            return Err(E::from(BackendError::Corrupt {
+                rev: self.last,
+                detail: format!("record outside the store's revisions 1..={}", meta.current_revision),
+            }));
+        }
+        if self.reclaim_at.is_some_and(|at| at != meta.compact_revision) {
+            return Err(E::from(BackendError::Corrupt {
+                rev: Rev::default(),
+                detail: "records reclaimed for another compaction revision".to_string(),
+            }));
+        }
+        let mut store = KvStore::from_meta(meta);
+        store.index = self.index;
+        for lease in leases {
+            store.leases.insert(lease?);
+        }
+        for (key, lease) in self.key_lease {
+            store.leases.attach(&key, lease);
+        }
+        for session in sessions {
+            let session = session?;
+            if !store.leases.contains(session.lease) {
+                return Err(E::from(BackendError::Corrupt {
+                    rev: Rev::default(),
+                    detail: format!("a counter session of lease {:x}, which does not exist", session.lease),
+                }));
+            }
+            store.sessions.insert(session);
+        }
+        if let Some(auth) = auth {
+            store.auth = Auth::restore(auth)
+                .map_err(|detail| E::from(BackendError::Corrupt { rev: Rev::default(), detail }))?;
+        }
+        if self.reclaim_at.is_some() {
+            store.resume_reclaim();
+            store.unreclaimed.add(self.orphaned_tombstones);
+        }
+        Ok(store)
+    }
+}
+
+/// Refuses persisted meta outside what any store can reach.
+fn check_meta(meta: &Meta) -> Result<(), BackendError> {
+    let bad_meta = |detail: String| BackendError::Corrupt { rev: Rev::default(), detail };
+    if !(1..=REVISION_MAX).contains(&meta.current_revision) {
+        return Err(bad_meta(format!("store revision {} outside 1..={REVISION_MAX}", meta.current_revision)));
+    }
+    if !(-1..=meta.current_revision).contains(&meta.compact_revision) {
+        return Err(bad_meta(format!(
+            "compaction revision {} outside -1..={}",
+            meta.compact_revision, meta.current_revision
+        )));
+    }
+    Ok(())
 }
 
 /// One write request in progress: etcd's `storeTxnWrite`.

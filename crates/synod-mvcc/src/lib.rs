@@ -26,7 +26,7 @@ mod tree_index;
 mod txn;
 
 pub use backend::{BackendError, MemBackend, RevisionRead, RevisionWrite, StoredKv};
-pub use kv_store::{Applied, KvStore, Meta, REVISION_MAX, Response};
+pub use kv_store::{Applied, KvStore, Meta, REVISION_MAX, Response, Restoring};
 pub use lease::{Lease, Leases, MAX_LEASE_TTL};
 pub use range::RangePlan;
 pub use reclaim::Unreclaimed;

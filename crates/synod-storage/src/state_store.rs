@@ -20,14 +20,17 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+    Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition,
 };
 use synod_api::EtcdError;
 use synod_api::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse, TxnRequest, TxnResponse};
 use synod_api::mvccpb::KeyValue;
 use synod_api::synodpb::{AuthState, Command, CounterSession, LeaseRecord};
 use synod_base::{GroupId, LogIndex};
-use synod_mvcc::{Applied, BackendError, KvStore, Meta, Rev, RevisionRead, RevisionWrite, StoredKv};
+use synod_mvcc::{
+    Applied, BackendError, KvStore, Meta, Restoring, Rev, RevisionRead, RevisionWrite, StoredKv,
+};
 
 use crate::error::engine;
 use crate::{StorageError, record};
@@ -203,6 +206,8 @@ const SNAPSHOT_MAGIC: &[u8; 12] = b"SYNODSTATE1\n";
 const FRAME_RECORD: u8 = 1;
 const FRAME_META: u8 = 2;
 const FRAME_END: u8 = 3;
+/// A record frame's payload is the revision (main, sub; big-endian) and then the value.
+const RECORD_VALUE_AT: usize = 16;
 /// A frame holds one record or meta value, so one request's worth of data at most.
 const FRAME_BYTES_MAX: usize = synod_base::limits::REQUEST_BYTES_MAX as usize + 64 * 1024;
 
@@ -238,10 +243,11 @@ fn read_frame(input: &mut dyn Read) -> Result<(u8, Vec<u8>), String> {
 }
 
 /// Reads a snapshot stream to its end frame, checking every frame, record and meta value,
-/// and hands each record (revision main, sub, stored value) and meta entry to the sinks.
+/// and hands each record (its revision, its frame's payload, which holds the stored value
+/// after the revision, and the decoded value) and meta entry to the sinks.
 fn walk_snapshot(
     input: &mut dyn Read,
-    mut record: impl FnMut(u64, u64, &[u8]) -> Result<(), StorageError>,
+    mut record: impl FnMut(Rev, Vec<u8>, StoredKv) -> Result<(), StorageError>,
     mut meta: impl FnMut(&str, &[u8]) -> Result<(), StorageError>,
 ) -> Result<ExportSummary, StorageError> {
     let corrupt = |detail: String| StorageError::corrupt("snapshot stream", detail);
@@ -255,18 +261,18 @@ fn walk_snapshot(
         let (kind, payload) = read_frame(input).map_err(corrupt)?;
         match kind {
             FRAME_RECORD => {
-                if payload.len() < 16 {
+                if payload.len() < RECORD_VALUE_AT {
                     return Err(corrupt("short record frame".into()));
                 }
                 let main = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
-                let sub = u64::from_be_bytes(payload[8..16].try_into().expect("8 bytes"));
+                let sub = u64::from_be_bytes(payload[8..RECORD_VALUE_AT].try_into().expect("8 bytes"));
                 let rev = Rev::new(main as i64, sub as i64);
                 if rev.main < 1 || rev.sub < 0 {
                     return Err(corrupt(format!("record at revision {rev}")));
                 }
                 // The value must be one synod wrote: checksummed and decodable.
-                decode_kv(rev, &payload[16..])?;
-                record(main, sub, &payload[16..])?;
+                let stored = decode_kv(rev, &payload[RECORD_VALUE_AT..])?;
+                record(rev, payload, stored)?;
                 summary.records += 1;
             }
             FRAME_META => {
@@ -1073,13 +1079,11 @@ impl StateStore {
         }
         let path = incoming_path(&self.path);
         let started = Instant::now();
-        let (file, summary) = self.build_replacement(&path, |fresh| self.import_batched(fresh, input))?;
-        let built = started.elapsed();
-        let loaded = load(file.database(), &self.kv_table, &self.meta_table)?;
+        let (file, (summary, loaded)) =
+            self.build_replacement(&path, |fresh| self.import_batched(fresh, input))?;
         tracing::info!(
             records = summary.records,
-            built_secs = built.as_secs_f64(),
-            indexed_secs = (started.elapsed() - built).as_secs_f64(),
+            secs = started.elapsed().as_secs_f64(),
             "prepared a received state"
         );
         Ok((PreparedState(Prepared::File { file, loaded: Box::new(loaded) }), summary))
@@ -1140,30 +1144,42 @@ impl StateStore {
     }
 
     /// Fills the empty database `fresh` from a snapshot stream, a batch of records per
-    /// transaction (see [`IMPORT_BATCH_RECORDS`]), so that a large state never sits in one transaction's
-    /// dirty pages. Nothing is durable until [`StateStore::build_replacement`] commits.
-    fn import_batched(&self, fresh: &Database, input: &mut dyn Read) -> Result<ExportSummary, StorageError> {
+    /// transaction (see [`IMPORT_BATCH_RECORDS`]), so that a large state never sits in one
+    /// transaction's dirty pages, and indexes the records as they come, so that the file is
+    /// not read again. Nothing is durable until [`StateStore::build_replacement`] commits.
+    fn import_batched(
+        &self,
+        fresh: &Database,
+        input: &mut dyn Read,
+    ) -> Result<(ExportSummary, Loaded), StorageError> {
         let records_table = TableDefinition::<KvKey, &[u8]>::new(&self.kv_table);
+        let meta_table = TableDefinition::<&str, &[u8]>::new(&self.meta_table);
+        // The records of a batch, as their frames hold them (revision, then value).
         let mut records: Vec<(KvKey, Vec<u8>)> = Vec::with_capacity(IMPORT_BATCH_RECORDS);
         let mut buffered = 0;
         let mut meta: Vec<(String, Vec<u8>)> = Vec::new();
         let mut check = MetaCheck::default();
+        let mut restoring = Restoring::new();
+        let mut record_bytes = 0u64;
         let write = |records: &mut Vec<(KvKey, Vec<u8>)>| -> Result<(), StorageError> {
             let mut txn = fresh.begin_write().map_err(engine)?;
             txn.set_durability(Durability::None).map_err(engine)?;
             {
                 let mut table = txn.open_table(records_table).map_err(engine)?;
-                for (key, value) in records.drain(..) {
-                    table.insert(key, value.as_slice()).map_err(engine)?;
+                for (key, payload) in records.drain(..) {
+                    table.insert(key, &payload[RECORD_VALUE_AT..]).map_err(engine)?;
                 }
             }
             txn.commit().map_err(engine)
         };
         let summary = walk_snapshot(
             input,
-            |main, sub, value| {
-                records.push(((main, sub), value.to_vec()));
-                buffered += value.len();
+            |rev, payload, stored| {
+                restoring.record(rev, &stored)?;
+                let value_bytes = payload.len() - RECORD_VALUE_AT;
+                record_bytes += (KV_KEY_BYTES + value_bytes) as u64;
+                records.push((table_key(rev), payload));
+                buffered += value_bytes;
                 if records.len() == IMPORT_BATCH_RECORDS || buffered >= IMPORT_BATCH_BYTES {
                     write(&mut records)?;
                     buffered = 0;
@@ -1181,14 +1197,16 @@ impl StateStore {
         let mut txn = fresh.begin_write().map_err(engine)?;
         txn.set_durability(Durability::None).map_err(engine)?;
         {
-            let mut table =
-                txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
+            let mut table = txn.open_table(meta_table).map_err(engine)?;
             for (key, value) in &meta {
                 table.insert(key.as_str(), value.as_slice()).map_err(engine)?;
             }
         }
         txn.commit().map_err(engine)?;
-        Ok(summary)
+        let txn = fresh.begin_read().map_err(engine)?;
+        let meta = txn.open_table(meta_table).map_err(engine)?;
+        let loaded = finish_load(&meta, read_file_meta(&meta)?, restoring, record_bytes)?;
+        Ok((summary, loaded))
     }
 
     fn import_into(
@@ -1205,7 +1223,9 @@ impl StateStore {
         let mut check = MetaCheck::default();
         let summary = walk_snapshot(
             input,
-            |main, sub, value| table.insert((main, sub), value).map(drop).map_err(engine),
+            |rev, payload, _| {
+                table.insert(table_key(rev), &payload[RECORD_VALUE_AT..]).map(drop).map_err(engine)
+            },
             |key, value| {
                 check.see(key, value)?;
                 meta.insert(key, value).map(drop).map_err(engine)
@@ -1390,8 +1410,7 @@ impl StateStore {
     }
 }
 
-/// Reads the state's meta and records and rebuilds the key index from them.
-/// What [`load`] reads from a state file.
+/// What [`load`] reads from a state file, or an import indexed as it wrote one.
 struct Loaded {
     kv: KvStore,
     applied: Option<u64>,
@@ -1403,15 +1422,43 @@ struct Loaded {
 fn load(db: &Database, kv_table: &str, meta_table: &str) -> Result<Loaded, StorageError> {
     let txn = db.begin_read().map_err(engine)?;
     let meta = txn.open_table(TableDefinition::<&str, &[u8]>::new(meta_table)).map_err(engine)?;
-    let read = |key: &str| -> Result<Option<Vec<u8>>, StorageError> {
-        match meta.get(key).map_err(engine)? {
-            None => Ok(None),
-            Some(v) => record::open(v.value())
-                .map(|p| Some(p.to_vec()))
-                .map_err(|d| StorageError::corrupt(format!("state meta {key}"), d)),
-        }
+    let file_meta = read_file_meta(&meta)?;
+    let mut restoring = if file_meta.reclaiming {
+        Restoring::reclaiming(file_meta.state.compact_revision)
+    } else {
+        Restoring::new()
     };
-    let applied = read(APPLIED_INDEX)?.map(|v| decode_u64(APPLIED_INDEX, &v)).transpose()?;
+    let mut record_bytes = 0u64;
+    let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(kv_table)).map_err(engine)?;
+    for item in table.range::<KvKey>(..).map_err(engine)? {
+        let (key, value) = item.map_err(engine)?;
+        let (main, sub) = key.value();
+        let rev = Rev::new(main as i64, sub as i64);
+        record_bytes += (KV_KEY_BYTES + value.value().len()) as u64;
+        restoring.record(rev, &decode_kv(rev, value.value())?)?;
+    }
+    finish_load(&meta, file_meta, restoring, record_bytes)
+}
+
+/// The scalar meta of a state file, which [`load`] reads before its records.
+struct FileMeta {
+    applied: Option<u64>,
+    state: Meta,
+    /// A compaction's records were being deleted (see [`KvStore::restore`]).
+    reclaiming: bool,
+}
+
+fn read_meta(meta: &ReadOnlyTable<&str, &[u8]>, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    match meta.get(key).map_err(engine)? {
+        None => Ok(None),
+        Some(v) => record::open(v.value())
+            .map(|p| Some(p.to_vec()))
+            .map_err(|d| StorageError::corrupt(format!("state meta {key}"), d)),
+    }
+}
+
+fn read_file_meta(meta: &ReadOnlyTable<&str, &[u8]>) -> Result<FileMeta, StorageError> {
+    let applied = read_meta(meta, APPLIED_INDEX)?.map(|v| decode_u64(APPLIED_INDEX, &v)).transpose()?;
     // Kept as index + 1 in memory: the largest index has no successor, and no log gets there.
     if applied == Some(u64::MAX) {
         return Err(StorageError::corrupt(
@@ -1419,26 +1466,29 @@ fn load(db: &Database, kv_table: &str, meta_table: &str) -> Result<Loaded, Stora
             "the largest index".to_string(),
         ));
     }
-    let mut state_meta = Meta::default();
-    if let Some(v) = read(REVISION)? {
-        state_meta.current_revision = decode_u64(REVISION, &v)? as i64;
+    let mut state = Meta::default();
+    if let Some(v) = read_meta(meta, REVISION)? {
+        state.current_revision = decode_u64(REVISION, &v)? as i64;
     }
-    if let Some(v) = read(COMPACT_REVISION)? {
-        state_meta.compact_revision = decode_u64(COMPACT_REVISION, &v)? as i64;
+    if let Some(v) = read_meta(meta, COMPACT_REVISION)? {
+        state.compact_revision = decode_u64(COMPACT_REVISION, &v)? as i64;
     }
-    if let Some(v) = read(ALARMS)? {
-        state_meta.alarms = decode_alarms(&v)?;
+    if let Some(v) = read_meta(meta, ALARMS)? {
+        state.alarms = decode_alarms(&v)?;
     }
-    let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(kv_table)).map_err(engine)?;
-    let record_bytes = std::cell::Cell::new(0u64);
+    Ok(FileMeta { applied, state, reclaiming: read_meta(meta, RECLAIM_PENDING)?.is_some() })
+}
+
+/// Closes a store whose records `restoring` indexed with the file's leases, counter
+/// sessions and auth state, adding their bytes to `record_bytes`.
+fn finish_load(
+    meta: &ReadOnlyTable<&str, &[u8]>,
+    file_meta: FileMeta,
+    restoring: Restoring,
+    record_bytes: u64,
+) -> Result<Loaded, StorageError> {
+    let record_bytes = std::cell::Cell::new(record_bytes);
     let count = |bytes: usize| record_bytes.set(record_bytes.get().saturating_add(bytes as u64));
-    let records = table.range::<KvKey>(..).map_err(engine)?.map(|item| {
-        let (key, value) = item.map_err(engine)?;
-        let (main, sub) = key.value();
-        let rev = Rev::new(main as i64, sub as i64);
-        count(KV_KEY_BYTES + value.value().len());
-        Ok::<_, StorageError>((rev, decode_kv(rev, value.value())?))
-    });
     let leases = meta.range::<&str>(LEASE_PREFIX..).map_err(engine)?.map_while(|item| match item {
         Ok((key, value)) if key.value().starts_with(LEASE_PREFIX) => {
             count(key.value().len() + value.value().len());
@@ -1455,16 +1505,15 @@ fn load(db: &Database, kv_table: &str, meta_table: &str) -> Result<Loaded, Stora
         Ok(_) => None,
         Err(e) => Some(Err(engine(e))),
     });
-    let auth = read(AUTH)?
+    let auth = read_meta(meta, AUTH)?
         .map(|v| {
             AuthState::decode(v.as_slice()).map_err(|e| {
                 StorageError::corrupt(format!("state meta {AUTH}"), format!("not an auth state: {e}"))
             })
         })
         .transpose()?;
-    let reclaiming = read(RECLAIM_PENDING)?.is_some();
-    let kv = KvStore::restore(state_meta, records, leases, sessions, auth, reclaiming)?;
-    Ok(Loaded { kv, applied, record_bytes: record_bytes.get() })
+    let kv = restoring.finish(file_meta.state, leases, sessions, auth)?;
+    Ok(Loaded { kv, applied: file_meta.applied, record_bytes: record_bytes.get() })
 }
 
 fn decode_lease(key: &str, frame: &[u8]) -> Result<LeaseRecord, StorageError> {
@@ -1511,6 +1560,11 @@ impl MetaCheck {
                 Err(StorageError::corrupt(format!("state meta {key}"), "the largest index".to_string()))
             }
             REVISION => number().map(|n| self.revision = n as i64),
+            // A state being reclaimed is sent without the marker (see StateView::export).
+            RECLAIM_PENDING => Err(StorageError::corrupt(
+                format!("state meta {key}"),
+                "a compaction's reclaim marker in a snapshot".to_string(),
+            )),
             COMPACT_REVISION => number().map(|n| self.compacted = n as i64),
             _ => Ok(()),
         }
@@ -1858,4 +1912,108 @@ pub(crate) fn database_builder(cache_bytes: usize) -> redb::Builder {
     // damage into an error. It reads the whole file once per start (about 1 ms per MB).
     builder.set_check_integrity_on_open(true);
     builder
+}
+
+#[cfg(test)]
+mod tests {
+    use synod_api::etcdserverpb::PutRequest;
+    use synod_api::synodpb::command;
+
+    use super::*;
+
+    /// The frames of a snapshot stream, without its magic line and end frame.
+    fn frames(stream: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut input = &stream[SNAPSHOT_MAGIC.len()..];
+        let mut frames = Vec::new();
+        loop {
+            let (kind, payload) = read_frame(&mut input).unwrap();
+            if kind == FRAME_END {
+                return frames;
+            }
+            frames.push((kind, payload));
+        }
+    }
+
+    /// A stream of `frames`, every one checksummed and counted as a good stream's are.
+    fn stream_of(frames: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut out = SNAPSHOT_MAGIC.to_vec();
+        let count = |kind| frames.iter().filter(|(k, _)| *k == kind).count() as u64;
+        for (kind, payload) in frames {
+            write_frame(&mut out, *kind, payload).unwrap();
+        }
+        let mut end = count(FRAME_RECORD).to_le_bytes().to_vec();
+        end.extend_from_slice(&count(FRAME_META).to_le_bytes());
+        write_frame(&mut out, FRAME_END, &end).unwrap();
+        out
+    }
+
+    fn meta_frame(key: &str, value: &[u8]) -> (u8, Vec<u8>) {
+        let mut payload = (key.len() as u16).to_le_bytes().to_vec();
+        payload.extend_from_slice(key.as_bytes());
+        payload.extend_from_slice(&record::seal(value));
+        (FRAME_META, payload)
+    }
+
+    fn meta_key(frame: &(u8, Vec<u8>)) -> Option<&str> {
+        let (kind, payload) = frame;
+        let len = u16::from_le_bytes(payload[..2].try_into().unwrap()) as usize;
+        (*kind == FRAME_META).then(|| std::str::from_utf8(&payload[2..2 + len]).unwrap())
+    }
+
+    /// An import indexes the records as they arrive, before the meta that closes them: a
+    /// stream whose every frame is intact but whose records do not fit together, or do not
+    /// fit its meta, is refused, and leaves the state as it was and no file behind.
+    #[test]
+    fn an_intact_stream_that_does_not_fit_together_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |key: &str| Command {
+            op: Some(command::Op::Put(PutRequest {
+                key: key.into(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let source = StateStore::open(&dir.path().join("a.redb"), GroupId::FIRST).unwrap();
+        let commands = [put("a"), put("b"), put("a")];
+        let entries: Vec<_> =
+            commands.iter().enumerate().map(|(i, c)| (LogIndex(i as u64 + 1), Some(c))).collect();
+        source.apply(&entries, &[]).unwrap();
+        let mut stream = Vec::new();
+        source.export(&mut stream, &[]).unwrap();
+        let good = frames(&stream);
+        let target_path = dir.path().join("b.redb");
+        let target = StateStore::open(&target_path, GroupId::FIRST).unwrap();
+        target.import(&mut stream_of(&good).as_slice()).expect("the stream as exported is taken");
+        assert_eq!(target.current_revision().unwrap(), 4);
+
+        let behind: Vec<_> = good
+            .iter()
+            .map(|f| {
+                if meta_key(f) == Some(REVISION) {
+                    meta_frame(REVISION, &3u64.to_le_bytes())
+                } else {
+                    f.clone()
+                }
+            })
+            .collect();
+        let mut swapped = good.clone();
+        swapped.swap(0, 1);
+        let mut reclaiming = good.clone();
+        reclaiming.push(meta_frame(RECLAIM_PENDING, b""));
+        for (what, bad) in [
+            ("a record after the revision", behind),
+            ("records out of order", swapped),
+            ("a reclaim marker", reclaiming),
+        ] {
+            let error = target.import(&mut stream_of(&bad).as_slice()).expect_err(what);
+            assert!(error.is_corruption(), "{what}: {error}");
+            assert_eq!(target.current_revision().unwrap(), 4, "{what}: the state is kept");
+            assert_eq!(
+                unfinished_files(&target_path).unwrap().iter().filter(|f| f.exists()).count(),
+                0,
+                "{what}"
+            );
+        }
+    }
 }
