@@ -33,7 +33,7 @@ use synod_base::{GroupId, LogIndex, limits};
 use synod_mvcc::counter::CounterValue;
 use synod_mvcc::{Applied, Response};
 use synod_storage::{LogStore, StateStore};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 // tokio's clock, not std's: the simulator runs on tokio's paused clock.
 use tokio::time::Instant;
 
@@ -224,7 +224,12 @@ pub(crate) struct Inner {
 }
 
 /// Batches the writes forwarded to one leader.
-type ForwardBatcher = Batcher<Forward, Result<Option<Applied>, ConsensusError>>;
+type ForwardBatcher = Batcher<Forward, Forwarded>;
+
+/// A forwarded write's outcome, sent once this member has applied it too. The batch's
+/// forwarding call is over by then: a member whose applies are held up (a defragment)
+/// goes on handing writes to the leader meanwhile, as an etcd follower does.
+type Forwarded = oneshot::Receiver<Result<Option<Applied>, ConsensusError>>;
 
 /// A client write a follower hands to the leader.
 struct Forward {
@@ -876,7 +881,7 @@ impl Consensus {
         deadline: Instant,
     ) -> Result<Option<Applied>, ConsensusError> {
         let forward = Forward { leader, node: node.clone(), command, deadline };
-        let run: RunBatch<Forward, Result<Option<Applied>, ConsensusError>> =
+        let run: RunBatch<Forward, Forwarded> =
             |consensus, batch| Box::pin(async move { consensus.forward_batch(batch).await });
         let batcher = {
             let mut forwards = self.inner.forwards.lock().unwrap_or_else(|p| p.into_inner());
@@ -885,12 +890,16 @@ impl Consensus {
                 .or_insert_with(|| Arc::new(ForwardBatcher::new(FORWARD_CALLS_MAX, FORWARD_BATCH_MAX)));
             Arc::clone(batcher)
         };
-        batcher.submit(self, forward, run).await.unwrap_or(Err(ConsensusError::Stopped))
+        let Some(forwarded) = batcher.submit(self, forward, run).await else {
+            return Err(ConsensusError::Stopped);
+        };
+        forwarded.await.unwrap_or(Err(ConsensusError::Stopped))
     }
 
     /// Forwards a batch of writes, one peer call per leader they name (almost always one),
-    /// then waits until this member has applied the last of them.
-    async fn forward_batch(&self, batch: Vec<Forward>) -> Vec<Result<Option<Applied>, ConsensusError>> {
+    /// and returns their outcomes to come: a task of their own waits until this member has
+    /// applied the last of them, so that the next batch need not.
+    async fn forward_batch(&self, batch: Vec<Forward>) -> Vec<Forwarded> {
         let mut outcomes: Vec<Option<Result<Option<Applied>, ConsensusError>>> = vec![None; batch.len()];
         let mut leaders: Vec<u64> = batch.iter().map(|f| f.leader).collect();
         leaders.sort_unstable();
@@ -922,19 +931,24 @@ impl Consensus {
                 }
             }
         }
-        if applied_index > 0
-            && let Err(error) = self.wait_applied(applied_index, wait_deadline).await
-        {
-            for outcome in outcomes.iter_mut().filter(|o| matches!(o, Some(Ok(_)))) {
-                *outcome = Some(Err(error.clone()));
+        let (senders, receivers): (Vec<_>, Vec<_>) = outcomes.iter().map(|_| oneshot::channel()).unzip();
+        let consensus = self.clone();
+        tokio::spawn(async move {
+            if applied_index > 0
+                && let Err(error) = consensus.wait_applied(applied_index, wait_deadline).await
+            {
+                for outcome in outcomes.iter_mut().filter(|o| matches!(o, Some(Ok(_)))) {
+                    *outcome = Some(Err(error.clone()));
+                }
             }
-        }
-        outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| Err(ConsensusError::Failed("the leader did not answer a write".into())))
-            })
-            .collect()
+            for (sender, outcome) in senders.into_iter().zip(outcomes) {
+                let outcome = outcome.unwrap_or_else(|| {
+                    Err(ConsensusError::Failed("the leader did not answer a write".into()))
+                });
+                let _ = sender.send(outcome);
+            }
+        });
+        receivers
     }
 
     /// One forwarding call: the leader's outcome of each command, with its log index.
@@ -1658,8 +1672,9 @@ impl Consensus {
     }
 
     /// Checkpoints the applied state every `STATE_CHECKPOINT_INTERVAL_MS` when it changed,
-    /// and deletes the records compactions dropped, `RECLAIM_BATCH` every
-    /// `RECLAIM_PAUSE_MS`, while any are left.
+    /// and carries a compaction on, a step every `RECLAIM_PAUSE_MS` while it has work left:
+    /// `COMPACTION_PASS_KEYS` more keys of its pass over the index, then `RECLAIM_BATCH`
+    /// of the records it dropped.
     fn start_checkpointer(&self) {
         let (stop, mut stopped) = watch::channel(());
         *self.inner.stop_checkpointer.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
@@ -1673,7 +1688,7 @@ impl Consensus {
             // durable commit too (redb reuses freed pages only after one).
             let mut reclaimed = false;
             loop {
-                let reclaiming = consensus.inner.state.unreclaimed().is_ok_and(|left| left > 0);
+                let reclaiming = consensus.inner.state.compacting().unwrap_or(false);
                 let wait = if reclaiming { pause } else { interval.saturating_sub(checkpointed.elapsed()) };
                 // Only the stop can end the wait early (its sender is dropped).
                 if tokio::time::timeout(wait, stopped.changed()).await.is_ok() {

@@ -130,10 +130,9 @@ impl KeyIndex {
 
         let last = self.generations.len() - 1;
         let generation = &mut self.generations[gen_idx];
-        let mut removed_head: Vec<Rev> = Vec::new();
         if !generation.is_empty() {
             if let Some(rev_idx) = rev_idx {
-                removed_head.extend(generation.revs.drain(..rev_idx));
+                dropped.extend(generation.revs.drain(..rev_idx));
             }
             // A generation reduced to its tombstone carries nothing a read can see.
             if generation.revs.len() == 1 && gen_idx != last {
@@ -146,7 +145,6 @@ impl KeyIndex {
         for generation in self.generations.drain(..gen_idx) {
             dropped.extend(generation.revs.iter().filter(|r| available != Some(**r)));
         }
-        dropped.extend(removed_head);
     }
 
     /// Finds the generation that compaction at `at` keeps first, and in it the newest

@@ -86,6 +86,24 @@ pub struct KvStore {
     auth: Auth,
     /// Records compactions dropped that the backend still holds; see [`Unreclaimed`].
     unreclaimed: Unreclaimed,
+    /// The newest compaction's pass over the key index, while it is unfinished.
+    pass: Option<IndexPass>,
+}
+
+/// A compaction's pass over the key index, done a slice of keys at a time
+/// ([`KvStore::compact_index`]) so that a large index does not hold up every write and
+/// read at once. Keys before `next` are compacted at the compaction revision; the rest
+/// still hold history it dropped, which no read at or after that revision can see (a key
+/// index answers for a revision from the newest entries at or before it, and compaction
+/// keeps those), so only readers of the backend's records care: they finish the pass
+/// first ([`KvStore::finish_index_pass`]).
+#[derive(Clone, Debug, Default)]
+struct IndexPass {
+    /// The first key not yet compacted; empty for the first key of all.
+    next: Vec<u8>,
+    /// Revisions the pass has dropped so far, in no order; they join [`Unreclaimed`] when
+    /// it ends.
+    dropped: Vec<Rev>,
 }
 
 impl KvStore {
@@ -104,6 +122,7 @@ impl KvStore {
             sessions: Sessions::default(),
             auth: Auth::default(),
             unreclaimed: Unreclaimed::default(),
+            pass: None,
         }
     }
 
@@ -449,7 +468,11 @@ impl KvStore {
             return Ok(Err(EtcdError::FutureRev));
         }
         self.compacted = at;
-        self.unreclaimed.add(self.index.compact(at));
+        // A pass of an older compaction starts over at the new revision, keeping what it
+        // has dropped so far.
+        let dropped = self.pass.take().map(|pass| pass.dropped).unwrap_or_default();
+        self.pass = Some(IndexPass { next: Vec::new(), dropped });
+        self.compact_index(synod_base::limits::COMPACTION_PASS_KEYS);
         let header = Some(ResponseHeader { revision: self.current, ..Default::default() });
         Ok(Ok(Response::Compaction(CompactionResponse { header })))
     }
@@ -645,8 +668,9 @@ impl KvStore {
     /// how many the backend holds. For tests and integrity checks.
     pub fn check_backend<B: RevisionRead>(&self, backend: &B, records: usize) -> Result<(), BackendError> {
         let revs = self.index.all_revisions();
-        let unreclaimed = self.unreclaimed.batch(usize::MAX);
-        for &rev in revs.iter().chain(unreclaimed) {
+        let mut unreclaimed = self.unreclaimed.batch(usize::MAX).to_vec();
+        unreclaimed.extend(self.pass.iter().flat_map(|pass| &pass.dropped));
+        for &rev in revs.iter().chain(&unreclaimed) {
             if backend.get(rev)?.is_none() {
                 return Err(BackendError::Missing(rev));
             }
@@ -664,14 +688,48 @@ impl KvStore {
         Ok(())
     }
 
-    /// The records compactions dropped that the backend still holds.
+    /// The records compactions dropped that the backend still holds, as far as the pass
+    /// of the newest compaction has found them (see [`KvStore::index_pass_pending`]).
     pub fn unreclaimed(&self) -> &Unreclaimed {
         &self.unreclaimed
     }
 
+    /// Whether the newest compaction's pass over the key index is unfinished: until it is,
+    /// [`KvStore::unreclaimed`] lacks what the pass has yet to find.
+    pub fn index_pass_pending(&self) -> bool {
+        self.pass.is_some()
+    }
+
+    /// Compacts up to `max_keys` more keys of the newest compaction's unfinished pass, and
+    /// returns whether the pass is still unfinished. When it ends, what it dropped awaits
+    /// deletion ([`KvStore::reclaim`]).
+    pub fn compact_index(&mut self, max_keys: usize) -> bool {
+        let Some(pass) = &mut self.pass else {
+            return false;
+        };
+        match self.index.compact_from(&pass.next, self.compacted, max_keys, &mut pass.dropped) {
+            Some(next) => {
+                pass.next = next;
+                true
+            }
+            None => {
+                let pass = self.pass.take().expect("a pass is under way");
+                self.unreclaimed.add(pass.dropped);
+                false
+            }
+        }
+    }
+
+    /// Finishes the newest compaction's pass over the key index, if one is under way.
+    pub fn finish_index_pass(&mut self) {
+        self.compact_index(usize::MAX);
+    }
+
     /// Deletes up to `max` records that compactions dropped, oldest first, and returns how
-    /// many are left. On an error nothing counts as deleted.
+    /// many are left. Finishes the index pass first, if one is under way. On an error
+    /// nothing counts as deleted.
     pub fn reclaim(&mut self, backend: &mut impl RevisionWrite, max: usize) -> Result<usize, BackendError> {
+        self.finish_index_pass();
         let batch = self.unreclaimed.batch(max);
         for &rev in batch {
             backend.delete(rev)?;
@@ -944,5 +1002,109 @@ impl<B: RevisionWrite> WriteTxn<'_, B> {
             None => unreachable!("empty ops are rejected by the txn checks"),
         };
         Ok(ResponseOp { response: Some(response) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use synod_api::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+    use synod_base::limits::COMPACTION_PASS_KEYS;
+
+    use super::*;
+    use crate::MemBackend;
+
+    fn apply(store: &mut KvStore, backend: &mut MemBackend, op: command::Op) {
+        let command = Command { op: Some(op), ..Default::default() };
+        store.apply(backend, &command).unwrap().unwrap();
+    }
+
+    fn put(key: usize, value: &str) -> command::Op {
+        let key = format!("k{key:06}").into_bytes();
+        command::Op::Put(PutRequest { key, value: value.into(), ..Default::default() })
+    }
+
+    fn delete(key: usize) -> command::Op {
+        command::Op::DeleteRange(DeleteRangeRequest {
+            key: format!("k{key:06}").into_bytes(),
+            ..Default::default()
+        })
+    }
+
+    fn compact(revision: i64) -> command::Op {
+        command::Op::Compaction(CompactionRequest { revision, physical: false })
+    }
+
+    /// Every key-value at `revision`, with the count, as a Range over the whole keyspace.
+    fn everything(store: &KvStore, backend: &MemBackend, revision: i64) -> Vec<KeyValue> {
+        let range = RangeRequest { key: vec![0], range_end: vec![0], revision, ..Default::default() };
+        let request = TxnRequest {
+            success: vec![RequestOp { request: Some(request_op::Request::RequestRange(range)) }],
+            ..Default::default()
+        };
+        let response = store.read_txn(backend, &request).unwrap().unwrap();
+        match &response.responses[0].response {
+            Some(response_op::Response::ResponseRange(r)) => r.kvs.clone(),
+            other => panic!("not a range: {other:?}"),
+        }
+    }
+
+    /// A compaction of more keys than one slice leaves the rest of its pass over the index
+    /// to later steps. Meanwhile reads at and after the compaction revision answer as they
+    /// do once it is done, the backend check accounts for every record, and a second
+    /// compaction starts the pass over; when the pass ends it has dropped exactly what a
+    /// compaction of the whole index at once drops.
+    #[test]
+    fn a_compaction_passes_over_a_large_index_a_slice_at_a_time() {
+        let keys = 2 * COMPACTION_PASS_KEYS + 500;
+        let (mut store, mut backend) = (KvStore::new(), MemBackend::default());
+        // Every key written, every third written again, every seventh deleted.
+        for key in 0..keys {
+            apply(&mut store, &mut backend, put(key, "a"));
+        }
+        for key in (0..keys).step_by(3) {
+            apply(&mut store, &mut backend, put(key, "b"));
+        }
+        for key in (0..keys).step_by(7) {
+            apply(&mut store, &mut backend, delete(key));
+        }
+        let first = store.current_revision() - 100;
+        let mut at_once = store.clone();
+        let mut dropped = at_once.index.compact(first);
+        dropped.sort_unstable();
+
+        let mut done = (store.clone(), backend.clone());
+        apply(&mut done.0, &mut done.1, compact(first));
+        done.0.finish_index_pass();
+        assert_eq!(done.0.unreclaimed().batch(usize::MAX), dropped.as_slice(), "a whole pass at once");
+
+        apply(&mut store, &mut backend, compact(first));
+        assert!(store.index_pass_pending(), "{keys} keys are more than one slice");
+        for revision in [first, 0] {
+            assert_eq!(everything(&store, &backend, revision), everything(&done.0, &done.1, revision));
+        }
+        store.check_backend(&backend, backend.records().count()).unwrap();
+
+        // Writes go on during the pass, then a second compaction starts it over.
+        for key in (0..keys).step_by(5) {
+            apply(&mut store, &mut backend, put(key, "c"));
+            apply(&mut done.0, &mut done.1, put(key, "c"));
+        }
+        assert!(store.compact_index(COMPACTION_PASS_KEYS), "a second slice leaves a third");
+        let second = store.current_revision() - 10;
+        apply(&mut store, &mut backend, compact(second));
+        apply(&mut done.0, &mut done.1, compact(second));
+        done.0.finish_index_pass();
+        assert!(store.index_pass_pending(), "the pass starts over at the first key");
+        loop {
+            assert_eq!(everything(&store, &backend, second), everything(&done.0, &done.1, second));
+            store.check_backend(&backend, backend.records().count()).unwrap();
+            if !store.compact_index(COMPACTION_PASS_KEYS) {
+                break;
+            }
+        }
+        assert_eq!(store.index, done.0.index);
+        assert_eq!(store.unreclaimed().batch(usize::MAX), done.0.unreclaimed().batch(usize::MAX));
+        while store.reclaim(&mut backend, 1000).unwrap() > 0 {}
+        store.check_backend(&backend, backend.records().count()).unwrap();
     }
 }

@@ -49,7 +49,7 @@ impl<'a> KeyRange<'a> {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TreeIndex {
     keys: BTreeMap<Vec<u8>, KeyIndex>,
 }
@@ -167,6 +167,31 @@ impl TreeIndex {
             !ki.is_empty()
         });
         dropped
+    }
+
+    /// Compacts at `at` the keys from `from` on, at most `max_keys` of them, as
+    /// [`TreeIndex::compact`] does, adding the revisions no longer needed to `dropped`.
+    /// Returns the key to go on from, or `None` once the last key is done.
+    pub fn compact_from(
+        &mut self,
+        from: &[u8],
+        at: i64,
+        max_keys: usize,
+        dropped: &mut Vec<Rev>,
+    ) -> Option<Vec<u8>> {
+        let mut emptied = Vec::new();
+        let mut keys = self.keys.range_mut::<[u8], _>((Bound::Included(from), Bound::Unbounded));
+        for (key, ki) in keys.by_ref().take(max_keys) {
+            ki.compact(at, dropped);
+            if ki.is_empty() {
+                emptied.push(key.clone());
+            }
+        }
+        let next = keys.next().map(|(key, _)| key.clone());
+        for key in emptied {
+            self.keys.remove(&key);
+        }
+        next
     }
 
     /// Every revision the index refers to, for consistency checks.

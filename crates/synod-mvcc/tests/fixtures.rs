@@ -132,7 +132,7 @@ fn run_case(store: &mut KvStore, backend: &mut MemBackend, command: &[&str]) -> 
             let sessions = backend.sessions().map(|s| Ok(s.clone()));
             // As the state file's marker does: a compaction's records not yet deleted are
             // found again.
-            let reclaiming = !store.unreclaimed().is_empty();
+            let reclaiming = !store.unreclaimed().is_empty() || store.index_pass_pending();
             *store = KvStore::restore(
                 store.meta(),
                 records,

@@ -465,7 +465,7 @@ impl Api {
         // finish, and makes it durable before the reply.
         if physical {
             let pause = Duration::from_millis(synod_base::limits::RECLAIM_PAUSE_MS);
-            while self.inner.state.unreclaimed().map_err(errors::storage)? > 0 {
+            while self.inner.state.compacting().map_err(errors::storage)? {
                 tokio::time::sleep(pause).await;
             }
             let consensus = self.inner.consensus.clone();

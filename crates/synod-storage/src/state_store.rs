@@ -347,10 +347,12 @@ pub struct StateStore {
     /// import holds for seconds.
     revision: AtomicI64,
     auth_enabled: AtomicBool,
-    /// Likewise the compaction revision, and how many compacted records await deletion
-    /// (the checkpointer asks every few milliseconds).
+    /// Likewise the compaction revision, how many compacted records await deletion, and
+    /// whether a compaction's pass over the index is unfinished (the checkpointer asks
+    /// every few milliseconds).
     compacted: AtomicI64,
     unreclaimed: AtomicU64,
+    index_pass: AtomicBool,
     size_bytes: AtomicU64,
     /// See [`StateStats::in_use_bytes`]: counted when the records are loaded, then kept
     /// up to date by every apply.
@@ -428,6 +430,7 @@ impl StateStore {
             auth_enabled: AtomicBool::new(auth_enabled),
             compacted: AtomicI64::new(compacted),
             unreclaimed: AtomicU64::new(unreclaimed),
+            index_pass: AtomicBool::new(false),
             size_bytes: AtomicU64::new(0),
             record_bytes: AtomicU64::new(record_bytes),
             broken: AtomicBool::new(false),
@@ -485,13 +488,15 @@ impl StateStore {
     }
 
     /// Publishes what [`StateStore::current_revision`], [`StateStore::auth_enabled`],
-    /// [`StateStore::compact_revision`] and [`StateStore::unreclaimed`] read; called with the
+    /// [`StateStore::compact_revision`], [`StateStore::unreclaimed`] and
+    /// [`StateStore::compacting`] read; called with the
     /// index's write lock held, after each change of the state.
     fn publish(&self, kv: &KvStore) {
         self.revision.store(kv.current_revision(), Ordering::Release);
         self.auth_enabled.store(kv.auth().enabled(), Ordering::Release);
         self.compacted.store(kv.compact_revision(), Ordering::Release);
         self.unreclaimed.store(kv.unreclaimed().len() as u64, Ordering::Release);
+        self.index_pass.store(kv.index_pass_pending(), Ordering::Release);
     }
 
     /// The compaction revision. Never waits for the index's lock.
@@ -533,6 +538,22 @@ impl StateStore {
         self.kv.write().map_err(|_| self.poisoned())
     }
 
+    /// The key index with no compaction pass under way, for readers of the file's records
+    /// that skip what compactions dropped (exports, HashKV): a pass under way is finished
+    /// first, with the index's write lock.
+    fn kv_read_exact(&self) -> Result<RwLockReadGuard<'_, KvStore>, StorageError> {
+        loop {
+            let kv = self.kv_read()?;
+            if !kv.index_pass_pending() {
+                return Ok(kv);
+            }
+            drop(kv);
+            let mut kv = self.kv_write()?;
+            kv.finish_index_pass();
+            self.publish(&kv);
+        }
+    }
+
     /// The right to write records (see `writes`).
     fn writes_lock(&self) -> Result<MutexGuard<'_, ()>, StorageError> {
         self.check_usable()?;
@@ -553,6 +574,15 @@ impl StateStore {
     }
 
     /// A read transaction, with the database it reads.
+    /// A write transaction on the current file; a member that cannot start one stops.
+    /// Waits while another is open (a checkpoint's commit holds one through its fsync).
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StorageError> {
+        self.db_read().begin_write().map_err(|e| {
+            self.broken.store(true, Ordering::Release);
+            engine(e)
+        })
+    }
+
     fn begin_read(&self) -> Result<Reading, StorageError> {
         let db = self.db_read();
         Ok(Reading { txn: db.begin_read().map_err(engine)?, _db: db })
@@ -574,6 +604,9 @@ impl StateStore {
             return Ok(Vec::new());
         };
         let _writes = self.writes_lock()?;
+        // The write transaction before the index's lock: it waits for a checkpoint's
+        // commit (an fsync), which must not hold up the reads that take that lock.
+        let txn = self.begin_write()?;
         let mut kv = self.kv_write()?;
         let applied = self.applied();
         assert!(
@@ -584,7 +617,7 @@ impl StateStore {
         // A panic inside the state machine is a bug, but it must stop this member cleanly,
         // not kill one thread and leave the others serving a half-applied state.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.apply_locked(&mut kv, entries, last, extra_meta)
+            self.apply_locked(&mut kv, txn, entries, last, extra_meta)
         }))
         .unwrap_or_else(|panic| {
             let message = panic
@@ -608,12 +641,11 @@ impl StateStore {
     fn apply_locked(
         &self,
         kv: &mut KvStore,
+        mut txn: redb::WriteTransaction,
         entries: &[(LogIndex, Option<&Command>)],
         last: LogIndex,
         extra_meta: &[(&str, &[u8])],
     ) -> Result<Vec<Option<Applied>>, StorageError> {
-        let db = self.db_read();
-        let mut txn = db.begin_write().map_err(engine)?;
         txn.set_durability(Durability::None).map_err(engine)?;
         let mut outcomes = Vec::with_capacity(entries.len());
         let observer = self.observer.get();
@@ -688,7 +720,15 @@ impl StateStore {
         bytes_max: usize,
     ) -> Result<History, StorageError> {
         let (txn, current, compacted, unreclaimed) = {
-            let kv = self.kv_read()?;
+            // A history from the compaction revision itself reads records a compaction
+            // may drop (a deletion at that revision), so it needs the pass finished.
+            let kv = match self.kv_read()? {
+                kv if kv.index_pass_pending() && from <= kv.compact_revision() => {
+                    drop(kv);
+                    self.kv_read_exact()?
+                }
+                kv => kv,
+            };
             let txn = self.begin_read()?;
             (txn, kv.current_revision(), kv.compact_revision(), kv.unreclaimed().clone())
         };
@@ -771,7 +811,7 @@ fn write_reclaim_marker(
     meta: &mut Table<'_, &'static str, &'static [u8]>,
     kv: &KvStore,
 ) -> Result<(), StorageError> {
-    if kv.unreclaimed().is_empty() {
+    if kv.unreclaimed().is_empty() && !kv.index_pass_pending() {
         meta.remove(RECLAIM_PENDING).map_err(engine)?;
     } else {
         let compacted = (kv.compact_revision() as u64).to_le_bytes();
@@ -849,23 +889,41 @@ impl StateStore {
         Ok(kv.read_txn(&TableReader { table: &table }, request)?)
     }
 
-    /// Records compactions dropped that the file still holds. An error once the state is
+    /// Records compactions dropped that the file still holds, as far as the newest
+    /// compaction's pass over the index has found them. An error once the state is
     /// unusable, so that nobody waits for a deletion that will not happen.
     pub fn unreclaimed(&self) -> Result<usize, StorageError> {
         self.check_usable()?;
         Ok(self.unreclaimed.load(Ordering::Acquire) as usize)
     }
 
-    /// Deletes up to `max` records that compactions dropped, in one transaction that holds
-    /// applies off only for its own length, and returns how many are left. Durable with the
-    /// next checkpoint; a crash before it finds them again on restart.
+    /// Whether a compaction still has work left: its pass over the index, or records to
+    /// delete ([`StateStore::reclaim`] does both). An error once the state is unusable.
+    pub fn compacting(&self) -> Result<bool, StorageError> {
+        Ok(self.unreclaimed()? > 0 || self.index_pass.load(Ordering::Acquire))
+    }
+
+    /// Takes the next step of a compaction's work and returns how many records are known
+    /// to be left to delete. While its pass over the index is unfinished, the step is the
+    /// next `COMPACTION_PASS_KEYS` keys of it; then it deletes up to `max` records, in one
+    /// transaction that holds applies off only for its own length, durable with the next
+    /// checkpoint (a crash before it finds them again on restart).
     pub fn reclaim(&self, max: usize) -> Result<usize, StorageError> {
+        if self.index_pass.load(Ordering::Acquire) {
+            let mut kv = self.kv_write()?;
+            kv.compact_index(synod_base::limits::COMPACTION_PASS_KEYS);
+            self.publish(&kv);
+            return Ok(kv.unreclaimed().len());
+        }
         let _writes = self.writes_lock()?;
-        let mut kv = self.kv_write()?;
-        if kv.unreclaimed().is_empty() {
+        if self.unreclaimed()? == 0 {
             return Ok(0);
         }
-        let result = self.reclaim_locked(&mut kv, max);
+        // Before the index's lock, as an apply does.
+        let txn = self.begin_write()?;
+        let mut kv = self.kv_write()?;
+        let result = self.reclaim_locked(&mut kv, txn, max);
+
         if result.is_err() {
             // The in-memory list may have moved past records the file still holds.
             self.broken.store(true, Ordering::Release);
@@ -874,9 +932,12 @@ impl StateStore {
         result
     }
 
-    fn reclaim_locked(&self, kv: &mut KvStore, max: usize) -> Result<usize, StorageError> {
-        let db = self.db_read();
-        let mut txn = db.begin_write().map_err(engine)?;
+    fn reclaim_locked(
+        &self,
+        kv: &mut KvStore,
+        mut txn: redb::WriteTransaction,
+        max: usize,
+    ) -> Result<usize, StorageError> {
         txn.set_durability(Durability::None).map_err(engine)?;
         let (left, record_bytes) = {
             let mut table =
@@ -1023,7 +1084,7 @@ impl StateStore {
     /// through a long transfer lets the file grow by what is written meanwhile.
     pub fn view(&self) -> Result<StateView, StorageError> {
         self.check_usable()?;
-        let kv = self.kv_read()?;
+        let kv = self.kv_read_exact()?;
         let txn = self.begin_read()?;
         Ok(StateView {
             txn,
@@ -1241,7 +1302,7 @@ impl StateStore {
     /// revision it holds and the bytes written.
     pub fn write_etcd_snapshot(&self, out: &mut std::fs::File) -> Result<(i64, u64), StorageError> {
         let (txn, revision, compacted, leases, unreclaimed) = {
-            let kv = self.kv_read()?;
+            let kv = self.kv_read_exact()?;
             let txn = self.begin_read()?;
             let leases: Vec<LeaseRecord> = kv.leases().records().copied().collect();
             (txn, kv.current_revision(), kv.compact_revision(), leases, kv.unreclaimed().clone())
@@ -1350,7 +1411,7 @@ impl StateStore {
     /// compaction revision and the revision hashed. Equal on members that agree.
     pub fn hash_kv(&self, revision: i64) -> Result<Result<(u32, i64, i64), EtcdError>, StorageError> {
         let (txn, current, compacted, unreclaimed) = {
-            let kv = self.kv_read()?;
+            let kv = self.kv_read_exact()?;
             let txn = self.begin_read()?;
             (txn, kv.current_revision(), kv.compact_revision(), kv.unreclaimed().clone())
         };
@@ -1381,7 +1442,7 @@ impl StateStore {
     /// The simulator reads it to learn which writes of unknown outcome took effect.
     pub fn records(&self) -> Result<Vec<(KeyValue, bool)>, StorageError> {
         let (txn, unreclaimed) = {
-            let kv = self.kv_read()?;
+            let kv = self.kv_read_exact()?;
             (self.begin_read()?, kv.unreclaimed().clone())
         };
         let table = txn.open_table(TableDefinition::<KvKey, &[u8]>::new(&self.kv_table)).map_err(engine)?;

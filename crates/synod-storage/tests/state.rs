@@ -274,33 +274,46 @@ fn compact(revision: i64) -> Command {
     }
 }
 
-type DirectReads = (Result<(u32, i64, i64), synod_api::EtcdError>, u64, u64, usize, String);
+/// The readers of the records themselves (HashKV, a snapshot and an etcd-format snapshot by
+/// their bytes' hashes, the records list, watch history from the compaction revision).
+const DIRECT_READERS: usize = 5;
 
-/// What reads the records directly returns (HashKV, the bytes of a snapshot and of an
-/// etcd-format snapshot by their hashes, the records list, watch history from the
-/// compaction revision): the same whether a compaction's records are deleted yet or not.
-fn direct_reads(state: &StateStore) -> DirectReads {
+/// What reader `which` of [`DIRECT_READERS`] returns: the same whether a compaction's
+/// records are deleted yet or not.
+fn direct_read(state: &StateStore, which: usize) -> String {
     use std::hash::{Hash as _, Hasher as _};
     let hash = |bytes: &[u8]| {
         let mut hasher = std::hash::DefaultHasher::new();
         bytes.hash(&mut hasher);
         hasher.finish()
     };
-    let mut stream = Vec::new();
-    state.export(&mut stream, &["raft/test"]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let etcd_path = dir.path().join("etcd.db");
-    let mut etcd_file = std::fs::File::create(&etcd_path).unwrap();
-    state.write_etcd_snapshot(&mut etcd_file).unwrap();
-    drop(etcd_file);
-    let etcd_snapshot = std::fs::read(&etcd_path).unwrap();
-    let history = match state.history(state.compact_revision().unwrap(), &|_| true, usize::MAX).unwrap() {
-        synod_storage::History::Changes { changes, through } => {
-            format!("{through}: {:?}", changes.iter().map(|(rev, _)| *rev).collect::<Vec<_>>())
+    match which {
+        0 => format!("{:?}", state.hash_kv(0).unwrap()),
+        1 => {
+            let mut stream = Vec::new();
+            state.export(&mut stream, &["raft/test"]).unwrap();
+            format!("{:x}", hash(&stream))
         }
-        synod_storage::History::Compacted(at) => format!("compacted at {at}"),
-    };
-    (state.hash_kv(0).unwrap(), hash(&stream), hash(&etcd_snapshot), state.records().unwrap().len(), history)
+        2 => {
+            let dir = tempfile::tempdir().unwrap();
+            let etcd_path = dir.path().join("etcd.db");
+            let mut etcd_file = std::fs::File::create(&etcd_path).unwrap();
+            state.write_etcd_snapshot(&mut etcd_file).unwrap();
+            drop(etcd_file);
+            format!("{:x}", hash(&std::fs::read(&etcd_path).unwrap()))
+        }
+        3 => format!("{} records", state.records().unwrap().len()),
+        _ => match state.history(state.compact_revision().unwrap(), &|_| true, usize::MAX).unwrap() {
+            synod_storage::History::Changes { changes, through } => {
+                format!("{through}: {:?}", changes.iter().map(|(rev, _)| *rev).collect::<Vec<_>>())
+            }
+            synod_storage::History::Compacted(at) => format!("compacted at {at}"),
+        },
+    }
+}
+
+fn direct_reads(state: &StateStore) -> Vec<String> {
+    (0..DIRECT_READERS).map(|which| direct_read(state, which)).collect()
 }
 
 /// A compaction drops history from the index at once and deletes its records later, a
@@ -327,7 +340,7 @@ fn compacted_records_are_deleted_later_and_never_seen() {
     apply_all(&done, 102, &[compact(102)]);
     assert_eq!(done.reclaim(usize::MAX).unwrap(), 0);
     let expected = direct_reads(&done);
-    assert_eq!(expected.3, 9, "nine keys keep one value each");
+    assert_eq!(expected[3], "9 records", "nine keys keep one value each");
 
     // Deleted part-way, then restarted: after 30 of the 92, and after 91, which leaves
     // k0's tombstone as the first record of its key.
@@ -358,6 +371,52 @@ fn compacted_records_are_deleted_later_and_never_seen() {
         assert_eq!(state.unreclaimed().unwrap(), 0);
         assert_eq!(direct_reads(&state), expected);
     }
+}
+
+/// A compaction of more keys than one slice of its pass over the index leaves the rest to
+/// later steps (`reclaim`, which the checkpointer calls), so that no apply holds every read
+/// up for the whole pass. Every reader of the records finishes the pass first and sees
+/// what it sees once the compaction is done, and a restart before the pass ends finds
+/// every record to delete.
+#[test]
+fn readers_of_the_records_finish_a_compaction_pass_under_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = synod_base::limits::COMPACTION_PASS_KEYS + 2_000;
+    let key = |i: usize| format!("k{i:06}");
+    // Every key written, every second written again: compacting at the newest revision
+    // drops the first value of every second key.
+    let commands: Vec<Command> =
+        (0..keys).map(|i| put(&key(i), "a")).chain((0..keys).step_by(2).map(|i| put(&key(i), "b"))).collect();
+    let dropped = keys.div_ceil(2);
+    let newest = 1 + commands.len() as i64;
+    let compacted = |name: &str| {
+        let state = StateStore::open(&dir.path().join(name), GroupId::FIRST).unwrap();
+        apply_all(&state, 1, &commands);
+        apply_all(&state, commands.len() as u64 + 1, &[compact(newest)]);
+        assert!(state.compacting().unwrap(), "{name}: a compaction under way");
+        assert!(state.unreclaimed().unwrap() < dropped, "{name}: its pass over the index is unfinished");
+        state
+    };
+    let done = compacted("done.redb");
+    while done.compacting().unwrap() {
+        done.reclaim(1000).unwrap();
+    }
+    assert_eq!(done.unreclaimed().unwrap(), 0);
+    let expected = direct_reads(&done);
+    assert_eq!(expected[3], format!("{keys} records"));
+    for (which, expected) in expected.iter().enumerate() {
+        let state = compacted(&format!("reader-{which}.redb"));
+        assert_eq!(&direct_read(&state, which), expected, "reader {which} during the pass");
+        assert_eq!(state.unreclaimed().unwrap(), dropped, "reader {which} finished the pass");
+    }
+
+    let path = dir.path().join("restarted.redb");
+    let state = compacted("restarted.redb");
+    state.checkpoint().unwrap();
+    drop(state);
+    let state = StateStore::open(&path, GroupId::FIRST).unwrap();
+    assert_eq!(state.unreclaimed().unwrap(), dropped, "a restart finds every record to delete");
+    assert_eq!(direct_reads(&state), direct_reads(&done));
 }
 
 /// A defragment copies the state into a new file that replaces the old (and an import of
