@@ -1695,13 +1695,15 @@ impl Consensus {
                     return;
                 }
                 if reclaiming {
+                    // A step of the pass over the index changes nothing on disk.
+                    let deleting = !consensus.inner.state.index_pass_pending().unwrap_or(true);
                     let state = consensus.inner.state.clone();
                     let reclaim = move || state.reclaim(limits::RECLAIM_BATCH).map_err(std::io::Error::other);
                     if let Err(e) = consensus.inner.disk_io.run(reclaim).await {
                         consensus.fail(format!("deleting compacted records failed: {e}"));
                         return;
                     }
-                    reclaimed = true;
+                    reclaimed |= deleting;
                     if checkpointed.elapsed() < interval {
                         continue;
                     }

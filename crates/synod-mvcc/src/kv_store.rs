@@ -92,15 +92,24 @@ pub struct KvStore {
 
 /// A compaction's pass over the key index, done a slice of keys at a time
 /// ([`KvStore::compact_index`]) so that a large index does not hold up every write and
-/// read at once. Keys before `next` are compacted at the compaction revision; the rest
-/// still hold history it dropped, which no read at or after that revision can see (a key
-/// index answers for a revision from the newest entries at or before it, and compaction
-/// keeps those), so only readers of the backend's records care: they finish the pass
-/// first ([`KvStore::finish_index_pass`]).
+/// read at once. Keys the pass has not reached still hold history the compaction dropped,
+/// which no read at or after the compaction revision can see (a key index answers for a
+/// revision from the newest entries at or before it, and compaction keeps those), so only
+/// readers of the backend's records care: they finish the pass first
+/// ([`KvStore::finish_index_pass`]).
+///
+/// A pass goes from `next` up to `until`, then, if `wrap` is set, from the first key up to
+/// `wrap`. A compaction that applies during a pass takes it over where it is, at the new
+/// revision, and wraps round to that key: starting over would let compactions that come
+/// faster than a pass takes keep it from ever ending.
 #[derive(Clone, Debug, Default)]
 struct IndexPass {
-    /// The first key not yet compacted; empty for the first key of all.
+    /// The first key not yet compacted in this part of the pass; empty for the first key.
     next: Vec<u8>,
+    /// Where this part ends (not included); `None` after the last key.
+    until: Option<Vec<u8>>,
+    /// Where the part after the wrap round ends, if there is one.
+    wrap: Option<Vec<u8>>,
     /// Revisions the pass has dropped so far, in no order; they join [`Unreclaimed`] when
     /// it ends.
     dropped: Vec<Rev>,
@@ -454,8 +463,9 @@ impl KvStore {
         Ok(Ok(Response::Txn(response)))
     }
 
-    /// Compacts the key index at once; the records it drops are deleted later, by
-    /// [`KvStore::reclaim`].
+    /// Compacts the first slice of the key index (see [`IndexPass`]); the rest follows in
+    /// [`KvStore::compact_index`] steps, and the records the pass drops are deleted after
+    /// it, by [`KvStore::reclaim`].
     fn apply_compaction(&mut self, request: &CompactionRequest) -> Result<Applied, BackendError> {
         if let Err(e) = self.corrupt() {
             return Ok(Err(e));
@@ -468,10 +478,17 @@ impl KvStore {
             return Ok(Err(EtcdError::FutureRev));
         }
         self.compacted = at;
-        // A pass of an older compaction starts over at the new revision, keeping what it
-        // has dropped so far.
-        let dropped = self.pass.take().map(|pass| pass.dropped).unwrap_or_default();
-        self.pass = Some(IndexPass { next: Vec::new(), dropped });
+        // A pass of an older compaction goes on from where it is at the new revision, keeping
+        // what it has dropped so far, and wraps round to cover the keys it passed already.
+        self.pass = Some(match self.pass.take() {
+            None => IndexPass::default(),
+            Some(pass) => IndexPass {
+                wrap: (!pass.next.is_empty()).then(|| pass.next.clone()),
+                next: pass.next,
+                until: None,
+                dropped: pass.dropped,
+            },
+        });
         self.compact_index(synod_base::limits::COMPACTION_PASS_KEYS);
         let header = Some(ResponseHeader { revision: self.current, ..Default::default() });
         Ok(Ok(Response::Compaction(CompactionResponse { header })))
@@ -707,22 +724,27 @@ impl KvStore {
         let Some(pass) = &mut self.pass else {
             return false;
         };
-        match self.index.compact_from(&pass.next, self.compacted, max_keys, &mut pass.dropped) {
-            Some(next) => {
-                pass.next = next;
-                true
-            }
-            None => {
-                let pass = self.pass.take().expect("a pass is under way");
-                self.unreclaimed.add(pass.dropped);
-                false
-            }
+        let until = pass.until.as_deref();
+        match self.index.compact_from(&pass.next, until, self.compacted, max_keys, &mut pass.dropped) {
+            Some(next) => pass.next = next,
+            None => match pass.wrap.take() {
+                Some(wrap) => {
+                    pass.next = Vec::new();
+                    pass.until = Some(wrap);
+                }
+                None => {
+                    let pass = self.pass.take().expect("a pass is under way");
+                    self.unreclaimed.add(pass.dropped);
+                    return false;
+                }
+            },
         }
+        true
     }
 
     /// Finishes the newest compaction's pass over the key index, if one is under way.
     pub fn finish_index_pass(&mut self) {
-        self.compact_index(usize::MAX);
+        while self.compact_index(usize::MAX) {}
     }
 
     /// Deletes up to `max` records that compactions dropped, oldest first, and returns how
@@ -1034,7 +1056,7 @@ mod tests {
         command::Op::Compaction(CompactionRequest { revision, physical: false })
     }
 
-    /// Every key-value at `revision`, with the count, as a Range over the whole keyspace.
+    /// Every key-value at `revision`, as a Range over the whole keyspace.
     fn everything(store: &KvStore, backend: &MemBackend, revision: i64) -> Vec<KeyValue> {
         let range = RangeRequest { key: vec![0], range_end: vec![0], revision, ..Default::default() };
         let request = TxnRequest {
@@ -1051,7 +1073,7 @@ mod tests {
     /// A compaction of more keys than one slice leaves the rest of its pass over the index
     /// to later steps. Meanwhile reads at and after the compaction revision answer as they
     /// do once it is done, the backend check accounts for every record, and a second
-    /// compaction starts the pass over; when the pass ends it has dropped exactly what a
+    /// compaction carries the pass on and wraps round; when the pass ends it has dropped exactly what a
     /// compaction of the whole index at once drops.
     #[test]
     fn a_compaction_passes_over_a_large_index_a_slice_at_a_time() {
@@ -1094,7 +1116,7 @@ mod tests {
         apply(&mut store, &mut backend, compact(second));
         apply(&mut done.0, &mut done.1, compact(second));
         done.0.finish_index_pass();
-        assert!(store.index_pass_pending(), "the pass starts over at the first key");
+        assert!(store.index_pass_pending(), "the pass goes on, and wraps round to the keys it passed");
         loop {
             assert_eq!(everything(&store, &backend, second), everything(&done.0, &done.1, second));
             store.check_backend(&backend, backend.records().count()).unwrap();

@@ -1,11 +1,12 @@
 //! [`Unreclaimed`]: the records a compaction dropped that the backend still holds.
 //!
-//! Compaction changes the key index at once (no read can see a dropped revision after it
-//! applies), but deletes the dropped records later, a batch at a time, as etcd's
-//! `scheduleCompaction` does: deleting a large history in the compaction's own apply would
-//! stall every write behind it. Readers that scan the backend's records directly (HashKV,
-//! snapshots, watch history) skip the revisions still listed here, so what they see does
-//! not depend on how far the deletion has got on this member.
+//! Compaction changes the key index first (no read can see a dropped revision after it
+//! applies; see `IndexPass` for the pass that finds them, a slice of keys at a time), but
+//! deletes the dropped records later, a batch at a time, as etcd's `scheduleCompaction`
+//! does: deleting a large history in the compaction's own apply would stall every write
+//! behind it. Readers that scan the backend's records directly (HashKV, snapshots, watch
+//! history) finish the pass and then skip the revisions still listed here, so what they see
+//! does not depend on how far the deletion has got on this member.
 
 use std::sync::Arc;
 

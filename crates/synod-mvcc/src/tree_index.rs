@@ -169,18 +169,24 @@ impl TreeIndex {
         dropped
     }
 
-    /// Compacts at `at` the keys from `from` on, at most `max_keys` of them, as
-    /// [`TreeIndex::compact`] does, adding the revisions no longer needed to `dropped`.
-    /// Returns the key to go on from, or `None` once the last key is done.
+    /// Compacts at `at` the keys from `from` on (up to `until`, not included, if given), at
+    /// most `max_keys` of them, as [`TreeIndex::compact`] does, adding the revisions no
+    /// longer needed to `dropped`. Returns the key to go on from, or `None` once the last
+    /// key is done.
     pub fn compact_from(
         &mut self,
         from: &[u8],
+        until: Option<&[u8]>,
         at: i64,
         max_keys: usize,
         dropped: &mut Vec<Rev>,
     ) -> Option<Vec<u8>> {
+        if until.is_some_and(|until| until <= from) {
+            return None;
+        }
         let mut emptied = Vec::new();
-        let mut keys = self.keys.range_mut::<[u8], _>((Bound::Included(from), Bound::Unbounded));
+        let end = until.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut keys = self.keys.range_mut::<[u8], _>((Bound::Included(from), end));
         for (key, ki) in keys.by_ref().take(max_keys) {
             ki.compact(at, dropped);
             if ki.is_empty() {

@@ -460,9 +460,9 @@ impl Api {
             Response::Compaction(response) => response,
             _ => return Err(errors::unexpected("compaction")),
         };
-        // Compaction drops history from the index as it applies and deletes the records
-        // afterwards, a batch at a time. `physical`, as in etcd, waits for the deletion to
-        // finish, and makes it durable before the reply.
+        // Compaction drops history from the index (a slice of keys in its apply, the rest
+        // in steps after it) and then deletes the records, a batch at a time. `physical`,
+        // as in etcd, waits for all of it to finish, and makes it durable before the reply.
         if physical {
             let pause = Duration::from_millis(synod_base::limits::RECLAIM_PAUSE_MS);
             while self.inner.state.compacting().map_err(errors::storage)? {

@@ -126,12 +126,7 @@ impl StateView {
     pub fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         let meta =
             self.txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
-        match meta.get(key).map_err(engine)? {
-            None => Ok(None),
-            Some(v) => record::open(v.value())
-                .map(|p| Some(p.to_vec()))
-                .map_err(|d| StorageError::corrupt(format!("state meta {key}"), d)),
-        }
+        read_meta(&meta, key)
     }
 
     /// The state file's size when the view was taken: an upper bound of what an export
@@ -573,7 +568,6 @@ impl StateStore {
         self.db.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
-    /// A read transaction, with the database it reads.
     /// A write transaction on the current file; a member that cannot start one stops.
     /// Waits while another is open (a checkpoint's commit holds one through its fsync).
     fn begin_write(&self) -> Result<redb::WriteTransaction, StorageError> {
@@ -583,6 +577,7 @@ impl StateStore {
         })
     }
 
+    /// A read transaction, with the database it reads.
     fn begin_read(&self) -> Result<Reading, StorageError> {
         let db = self.db_read();
         Ok(Reading { txn: db.begin_read().map_err(engine)?, _db: db })
@@ -721,9 +716,10 @@ impl StateStore {
     ) -> Result<History, StorageError> {
         let (txn, current, compacted, unreclaimed) = {
             // A history from the compaction revision itself reads records a compaction
-            // may drop (a deletion at that revision), so it needs the pass finished.
+            // may drop (a deletion at that revision), so it needs the pass finished; one
+            // from before it is refused below, and one from after it reads none.
             let kv = match self.kv_read()? {
-                kv if kv.index_pass_pending() && from <= kv.compact_revision() => {
+                kv if kv.index_pass_pending() && from == kv.compact_revision() => {
                     drop(kv);
                     self.kv_read_exact()?
                 }
@@ -806,7 +802,9 @@ fn write_meta(
     Ok(())
 }
 
-/// Sets or clears [`RECLAIM_PENDING`] to match the store.
+/// Sets or clears [`RECLAIM_PENDING`] to match the store. A pass over the index that ends
+/// outside an apply with nothing dropped leaves the marker to the next apply; a restart
+/// meanwhile compacts its rebuilt index for nothing, which is harmless.
 fn write_reclaim_marker(
     meta: &mut Table<'_, &'static str, &'static [u8]>,
     kv: &KvStore,
@@ -824,7 +822,12 @@ impl StateStore {
     /// A metadata value written by [`StateStore::apply`]'s `extra_meta`, as of the newest
     /// applied state.
     pub fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        self.view()?.meta_value(key)
+        // Not through a view: that would finish a compaction's pass over the index, which
+        // meta does not need (peers ask for the membership every few seconds).
+        self.check_usable()?;
+        let txn = self.begin_read()?;
+        let meta = txn.open_table(TableDefinition::<&str, &[u8]>::new(&self.meta_table)).map_err(engine)?;
+        read_meta(&meta, key)
     }
 
     /// Makes everything applied so far durable (two fsyncs) and returns the applied index
@@ -904,16 +907,14 @@ impl StateStore {
     }
 
     /// Takes the next step of a compaction's work and returns how many records are known
-    /// to be left to delete. While its pass over the index is unfinished, the step is the
-    /// next `COMPACTION_PASS_KEYS` keys of it; then it deletes up to `max` records, in one
-    /// transaction that holds applies off only for its own length, durable with the next
-    /// checkpoint (a crash before it finds them again on restart).
+    /// to be left to delete, at least 1 while its pass over the index is unfinished. The
+    /// step is the next `COMPACTION_PASS_KEYS` keys of that pass while there are any; then
+    /// it deletes up to `max` records, in one transaction that holds applies off only for
+    /// its own length, durable with the next checkpoint (a crash before it finds them again
+    /// on restart). Call it while [`StateStore::compacting`] says so.
     pub fn reclaim(&self, max: usize) -> Result<usize, StorageError> {
         if self.index_pass.load(Ordering::Acquire) {
-            let mut kv = self.kv_write()?;
-            kv.compact_index(synod_base::limits::COMPACTION_PASS_KEYS);
-            self.publish(&kv);
-            return Ok(kv.unreclaimed().len());
+            return self.index_pass_step(&mut *self.kv_write()?);
         }
         let _writes = self.writes_lock()?;
         if self.unreclaimed()? == 0 {
@@ -922,6 +923,11 @@ impl StateStore {
         // Before the index's lock, as an apply does.
         let txn = self.begin_write()?;
         let mut kv = self.kv_write()?;
+        // A compaction applied while this step waited for the locks: its pass comes first,
+        // a slice at a time (the deletion would finish it at once).
+        if kv.index_pass_pending() {
+            return self.index_pass_step(&mut kv);
+        }
         let result = self.reclaim_locked(&mut kv, txn, max);
 
         if result.is_err() {
@@ -930,6 +936,20 @@ impl StateStore {
         }
         self.publish(&kv);
         result
+    }
+
+    /// One slice of a compaction's pass over the index; see [`StateStore::reclaim`].
+    fn index_pass_step(&self, kv: &mut KvStore) -> Result<usize, StorageError> {
+        let pending = kv.compact_index(synod_base::limits::COMPACTION_PASS_KEYS);
+        self.publish(kv);
+        Ok(kv.unreclaimed().len().max(usize::from(pending)))
+    }
+
+    /// Whether a compaction's pass over the index is unfinished ([`StateStore::reclaim`]
+    /// then steps through it, and deletes nothing).
+    pub fn index_pass_pending(&self) -> Result<bool, StorageError> {
+        self.check_usable()?;
+        Ok(self.index_pass.load(Ordering::Acquire))
     }
 
     fn reclaim_locked(
@@ -2021,9 +2041,9 @@ mod tests {
         (*kind == FRAME_META).then(|| std::str::from_utf8(&payload[2..2 + len]).unwrap())
     }
 
-    /// An import indexes the records as they arrive, before the meta that closes them: a
-    /// stream whose every frame is intact but whose records do not fit together, or do not
-    /// fit its meta, is refused, and leaves the state as it was and no file behind.
+    /// A stream whose every frame is intact but whose records do not fit together, or do
+    /// not fit the meta that comes after them, or that carries a compaction's reclaim
+    /// marker, is refused, and leaves the state as it was and no file behind.
     #[test]
     fn an_intact_stream_that_does_not_fit_together_is_refused() {
         let dir = tempfile::tempdir().unwrap();

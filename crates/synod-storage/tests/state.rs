@@ -383,11 +383,24 @@ fn readers_of_the_records_finish_a_compaction_pass_under_way() {
     let dir = tempfile::tempdir().unwrap();
     let keys = synod_base::limits::COMPACTION_PASS_KEYS + 2_000;
     let key = |i: usize| format!("k{i:06}");
-    // Every key written, every second written again: compacting at the newest revision
-    // drops the first value of every second key.
-    let commands: Vec<Command> =
-        (0..keys).map(|i| put(&key(i), "a")).chain((0..keys).step_by(2).map(|i| put(&key(i), "b"))).collect();
-    let dropped = keys.div_ceil(2);
+    // Every key written, every second written again, and the last key (odd, beyond the
+    // apply's slice) deleted: compacting at the newest revision drops the first value of
+    // every second key, and the last key's value and its tombstone, which sits at the
+    // compaction revision itself, where watch history starts.
+    let last = keys - 1;
+    let commands: Vec<Command> = (0..keys)
+        .map(|i| put(&key(i), "a"))
+        .chain((0..keys).step_by(2).map(|i| put(&key(i), "b")))
+        .chain([Command {
+            op: Some(command::Op::DeleteRange(synod_api::etcdserverpb::DeleteRangeRequest {
+                key: key(last).into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }])
+        .collect();
+    assert!(last % 2 == 1, "the last key is written once");
+    let dropped = keys.div_ceil(2) + 2;
     let newest = 1 + commands.len() as i64;
     let compacted = |name: &str| {
         let state = StateStore::open(&dir.path().join(name), GroupId::FIRST).unwrap();
@@ -403,7 +416,7 @@ fn readers_of_the_records_finish_a_compaction_pass_under_way() {
     }
     assert_eq!(done.unreclaimed().unwrap(), 0);
     let expected = direct_reads(&done);
-    assert_eq!(expected[3], format!("{keys} records"));
+    assert_eq!(expected[3], format!("{last} records"));
     for (which, expected) in expected.iter().enumerate() {
         let state = compacted(&format!("reader-{which}.redb"));
         assert_eq!(&direct_read(&state, which), expected, "reader {which} during the pass");
