@@ -890,24 +890,25 @@ fn a_watch_resumes_on_another_member_after_a_kill() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     const WRITES: i64 = 300;
     let writer_endpoint = cluster.members[writer].endpoint();
-    let writes = runtime.spawn(async move {
-        let mut kv = kv_at(&writer_endpoint).await;
-        let mut written = Vec::new();
-        let mut i = 0;
-        while (written.len() as i64) < WRITES {
-            // Writes during the election fail with etcd's Unavailable errors; the writer
-            // goes on with the next value.
-            if let Ok(reply) = kv.put(put("seq", &format!("{i}"))).await {
-                written.push((reply.into_inner().header.expect("header").revision, format!("{i}")));
-            }
-            i += 1;
-        }
-        written
-    });
     let watch = WatchCreateRequest { key: "seq".into(), ..Default::default() };
-    let (mut seen, watched_from) = runtime.block_on(async {
+    let (mut seen, watched_from, writes) = runtime.block_on(async {
         let mut stream = WatchStream::open(&cluster.members[watched].endpoint(), create(watch)).await;
         let created = stream.next().await;
+        // The writes begin once the watch exists, so that it can see every one of them.
+        let writes = tokio::spawn(async move {
+            let mut kv = kv_at(&writer_endpoint).await;
+            let mut written = Vec::new();
+            let mut i = 0;
+            while (written.len() as i64) < WRITES {
+                // Writes during the election fail with etcd's Unavailable errors; the writer
+                // goes on with the next value.
+                if let Ok(reply) = kv.put(put("seq", &format!("{i}"))).await {
+                    written.push((reply.into_inner().header.expect("header").revision, format!("{i}")));
+                }
+                i += 1;
+            }
+            written
+        });
         let mut seen: Vec<(i64, String)> = Vec::new();
         while seen.len() < 50 {
             for event in stream.next().await.events {
@@ -915,7 +916,7 @@ fn a_watch_resumes_on_another_member_after_a_kill() {
                 seen.push((kv.mod_revision, String::from_utf8(kv.value).expect("utf-8")));
             }
         }
-        (seen, created.header.expect("header").revision)
+        (seen, created.header.expect("header").revision, writes)
     });
     cluster.members[watched].kill();
     let last = seen.last().expect("events").0;
