@@ -844,12 +844,8 @@ impl Restoring {
                 detail: format!("record outside the store's revisions 1..={}", meta.current_revision),
             }));
         }
-        if self.reclaim_at.is_some_and(|at| at != meta.compact_revision) {
-            return Err(E::from(BackendError::Corrupt {
-                rev: Rev::default(),
-                detail: "records reclaimed for another compaction revision".to_string(),
-            }));
-        }
+        // Both come from the same meta: a mismatch is a caller's mistake, not the data's.
+        debug_assert!(self.reclaim_at.is_none_or(|at| at == meta.compact_revision));
         let mut store = KvStore::from_meta(meta);
         store.index = self.index;
         for lease in leases {

@@ -929,7 +929,6 @@ impl StateStore {
             return self.index_pass_step(&mut kv);
         }
         let result = self.reclaim_locked(&mut kv, txn, max);
-
         if result.is_err() {
             // The in-memory list may have moved past records the file still holds.
             self.broken.store(true, Ordering::Release);
@@ -2037,8 +2036,11 @@ mod tests {
 
     fn meta_key(frame: &(u8, Vec<u8>)) -> Option<&str> {
         let (kind, payload) = frame;
+        if *kind != FRAME_META {
+            return None;
+        }
         let len = u16::from_le_bytes(payload[..2].try_into().unwrap()) as usize;
-        (*kind == FRAME_META).then(|| std::str::from_utf8(&payload[2..2 + len]).unwrap())
+        Some(std::str::from_utf8(&payload[2..2 + len]).unwrap())
     }
 
     /// A stream whose every frame is intact but whose records do not fit together, or do
